@@ -1,0 +1,5 @@
+import sys
+
+from pairbert.cli import main
+
+sys.exit(main())

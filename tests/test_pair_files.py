@@ -1,0 +1,95 @@
+"""Pair files: every format reads, every malformed case names file, line and field."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pairbert.runtime.pair_files import PairFileError, read_pairs
+
+DATA = Path(__file__).resolve().parents[1] / "training" / "data"
+
+
+def test_three_formats_read_the_same(tmp_path):
+    rows = [("What, really?", 'He said "yes"', 1), ("q2", "a2\twith tab", 0), ("q3", "a3", None)]
+    jsonl = tmp_path / "p.jsonl"
+    jsonl.write_text("".join(json.dumps({"question": q, "answer": a, "label": y}) + "\n" for q, a, y in rows))
+    import csv
+
+    for name, delim in (("p.csv", ","), ("p.tsv", "\t")):
+        with open(tmp_path / name, "w", newline="") as f:
+            w = csv.writer(f, delimiter=delim)
+            w.writerow(["question", "answer", "label"])
+            w.writerows([(q, a, "" if y is None else y) for q, a, y in rows])
+    for name in ("p.jsonl", "p.csv", "p.tsv"):
+        got = [(p.question, p.answer, p.label) for p in read_pairs(tmp_path / name)]
+        assert got == rows, name
+
+
+@pytest.mark.parametrize(
+    "name, text, line, field",
+    [
+        ("bad.jsonl", '{"question": "q", "answer": "a", "label": 1}\n{"question": "q"\n', 2, None),
+        ("bad.jsonl", '{"question": "q", "answer": "a", "label": 3}\n', 1, "label"),
+        ("bad.jsonl", '{"question": 5, "answer": "a"}\n', 1, "question"),
+        ("bad.jsonl", '{"question": "q"}\n', 1, "answer"),
+        ("bad.jsonl", '["q", "a"]\n', 1, None),
+        ("bad.jsonl", '{"question": "   ", "answer": "a"}\n', 1, "question"),
+        ("bad.csv", "question,answer,label\nq,a,1\nq,a,yes\n", 3, "label"),
+        ("bad.csv", "question,answer,label\nq,a,1,extra\n", 2, None),
+        ("bad.csv", "question,label\nq,1\n", 1, "answer"),
+        ("bad.tsv", "question\tanswer\tlabel\nq\t\t1\n", 2, "answer"),
+        ("bad.jsonl", '{"question": "q", "answer": "a", "label": true}\n', 1, "label"),
+    ],
+)
+def test_malformed_rows_name_file_line_field(tmp_path, name, text, line, field):
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(PairFileError) as info:
+        read_pairs(path)
+    err = info.value
+    assert err.line == line and err.field == field
+    assert str(path) in str(err) and f"line {line}" in str(err)
+
+
+def test_labels_required_for_training(tmp_path):
+    path = tmp_path / "unlabeled.jsonl"
+    path.write_text('{"question": "q", "answer": "a"}\n')
+    assert read_pairs(path)[0].label is None
+    with pytest.raises(PairFileError, match="line 1, field 'label'"):
+        read_pairs(path, require_label=True)
+
+
+def test_file_level_errors(tmp_path):
+    with pytest.raises(PairFileError, match="cannot open"):
+        read_pairs(tmp_path / "missing.jsonl")
+    (tmp_path / "x.txt").write_text("q")
+    with pytest.raises(PairFileError, match="extension"):
+        read_pairs(tmp_path / "x.txt")
+    (tmp_path / "empty.jsonl").write_text("")
+    with pytest.raises(PairFileError, match="no pairs"):
+        read_pairs(tmp_path / "empty.jsonl")
+    (tmp_path / "latin.csv").write_bytes(b"question,answer\ncaf\xe9,a\n")
+    with pytest.raises(PairFileError, match="not UTF-8"):
+        read_pairs(tmp_path / "latin.csv")
+
+
+def test_builtin_dataset_is_what_the_builder_writes():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("build_builtin", DATA / "build_builtin.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    train, validation = mod.build(mod.load_bank())
+    assert (DATA / "train.jsonl").read_text() == mod.render(train)
+    assert (DATA / "validation.jsonl").read_text() == mod.render(validation)
+    rows = train + validation
+    assert len(rows) >= 500
+    assert 0.45 <= sum(r["label"] for r in rows) / len(rows) <= 0.55
+    kinds = {r["kind"] for r in rows}
+    assert kinds == {"positive", "easy_negative", "hard_negative"}
+    assert not {r["qid"] for r in train} & {r["qid"] for r in validation}
+    assert len({r["topic"] for r in rows}) >= 20
+    assert len(read_pairs(DATA / "smoke.jsonl", require_label=True)) == 5

@@ -1,0 +1,68 @@
+"""Build the built-in dataset (train/validation JSONL) from qa_bank.tsv, deterministically.
+
+    python training/data/build_builtin.py
+
+Each bank row gives one positive pair. Negatives, one per question, alternate between an *easy* one (the
+answer to a question from another topic) and a *hard* one (the answer to another question on the same
+topic). The split is by question (20 % held out), so validation questions are never seen in training.
+A test checks that the committed files are what this script writes.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SEED = 13
+VALIDATION_FRACTION = 0.2
+
+
+def load_bank(path: Path = HERE / "qa_bank.tsv") -> list[dict]:
+    with open(path, encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f, delimiter="\t"))
+
+
+def build(bank: list[dict], seed: int = SEED) -> tuple[list[dict], list[dict]]:
+    rng = random.Random(seed)
+    by_topic: dict[str, list[int]] = {}
+    for i, row in enumerate(bank):
+        by_topic.setdefault(row["topic"], []).append(i)
+    rows = []
+    for i, row in enumerate(bank):
+        rows.append({"question": row["question"], "answer": row["answer"], "label": 1, "kind": "positive",
+                     "topic": row["topic"], "qid": i})
+        if i % 2 == 0:
+            others = [j for j in by_topic[row["topic"]] if j != i]
+            kind = "hard_negative"
+        else:
+            others = [j for j in range(len(bank)) if bank[j]["topic"] != row["topic"]]
+            kind = "easy_negative"
+        j = rng.choice(others)
+        rows.append({"question": row["question"], "answer": bank[j]["answer"], "label": 0, "kind": kind,
+                     "topic": row["topic"], "qid": i})
+    qids = list(range(len(bank)))
+    rng.shuffle(qids)
+    held_out = set(qids[: round(len(bank) * VALIDATION_FRACTION)])
+    train = [r for r in rows if r["qid"] not in held_out]
+    validation = [r for r in rows if r["qid"] in held_out]
+    rng.shuffle(train)
+    rng.shuffle(validation)
+    return train, validation
+
+
+def render(rows: list[dict]) -> str:
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+
+
+def main() -> None:
+    train, validation = build(load_bank())
+    (HERE / "train.jsonl").write_text(render(train), encoding="utf-8")
+    (HERE / "validation.jsonl").write_text(render(validation), encoding="utf-8")
+    print(f"train: {len(train)} pairs, validation: {len(validation)} pairs")
+
+
+if __name__ == "__main__":
+    main()

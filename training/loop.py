@@ -1,0 +1,202 @@
+"""The training loop: settings in one dataclass, read top to bottom.
+
+Per epoch: length-grouped shuffled batches → forward both orders → cross-entropy → clip → AdamW step →
+linear warm-up/decay. After each epoch: evaluate on validation, write `last/` (resumable) and, when
+validation accuracy improved, `best/`. Seeds are derived from (seed, epoch), so a resumed run replays
+exactly what an uninterrupted one would have done.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import get_linear_schedule_with_warmup
+
+from pairbert.runtime.pair_files import Pair, read_pairs
+from pairbert.runtime.tokenization import PairEncoder
+
+from .batches import encode_batch, sequential_batches, training_batches
+from .checkpoint import find_checkpoint, load_checkpoint, load_trainer_state, save_checkpoint
+from .metrics import classification_metrics
+from .model import DualOrderBertForPairClassification
+from .weights import DEFAULT_SOURCE, build_model, tokenizer_file_for
+
+log = logging.getLogger(__name__)
+
+DATA_DIR = Path(__file__).resolve().parent / "data"
+BUILTIN_TRAIN = DATA_DIR / "train.jsonl"
+BUILTIN_VALIDATION = DATA_DIR / "validation.jsonl"
+SMOKE = DATA_DIR / "smoke.jsonl"
+
+
+class TrainingError(RuntimeError):
+    pass
+
+
+@dataclass
+class TrainConfig:
+    output_dir: str = "runs/default"
+    source: str = DEFAULT_SOURCE  # "minilm", a local BERT folder, a hub name, or "random:NAME"
+    tokenizer: str | None = None  # tokenizer.json; defaults to the source's own
+    train_file: str = str(BUILTIN_TRAIN)
+    validation_file: str | None = str(BUILTIN_VALIDATION)
+    epochs: int = 4
+    batch_size: int = 16
+    learning_rate: float = 5e-5
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    max_grad_norm: float = 1.0
+    max_length: int = 128
+    seed: int = 42
+    device: str = "auto"  # "auto", "cpu", "cuda"
+    progress: bool = True
+    resume: bool = False  # continue from output_dir/last
+    stop_after_epochs: int | None = None  # end early (as if interrupted) after this many epochs
+
+
+def weight_decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Decay matrices and embeddings; never biases or LayerNorm parameters."""
+    no_decay: set[int] = set()
+    for module in model.modules():
+        if isinstance(module, nn.LayerNorm):
+            no_decay.update(id(p) for p in module.parameters(recurse=False))
+    for name, p in model.named_parameters():
+        if name.endswith("bias"):
+            no_decay.add(id(p))
+    params = [p for p in model.parameters() if p.requires_grad]
+    return [
+        {"params": [p for p in params if id(p) not in no_decay], "weight_decay": weight_decay},
+        {"params": [p for p in params if id(p) in no_decay], "weight_decay": 0.0},
+    ]
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise TrainingError("device 'cuda' asked for, but torch sees no CUDA GPU")
+    return torch.device(name)
+
+
+@torch.no_grad()
+def evaluate(model, encoder: PairEncoder, pairs: list[Pair], batch_size: int = 64, device=None) -> dict:
+    model.eval()
+    device = device or next(model.parameters()).device
+    losses, predictions = [], []
+    for idx in sequential_batches(len(pairs), batch_size):
+        batch = {k: v.to(device) for k, v in encode_batch(encoder, [pairs[i] for i in idx]).items()}
+        out = model(**batch)
+        if out.loss is not None and torch.isfinite(out.loss):
+            losses.append(out.loss.item() * len(idx))
+        predictions.extend(out.logits.argmax(-1).tolist())
+    metrics = classification_metrics([p.label for p in pairs], predictions)
+    metrics["loss"] = sum(losses) / len(pairs) if losses else float("nan")
+    return metrics
+
+
+def _autocast(device: torch.device):
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast(device.type, enabled=False)
+
+
+def train(cfg: TrainConfig) -> dict:
+    out = Path(cfg.output_dir)
+    device = pick_device(cfg.device)
+    train_pairs = read_pairs(cfg.train_file, require_label=True)
+    val_pairs = read_pairs(cfg.validation_file, require_label=True) if cfg.validation_file else []
+
+    if cfg.resume:
+        ckpt = load_checkpoint(find_checkpoint(out / "last"))
+        model, encoder, state = ckpt.model, ckpt.encoder, load_trainer_state(ckpt.path)
+        tokenizer_file = ckpt.path / "tokenizer.json"
+        log.info("resuming from %s after epoch %d", ckpt.path, state["epoch"])
+    else:
+        tokenizer_file = Path(cfg.tokenizer) if cfg.tokenizer else tokenizer_file_for(cfg.source)
+        if tokenizer_file is None or not tokenizer_file.is_file():
+            raise TrainingError(f"no tokenizer.json for source {cfg.source!r}; pass --tokenizer")
+        encoder = PairEncoder.from_file(tokenizer_file, cfg.max_length)
+        torch.manual_seed(cfg.seed)
+        model = build_model(cfg.source, vocab_size=encoder.tokenizer.get_vocab_size())
+        state = None
+    model.to(device)
+
+    steps_per_epoch = math.ceil(len(train_pairs) / cfg.batch_size)
+    total_steps = steps_per_epoch * cfg.epochs
+    optimizer = torch.optim.AdamW(weight_decay_groups(model, cfg.weight_decay), lr=cfg.learning_rate)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
+    history: list[dict] = []
+    best_accuracy, start_epoch, step = -1.0, 0, 0
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        history, best_accuracy, start_epoch, step = (
+            state["history"], state["best_accuracy"], state["epoch"], state["step"]
+        )
+
+    lengths = encoder.lengths([p.question for p in train_pairs], [p.answer for p in train_pairs])
+    settings = {"max_length": cfg.max_length, "train_config": {**asdict(cfg), "resume": False}}
+    started = time.perf_counter()
+    for epoch in range(start_epoch, cfg.epochs):
+        if cfg.stop_after_epochs is not None and epoch >= cfg.stop_after_epochs:
+            break
+        torch.manual_seed(cfg.seed * 1000 + epoch)  # dropout stream per epoch: resume-exact
+        model.train()
+        batches = training_batches(lengths, cfg.batch_size, seed=cfg.seed * 1000 + epoch)
+        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress, leave=False)
+        running = 0.0
+        for i, idx in enumerate(bar):
+            batch = {k: v.to(device) for k, v in encode_batch(encoder, [train_pairs[j] for j in idx]).items()}
+            with _autocast(device):
+                loss = model(**batch).loss
+            if not torch.isfinite(loss):
+                raise TrainingError(
+                    f"non-finite loss ({loss.item()}) at epoch {epoch + 1}, step {step + 1}; "
+                    f"try a lower --lr (now {cfg.learning_rate})"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            running += loss.item()
+            bar.set_postfix(loss=f"{running / (i + 1):.4f}")
+        record = {"epoch": epoch + 1, "step": step, "train_loss": running / max(1, len(batches)),
+                  "elapsed_s": round(time.perf_counter() - started, 2)}
+        if val_pairs:
+            val = evaluate(model, encoder, val_pairs, device=device)
+            record.update({f"val_{k}": v for k, v in val.items()})
+            improved = val["accuracy"] > best_accuracy
+        else:
+            improved = True
+        history.append(record)
+        log.info("epoch %d: %s", epoch + 1, {k: v for k, v in record.items() if k != "val_confusion_matrix"})
+        if improved:
+            best_accuracy = record.get("val_accuracy", best_accuracy)
+            save_checkpoint(out / "best", model, tokenizer_file, {**settings, "epoch": epoch + 1, "metrics": record})
+        trainer_state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                         "history": history, "best_accuracy": best_accuracy, "epoch": epoch + 1, "step": step}
+        save_checkpoint(out / "last", model, tokenizer_file, {**settings, "epoch": epoch + 1, "metrics": record},
+                        trainer_state)
+        _write_json(out / "metrics.json", {"history": history, "best_val_accuracy": best_accuracy})
+    return {"history": history, "best_val_accuracy": best_accuracy, "output_dir": str(out)}
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    tmp.replace(path)
+
+
+def load_for_inference(path: Path) -> tuple[DualOrderBertForPairClassification, PairEncoder]:
+    ckpt = load_checkpoint(path)
+    return ckpt.model, ckpt.encoder
