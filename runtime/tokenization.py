@@ -43,13 +43,22 @@ class PairEncoder:
 
     def encode(self, questions: Sequence[str], answers: Sequence[str]) -> dict[str, np.ndarray]:
         """Encode pairs in both orders; returns int64 arrays named like the graph inputs."""
+        return self.collate(*self.tokenize(questions, answers))
+
+    def tokenize(self, questions: Sequence[str], answers: Sequence[str]) -> tuple[list, list]:
+        """Unpadded encodings of each pair in both orders (QA list, AQ list)."""
         if len(questions) != len(answers):
             raise ValueError(f"{len(questions)} questions but {len(answers)} answers")
-        out: dict[str, np.ndarray] = {}
-        for order, pairs in (("qa", list(zip(questions, answers))), ("aq", list(zip(answers, questions)))):
-            encodings = self.tokenizer.encode_batch(pairs)
-            out.update(self._pad(order, encodings))
-        return out
+        if len(questions) == 1:  # a single pair: skip encode_batch's thread-pool hand-off
+            q, a = questions[0], answers[0]
+            return [self.tokenizer.encode(q, a)], [self.tokenizer.encode(a, q)]
+        qa = self.tokenizer.encode_batch(list(zip(questions, answers)))
+        aq = self.tokenizer.encode_batch(list(zip(answers, questions)))
+        return qa, aq
+
+    def collate(self, qa: Sequence, aq: Sequence) -> dict[str, np.ndarray]:
+        """Pad a batch of encodings to its longest member."""
+        return {**self._pad("qa", qa), **self._pad("aq", aq)}
 
     def lengths(self, questions: Sequence[str], answers: Sequence[str]) -> list[int]:
         """Token count of each pair (same in both orders), for length bucketing."""

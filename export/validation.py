@@ -1,0 +1,194 @@
+"""Validate an exported graph in stages, each with its own error, and gate each variant on parity.
+
+Stages: onnx.checker (full) → session loads → input/output names and dynamic axes as the contract says →
+output shapes over a grid of batch sizes and lengths → values against the torch model.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from pairbert.runtime.contract import GraphContract
+
+log = logging.getLogger(__name__)
+
+
+class ExportError(RuntimeError):
+    """An export that failed one validation stage; `stage` names it."""
+
+    def __init__(self, stage: str, message: str):
+        self.stage = stage
+        super().__init__(f"[{stage}] {message}")
+
+
+class ParityError(ExportError):
+    def __init__(self, variant: str, message: str, figures: dict):
+        self.variant, self.figures = variant, figures
+        super().__init__("parity", f"variant {variant!r}: {message}")
+
+
+@dataclass
+class StageReport:
+    lines: list[str] = field(default_factory=list)
+    echo: Callable[[str], None] | None = None
+
+    def ok(self, stage: str, detail: str = "") -> None:
+        self._add(f"  ✓ {stage}" + (f": {detail}" if detail else ""))
+
+    def fail(self, stage: str, detail: str) -> None:
+        self._add(f"  ✗ {stage}: {detail}")
+
+    def _add(self, line: str) -> None:
+        self.lines.append(line)
+        if self.echo:
+            self.echo(line)
+
+
+def _dims(value_info) -> list[str | int]:
+    return [d.dim_param if d.dim_param else d.dim_value for d in value_info.type.tensor_type.shape.dim]
+
+
+def check_structure(path: Path, contract: GraphContract, report: StageReport) -> None:
+    stage = "onnx.checker"
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except Exception as exc:  # onnx raises several types
+        report.fail(stage, str(exc).splitlines()[0])
+        raise ExportError(stage, str(exc)) from None
+    report.ok(stage, "full check")
+
+    stage = "contract"
+    graph = onnx.load(str(path), load_external_data=False).graph
+    names_in = [i.name for i in graph.input]
+    names_out = [o.name for o in graph.output]
+    if names_in != contract.input_names or names_out != contract.output_names:
+        msg = f"inputs {names_in} / outputs {names_out}, expected {contract.input_names} / {contract.output_names}"
+        report.fail(stage, msg)
+        raise ExportError(stage, msg)
+    for value_info, spec in zip(list(graph.input) + list(graph.output), contract.inputs + contract.outputs):
+        dims = _dims(value_info)
+        for axis, (have, want) in enumerate(zip(dims, spec.axes)):
+            if isinstance(want, str) and not isinstance(have, str) or not isinstance(want, str) and have != want:
+                msg = f"{spec.name} axis {axis} is {have!r}, the contract says {want!r} (a dynamic axis was fixed?)"
+                report.fail(stage, msg)
+                raise ExportError(stage, msg)
+    report.ok(stage, f"{len(names_in)} inputs, {len(names_out)} output, dynamic axes as specified")
+
+
+def make_session(path: Path, providers: list[str] | None = None):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"])
+
+
+def check_session_and_shapes(
+    path: Path, contract: GraphContract, feeds: list[dict[str, np.ndarray]], report: StageReport,
+    providers: list[str] | None = None,
+):
+    stage = "session"
+    try:
+        session = make_session(path, providers)
+    except Exception as exc:
+        report.fail(stage, str(exc).splitlines()[0])
+        raise ExportError(stage, str(exc)) from None
+    report.ok(stage, ", ".join(session.get_providers()))
+
+    stage = "shapes"
+    seen = []
+    for feed in feeds:
+        batch, length = feed[contract.input_names[0]].shape
+        try:
+            (logits,) = session.run(contract.output_names, feed)
+        except Exception as exc:
+            msg = f"batch {batch} × length {length}: {str(exc).splitlines()[0]}"
+            report.fail(stage, msg)
+            raise ExportError(stage, msg) from None
+        if logits.shape != (batch, contract.outputs[0].axes[1]) or not np.isfinite(logits).all():
+            msg = f"batch {batch} × length {length} gave logits of shape {logits.shape} (finite: {np.isfinite(logits).all()})"
+            report.fail(stage, msg)
+            raise ExportError(stage, msg)
+        seen.append(f"{batch}×{length}")
+    report.ok(stage, "batch×length " + ", ".join(seen))
+    return session
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def parity_figures(reference: np.ndarray, candidate: np.ndarray) -> dict:
+    dl = np.abs(reference - candidate)
+    dp = np.abs(softmax(reference) - softmax(candidate))[:, 1]
+    return {
+        "pairs": int(reference.shape[0]),
+        "max_abs_logit_diff": float(dl.max()),
+        "mean_abs_logit_diff": float(dl.mean()),
+        "max_abs_prob_diff": float(dp.max()),
+        "mean_abs_prob_diff": float(dp.mean()),
+        "label_agreement": float((reference.argmax(-1) == candidate.argmax(-1)).mean()),
+    }
+
+
+@dataclass(frozen=True)
+class ParityRule:
+    max_abs_logit_diff: float | None = None
+    min_label_agreement: float | None = None
+
+    def failures(self, figures: dict) -> list[str]:
+        out = []
+        if self.max_abs_logit_diff is not None and figures["max_abs_logit_diff"] > self.max_abs_logit_diff:
+            out.append(
+                f"max |Δlogit| {figures['max_abs_logit_diff']:.3g} > {self.max_abs_logit_diff:g} "
+                f"(over by {figures['max_abs_logit_diff'] - self.max_abs_logit_diff:.3g})"
+            )
+        if self.min_label_agreement is not None and figures["label_agreement"] < self.min_label_agreement:
+            out.append(
+                f"label agreement {figures['label_agreement']:.2%} < {self.min_label_agreement:.0%} "
+                f"(short by {self.min_label_agreement - figures['label_agreement']:.2%})"
+            )
+        return out
+
+
+PARITY_RULES = {
+    "fp32": ParityRule(max_abs_logit_diff=1e-4),
+    "optimized": ParityRule(max_abs_logit_diff=1e-4),
+    "int8": ParityRule(min_label_agreement=0.99),
+    "fp16": ParityRule(min_label_agreement=0.99),
+}
+
+
+def run_batches(session, contract: GraphContract, feeds: list[dict[str, np.ndarray]]) -> np.ndarray:
+    return np.concatenate([session.run(contract.output_names, f)[0] for f in feeds])
+
+
+def gate(variant: str, reference: np.ndarray, candidate: np.ndarray, report: StageReport) -> tuple[dict, list[str]]:
+    figures = parity_figures(reference, candidate)
+    fails = PARITY_RULES[variant].failures(figures)
+    detail = (f"{figures['pairs']} pairs, max |Δlogit| {figures['max_abs_logit_diff']:.2e}, "
+              f"max |Δprob| {figures['max_abs_prob_diff']:.2e}, mean |Δprob| {figures['mean_abs_prob_diff']:.2e}, "
+              f"labels agree {figures['label_agreement']:.2%}")
+    if fails:
+        report.fail(f"parity {variant}", detail + " — " + "; ".join(fails))
+    else:
+        report.ok(f"parity {variant}", detail)
+    return figures, fails
+
+
+def reference_check(path: Path, contract: GraphContract, feed: dict[str, np.ndarray]) -> float:
+    """max |Δlogit| between ONNX Runtime and onnx's reference evaluator (the graph means what ORT runs)."""
+    from onnx.reference import ReferenceEvaluator
+
+    ref = ReferenceEvaluator(str(path))
+    expected = ref.run(None, feed)[0]
+    actual = make_session(path).run(contract.output_names, feed)[0]
+    return float(np.abs(expected - actual).max())
