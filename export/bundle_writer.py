@@ -16,7 +16,13 @@ import onnx
 import torch
 
 from pairbert.runtime.bundle import (
-    FORMAT_VERSION, MANIFEST_FILE, TOKENIZER_FILE, VARIANTS, Manifest, VariantInfo, sha256_file,
+    FORMAT_VERSION,
+    MANIFEST_FILE,
+    TOKENIZER_FILE,
+    VARIANTS,
+    Manifest,
+    VariantInfo,
+    sha256_file,
 )
 from pairbert.runtime.contract import CONTRACT, GraphContract
 from pairbert.runtime.pair_files import read_pairs
@@ -27,7 +33,13 @@ from pairbert.training.loop import BUILTIN_VALIDATION
 
 from . import fusion, onnx_graph, precision
 from .validation import (
-    ExportError, ParityError, StageReport, check_session_and_shapes, check_structure, gate, run_batches,
+    ExportError,
+    ParityError,
+    StageReport,
+    check_session_and_shapes,
+    check_structure,
+    gate,
+    run_batches,
 )
 
 log = logging.getLogger(__name__)
@@ -191,7 +203,7 @@ def export_bundle(checkpoint: str | Path, out_dir: str | Path, settings: ExportS
             max_length=encoder.max_length, contract=CONTRACT, variants=variants,
             tokenizer_file=TOKENIZER_FILE, tokenizer_sha256=sha256_file(work / TOKENIZER_FILE),
             versions={**_versions(), "export_seconds": {k: round(v, 2) for k, v in timings.items()}},
-            source_checkpoint=str(ckpt.path), created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            source_checkpoint=str(ckpt.path.resolve()), created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         )
         (work / MANIFEST_FILE).write_text(manifest.to_json())
         _swap_into_place(work, out_dir)

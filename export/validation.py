@@ -15,11 +15,12 @@ import numpy as np
 import onnx
 
 from pairbert.runtime.contract import GraphContract
+from pairbert.runtime.errors import PairbertError
 
 log = logging.getLogger(__name__)
 
 
-class ExportError(RuntimeError):
+class ExportError(PairbertError, RuntimeError):
     """An export that failed one validation stage; `stage` names it."""
 
     def __init__(self, stage: str, message: str):

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .contract import GraphContract
+from .errors import PairbertError
 
 FORMAT_VERSION = 1
 MANIFEST_FILE = "manifest.json"
@@ -19,7 +20,7 @@ TOKENIZER_FILE = "tokenizer.json"
 VARIANTS = ("fp32", "optimized", "int8", "fp16")
 
 
-class BundleError(ValueError):
+class BundleError(PairbertError, ValueError):
     """A bundle that cannot be used as it is: missing, tampered with, or of another format."""
 
 

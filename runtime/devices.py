@@ -7,13 +7,15 @@ import os
 import threading
 from dataclasses import dataclass
 
+from .errors import PairbertError
+
 log = logging.getLogger(__name__)
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 
 
-class DeviceError(RuntimeError):
+class DeviceError(PairbertError, RuntimeError):
     pass
 
 
@@ -78,10 +80,10 @@ class ThreadLedger:
         with self._lock:
             free = max(1, cores - self._claimed)
             threads = free if requested is None else requested
-            if requested is not None and self._claimed + requested > cores:
+            if self._claimed + threads > cores:
                 log.warning(
                     "predictors in this process now use %d intra-op threads on %d physical cores: "
-                    "they will compete; pass threads= to split the cores", self._claimed + requested, cores,
+                    "they will compete; pass threads= to split the cores", self._claimed + threads, cores,
                 )
             elif requested is None and self._claimed:
                 log.info("another predictor holds %d thread(s); this one takes %d", self._claimed, threads)

@@ -14,12 +14,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import PairbertError
+
 FIELDS = ("question", "answer")
 LABEL_FIELD = "label"
 FORMATS = ("csv", "tsv", "jsonl")
 
 
-class PairFileError(ValueError):
+class PairFileError(PairbertError, ValueError):
     """A pair file that cannot be read as it is, with where and why."""
 
     def __init__(self, source: str, line: int | None, field: str | None, problem: str):

@@ -17,6 +17,7 @@ import numpy as np
 
 from .bundle import BundleError, Manifest, read_manifest, verify_file, verify_variant
 from .devices import LEDGER, DeviceError, plan_device
+from .errors import PairbertError
 from .tokenization import PairEncoder
 
 log = logging.getLogger(__name__)
@@ -25,7 +26,7 @@ CPU_PREFERENCE = ("int8", "optimized", "fp32")
 CUDA_PREFERENCE = ("fp16", "optimized", "fp32")
 
 
-class PredictorError(ValueError):
+class PredictorError(PairbertError, ValueError):
     """Bad input or a bad request to the predictor, with what was wrong."""
 
 

@@ -21,7 +21,8 @@ def build_tokenizer(path: Path) -> Path:
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     pieces = sorted(set(WORDS))
     chars = sorted(set("".join(WORDS)) | set("0123456789?.,!'"))
-    vocab = {tok: i for i, tok in enumerate(specials + pieces + chars + ["##" + c for c in chars])}
+    tokens = list(dict.fromkeys(specials + pieces + chars + ["##" + c for c in chars]))  # unique, ordered
+    vocab = {tok: i for i, tok in enumerate(tokens)}
     tok = Tokenizer(WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True, strip_accents=None, clean_text=True,
                                                 handle_chinese_chars=True)
@@ -48,3 +49,38 @@ def smoke_file() -> Path:
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
+
+
+def varied_pairs(n: int = 60, seed: int = 0) -> list[dict]:
+    """Labeled pairs over the tiny vocabulary, with a spread of lengths (padding is where exports break)."""
+    import random
+
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        q = " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 12))) + "?"
+        a = " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 40))) + "."
+        rows.append({"question": q, "answer": a, "label": i % 2})
+    return rows
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory, tiny_tokenizer, smoke_file) -> Path:
+    """A tiny dual-order BERT trained on the five smoke pairs (confident, so int8 keeps its labels)."""
+    from pairbert.training.loop import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("ckpt")
+    validation = write_jsonl(root / "validation.jsonl", varied_pairs())
+    train(TrainConfig(output_dir=str(root / "run"), source="random:tiny", tokenizer=str(tiny_tokenizer),
+                      train_file=str(smoke_file), validation_file=str(validation), epochs=40, batch_size=5,
+                      learning_rate=3e-3, warmup_ratio=0.0, progress=False))
+    return root / "run" / "last"
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory, tiny_checkpoint) -> Path:
+    from pairbert.export.bundle_writer import export_bundle
+
+    out = tmp_path_factory.mktemp("bundle") / "bundle"
+    export_bundle(tiny_checkpoint, out, echo=None)
+    return out

@@ -9,10 +9,10 @@ import sys
 import pytest
 import torch
 
+from pairbert.runtime.pair_files import read_pairs
 from pairbert.training.checkpoint import load_checkpoint
 from pairbert.training.loop import SMOKE, TrainConfig, TrainingError, evaluate, train, weight_decay_groups
 from pairbert.training.weights import build_model
-from pairbert.runtime.pair_files import read_pairs
 
 
 def tiny_config(tmp_path, tokenizer, **overrides) -> TrainConfig:

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from transformers.utils import logging as hf_logging
 
+from pairbert.runtime.errors import PairbertError
 from pairbert.runtime.tokenization import PairEncoder
 
 from .model import DualOrderBertForPairClassification
@@ -30,7 +31,7 @@ TOKENIZER_FILE = "tokenizer.json"
 LABELS = ("no_match", "match")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(PairbertError, ValueError):
     pass
 
 

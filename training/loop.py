@@ -20,6 +20,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
+from pairbert.runtime.errors import PairbertError
 from pairbert.runtime.pair_files import Pair, read_pairs
 from pairbert.runtime.tokenization import PairEncoder
 
@@ -37,7 +38,7 @@ BUILTIN_VALIDATION = DATA_DIR / "validation.jsonl"
 SMOKE = DATA_DIR / "smoke.jsonl"
 
 
-class TrainingError(RuntimeError):
+class TrainingError(PairbertError, RuntimeError):
     pass
 
 

@@ -15,6 +15,8 @@ from pathlib import Path
 
 from transformers import BertConfig, BertModel
 
+from pairbert.runtime.errors import PairbertError
+
 from .model import DualOrderBertConfig, DualOrderBertForPairClassification
 
 log = logging.getLogger(__name__)
@@ -28,7 +30,7 @@ RANDOM_CONFIGS = {
 }
 
 
-class WeightSourceError(ValueError):
+class WeightSourceError(PairbertError, ValueError):
     pass
 
 

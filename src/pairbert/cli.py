@@ -8,10 +8,10 @@ import json
 import logging
 import sys
 
-from pairbert.runtime.pair_files import PairFileError
+from pairbert.runtime.errors import PairbertError
 
 
-class UserError(Exception):
+class UserError(PairbertError):
     """An error the user can fix; printed as one line, no traceback."""
 
 
@@ -44,6 +44,80 @@ def _evaluate(args: argparse.Namespace) -> None:
     print(format_confusion(m["confusion_matrix"]))
 
 
+def _export(args: argparse.Namespace) -> None:
+    from pairbert.export.bundle_writer import ExportSettings, export_bundle
+    from pairbert.export.precision import Int8Options
+
+    variants = tuple(v.strip() for v in args.variants.split(",") if v.strip())
+    settings = ExportSettings(
+        variants=variants, validation_file=args.validation, force=args.force,
+        int8=Int8Options(weight_type=args.int8_weight_type, per_channel=args.int8_per_channel,
+                         reduce_range=args.int8_reduce_range),
+        external_data=True if args.external_data else None,
+    )
+    export_bundle(args.checkpoint, args.out, settings)
+
+
+def _predict(args: argparse.Namespace) -> None:
+    from pairbert.runtime.pair_files import iter_pairs
+    from pairbert.runtime.predictor import PairClassifier
+
+    if (args.question is None) != (args.answer is None):
+        raise UserError("give both -q and -a, or --input")
+    if (args.question is None) == (args.input is None):
+        raise UserError("give either -q/-a or --input")
+    clf = PairClassifier.load(args.bundle, variant=args.variant, device=args.device, threads=args.threads,
+                              allow_fallback=args.allow_fallback)
+    logging.getLogger(__name__).info("variant %s on %s", clf.variant, clf.provider)
+    names = clf.label_names
+    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
+    try:
+        def emit(batch) -> None:
+            result = clf.predict([(p.question, p.answer) for p in batch], batch_size=args.batch_size)
+            for pair, label, prob in zip(batch, result.labels, result.match_probability):
+                row = {"question": pair.question, "answer": pair.answer, "label": int(label),
+                       "label_name": names[int(label)], "probability": round(float(prob), 6)}
+                if pair.label is not None:
+                    row["true_label"] = pair.label
+                out.write(json.dumps(row, ensure_ascii=False) + "\n")
+            out.flush()
+
+        if args.question is not None:
+            from pairbert.runtime.pair_files import Pair
+
+            emit([Pair(args.question, args.answer)])
+            return
+        batch = []
+        # Streams: reads and writes one chunk at a time; a malformed line stops with its line number,
+        # after everything before it was written.
+        try:
+            for pair in iter_pairs(args.input, fmt=args.format):
+                batch.append(pair)
+                if len(batch) >= args.chunk:
+                    emit(batch)
+                    batch = []
+        finally:
+            if batch:
+                emit(batch)
+    finally:
+        if out is not sys.stdout:
+            out.close()
+
+
+def _bench(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from pairbert.benchmarks.suite import BenchmarkError, run_suite
+
+    out = Path(args.out)
+    print(f"benchmarking {args.bundle} ({'quick' if args.quick else 'full'}) → {out}", flush=True)
+    report = run_suite(Path(args.bundle), Path(args.checkpoint) if args.checkpoint else None, out, args.quick,
+                       args.threads)
+    print((out / "results.md").read_text())
+    if report["problems"]:
+        raise BenchmarkError("; ".join(report["problems"]))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pairbert", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -74,12 +148,41 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=int, default=64)
     e.set_defaults(func=_evaluate)
 
-    for register in _EXTRA_COMMANDS:
-        register(sub)
+    x = sub.add_parser("export", help="checkpoint → one ONNX graph per variant, parity-gated, as a bundle folder")
+    x.add_argument("checkpoint")
+    x.add_argument("--out", required=True, help="bundle folder to write (replaced atomically)")
+    x.add_argument("--variants", default="fp32,optimized,int8,fp16")
+    x.add_argument("--validation", help="pairs for the parity gate (default: the checkpoint's validation split)")
+    x.add_argument("--force", action="store_true", help="write variants that fail the parity gate, marked failed")
+    x.add_argument("--int8-weight-type", default="QInt8", choices=["QInt8", "QUInt8"])
+    x.add_argument("--int8-per-channel", action="store_true")
+    x.add_argument("--int8-reduce-range", action="store_true")
+    x.add_argument("--external-data", action="store_true", help="weights in a separate .data file (automatic past 2 GB)")
+    x.set_defaults(func=_export)
+
+    p = sub.add_parser("predict", help="classify pairs with a bundle (torch-free); JSONL out")
+    p.add_argument("bundle")
+    p.add_argument("-q", "--question")
+    p.add_argument("-a", "--answer")
+    p.add_argument("--input", help="pairs file (.csv/.tsv/.jsonl) or - for JSONL on standard input")
+    p.add_argument("--format", choices=["csv", "tsv", "jsonl"], help="input format (default: from extension)")
+    p.add_argument("--output", help="write JSONL here instead of standard output")
+    p.add_argument("--variant", default="auto")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--allow-fallback", action="store_true", help="run on the CPU if CUDA cannot")
+    p.add_argument("--threads", type=int)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--chunk", type=int, default=512, help="pairs read before predicting and writing")
+    p.set_defaults(func=_predict)
+
+    b = sub.add_parser("bench", help="torch vs ONNX Runtime: latency, throughput, footprint, accuracy")
+    b.add_argument("bundle")
+    b.add_argument("--checkpoint", help="torch checkpoint (default: the one the bundle was exported from)")
+    b.add_argument("--out", default="runs/bench")
+    b.add_argument("--quick", action="store_true", help="smoke run under 2 minutes (CI)")
+    b.add_argument("--threads", type=int, help="threads for every contestant (default: physical cores)")
+    b.set_defaults(func=_bench)
     return parser
-
-
-_EXTRA_COMMANDS: list = []
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,16 +198,9 @@ def main(argv: list[str] | None = None) -> int:
             args.validation = args.validation or str(BUILTIN_VALIDATION)
     try:
         args.func(args)
-    except (UserError, PairFileError) as exc:
+    except PairbertError as exc:
         print(f"pairbert {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except Exception as exc:  # our own error types carry a user-facing message
-        if type(exc).__name__ in _USER_FACING:
-            print(f"pairbert {args.command}: error: {exc}", file=sys.stderr)
-            return 2
-        raise
+    except BrokenPipeError:  # e.g. `pairbert predict ... | head`
+        return 0
     return 0
-
-
-_USER_FACING = {"TrainingError", "CheckpointError", "WeightSourceError", "ExportError", "ParityError",
-                "BundleError", "PredictorError"}

@@ -1,0 +1,88 @@
+"""The contestants: one callable per way of serving the model, all end to end (tokenization included),
+all fed the same pairs with the same thread count.
+
+torch contestants import torch only when built, so an ORT worker process never loads it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+ORT_VARIANTS = ("fp32", "optimized", "int8", "fp16")
+TORCH_CONTESTANTS = ("torch-fp32", "torch-int8")
+
+Pairs = Sequence[tuple[str, str]]
+
+
+@dataclass
+class Contestant:
+    name: str
+    family: str  # "torch" or "ort"
+    precision: str
+    # (pairs, batch_size, mode) -> probabilities [n, 2]; mode: bucketed | padded | pad128
+    predict: Callable[[Pairs, int, str], np.ndarray]
+    modes: tuple[str, ...]
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def torch_contestant(name: str, checkpoint: Path, threads: int) -> Contestant:
+    import torch
+
+    from pairbert.training.batches import pad_to_max_length
+    from pairbert.training.checkpoint import load_checkpoint
+
+    torch.set_num_threads(threads)
+    ckpt = load_checkpoint(checkpoint)  # default attention: SDPA, torch's fastest on CPU
+    model, encoder = ckpt.model.eval(), ckpt.encoder
+    if name == "torch-int8":
+        model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+
+    def predict(pairs: Pairs, batch_size: int, mode: str) -> np.ndarray:
+        n = len(pairs)
+        order = sorted(range(n), key=lambda i: len(pairs[i][0]) + len(pairs[i][1])) if mode == "bucketed" else range(n)
+        order = list(order)
+        if mode == "bucketed":  # sort by token count, as the runtime does
+            qa, _ = encoder.tokenize([p[0] for p in pairs], [p[1] for p in pairs])
+            order = sorted(range(n), key=lambda i: len(qa[i].ids))
+        out = np.empty((n, 2), np.float32)
+        with torch.inference_mode():
+            for s in range(0, n, batch_size):
+                idx = order[s : s + batch_size]
+                arrays = encoder.encode([pairs[i][0] for i in idx], [pairs[i][1] for i in idx])
+                batch = {k: torch.from_numpy(v) for k, v in arrays.items()}
+                if mode == "pad128":
+                    batch = pad_to_max_length(batch, encoder.max_length)
+                out[idx] = model(**batch).logits.float().numpy()
+        return _softmax(out)
+
+    return Contestant(name, "torch", "int8" if name == "torch-int8" else "fp32", predict,
+                      ("padded", "pad128", "bucketed"))
+
+
+def ort_contestant(variant: str, bundle: Path, threads: int, device: str = "cpu") -> Contestant:
+    from pairbert.runtime import PairClassifier
+
+    clf = PairClassifier.load(bundle, variant=variant, device=device, threads=threads)
+
+    def predict(pairs: Pairs, batch_size: int, mode: str) -> np.ndarray:
+        if mode != "bucketed":
+            raise ValueError(mode)
+        return clf.predict(pairs, batch_size=batch_size).probabilities
+
+    return Contestant(f"ort-{variant}", "ort", clf.manifest.variants[variant].precision, predict, ("bucketed",))
+
+
+def build(name: str, bundle: Path, checkpoint: Path, threads: int) -> Contestant:
+    if name in TORCH_CONTESTANTS:
+        return torch_contestant(name, checkpoint, threads)
+    if name.startswith("ort-") and name[4:] in ORT_VARIANTS:
+        return ort_contestant(name[4:], bundle, threads)
+    raise ValueError(f"unknown contestant {name!r}")

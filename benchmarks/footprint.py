@@ -1,0 +1,124 @@
+"""Cold start, memory growth and installed size: what a service pays besides latency."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from importlib.metadata import PackageNotFoundError, distribution
+from pathlib import Path
+
+from packaging.requirements import Requirement
+
+COLD_START_RUNTIME = """
+import time; t0 = time.perf_counter()
+from pairbert.runtime import PairClassifier
+clf = PairClassifier.load({bundle!r}, variant={variant!r}, threads={threads})
+t1 = time.perf_counter()
+clf.predict([("How long should I boil an egg?", "About six minutes.")])
+t2 = time.perf_counter()
+import json, sys; print(json.dumps({{"import_load_s": t1 - t0, "first_prediction_s": t2 - t1, "total_s": t2 - t0,
+  "variant": clf.variant, "torch_loaded": "torch" in sys.modules}}))
+"""
+
+COLD_START_TORCH = """
+import time; t0 = time.perf_counter()
+import torch
+from pairbert.training.checkpoint import load_checkpoint
+from pairbert.training.batches import encode_batch
+from pairbert.runtime.pair_files import Pair
+torch.set_num_threads({threads})
+ckpt = load_checkpoint({checkpoint!r})
+t1 = time.perf_counter()
+with torch.inference_mode():
+    ckpt.model(**encode_batch(ckpt.encoder, [Pair("How long should I boil an egg?", "About six minutes.")], False))
+t2 = time.perf_counter()
+import json; print(json.dumps({{"import_load_s": t1 - t0, "first_prediction_s": t2 - t1, "total_s": t2 - t0}}))
+"""
+
+MEMORY_GROWTH = """
+import json, random, sys
+from pairbert.runtime import PairClassifier
+from pairbert.benchmarks.machine import current_rss_mb
+from pairbert.benchmarks.workloads import builtin_pairs
+clf = PairClassifier.load({bundle!r}, variant={variant!r}, threads={threads})
+rows = builtin_pairs(); rng = random.Random(0)
+def job():
+    k = rng.choice([1, 1, 1, 2, 3, 5, 8, 13, 32])
+    picks = [rng.choice(rows) for _ in range(k)]
+    reps = rng.choice([1, 1, 2, 4])
+    return [(p["question"], " ".join([p["answer"]] * reps)) for p in picks]
+done = 0
+while done < {warmup}:
+    done += len(clf.predict(job()))
+after_warmup = current_rss_mb(); done = 0
+while done < {predictions}:
+    done += len(clf.predict(job()))
+end = current_rss_mb()
+print(json.dumps({{"predictions": done, "rss_after_warmup_mb": after_warmup, "rss_end_mb": end,
+                  "growth_pct": 100 * (end - after_warmup) / after_warmup}}))
+"""
+
+
+def run_python(code: str, timeout: float = 600) -> dict:
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout)
+    wall = time.perf_counter() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"benchmark subprocess failed:\n{done.stderr[-2000:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result["process_wall_s"] = wall  # includes interpreter start-up
+    return result
+
+
+def cold_start(bundle: Path, checkpoint: Path, threads: int, variant: str, repeats: int = 3) -> dict:
+    runtime = [run_python(COLD_START_RUNTIME.format(bundle=str(bundle), variant=variant, threads=threads))
+               for _ in range(repeats)]
+    torch_runs = [run_python(COLD_START_TORCH.format(checkpoint=str(checkpoint), threads=threads))]
+    best = min(runtime, key=lambda r: r["total_s"])
+    return {"runtime": {**best, "runs": [r["total_s"] for r in runtime]}, "torch": torch_runs[0]}
+
+
+def memory_growth(bundle: Path, variant: str, threads: int, predictions: int, warmup: int) -> dict:
+    return run_python(MEMORY_GROWTH.format(bundle=str(bundle), variant=variant, threads=threads,
+                                           predictions=predictions, warmup=warmup))
+
+
+def _closure(names: list[str]) -> set[str]:
+    seen: set[str] = set()
+    todo = list(names)
+    while todo:
+        name = todo.pop().lower().replace("_", "-")
+        if name in seen:
+            continue
+        try:
+            dist = distribution(name)
+        except PackageNotFoundError:
+            continue
+        seen.add(name)
+        for req in dist.requires or []:
+            r = Requirement(req)
+            if r.marker is None or r.marker.evaluate({"extra": ""}):
+                todo.append(r.name)
+    return seen
+
+
+def _size_mb(names: set[str]) -> float:
+    total = 0
+    for name in names:
+        dist = distribution(name)
+        for f in dist.files or []:
+            try:
+                total += Path(dist.locate_file(f)).stat().st_size
+            except OSError:
+                pass
+    return total / 2**20
+
+
+def installed_sizes() -> dict:
+    """Installed size of what the runtime needs vs what serving with torch needs (this venv's packages)."""
+    runtime = _closure(["onnxruntime", "numpy", "tokenizers"])
+    torch_env = _closure(["torch", "transformers", "tokenizers", "numpy", "safetensors"])
+    return {"runtime_mb": round(_size_mb(runtime), 1), "runtime_packages": sorted(runtime),
+            "torch_mb": round(_size_mb(torch_env), 1), "torch_packages": sorted(torch_env)}

@@ -1,0 +1,106 @@
+"""Markdown table and PNG plots from a results dict."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}×" if b else "–"
+
+
+def markdown(r: dict) -> str:
+    m = r["machine"]
+    rows = r["contestants"]
+    base = next(c for c in rows if c["contestant"] == "torch-fp32")
+    lines = [
+        f"Machine: {m['cpu']}, {m['physical_cores']} physical cores, ISA {', '.join(m['isa'])}; "
+        f"{r['threads']} threads for every contestant. GEMM peak (ORT MatMul, model shapes): "
+        f"{r['gemm_peak']['peak_gflops']:.1f} GFLOP/s.",
+        "",
+        "### Batch-1 latency (end to end, tokenization included; p50 / p90 / p99 ms)",
+        "",
+        "| contestant | " + " | ".join(f"{w} ({base['latency'][w]['tokens']} tok)" for w in base["latency"])
+        + " | speed-up (short, p50) | % GEMM peak (short) | accuracy |",
+        "|---|" + "---|" * (len(base["latency"]) + 3),
+    ]
+    for c in rows:
+        cells = [f"{c['latency'][w]['p50_ms']:.2f} / {c['latency'][w]['p90_ms']:.2f} / {c['latency'][w]['p99_ms']:.2f}"
+                 for w in base["latency"]]
+        short = c["latency"]["short"]
+        lines.append(f"| {c['contestant']} | " + " | ".join(cells)
+                     + f" | {_ratio(base['latency']['short']['p50_ms'], short['p50_ms'])}"
+                     + f" | {short['pct_of_peak']:.0f}% | {c['validation']['accuracy']:.1%} |")
+    ort_short = [c for c in rows if "tokenize_p50_ms" in c["latency"]["short"]]
+    if ort_short:
+        c = ort_short[-1]
+        lines += ["", f"Tokenization share of batch-1 short latency ({c['contestant']}): "
+                  f"{c['latency']['short']['tokenize_p50_ms']:.3f} ms of {c['latency']['short']['p50_ms']:.2f} ms "
+                  f"({100 * c['latency']['short']['tokenize_p50_ms'] / c['latency']['short']['p50_ms']:.1f}%)."]
+    pad128 = base["throughput"].get("pad128", {})
+    lines += ["", f"### Throughput on the built-in mix ({base['job_pairs']} pairs; pairs/s, and % of GEMM peak "
+              "counting only useful (unpadded) FLOPs)", "",
+              "| contestant | mode | " + " | ".join(f"batch {b}" for b in base["throughput"]["padded"])
+              + " | vs torch pad-to-128 (same batch) |", "|---|---|" + "---|" * (len(base["throughput"]["padded"]) + 1)]
+    for c in rows:
+        for mode, by_batch in c["throughput"].items():
+            cells = [f"{t['pairs_per_s']:.1f} ({t['pct_of_peak']:.0f}%)" for t in by_batch.values()]
+            vs = ", ".join(_ratio(t["pairs_per_s"], pad128[b]["pairs_per_s"]) for b, t in by_batch.items() if b in pad128)
+            lines.append(f"| {c['contestant']} | {mode} | " + " | ".join(cells) + f" | {vs} |")
+    cs, mg, inst = r["cold_start"], r["memory_growth"], r["installed"]
+    lines += [
+        "", "### Footprint", "",
+        f"- Cold start, new process (import + load + first prediction, {cs['runtime']['variant']}): "
+        f"{cs['runtime']['total_s']:.3f} s in-process, {cs['runtime']['process_wall_s']:.3f} s with interpreter start-up; "
+        f"torch: {cs['torch']['total_s']:.3f} s ({_ratio(cs['torch']['total_s'], cs['runtime']['total_s'])} slower).",
+        "- Peak RSS per contestant process: " + ", ".join(f"{c['contestant']} {c['peak_rss_mb']:.0f} MB" for c in rows) + ".",
+        f"- RSS growth over {mg['predictions']} predictions of varied shapes after warm-up: {mg['growth_pct']:+.2f}% "
+        f"({mg['rss_after_warmup_mb']:.0f} → {mg['rss_end_mb']:.0f} MB).",
+        "- Files on disk: " + ", ".join(f"{k} {v} MB" for k, v in r["disk_mb"].items()) + ".",
+        f"- Installed size: runtime environment {inst['runtime_mb']} MB vs torch environment {inst['torch_mb']} MB.",
+    ]
+    if r["problems"]:
+        lines += ["", "**Problems:** " + "; ".join(r["problems"])]
+    return "\n".join(lines) + "\n"
+
+
+def plots(r: dict, out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = r["contestants"]
+    made = []
+    workloads = list(rows[0]["latency"])
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    width = 0.8 / len(rows)
+    for i, c in enumerate(rows):
+        xs = [j + i * width for j in range(len(workloads))]
+        ax.bar(xs, [c["latency"][w]["p50_ms"] for w in workloads], width, label=c["contestant"])
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(workloads))],
+                  [f"{w}\n({rows[0]['latency'][w]['tokens']} tokens)" for w in workloads])
+    ax.set_ylabel("batch-1 latency p50 (ms, lower is better)")
+    ax.set_title(f"Batch-1 latency, {r['threads']} threads, {r['machine']['cpu']}", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "latency.png", dpi=110)
+    plt.close(fig)
+    made.append(out / "latency.png")
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for c in rows:
+        for mode, by_batch in c["throughput"].items():
+            batches = [int(b) for b in by_batch]
+            ax.plot(batches, [t["pairs_per_s"] for t in by_batch.values()], marker="o",
+                    linestyle="-" if c["family"] == "ort" else "--", label=f"{c['contestant']} ({mode})")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("batch size")
+    ax.set_ylabel("pairs per second (higher is better)")
+    ax.set_title(f"Throughput on the built-in mix ({rows[0]['job_pairs']} pairs)", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "throughput.png", dpi=110)
+    plt.close(fig)
+    made.append(out / "throughput.png")
+    return made

@@ -1,0 +1,120 @@
+"""`pairbert bench`: torch vs ONNX Runtime on the same weights, inputs and threads, against this
+machine's GEMM peak. Each contestant runs in its own process. Writes results.json, results.md and plots.
+
+    pairbert bench BUNDLE [--checkpoint CKPT] [--quick] [--out DIR] [--threads N]
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from pairbert.runtime.errors import PairbertError
+
+from .flops import batch_flops, useful_flops
+from .machine import cpu_description, library_versions
+
+log = logging.getLogger(__name__)
+
+
+class BenchmarkError(PairbertError, RuntimeError):
+    pass
+
+
+def _subprocess_json(args: list[str], timeout: float) -> dict:
+    done = subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=timeout)
+    if done.returncode != 0:
+        raise BenchmarkError(f"{' '.join(args[:2])} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def contestants_for(manifest) -> list[str]:
+    # torch-int8 (torch.ao dynamic quantization) is deprecated in torch 2.x; the worker reports if it is gone.
+    names = ["torch-fp32", "torch-int8"]
+    names += [f"ort-{v}" for v in ("fp32", "optimized", "int8") if v in manifest.variants]
+    return names
+
+
+def add_efficiency(results: list[dict], hidden: int, layers: int, peak: float) -> None:
+    """GFLOP/s and % of the GEMM peak for every row (the peak is an fp32 yardstick)."""
+    for r in results:
+        for lat in r["latency"].values():
+            flops = batch_flops(lat["tokens"], 1, hidden, layers)
+            lat["gflops"] = flops / (lat["p50_ms"] / 1e3) / 1e9
+            lat["pct_of_peak"] = 100 * lat["gflops"] / peak
+        useful = useful_flops(r["job_lengths"], hidden, layers)
+        for by_batch in r["throughput"].values():
+            for t in by_batch.values():
+                t["useful_gflops"] = useful / t["seconds"] / 1e9
+                t["pct_of_peak"] = 100 * t["useful_gflops"] / peak
+        r.pop("job_lengths")
+
+
+def check_agreement(results: list[dict], quick: bool) -> list[str]:
+    """Every contestant produced numbers and the same predictions (quantized ones: nearly)."""
+    problems = []
+    base = next(r for r in results if r["contestant"] == "torch-fp32")["validation"]["labels"]
+    for r in results:
+        if not r["latency"] or not r["throughput"]:
+            problems.append(f"{r['contestant']}: no numbers")
+        labels = r["validation"]["labels"]
+        agree = sum(a == b for a, b in zip(labels, base)) / len(base)
+        r["validation"]["agreement_with_torch_fp32"] = agree
+        need = 1.0 if r["precision"] == "fp32" else 0.95
+        if agree < need:
+            problems.append(f"{r['contestant']}: labels agree with torch-fp32 on {agree:.1%} (< {need:.0%})")
+    return problems
+
+
+def run_suite(bundle: Path, checkpoint: Path | None, out: Path, quick: bool, threads: int | None) -> dict:
+    from pairbert.runtime.bundle import read_manifest
+    from pairbert.runtime.devices import physical_cores
+
+    from . import footprint
+
+    manifest = read_manifest(bundle)
+    checkpoint = Path(checkpoint or manifest.source_checkpoint)
+    if not (checkpoint / "config.json").is_file():
+        raise BenchmarkError(f"{checkpoint}: no checkpoint for the torch contestants; pass --checkpoint")
+    threads = threads or physical_cores()
+    config = json.loads((checkpoint / "config.json").read_text())["encoder"]
+    hidden, layers = config["hidden_size"], config["num_hidden_layers"]
+    started = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+
+    peak = _subprocess_json(["pairbert.benchmarks.gemm_peak_cli", str(hidden), str(threads),
+                             "0.3" if quick else "1.5"], 300)
+    results = []
+    for name in contestants_for(manifest):
+        print(f"  {name} …", flush=True)
+        args = ["pairbert.benchmarks.worker", name, "--bundle", str(bundle), "--checkpoint", str(checkpoint),
+                "--threads", str(threads)] + (["--quick"] if quick else [])
+        results.append(_subprocess_json(args, 1800))
+    add_efficiency(results, hidden, layers, peak["peak_gflops"])
+    problems = check_agreement(results, quick)
+
+    cpu_variant = next(v for v in ("int8", "optimized", "fp32") if v in manifest.variants)
+    report = {
+        "machine": cpu_description(), "versions": library_versions(), "threads": threads, "quick": quick,
+        "model": {"hidden": hidden, "layers": layers, "branches": 2}, "gemm_peak": peak,
+        "contestants": results,
+        "cold_start": footprint.cold_start(bundle, checkpoint, threads, cpu_variant, repeats=1 if quick else 3),
+        "memory_growth": footprint.memory_growth(bundle, cpu_variant, threads, 500 if quick else 10000,
+                                                 100 if quick else 1000),
+        "disk_mb": {**{f"ort-{k}": round(v.size_bytes / 2**20, 1) for k, v in manifest.variants.items()},
+                    "torch checkpoint": round(sum(f.stat().st_size for f in checkpoint.glob("*.safetensors")) / 2**20, 1)},
+        "installed": footprint.installed_sizes(),
+        "problems": problems,
+        "seconds": round(time.perf_counter() - started, 1),
+        "command": "pairbert bench " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["bench"] else "",
+    }
+    (out / "results.json").write_text(json.dumps(report, indent=2))
+    from .report import markdown, plots
+
+    (out / "results.md").write_text(markdown(report))
+    plots(report, out)
+    return report

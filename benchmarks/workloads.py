@@ -1,0 +1,45 @@
+"""The pairs each benchmark runs: fixed-length pairs for batch-1 latency, the built-in mix for throughput."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pairbert.runtime.tokenization import PairEncoder
+
+DATA = Path(__file__).resolve().parents[1] / "training" / "data"
+LATENCY_TARGETS = {"short": 16, "medium": 64, "long": 128}
+
+FILLER = ("The answer depends on the season the place and the person asking but most guides agree on a few "
+          "simple rules that keep things safe cheap and easy for a beginner to follow at home every day").split()
+
+
+def builtin_pairs() -> list[dict]:
+    rows = []
+    for name in ("train.jsonl", "validation.jsonl"):
+        rows += [json.loads(line) for line in (DATA / name).read_text().splitlines()]
+    return rows
+
+
+def validation_rows() -> list[dict]:
+    return [json.loads(line) for line in (DATA / "validation.jsonl").read_text().splitlines()]
+
+
+def sized_pair(encoder: PairEncoder, target: int) -> tuple[str, str, int]:
+    """A real question with an answer grown word by word until the pair is `target` tokens (or truncated)."""
+    question = "How long should I boil an egg for a soft yolk?"
+    words: list[str] = []
+    i = 0
+    while True:
+        answer = " ".join(words) or "Six."
+        n = len(encoder.tokenize([question], [answer])[0][0].ids)
+        if n >= target or n >= encoder.max_length:
+            return question, answer, n
+        words.append(FILLER[i % len(FILLER)])
+        i += 1
+
+
+def mixed_job(n: int = 1000) -> list[tuple[str, str]]:
+    """The built-in pairs cycled to n: a realistic spread of lengths."""
+    rows = builtin_pairs()
+    return [(rows[i % len(rows)]["question"], rows[i % len(rows)]["answer"]) for i in range(n)]

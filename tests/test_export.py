@@ -1,0 +1,175 @@
+"""Export: one graph, dynamic axes, fusion, variants, staged validation, parity gate, bundle integrity."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from pairbert.export import bundle_writer
+from pairbert.export.bundle_writer import ExportSettings, export_bundle, shape_grid_feeds
+from pairbert.export.fusion import count_ops, expected_fused, fused_counts
+from pairbert.export.validation import ExportError, ParityError, StageReport, check_structure, reference_check
+from pairbert.runtime.bundle import BundleError, read_manifest, sha256_file
+from pairbert.runtime.contract import CONTRACT
+from pairbert.runtime.predictor import PairClassifier
+from pairbert.training.checkpoint import load_checkpoint
+
+LAYERS = 2  # random:tiny
+
+
+def test_bundle_has_every_variant_with_checksums_and_figures(tiny_bundle):
+    manifest = read_manifest(tiny_bundle)
+    assert set(manifest.variants) == {"fp32", "optimized", "int8", "fp16"}
+    for name, info in manifest.variants.items():
+        path = tiny_bundle / info.file
+        assert path.is_file() and info.size_bytes == path.stat().st_size
+        assert info.sha256 == sha256_file(path)
+        assert info.passed_parity, name
+        assert info.parity["pairs"] == 60
+    assert manifest.variants["fp32"].parity["max_abs_logit_diff"] <= 1e-4
+    assert manifest.variants["optimized"].parity["max_abs_logit_diff"] <= 1e-4
+    assert manifest.variants["int8"].parity["label_agreement"] >= 0.99
+    assert manifest.variants["fp16"].validated_on in ("cpu", "cuda")
+    assert {"torch", "transformers", "onnx", "onnxruntime"} <= set(manifest.versions)
+    assert manifest.max_length == 128 and manifest.labels == ("no_match", "match")
+    assert manifest.tokenizer_sha256 == sha256_file(tiny_bundle / "tokenizer.json")
+
+
+def test_optimized_graph_is_fully_fused(tiny_bundle):
+    manifest = read_manifest(tiny_bundle)
+    for variant in ("optimized", "fp16", "int8"):
+        ops = count_ops(onnx.load(str(tiny_bundle / manifest.variants[variant].file)))
+        have = fused_counts(ops)
+        for op, need in expected_fused(LAYERS).items():
+            assert have[op] >= need, (variant, op, have)
+        assert manifest.variants[variant].fused_ops == have
+    assert fused_counts(count_ops(onnx.load(str(tiny_bundle / "model.fp32.onnx"))))["Attention"] == 0
+
+
+@pytest.mark.parametrize("variant", ["fp32", "optimized"])
+def test_dynamic_axes_over_batch_and_length_grid(tiny_bundle, tiny_checkpoint, variant):
+    import onnxruntime as ort
+
+    model = load_checkpoint(tiny_checkpoint).model
+    session = ort.InferenceSession(str(tiny_bundle / f"model.{variant}.onnx"), providers=["CPUExecutionProvider"])
+    vocab = 120  # the tiny tokenizer has about 130 tokens
+    for batch in (1, 2, 7, 33):
+        for length in (4, 9, 31, 64, 128):
+            feed = shape_grid_feeds(CONTRACT, vocab, seed=batch * 1000 + length)[0]  # template
+            rng = np.random.default_rng(batch + length)
+            lengths = rng.integers(3, length + 1, size=batch)
+            lengths[0] = length
+            mask = (np.arange(length)[None, :] < lengths[:, None]).astype(np.int64)
+            for order in ("qa", "aq"):
+                feed[f"{order}_input_ids"] = rng.integers(5, vocab, size=(batch, length)) * mask
+                feed[f"{order}_attention_mask"] = mask
+                feed[f"{order}_token_type_ids"] = np.zeros((batch, length), np.int64)
+            (logits,) = session.run(["logits"], feed)
+            with torch.inference_mode():
+                expected = model(**{k: torch.from_numpy(v) for k, v in feed.items()}).logits.numpy()
+            assert logits.shape == (batch, 2)
+            assert np.abs(logits - expected).max() <= 1e-4, (batch, length)
+
+
+def test_fp32_graph_agrees_with_onnx_reference_evaluator(tiny_bundle):
+    feed = shape_grid_feeds(CONTRACT, 120, seed=3)[2]  # batch 7 × 64, ragged padding
+    assert reference_check(tiny_bundle / "model.fp32.onnx", CONTRACT, feed) <= 1e-4
+
+
+def test_parity_gate_refuses_a_broken_variant(tmp_path, tiny_checkpoint, monkeypatch):
+    def broken_fp16(src, dst):
+        model = onnx.load(str(src))
+        for init in model.graph.initializer:  # flip the head: every label inverted
+            if init.name.startswith("classifier") or "classifier" in init.name:
+                arr = onnx.numpy_helper.to_array(init)
+                init.CopyFrom(onnx.numpy_helper.from_array(-arr, init.name))
+        onnx.save(model, str(dst))
+        return dst
+
+    monkeypatch.setattr(bundle_writer.precision, "convert_fp16", broken_fp16)
+    out = tmp_path / "b"
+    with pytest.raises(ParityError, match=r"fp16: label agreement .* < 99% \(short by"):
+        export_bundle(tiny_checkpoint, out, ExportSettings(variants=("fp32", "fp16")), echo=None)
+    manifest = read_manifest(out)
+    assert "fp16" not in manifest.variants and not (out / "model.fp16.onnx").exists()
+    assert "fp32" in manifest.variants
+
+    with pytest.raises(ParityError, match="written anyway"):
+        export_bundle(tiny_checkpoint, out, ExportSettings(variants=("fp32", "fp16"), force=True), echo=None)
+    manifest = read_manifest(out)
+    assert manifest.variants["fp16"].passed_parity is False
+    from pairbert.runtime.predictor import _choose_variant
+
+    assert _choose_variant(manifest, "auto", "cuda", out) == "fp32"  # "auto" never picks a failed variant
+
+
+def test_tampered_files_and_foreign_manifests_are_refused(tiny_bundle, tmp_path):
+    copy = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, copy)
+    data = bytearray((copy / "model.optimized.onnx").read_bytes())
+    data[-10] ^= 0xFF
+    (copy / "model.optimized.onnx").write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="checksum mismatch"):
+        PairClassifier.load(copy, variant="optimized")
+    PairClassifier.load(copy, variant="fp32")  # the untouched variant still loads
+
+    (copy / "tokenizer.json").write_text((copy / "tokenizer.json").read_text().replace("[UNK]", "[UNK] "))
+    with pytest.raises(BundleError, match="tokenizer.json: checksum mismatch"):
+        PairClassifier.load(copy, variant="fp32")
+
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["format_version"] = 99
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="format_version 99"):
+        PairClassifier.load(copy)
+    (copy / "manifest.json").unlink()
+    with pytest.raises(BundleError, match="no manifest.json"):
+        PairClassifier.load(copy)
+
+
+def test_contract_stage_catches_a_fixed_axis(tmp_path, tiny_checkpoint):
+    from pairbert.export.onnx_graph import LogitsOnly
+    from pairbert.runtime.pair_files import read_pairs
+    from pairbert.training.batches import encode_batch
+    from pairbert.training.loop import SMOKE
+
+    ckpt = load_checkpoint(tiny_checkpoint, attn_implementation="eager")
+    example = encode_batch(ckpt.encoder, read_pairs(SMOKE), with_labels=False)
+    path = tmp_path / "static.onnx"
+    torch.onnx.export(LogitsOnly(ckpt.model), tuple(example[n] for n in CONTRACT.input_names), str(path),
+                      dynamo=False, opset_version=17, input_names=CONTRACT.input_names,
+                      output_names=CONTRACT.output_names)
+    report = StageReport()
+    with pytest.raises(ExportError) as info:
+        check_structure(path, CONTRACT, report)
+    assert info.value.stage == "contract" and "dynamic axis was fixed" in str(info.value)
+    assert report.lines[0].startswith("  ✓ onnx.checker") and report.lines[-1].startswith("  ✗ contract")
+
+
+def test_external_data_export_round_trip(tmp_path, tiny_checkpoint):
+    out = tmp_path / "ext"
+    manifest = export_bundle(tiny_checkpoint, out, ExportSettings(variants=("fp32", "optimized"), external_data=True),
+                             echo=None)
+    for name in ("fp32", "optimized"):
+        info = manifest.variants[name]
+        assert info.external_data, name
+        assert all((out / f).is_file() for f in info.external_data)
+        assert info.parity["max_abs_logit_diff"] <= 1e-4
+    clf = PairClassifier.load(out, variant="optimized")
+    assert len(clf.predict([("what is the capital of france?", "paris.")])) == 1
+
+
+def test_cli_export_prints_stage_lines(tmp_path, tiny_checkpoint):
+    out = tmp_path / "cli-bundle"
+    done = subprocess.run([sys.executable, "-m", "pairbert", "export", str(tiny_checkpoint), "--out", str(out),
+                           "--variants", "fp32,optimized"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "✓ parity fp32" in done.stdout and "✓ fusion" in done.stdout
+    assert set(read_manifest(out).variants) == {"fp32", "optimized"}

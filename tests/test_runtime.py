@@ -1,0 +1,272 @@
+"""Runtime: torch-free, parity with torch, tokenization equal to training's, hard to break, thread-safe."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from pairbert.runtime import BundleError, DeviceError, PairClassifier, PredictorError
+from pairbert.runtime.devices import LEDGER, physical_cores
+from pairbert.runtime.pair_files import read_pairs
+from pairbert.training.batches import encode_batch
+from pairbert.training.checkpoint import load_checkpoint
+
+from conftest import varied_pairs
+
+
+def torch_logits(checkpoint, pairs) -> np.ndarray:
+    ckpt = load_checkpoint(checkpoint)
+    with torch.inference_mode():
+        return ckpt.model(**encode_batch(ckpt.encoder, pairs, with_labels=False)).logits.numpy()
+
+
+def logits_of(prediction) -> np.ndarray:
+    # log-probabilities differ from logits by a per-row constant; compare centred values
+    lp = np.log(prediction.probabilities.astype(np.float64))
+    return lp - lp.mean(-1, keepdims=True)
+
+
+def test_predictor_never_imports_torch(tiny_bundle):
+    code = (
+        "import sys; from pairbert.runtime import PairClassifier;"
+        f"c = PairClassifier.load({str(tiny_bundle)!r});"
+        "r = c.predict([('what is the capital of france?', 'paris is the capital.')]);"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers', 'onnx', 'pairbert.training'));"
+        "print(len(r), heavy)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "1 []"
+
+
+@pytest.mark.parametrize("variant", ["fp32", "optimized"])
+def test_fp32_variants_match_torch(tiny_bundle, tiny_checkpoint, variant, tmp_path):
+    from pairbert.runtime.pair_files import Pair
+
+    pairs = [Pair(r["question"], r["answer"], r["label"]) for r in varied_pairs(60, seed=5)]
+    expected = torch_logits(tiny_checkpoint, pairs)
+    clf = PairClassifier.load(tiny_bundle, variant=variant)
+    got = clf.predict([(p.question, p.answer) for p in pairs], batch_size=8)
+    centred = expected - expected.mean(-1, keepdims=True)
+    assert np.abs(logits_of(got) - centred).max() <= 1e-4
+    assert (got.labels == expected.argmax(-1)).all()
+
+
+def test_int8_agrees_on_labels(tiny_bundle, tiny_checkpoint):
+    from pairbert.runtime.pair_files import Pair
+
+    pairs = [Pair(r["question"], r["answer"]) for r in varied_pairs(200, seed=7)]
+    expected = torch_logits(tiny_checkpoint, pairs).argmax(-1)
+    got = PairClassifier.load(tiny_bundle, variant="int8").predict([(p.question, p.answer) for p in pairs])
+    assert (got.labels == expected).mean() >= 0.99
+
+
+def test_auto_on_cpu_picks_int8_and_reports_provider(tiny_bundle):
+    clf = PairClassifier.load(tiny_bundle)
+    assert clf.variant == "int8" and clf.device == "cpu"
+    assert clf.provider == "CPUExecutionProvider"
+
+
+def test_bucketing_keeps_caller_order(tiny_bundle):
+    clf = PairClassifier.load(tiny_bundle, variant="fp32")
+    rows = varied_pairs(37, seed=11)
+    pairs = [(r["question"], r["answer"]) for r in rows]
+    together = clf.predict(pairs, batch_size=4)
+    one_by_one = np.stack([clf.predict([p]).probabilities[0] for p in pairs])
+    np.testing.assert_allclose(together.probabilities, one_by_one, atol=1e-5)
+    qa_form = clf.predict_qa([p[0] for p in pairs], [p[1] for p in pairs], batch_size=5)
+    np.testing.assert_allclose(qa_form.probabilities, together.probabilities, atol=1e-5)
+
+
+def test_tokenization_matches_transformers_on_varied_strings():
+    """Our tokenizers-based two-order encoding vs transformers' BertTokenizer built from vocab.txt."""
+    import random
+
+    from transformers import BertTokenizer
+
+    from pairbert.runtime.tokenization import PairEncoder
+    from pairbert.training.weights import packaged_minilm_dir
+
+    model_dir = packaged_minilm_dir()
+    ours = PairEncoder.from_file(model_dir / "tokenizer.json", max_length=128)
+    theirs = BertTokenizer(str(model_dir / "vocab.txt"), do_lower_case=True)
+    rng = random.Random(0)
+    pieces = ["hello", "Wörld", "naïve café", "안녕하세요 세계", "日本語のテキスト", "😀👍🏽", "e\u0301", "  ", "\t\n",
+              "Ünïcödé", "don't", "U.S.A.", "3.14159", "C++/C#", "<html>", "ß", "İstanbul", "x" * 50, "¿qué?",
+              "Москва", "𝔘𝔫𝔦𝔠𝔬𝔡𝔢", "\u200b", "a-b_c", "1,000,000"]
+    strings = []
+    for i in range(1000):
+        kind = i % 5
+        if kind == 0:
+            s = " ".join(rng.choice(pieces) for _ in range(rng.randint(1, 8)))
+        elif kind == 1:
+            s = " ".join(rng.choice(pieces) for _ in range(rng.randint(60, 200)))  # needs truncation
+        elif kind == 2:
+            s = rng.choice(["   ", "\t", "\n\n", " \u3000 "])  # whitespace only
+        elif kind == 3:
+            s = "".join(chr(rng.randint(0x20, 0x2FFF)) for _ in range(rng.randint(1, 40)))
+        else:
+            s = rng.choice(pieces) + "?"
+        strings.append(s)
+    questions, answers = strings[:500], strings[500:]
+    questions += strings[::-1][:500]
+    answers += strings[:500]
+    for start in range(0, 1000, 100):
+        q, a = questions[start:start + 100], answers[start:start + 100]
+        got = ours.encode(q, a)
+        for order, (first, second) in (("qa", (q, a)), ("aq", (a, q))):
+            ref = theirs(list(first), list(second), truncation="longest_first", max_length=128, padding="longest",
+                         return_tensors="np")
+            for feature in ("input_ids", "attention_mask", "token_type_ids"):
+                np.testing.assert_array_equal(got[f"{order}_{feature}"], ref[feature], err_msg=f"{order} {feature}")
+
+
+@pytest.mark.parametrize(
+    "pairs, message",
+    [
+        (None, "sequence of"),
+        ("just a string", "sequence of"),
+        ([("q", None)], "pair 0: answer must be a str, got NoneType"),
+        ([("q", "a"), (1, "a")], "pair 1: question must be a str, got int"),
+        ([("q", "a", "extra")], "pair 0: expected a \\(question, answer\\) pair"),
+        ([("q\ud800", "a")], "pair 0: question is not valid Unicode"),
+        ([b"bytes"], "pair 0: expected"),
+    ],
+)
+def test_bad_input_gets_a_clear_error_and_the_predictor_keeps_working(tiny_bundle, pairs, message):
+    clf = PairClassifier.load(tiny_bundle, variant="fp32")
+    with pytest.raises(PredictorError, match=message):
+        clf.predict(pairs)
+    assert len(clf.predict([("what is this?", "this is a cat.")])) == 1
+
+
+def test_valid_but_odd_text_gets_an_answer(tiny_bundle):
+    clf = PairClassifier.load(tiny_bundle, variant="fp32")
+    result = clf.predict([("", ""), ("   ", "\t\n"), ("what? " * 20000, "paris"), ("😀", "안녕")])
+    assert result.probabilities.shape == (4, 2) and np.isfinite(result.probabilities).all()
+    np.testing.assert_allclose(result.probabilities.sum(-1), 1.0, rtol=1e-5)
+    empty = clf.predict([])
+    assert len(empty) == 0 and empty.probabilities.shape == (0, 2)
+    with pytest.raises(PredictorError, match="2 questions but 1 answers"):
+        clf.predict_qa(["a", "b"], ["c"])
+    with pytest.raises(PredictorError, match="batch_size"):
+        clf.predict([("a", "b")], batch_size=0)
+
+
+def test_bundle_faults(tiny_bundle, tmp_path):
+    with pytest.raises(BundleError, match="no such bundle folder"):
+        PairClassifier.load(tmp_path / "nowhere")
+    with pytest.raises(BundleError, match="variant 'int4' not in this bundle"):
+        PairClassifier.load(tiny_bundle, variant="int4")
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_bundle, copy)
+    (copy / "model.int8.onnx").unlink()
+    with pytest.raises(BundleError, match="model.int8.onnx: listed in the manifest but missing"):
+        PairClassifier.load(copy, variant="int8")
+    (copy / "manifest.json").write_text("{not json")
+    with pytest.raises(BundleError, match="not valid JSON"):
+        PairClassifier.load(copy)
+
+
+def test_cuda_request_without_cuda_is_an_error_unless_fallback_allowed(tiny_bundle):
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this machine has CUDA; covered by the gpu tests")  # only reachable on GPU machines
+    with pytest.raises(DeviceError, match="no CUDAExecutionProvider"):
+        PairClassifier.load(tiny_bundle, device="cuda")
+    clf = PairClassifier.load(tiny_bundle, device="cuda", allow_fallback=True)
+    assert clf.device == "cpu" and clf.provider == "CPUExecutionProvider"
+
+
+def test_concurrent_predictions_equal_sequential(tiny_bundle):
+    clf = PairClassifier.load(tiny_bundle, variant="optimized")
+    jobs = [[(r["question"], r["answer"]) for r in varied_pairs(25, seed=s)] for s in range(8)]
+    sequential = [clf.predict(job, batch_size=4).probabilities for job in jobs]
+    results: dict[int, np.ndarray] = {}
+    errors: list[BaseException] = []
+
+    def work(i: int) -> None:
+        try:
+            for _ in range(3):
+                results[i] = clf.predict(jobs[i], batch_size=4).probabilities
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for i in range(8):
+        np.testing.assert_array_equal(results[i], sequential[i])
+
+
+def test_second_predictor_does_not_oversubscribe(tiny_bundle, caplog):
+    cores = physical_cores()
+    before = LEDGER.claimed
+    with caplog.at_level("WARNING"):
+        a = PairClassifier.load(tiny_bundle, variant="fp32")
+        b = PairClassifier.load(tiny_bundle, variant="fp32")
+    assert a.threads == max(1, cores - before)
+    assert b.threads == max(1, cores - before - a.threads)
+    # either they share the cores, or the overlap was said out loud
+    assert a.threads + b.threads + before <= cores or "compete" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        c = PairClassifier.load(tiny_bundle, variant="fp32", threads=cores)
+    assert "compete" in caplog.text
+    del a, b, c
+    import gc
+
+    gc.collect()
+    assert LEDGER.claimed == before
+
+
+def test_cli_predict_single_and_stream(tiny_bundle, tmp_path):
+    done = subprocess.run([sys.executable, "-m", "pairbert", "predict", str(tiny_bundle), "-q", "who wrote hamlet?",
+                           "-a", "shakespeare wrote hamlet."], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    row = json.loads(done.stdout)
+    assert row["label"] in (0, 1) and 0.0 <= row["probability"] <= 1.0
+
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({"question": r["question"], "answer": r["answer"]}) + "\n"
+                           for r in varied_pairs(30)))
+    out = tmp_path / "out.jsonl"
+    done = subprocess.run([sys.executable, "-m", "pairbert", "predict", str(tiny_bundle), "--input", str(src),
+                           "--output", str(out), "--chunk", "7"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["question"] for r in rows] == [p.question for p in read_pairs(src)]
+
+    done = subprocess.run([sys.executable, "-m", "pairbert", "predict", str(tiny_bundle), "--input", "-"],
+                          input='{"question": "q", "answer": "a"}\n{"question": "q"\n', capture_output=True, text=True)
+    assert done.returncode == 2
+    assert len(done.stdout.splitlines()) == 1  # the good line was still answered
+    assert "<stdin>, line 2" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.gpu
+def test_cuda_fp16_parity_with_io_binding(tiny_bundle, tiny_checkpoint):
+    from pairbert.runtime.pair_files import Pair
+
+    pairs = [Pair(r["question"], r["answer"]) for r in varied_pairs(100, seed=9)]
+    expected = torch_logits(tiny_checkpoint, pairs).argmax(-1)
+    clf = PairClassifier.load(tiny_bundle, device="cuda")
+    assert clf.provider == "CUDAExecutionProvider" and clf.variant == "fp16"
+    got = clf.predict([(p.question, p.answer) for p in pairs])
+    assert (got.labels == expected).mean() >= 0.99
+    opt = PairClassifier.load(tiny_bundle, device="cuda", variant="optimized")
+    np.testing.assert_allclose(opt.predict([(p.question, p.answer) for p in pairs]).probabilities,
+                               PairClassifier.load(tiny_bundle, device="cpu", variant="optimized")
+                               .predict([(p.question, p.answer) for p in pairs]).probabilities, atol=1e-4)
