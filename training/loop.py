@@ -49,9 +49,10 @@ class TrainConfig:
     tokenizer: str | None = None  # tokenizer.json; defaults to the source's own
     train_file: str = str(BUILTIN_TRAIN)
     validation_file: str | None = str(BUILTIN_VALIDATION)
-    epochs: int = 4
+    epochs: int = 5
     batch_size: int = 16
-    learning_rate: float = 5e-5
+    learning_rate: float = 8e-5
+    head_learning_rate: float | None = None  # head + poolers; None: same as learning_rate
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
     max_grad_norm: float = 1.0
@@ -63,8 +64,14 @@ class TrainConfig:
     stop_after_epochs: int | None = None  # end early (as if interrupted) after this many epochs
 
 
-def weight_decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Decay matrices and embeddings; never biases or LayerNorm parameters."""
+HEAD_PREFIXES = ("classifier.", "qa_encoder.pooler.", "aq_encoder.pooler.")
+
+
+def weight_decay_groups(model: nn.Module, weight_decay: float, head_lr: float | None = None) -> list[dict]:
+    """Decay matrices and embeddings; never biases or LayerNorm parameters.
+
+    With `head_lr`, the head and both poolers (new, or never trained for this task) get their own rate.
+    """
     no_decay: set[int] = set()
     for module in model.modules():
         if isinstance(module, nn.LayerNorm):
@@ -72,11 +79,16 @@ def weight_decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     for name, p in model.named_parameters():
         if name.endswith("bias"):
             no_decay.add(id(p))
-    params = [p for p in model.parameters() if p.requires_grad]
-    return [
-        {"params": [p for p in params if id(p) not in no_decay], "weight_decay": weight_decay},
-        {"params": [p for p in params if id(p) in no_decay], "weight_decay": 0.0},
-    ]
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    groups = []
+    for is_head in (False, True) if head_lr is not None else (None,):
+        members = [(n, p) for n, p in named if is_head is None or n.startswith(HEAD_PREFIXES) == is_head]
+        extra = {"lr": head_lr} if is_head else {}
+        groups += [
+            {"params": [p for _, p in members if id(p) not in no_decay], "weight_decay": weight_decay, **extra},
+            {"params": [p for _, p in members if id(p) in no_decay], "weight_decay": 0.0, **extra},
+        ]
+    return groups
 
 
 def pick_device(name: str) -> torch.device:
@@ -132,7 +144,8 @@ def train(cfg: TrainConfig) -> dict:
 
     steps_per_epoch = math.ceil(len(train_pairs) / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
-    optimizer = torch.optim.AdamW(weight_decay_groups(model, cfg.weight_decay), lr=cfg.learning_rate)
+    optimizer = torch.optim.AdamW(weight_decay_groups(model, cfg.weight_decay, cfg.head_learning_rate),
+                                  lr=cfg.learning_rate)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
     history: list[dict] = []
     best_accuracy, start_epoch, step = -1.0, 0, 0

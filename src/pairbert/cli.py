@@ -21,7 +21,7 @@ def _train(args: argparse.Namespace) -> None:
     cfg = TrainConfig(
         output_dir=args.output_dir, source=args.source, tokenizer=args.tokenizer, train_file=args.train,
         validation_file=args.validation, epochs=args.epochs, batch_size=args.batch_size,
-        learning_rate=args.lr, weight_decay=args.weight_decay, warmup_ratio=args.warmup_ratio,
+        learning_rate=args.lr, head_learning_rate=args.head_lr, weight_decay=args.weight_decay, warmup_ratio=args.warmup_ratio,
         max_length=args.max_length, seed=args.seed, device=args.device, progress=not args.quiet,
         resume=args.resume,
     )
@@ -130,9 +130,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--tokenizer", help="tokenizer.json (default: the source's own)")
     t.add_argument("--train", default=None, help="training pairs (.csv/.tsv/.jsonl; default: built-in data)")
     t.add_argument("--validation", default=None, help="validation pairs (default: built-in validation split)")
-    t.add_argument("--epochs", type=int, default=4)
+    t.add_argument("--epochs", type=int, default=5)
     t.add_argument("--batch-size", type=int, default=16)
-    t.add_argument("--lr", type=float, default=5e-5)
+    t.add_argument("--lr", type=float, default=8e-5)
+    t.add_argument("--head-lr", type=float, default=None,
+                   help="learning rate of the head and both poolers (default: --lr)")
     t.add_argument("--weight-decay", type=float, default=0.01)
     t.add_argument("--warmup-ratio", type=float, default=0.1)
     t.add_argument("--max-length", type=int, default=128)
