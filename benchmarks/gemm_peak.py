@@ -12,7 +12,6 @@ import numpy as np
 
 
 def _matmul_session(k: int, n: int, threads: int):
-    import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 

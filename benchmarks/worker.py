@@ -60,7 +60,8 @@ def run(name: str, bundle: Path, checkpoint: Path, threads: int, quick: bool) ->
         result["latency"][workload] = {"tokens": tokens, **percentiles(samples)}
         if workload == "short" and contestant.family == "ort":
             # how much of batch-1 latency is tokenization (both orders, padding included)
-            tok = timed_runs(lambda: encoder.collate(*encoder.tokenize([q], [a])), 10, 50, 0.2 if quick else 1.0)
+            tok = timed_runs(lambda q=q, a=a: encoder.collate(*encoder.tokenize([q], [a])), 10, 50,
+                             0.2 if quick else 1.0)
             result["latency"][workload]["tokenize_p50_ms"] = float(np.percentile(np.array(tok) * 1e3, 50))
 
     job = mixed_job(128 if quick else 1000)

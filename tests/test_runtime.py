@@ -10,14 +10,13 @@ import threading
 import numpy as np
 import pytest
 import torch
+from conftest import varied_pairs
 
 from pairbert.runtime import BundleError, DeviceError, PairClassifier, PredictorError
 from pairbert.runtime.devices import LEDGER, physical_cores
 from pairbert.runtime.pair_files import read_pairs
 from pairbert.training.batches import encode_batch
 from pairbert.training.checkpoint import load_checkpoint
-
-from conftest import varied_pairs
 
 
 def torch_logits(checkpoint, pairs) -> np.ndarray:

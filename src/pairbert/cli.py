@@ -51,8 +51,8 @@ def _export(args: argparse.Namespace) -> None:
     variants = tuple(v.strip() for v in args.variants.split(",") if v.strip())
     settings = ExportSettings(
         variants=variants, validation_file=args.validation, force=args.force,
-        int8=Int8Options(weight_type=args.int8_weight_type, per_channel=args.int8_per_channel,
-                         reduce_range=args.int8_reduce_range),
+        int8=Int8Options(weight_type=args.int8_weight_type, per_channel=not args.int8_per_tensor,
+                         reduce_range=args.int8_reduce_range, ffn_output_fp32=not args.int8_quantize_ffn_output),
         external_data=True if args.external_data else None,
     )
     export_bundle(args.checkpoint, args.out, settings)
@@ -157,7 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--validation", help="pairs for the parity gate (default: the checkpoint's validation split)")
     x.add_argument("--force", action="store_true", help="write variants that fail the parity gate, marked failed")
     x.add_argument("--int8-weight-type", default="QInt8", choices=["QInt8", "QUInt8"])
-    x.add_argument("--int8-per-channel", action="store_true")
+    x.add_argument("--int8-per-tensor", action="store_true", help="per-tensor weight scales (default: per channel)")
+    x.add_argument("--int8-quantize-ffn-output", action="store_true",
+                   help="quantize the FFN output MatMuls too (faster, less accurate; default keeps them fp32)")
     x.add_argument("--int8-reduce-range", action="store_true")
     x.add_argument("--external-data", action="store_true", help="weights in a separate .data file (automatic past 2 GB)")
     x.set_defaults(func=_export)
