@@ -46,6 +46,10 @@ def add_efficiency(results: list[dict], hidden: int, layers: int, peak: float) -
             flops = batch_flops(lat["tokens"], 1, hidden, layers)
             lat["gflops"] = flops / (lat["p50_ms"] / 1e3) / 1e9
             lat["pct_of_peak"] = 100 * lat["gflops"] / peak
+        if "batch32x128" in r:
+            b = r["batch32x128"]
+            b["gflops"] = batch_flops(b["tokens"], b["batch"], hidden, layers) / (b["p50_ms"] / 1e3) / 1e9
+            b["pct_of_peak"] = 100 * b["gflops"] / peak
         useful = useful_flops(r["job_lengths"], hidden, layers)
         for by_batch in r["throughput"].values():
             for t in by_batch.values():

@@ -64,6 +64,12 @@ def run(name: str, bundle: Path, checkpoint: Path, threads: int, quick: bool) ->
                              0.2 if quick else 1.0)
             result["latency"][workload]["tokenize_p50_ms"] = float(np.percentile(np.array(tok) * 1e3, 50))
 
+    if not quick:  # the GEMM-bound case: a full batch of maximum-length pairs
+        q, a, tokens = sized_pair(encoder, LATENCY_TARGETS["long"])
+        batch = [(q, a)] * 32
+        samples = timed_runs(lambda: contestant.predict(batch, 32, contestant.modes[0]), 2, 5, 3.0)
+        result["batch32x128"] = {"tokens": tokens, "batch": 32, **percentiles(samples)}
+
     job = mixed_job(128 if quick else 1000)
     qa, _ = encoder.tokenize([p[0] for p in job], [p[1] for p in job])
     result["job_pairs"] = len(job)

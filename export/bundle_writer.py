@@ -26,7 +26,6 @@ from pairbert.runtime.bundle import (
 )
 from pairbert.runtime.contract import CONTRACT, GraphContract
 from pairbert.runtime.pair_files import read_pairs
-from pairbert.runtime.tokenization import PairEncoder
 from pairbert.training.batches import encode_batch
 from pairbert.training.checkpoint import LABELS, load_checkpoint
 from pairbert.training.loop import BUILTIN_VALIDATION
@@ -225,6 +224,3 @@ def _swap_into_place(work: Path, out_dir: Path) -> None:
     os.replace(work, out_dir)
     shutil.rmtree(old, ignore_errors=True)
 
-
-def reference_encoder(bundle_dir: Path, max_length: int) -> PairEncoder:
-    return PairEncoder.from_file(Path(bundle_dir) / TOKENIZER_FILE, max_length)

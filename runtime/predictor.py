@@ -78,7 +78,8 @@ def _choose_variant(manifest: Manifest, variant: str, device: str, bundle: Path)
 
 
 class PairClassifier:
-    def __init__(self, session, encoder: PairEncoder, manifest: Manifest, variant: str, device: str, threads: int):
+    def __init__(self, session, encoder: PairEncoder, manifest: Manifest, variant: str, device: str, threads: int,
+                 shrink_arena: bool = True):
         self.session = session
         self.encoder = encoder
         self.manifest = manifest
@@ -90,12 +91,20 @@ class PairClassifier:
         # Feed only what the graph declares, so one predictor serves graphs that differ slightly.
         self._input_names = [n for n in manifest.contract.input_names if n in declared]
         self._output_names = manifest.contract.output_names
+        self._run_options = None
+        if shrink_arena and device == "cpu":
+            import onnxruntime as ort
+
+            # Varied shapes leave the arena holding chunks sized for the largest batch seen; hand the
+            # unused ones back after each run so memory does not ratchet up.
+            self._run_options = ort.RunOptions()
+            self._run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
         self._finalizer = weakref.finalize(self, LEDGER.release, threads)
 
     @classmethod
     def load(
         cls, bundle: str | Path, variant: str = "auto", device: str = "auto", threads: int | None = None,
-        allow_fallback: bool = False, verify: bool = True,
+        allow_fallback: bool = False, verify: bool = True, shrink_arena: bool = True,
     ) -> PairClassifier:
         """Open a bundle. `device`: "auto" (CUDA when it really runs), "cpu" or "cuda".
 
@@ -146,7 +155,7 @@ class PairClassifier:
         except BaseException:
             LEDGER.release(claimed)
             raise
-        return cls(session, encoder, manifest, name, plan.device, claimed)
+        return cls(session, encoder, manifest, name, plan.device, claimed, shrink_arena)
 
     @property
     def provider(self) -> str:
@@ -201,4 +210,4 @@ class PairClassifier:
                 binding.bind_output(name, "cuda")
             self.session.run_with_iobinding(binding)
             return binding.copy_outputs_to_cpu()[0]
-        return self.session.run(self._output_names, {k: feed[k] for k in self._input_names})[0]
+        return self.session.run(self._output_names, {k: feed[k] for k in self._input_names}, self._run_options)[0]

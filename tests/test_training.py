@@ -123,3 +123,42 @@ def test_cli_reports_bad_data_without_traceback(tmp_path, tiny_tokenizer):
     assert done.returncode == 2
     assert "bad.csv, line 3, field 'label'" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_local_bert_folder_initialises_both_branches(tmp_path, tiny_tokenizer):
+    from transformers import BertConfig, BertModel
+
+    from pairbert.training.weights import RANDOM_CONFIGS, tokenizer_file_for
+
+    folder = tmp_path / "local-bert"
+    bert = BertModel(BertConfig(vocab_size=140, **RANDOM_CONFIGS["tiny"]))
+    bert.save_pretrained(folder)
+    (folder / "tokenizer.json").write_bytes(tiny_tokenizer.read_bytes())
+    model = build_model(str(folder))
+    reference = bert.state_dict()
+    for branch in (model.qa_encoder, model.aq_encoder):
+        for name, tensor in branch.state_dict().items():
+            assert torch.equal(tensor, reference[name]), name
+    assert tokenizer_file_for(str(folder)) == folder / "tokenizer.json"
+
+
+def test_random_config_sources_and_bad_sources(tmp_path):
+    from pairbert.training.weights import WeightSourceError
+
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps({"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
+                               "intermediate_size": 32}))
+    model = build_model(f"random:{cfg}", vocab_size=50)
+    assert model.qa_encoder.config.hidden_size == 16 and model.classifier.in_features == 32
+    with pytest.raises(WeightSourceError, match="unknown random config"):
+        build_model("random:huge")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(WeightSourceError, match="no config.json"):
+        build_model(str(tmp_path / "empty"))
+
+
+def test_training_without_torch_names_the_extra():
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "try:\n    import pairbert.training\nexcept ImportError as e:\n    print(e)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert "pip install 'pairbert[train]'" in done.stdout

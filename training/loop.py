@@ -27,7 +27,6 @@ from pairbert.runtime.tokenization import PairEncoder
 from .batches import encode_batch, sequential_batches, training_batches
 from .checkpoint import find_checkpoint, load_checkpoint, load_trainer_state, save_checkpoint
 from .metrics import classification_metrics
-from .model import DualOrderBertForPairClassification
 from .weights import DEFAULT_SOURCE, build_model, tokenizer_file_for
 
 log = logging.getLogger(__name__)
@@ -210,7 +209,3 @@ def _write_json(path: Path, data: dict) -> None:
     tmp.write_text(json.dumps(data, indent=2))
     tmp.replace(path)
 
-
-def load_for_inference(path: Path) -> tuple[DualOrderBertForPairClassification, PairEncoder]:
-    ckpt = load_checkpoint(path)
-    return ckpt.model, ckpt.encoder
