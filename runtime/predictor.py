@@ -143,18 +143,27 @@ class PairClassifier:
                 options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             try:
                 session = ort.InferenceSession(str(path), options, providers=list(plan.providers))
+                active = session.get_providers()[0]
             except Exception as exc:
-                raise BundleError(f"{path}: ONNX Runtime cannot load it ({str(exc).splitlines()[0]})") from None
-            active = session.get_providers()[0]
+                if plan.device != "cuda":
+                    raise BundleError(f"{path}: ONNX Runtime cannot load it ({str(exc).splitlines()[0]})") from None
+                session, active = None, f"an error ({str(exc).splitlines()[0]})"
             if plan.device == "cuda" and active != "CUDAExecutionProvider":
+                # The CUDA provider is installed but does not really run here (no GPU, missing libraries).
                 if device == "cuda" and not allow_fallback:
-                    raise DeviceError(f"CUDA was asked for but the session runs on {active} (CUDA libraries missing?)")
-                plan = plan_device("cpu")
-            log.info("pairbert predictor: variant %s on %s (%d threads)", name, active, claimed)
-            encoder = PairEncoder.from_file(bundle / manifest.tokenizer_file, manifest.max_length)
+                    raise DeviceError(f"CUDA was asked for but the session got {active}; pass allow_fallback=True "
+                                      "to run on the CPU")
+                log.warning("CUDA does not run here (%s); loading the CPU variant instead", active)
+                session = None
+            else:
+                log.info("pairbert predictor: variant %s on %s (%d threads)", name, active, claimed)
+                encoder = PairEncoder.from_file(bundle / manifest.tokenizer_file, manifest.max_length)
         except BaseException:
             LEDGER.release(claimed)
             raise
+        if session is None:
+            LEDGER.release(claimed)
+            return cls.load(bundle, variant, "cpu", threads, allow_fallback, verify, shrink_arena)
         return cls(session, encoder, manifest, name, plan.device, claimed, shrink_arena)
 
     @property
