@@ -162,3 +162,14 @@ def test_training_without_torch_names_the_extra():
             "try:\n    import pairbert.training\nexcept ImportError as e:\n    print(e)\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert "pip install 'pairbert[train]'" in done.stdout
+
+
+def test_hub_name_without_network_is_a_clear_error(monkeypatch):
+    import huggingface_hub.constants
+
+    from pairbert.training.weights import WeightSourceError, tokenizer_file_for
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # read at import time
+    with pytest.raises(WeightSourceError, match="cannot fetch tokenizer.json for 'no-such-org/no-such-bert'"):
+        tokenizer_file_for("no-such-org/no-such-bert")

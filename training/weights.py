@@ -91,5 +91,15 @@ def tokenizer_file_for(source: str) -> Path | None:
     location, random_config = resolve_source(source)
     if random_config is not None or location is None:
         return None
-    path = Path(location) / "tokenizer.json"
-    return path if path.is_file() else None
+    if isinstance(location, Path):
+        path = location / "tokenizer.json"
+        return path if path.is_file() else None
+    try:  # a hub name: fetch its tokenizer.json (needs a network)
+        from huggingface_hub import hf_hub_download
+
+        return Path(hf_hub_download(location, "tokenizer.json"))
+    except Exception as exc:
+        raise WeightSourceError(
+            f"cannot fetch tokenizer.json for {location!r} ({type(exc).__name__}); no network? "
+            "Download the model to a folder and pass that folder as --source"
+        ) from None
