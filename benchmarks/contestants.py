@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 
 ORT_VARIANTS = ("fp32", "optimized", "int8", "fp16")
-TORCH_CONTESTANTS = ("torch-fp32", "torch-int8")
+TORCH_CONTESTANTS = ("torch-fp32", "torch-int8", "torch-fp16-cuda")
+GPU_CONTESTANTS = ("torch-fp16-cuda", "ort-fp16-cuda")
 
 Pairs = Sequence[tuple[str, str]]
 
@@ -44,6 +45,9 @@ def torch_contestant(name: str, checkpoint: Path, threads: int) -> Contestant:
     model, encoder = ckpt.model.eval(), ckpt.encoder
     if name == "torch-int8":
         model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    device = torch.device("cuda" if name.endswith("-cuda") else "cpu")
+    if device.type == "cuda":
+        model = model.half().to(device)
 
     def predict(pairs: Pairs, batch_size: int, mode: str) -> np.ndarray:
         n = len(pairs)
@@ -57,13 +61,14 @@ def torch_contestant(name: str, checkpoint: Path, threads: int) -> Contestant:
             for s in range(0, n, batch_size):
                 idx = order[s : s + batch_size]
                 arrays = encoder.encode([pairs[i][0] for i in idx], [pairs[i][1] for i in idx])
-                batch = {k: torch.from_numpy(v) for k, v in arrays.items()}
+                batch = {k: torch.from_numpy(v).to(device) for k, v in arrays.items()}
                 if mode == "pad128":
                     batch = pad_to_max_length(batch, encoder.max_length)
-                out[idx] = model(**batch).logits.float().numpy()
+                out[idx] = model(**batch).logits.float().cpu().numpy()  # .cpu() synchronises on CUDA
         return _softmax(out)
 
-    return Contestant(name, "torch", "int8" if name == "torch-int8" else "fp32", predict,
+    precision = {"torch-int8": "int8", "torch-fp16-cuda": "fp16"}.get(name, "fp32")
+    return Contestant(name, "torch", precision, predict,
                       ("padded", "pad128", "bucketed"))
 
 
@@ -83,6 +88,8 @@ def ort_contestant(variant: str, bundle: Path, threads: int, device: str = "cpu"
 def build(name: str, bundle: Path, checkpoint: Path, threads: int) -> Contestant:
     if name in TORCH_CONTESTANTS:
         return torch_contestant(name, checkpoint, threads)
+    if name == "ort-fp16-cuda":  # IO binding happens inside the predictor on CUDA
+        return ort_contestant("fp16", bundle, threads, device="cuda")
     if name.startswith("ort-") and name[4:] in ORT_VARIANTS:
         return ort_contestant(name[4:], bundle, threads)
     raise ValueError(f"unknown contestant {name!r}")

@@ -36,7 +36,17 @@ def contestants_for(manifest) -> list[str]:
     # torch-int8 (torch.ao dynamic quantization) is deprecated in torch 2.x; the worker reports if it is gone.
     names = ["torch-fp32", "torch-int8"]
     names += [f"ort-{v}" for v in ("fp32", "optimized", "int8") if v in manifest.variants]
+    if gpu_present() and "fp16" in manifest.variants:  # on a GPU machine: fp16 on CUDA for both
+        names += ["torch-fp16-cuda", "ort-fp16-cuda"]
     return names
+
+
+def gpu_present() -> bool:
+    """CUDA usable by both torch and ONNX Runtime (checked in a subprocess: torch stays out of this one)."""
+    code = ("import torch, onnxruntime as o; print(torch.cuda.is_available() and "
+            "'CUDAExecutionProvider' in o.get_available_providers())")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    return done.stdout.strip() == "True"
 
 
 def add_efficiency(results: list[dict], hidden: int, layers: int, peak: float) -> None:
