@@ -269,3 +269,25 @@ def test_cuda_fp16_parity_with_io_binding(tiny_bundle, tiny_checkpoint):
     np.testing.assert_allclose(opt.predict([(p.question, p.answer) for p in pairs]).probabilities,
                                PairClassifier.load(tiny_bundle, device="cpu", variant="optimized")
                                .predict([(p.question, p.answer) for p in pairs]).probabilities, atol=1e-4)
+
+
+def test_bucketed_batches_respect_size_and_token_caps():
+    from pairbert.runtime.predictor import bucketed_batches
+
+    lengths = [5, 120, 7, 64, 64, 3, 128, 9, 30, 100]
+    batches = bucketed_batches(lengths, batch_size=3, max_tokens=200)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    for b in batches:
+        assert len(b) <= 3
+        assert len(b) * max(lengths[i] for i in b) <= 200 or len(b) == 1
+    flat = [lengths[i] for b in batches for i in b]
+    assert flat == sorted(flat)
+    assert len(bucketed_batches(lengths, batch_size=100, max_tokens=None)) == 1
+
+
+def test_token_cap_does_not_change_answers(tiny_bundle):
+    rows = varied_pairs(40, seed=13)
+    pairs = [(r["question"], r["answer"]) for r in rows]
+    capped = PairClassifier.load(tiny_bundle, variant="fp32", max_batch_tokens=64).predict(pairs, batch_size=40)
+    whole = PairClassifier.load(tiny_bundle, variant="fp32", max_batch_tokens=None).predict(pairs, batch_size=40)
+    np.testing.assert_allclose(capped.probabilities, whole.probabilities, atol=1e-5)
