@@ -99,7 +99,7 @@ def bucketed_batches(lengths: Sequence[int], batch_size: int, max_tokens: int | 
 
 class PairClassifier:
     def __init__(self, session, encoder: PairEncoder, manifest: Manifest, variant: str, device: str, threads: int,
-                 shrink_arena: bool = True):
+                 shrink_arena: bool = True, max_batch_tokens: int | None = DEFAULT_MAX_BATCH_TOKENS):
         self.session = session
         self.encoder = encoder
         self.manifest = manifest
@@ -111,7 +111,7 @@ class PairClassifier:
         # Feed only what the graph declares, so one predictor serves graphs that differ slightly.
         self._input_names = [n for n in manifest.contract.input_names if n in declared]
         self._output_names = manifest.contract.output_names
-        self.max_batch_tokens: int | None = DEFAULT_MAX_BATCH_TOKENS
+        self.max_batch_tokens = max_batch_tokens
         self._run_options = None
         if shrink_arena and device == "cpu":
             import onnxruntime as ort
@@ -187,9 +187,7 @@ class PairClassifier:
         if session is None:
             LEDGER.release(claimed)
             return cls.load(bundle, variant, "cpu", threads, allow_fallback, verify, shrink_arena, max_batch_tokens)
-        clf = cls(session, encoder, manifest, name, plan.device, claimed, shrink_arena)
-        clf.max_batch_tokens = max_batch_tokens
-        return clf
+        return cls(session, encoder, manifest, name, plan.device, claimed, shrink_arena, max_batch_tokens)
 
     @property
     def provider(self) -> str:
