@@ -37,6 +37,7 @@ def _softmax(x: np.ndarray) -> np.ndarray:
 def torch_contestant(name: str, checkpoint: Path, threads: int) -> Contestant:
     import torch
 
+    from pairbert.runtime.predictor import bucketed_batches
     from pairbert.training.batches import pad_to_max_length
     from pairbert.training.checkpoint import load_checkpoint
 
@@ -51,15 +52,14 @@ def torch_contestant(name: str, checkpoint: Path, threads: int) -> Contestant:
 
     def predict(pairs: Pairs, batch_size: int, mode: str) -> np.ndarray:
         n = len(pairs)
-        order = sorted(range(n), key=lambda i: len(pairs[i][0]) + len(pairs[i][1])) if mode == "bucketed" else range(n)
-        order = list(order)
-        if mode == "bucketed":  # sort by token count, as the runtime does
+        if mode == "bucketed":  # sorted by token count as the runtime does, but the caller's batch size kept
             qa, _ = encoder.tokenize([p[0] for p in pairs], [p[1] for p in pairs])
-            order = sorted(range(n), key=lambda i: len(qa[i].ids))
+            batches = bucketed_batches([len(e.ids) for e in qa], batch_size, max_tokens=None)
+        else:
+            batches = [list(range(s, min(n, s + batch_size))) for s in range(0, n, batch_size)]
         out = np.empty((n, 2), np.float32)
         with torch.inference_mode():
-            for s in range(0, n, batch_size):
-                idx = order[s : s + batch_size]
+            for idx in batches:
                 arrays = encoder.encode([pairs[i][0] for i in idx], [pairs[i][1] for i in idx])
                 batch = {k: torch.from_numpy(v).to(device) for k, v in arrays.items()}
                 if mode == "pad128":
