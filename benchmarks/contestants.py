@@ -29,15 +29,10 @@ class Contestant:
     modes: tuple[str, ...]
 
 
-def _softmax(x: np.ndarray) -> np.ndarray:
-    e = np.exp(x - x.max(-1, keepdims=True))
-    return e / e.sum(-1, keepdims=True)
-
-
 def torch_contestant(name: str, checkpoint: Path, threads: int) -> Contestant:
     import torch
 
-    from pairbert.runtime.predictor import bucketed_batches
+    from pairbert.runtime.predictor import bucketed_batches, softmax
     from pairbert.training.batches import pad_to_max_length
     from pairbert.training.checkpoint import load_checkpoint
 
@@ -65,7 +60,7 @@ def torch_contestant(name: str, checkpoint: Path, threads: int) -> Contestant:
                 if mode == "pad128":
                     batch = pad_to_max_length(batch, encoder.max_length)
                 out[idx] = model(**batch).logits.float().cpu().numpy()  # .cpu() synchronises on CUDA
-        return _softmax(out)
+        return softmax(out)
 
     precision = {"torch-int8": "int8", "torch-fp16-cuda": "fp16"}.get(name, "fp32")
     return Contestant(name, "torch", precision, predict,

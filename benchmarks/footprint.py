@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-import time
 from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
 
 from packaging.requirements import Requirement
+
+from .processes import run_json
 
 COLD_START_RUNTIME = """
 import time; t0 = time.perf_counter()
@@ -61,28 +59,17 @@ print(json.dumps({{"predictions": done, "rss_after_warmup_mb": after_warmup, "rs
 """
 
 
-def run_python(code: str, timeout: float = 600) -> dict:
-    start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout)
-    wall = time.perf_counter() - start
-    if done.returncode != 0:
-        raise RuntimeError(f"benchmark subprocess failed:\n{done.stderr[-2000:]}")
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    result["process_wall_s"] = wall  # includes interpreter start-up
-    return result
-
-
 def cold_start(bundle: Path, checkpoint: Path, threads: int, variant: str, repeats: int = 3) -> dict:
-    runtime = [run_python(COLD_START_RUNTIME.format(bundle=str(bundle), variant=variant, threads=threads))
+    runtime = [run_json(["-c", COLD_START_RUNTIME.format(bundle=str(bundle), variant=variant, threads=threads)])
                for _ in range(repeats)]
-    torch_runs = [run_python(COLD_START_TORCH.format(checkpoint=str(checkpoint), threads=threads))]
+    torch_runs = [run_json(["-c", COLD_START_TORCH.format(checkpoint=str(checkpoint), threads=threads)])]
     best = min(runtime, key=lambda r: r["total_s"])
     return {"runtime": {**best, "runs": [r["total_s"] for r in runtime]}, "torch": torch_runs[0]}
 
 
 def memory_growth(bundle: Path, variant: str, threads: int, predictions: int, warmup: int) -> dict:
-    return run_python(MEMORY_GROWTH.format(bundle=str(bundle), variant=variant, threads=threads,
-                                           predictions=predictions, warmup=warmup))
+    return run_json(["-c", MEMORY_GROWTH.format(bundle=str(bundle), variant=variant, threads=threads,
+                                           predictions=predictions, warmup=warmup)])
 
 
 def _closure(names: list[str]) -> set[str]:

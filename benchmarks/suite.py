@@ -13,23 +13,11 @@ import sys
 import time
 from pathlib import Path
 
-from pairbert.runtime.errors import PairbertError
-
 from .flops import batch_flops, useful_flops
 from .machine import cpu_description, library_versions
+from .processes import BenchmarkError, run_json
 
 log = logging.getLogger(__name__)
-
-
-class BenchmarkError(PairbertError, RuntimeError):
-    pass
-
-
-def _subprocess_json(args: list[str], timeout: float) -> dict:
-    done = subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=timeout)
-    if done.returncode != 0:
-        raise BenchmarkError(f"{' '.join(args[:2])} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def contestants_for(manifest) -> list[str]:
@@ -100,14 +88,14 @@ def run_suite(bundle: Path, checkpoint: Path | None, out: Path, quick: bool, thr
     started = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
 
-    peak = _subprocess_json(["pairbert.benchmarks.gemm_peak_cli", str(hidden), str(threads),
+    peak = run_json(["-m", "pairbert.benchmarks.gemm_peak_cli", str(hidden), str(threads),
                              "0.3" if quick else "1.5"], 300)
     results = []
     for name in contestants_for(manifest):
         print(f"  {name} …", flush=True)
-        args = ["pairbert.benchmarks.worker", name, "--bundle", str(bundle), "--checkpoint", str(checkpoint),
+        args = ["-m", "pairbert.benchmarks.worker", name, "--bundle", str(bundle), "--checkpoint", str(checkpoint),
                 "--threads", str(threads)] + (["--quick"] if quick else [])
-        results.append(_subprocess_json(args, 1800))
+        results.append(run_json(args, 1800))
     add_efficiency(results, hidden, layers, peak["peak_gflops"])
     problems = check_agreement(results, quick)
 

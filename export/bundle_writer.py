@@ -25,6 +25,7 @@ from pairbert.runtime.bundle import (
     sha256_file,
 )
 from pairbert.runtime.contract import CONTRACT, GraphContract
+from pairbert.runtime.devices import cuda_provider_available
 from pairbert.runtime.pair_files import read_pairs
 from pairbert.training.batches import encode_batch
 from pairbert.training.checkpoint import LABELS, load_checkpoint
@@ -85,12 +86,6 @@ def shape_grid_feeds(contract: GraphContract, vocab_size: int, seed: int = 0) ->
             feed.update({f"{order}_input_ids": ids, f"{order}_attention_mask": mask, f"{order}_token_type_ids": types})
         feeds.append({name: feed[name] for name in contract.input_names})
     return feeds
-
-
-def _cuda_available() -> bool:
-    import onnxruntime as ort
-
-    return "CUDAExecutionProvider" in ort.get_available_providers()
 
 
 def export_bundle(checkpoint: str | Path, out_dir: str | Path, settings: ExportSettings | None = None,
@@ -161,14 +156,14 @@ def export_bundle(checkpoint: str | Path, out_dir: str | Path, settings: ExportS
             ops = fusion.count_ops(onnx.load(str(path), load_external_data=False))
             fused = fusion.fused_counts(ops)
             if variant != "fp32":
-                short = fusion.shortfall(ops, num_layers)
+                short = fusion.shortfall(fused, num_layers)
                 if short:
                     detail = ", ".join(f"{k} {have}/{need}" for k, (have, need) in short.items())
                     report.fail("fusion", f"FUSION SHORTFALL: {detail} — the runtime will be slower than it should")
                     log.warning("fusion shortfall in %s: %s", variant, detail)
                 else:
                     report.ok("fusion", ", ".join(f"{k} {v}" for k, v in fused.items()))
-            providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if variant == "fp16" and _cuda_available() else None
+            providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if variant == "fp16" and cuda_provider_available() else None
             session = check_session_and_shapes(path, CONTRACT, grid, report, providers)
             figures, fails = gate(variant, reference, run_batches(session, CONTRACT, feeds), report)
             if variant not in settings.variants:

@@ -16,10 +16,6 @@ import onnx
 log = logging.getLogger(__name__)
 
 
-class FusionShortfall(RuntimeError):
-    pass
-
-
 def count_ops(model: onnx.ModelProto) -> dict[str, int]:
     return dict(Counter(node.op_type for node in model.graph.node))
 
@@ -43,8 +39,8 @@ def fused_counts(ops: dict[str, int]) -> dict[str, int]:
     }
 
 
-def shortfall(ops: dict[str, int], num_layers: int) -> dict[str, tuple[int, int]]:
-    have = fused_counts(ops)
+def shortfall(have: dict[str, int], num_layers: int) -> dict[str, tuple[int, int]]:
+    """(have, need) for each fused op below its expected count; `have` comes from fused_counts."""
     return {k: (have[k], need) for k, need in expected_fused(num_layers).items() if have[k] < need}
 
 

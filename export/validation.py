@@ -16,6 +16,7 @@ import onnx
 
 from pairbert.runtime.contract import GraphContract
 from pairbert.runtime.errors import PairbertError
+from pairbert.runtime.predictor import softmax
 
 log = logging.getLogger(__name__)
 
@@ -119,12 +120,6 @@ def check_session_and_shapes(
         seen.append(f"{batch}×{length}")
     report.ok(stage, "batch×length " + ", ".join(seen))
     return session
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
 
 
 def parity_figures(reference: np.ndarray, candidate: np.ndarray) -> dict:

@@ -123,12 +123,16 @@ def verify_file(bundle_dir: Path, name: str, expected_sha256: str) -> Path:
     return path
 
 
-def verify_variant(bundle_dir: Path, manifest: Manifest, variant: str) -> Path:
+def require_variant(bundle_dir: Path, manifest: Manifest, variant: str) -> VariantInfo:
     if variant not in manifest.variants:
         raise BundleError(
             f"{bundle_dir}: variant {variant!r} not in this bundle (it has: {', '.join(manifest.variants)})"
         )
-    info = manifest.variants[variant]
+    return manifest.variants[variant]
+
+
+def verify_variant(bundle_dir: Path, manifest: Manifest, variant: str) -> Path:
+    info = require_variant(bundle_dir, manifest, variant)
     for extra, digest in zip(info.external_data, info.external_sha256):
         verify_file(bundle_dir, extra, digest)
     return verify_file(bundle_dir, info.file, info.sha256)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .bundle import BundleError, Manifest, read_manifest, verify_file, verify_variant
+from .bundle import BundleError, Manifest, read_manifest, require_variant, verify_file, verify_variant
 from .devices import LEDGER, DeviceError, plan_device
 from .errors import PairbertError
 from .tokenization import PairEncoder
@@ -49,7 +49,8 @@ class Prediction:
         return len(self.labels)
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax in float32 (the one copy: export and benchmarks use it too)."""
     z = logits - logits.max(axis=-1, keepdims=True)
     e = np.exp(z)
     return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
@@ -69,10 +70,7 @@ def _check_text(value: object, index: int, field: str) -> str:
 
 def _choose_variant(manifest: Manifest, variant: str, device: str, bundle: Path) -> str:
     if variant != "auto":
-        if variant not in manifest.variants:
-            raise BundleError(
-                f"{bundle}: variant {variant!r} not in this bundle (it has: {', '.join(manifest.variants)})"
-            )
+        require_variant(bundle, manifest, variant)
         return variant
     for name in CUDA_PREFERENCE if device == "cuda" else CPU_PREFERENCE:
         info = manifest.variants.get(name)
@@ -229,7 +227,7 @@ class PairClassifier:
         for idx in bucketed_batches(lengths, batch_size, self.max_batch_tokens):
             feed = self.encoder.collate([qa[i] for i in idx], [aq[i] for i in idx])
             logits[idx] = self._run(feed)
-        probabilities = _softmax(logits)
+        probabilities = softmax(logits)
         return Prediction(probabilities.argmax(-1).astype(np.int64), probabilities, self.label_names)
 
     def _run(self, feed: dict[str, np.ndarray]) -> np.ndarray:
