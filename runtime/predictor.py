@@ -27,6 +27,7 @@ CPU_PREFERENCE = ("int8", "optimized", "fp32")
 # tokens took 2,261 ms and peaked at 748 MB RSS in one run, 1,713 ms and 295 MB split at 1,024 tokens;
 # batch-1 and batch-32 short-pair throughput are unchanged (benchmarks/results, README).
 DEFAULT_MAX_BATCH_TOKENS = 1024
+CPU_ARENA_MODES = ("off", "shrink", "keep")
 CUDA_PREFERENCE = ("fp16", "optimized", "fp32")
 
 
@@ -97,7 +98,7 @@ def bucketed_batches(lengths: Sequence[int], batch_size: int, max_tokens: int | 
 
 class PairClassifier:
     def __init__(self, session, encoder: PairEncoder, manifest: Manifest, variant: str, device: str, threads: int,
-                 shrink_arena: bool = True, max_batch_tokens: int | None = DEFAULT_MAX_BATCH_TOKENS):
+                 cpu_arena: str = "off", max_batch_tokens: int | None = DEFAULT_MAX_BATCH_TOKENS):
         self.session = session
         self.encoder = encoder
         self.manifest = manifest
@@ -110,12 +111,12 @@ class PairClassifier:
         self._input_names = [n for n in manifest.contract.input_names if n in declared]
         self._output_names = manifest.contract.output_names
         self.max_batch_tokens = max_batch_tokens
+        self.cpu_arena = cpu_arena
         self._run_options = None
-        if shrink_arena and device == "cpu":
+        if cpu_arena == "shrink" and device == "cpu":
             import onnxruntime as ort
 
-            # Varied shapes leave the arena holding chunks sized for the largest batch seen; hand the
-            # unused ones back after each run so memory does not ratchet up.
+            # Hand the arena's unused chunks back after each run (fragmentation still creeps: see README).
             self._run_options = ort.RunOptions()
             self._run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
         self._finalizer = weakref.finalize(self, LEDGER.release, threads)
@@ -123,13 +124,16 @@ class PairClassifier:
     @classmethod
     def load(
         cls, bundle: str | Path, variant: str = "auto", device: str = "auto", threads: int | None = None,
-        allow_fallback: bool = False, verify: bool = True, shrink_arena: bool = True,
+        allow_fallback: bool = False, verify: bool = True, cpu_arena: str = "off",
         max_batch_tokens: int | None = DEFAULT_MAX_BATCH_TOKENS,
     ) -> PairClassifier:
         """Open a bundle. `device`: "auto" (CUDA when it really runs), "cpu" or "cuda".
 
         Asking for "cuda" where it cannot run raises DeviceError unless `allow_fallback`.
         `max_batch_tokens` caps padded tokens per ONNX Runtime run (None: only `batch_size` limits a run).
+        `cpu_arena`: "off" (default: each run's buffers go back to the allocator; RSS stays flat over
+        varied shapes), "shrink" (ORT's arena, unused chunks handed back after each run) or "keep" (ORT's
+        default arena, which keeps what the largest batch needed).
         """
         import onnxruntime as ort
 
@@ -150,6 +154,8 @@ class PairClassifier:
             path = bundle / manifest.variants[name].file
         if threads is not None and threads < 1:
             raise PredictorError(f"threads must be at least 1, got {threads}")
+        if cpu_arena not in CPU_ARENA_MODES:
+            raise PredictorError(f"cpu_arena must be one of {', '.join(CPU_ARENA_MODES)}, got {cpu_arena!r}")
         claimed = LEDGER.claim(threads)
         try:
             options = ort.SessionOptions()
@@ -159,6 +165,7 @@ class PairClassifier:
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
             # Shapes vary call to call: a memory pattern planned for one shape is waste for the next.
             options.enable_mem_pattern = False
+            options.enable_cpu_mem_arena = cpu_arena != "off"
             options.log_severity_level = 3
             if LEDGER.claimed > claimed:  # other predictors live here: don't burn their cores spinning
                 options.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -184,8 +191,8 @@ class PairClassifier:
             raise
         if session is None:
             LEDGER.release(claimed)
-            return cls.load(bundle, variant, "cpu", threads, allow_fallback, verify, shrink_arena, max_batch_tokens)
-        return cls(session, encoder, manifest, name, plan.device, claimed, shrink_arena, max_batch_tokens)
+            return cls.load(bundle, variant, "cpu", threads, allow_fallback, verify, cpu_arena, max_batch_tokens)
+        return cls(session, encoder, manifest, name, plan.device, claimed, cpu_arena, max_batch_tokens)
 
     @property
     def provider(self) -> str:

@@ -291,3 +291,19 @@ def test_token_cap_does_not_change_answers(tiny_bundle):
     capped = PairClassifier.load(tiny_bundle, variant="fp32", max_batch_tokens=64).predict(pairs, batch_size=40)
     whole = PairClassifier.load(tiny_bundle, variant="fp32", max_batch_tokens=None).predict(pairs, batch_size=40)
     np.testing.assert_allclose(capped.probabilities, whole.probabilities, atol=1e-5)
+
+
+def test_cpu_arena_modes_reach_the_session_and_give_the_same_answers(tiny_bundle):
+    rows = varied_pairs(30, seed=21)
+    pairs = [(r["question"], r["answer"]) for r in rows]
+    answers = {}
+    for mode, arena_on in (("off", False), ("shrink", True), ("keep", True)):
+        clf = PairClassifier.load(tiny_bundle, variant="fp32", cpu_arena=mode)
+        assert clf.session.get_session_options().enable_cpu_mem_arena is arena_on
+        assert (clf._run_options is not None) == (mode == "shrink")
+        answers[mode] = clf.predict(pairs, batch_size=7).probabilities
+    assert PairClassifier.load(tiny_bundle, variant="fp32").cpu_arena == "off"  # the default
+    np.testing.assert_allclose(answers["off"], answers["shrink"], atol=1e-6)
+    np.testing.assert_allclose(answers["off"], answers["keep"], atol=1e-6)
+    with pytest.raises(PredictorError, match="cpu_arena must be one of off, shrink, keep, got 'big'"):
+        PairClassifier.load(tiny_bundle, variant="fp32", cpu_arena="big")
