@@ -36,7 +36,7 @@ import json; print(json.dumps({{"import_load_s": t1 - t0, "first_prediction_s": 
 """
 
 MEMORY_GROWTH = """
-import json, random, sys
+import json, random, statistics
 from pairbert.runtime import PairClassifier
 from pairbert.benchmarks.machine import current_rss_mb
 from pairbert.benchmarks.workloads import builtin_pairs
@@ -50,12 +50,21 @@ def job():
 done = 0
 while done < {warmup}:
     done += len(clf.predict(job()))
-after_warmup = current_rss_mb(); done = 0
+samples = []; done = 0
 while done < {predictions}:
     done += len(clf.predict(job()))
-end = current_rss_mb()
-print(json.dumps({{"predictions": done, "rss_after_warmup_mb": after_warmup, "rss_end_mb": end,
-                  "growth_pct": 100 * (end - after_warmup) / after_warmup}}))
+    samples.append((done, current_rss_mb()))
+# RSS swings by ~20 % from one call to the next (the arena hands chunks back after each run), so a single
+# reading says little: compare the run's first and second half, by their peak and by their median.
+window = {predictions} / 2
+first = [r for n, r in samples if n <= window]
+last = [r for n, r in samples if n > window]
+print(json.dumps({{"predictions": done, "window_predictions": window,
+                  "first_window_mb": {{"peak": max(first), "median": statistics.median(first), "low": min(first)}},
+                  "last_window_mb": {{"peak": max(last), "median": statistics.median(last), "low": min(last)}},
+                  "growth_pct": 100 * (max(last) - max(first)) / max(first),
+                  "median_growth_pct": 100 * (statistics.median(last) - statistics.median(first))
+                  / statistics.median(first)}}))
 """
 
 

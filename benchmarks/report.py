@@ -38,6 +38,18 @@ def markdown(r: dict) -> str:
             b = c["batch32x128"]
             lines.append(f"| {c['contestant']} | {b['p50_ms']:.1f} | {b['gflops']:.0f} | {b['pct_of_peak']:.0f}% | "
                          f"{_ratio(base['batch32x128']['p50_ms'], b['p50_ms'])} |")
+    if "kernel_floor" in r:
+        f = r["kernel_floor"]
+        reached = {p: max((base["latency"]["short"]["p50_ms"] / c["latency"]["short"]["p50_ms"]
+                           for c in rows if c["family"] == "ort" and c["precision"] == p), default=0)
+                   for p in ("fp32", "int8")}
+        lines += ["", f"### The kernel floor (batch-1 short, {f['tokens']} tokens)", "",
+                  f"ONNX Runtime needs {f['fp32_ms']:.2f} ms for the model's {f['matmuls']} weight GEMMs alone in fp32 "
+                  f"({f['fp32_gflops']:.0f} GFLOP/s) and {f['int8_ms']:.2f} ms with every one dynamically int8 "
+                  f"({f['int8_gops']:.0f} GOP/s), nothing else in the graph. So no ORT graph of this model can beat "
+                  f"torch-fp32 ({base['latency']['short']['p50_ms']:.2f} ms) by more than "
+                  f"{f['best_possible_speedup']['fp32']:.2f}× in fp32 or {f['best_possible_speedup']['int8']:.2f}× "
+                  f"in int8 on this machine; reached: {reached['fp32']:.2f}× and {reached['int8']:.2f}×."]
     ort_short = [c for c in rows if "tokenize_p50_ms" in c["latency"]["short"]]
     if ort_short:
         c = ort_short[-1]
@@ -61,8 +73,12 @@ def markdown(r: dict) -> str:
         f"{cs['runtime']['total_s']:.3f} s in-process, {cs['runtime']['process_wall_s']:.3f} s with interpreter start-up; "
         f"torch: {cs['torch']['total_s']:.3f} s ({_ratio(cs['torch']['total_s'], cs['runtime']['total_s'])} slower).",
         "- Peak RSS per contestant process: " + ", ".join(f"{c['contestant']} {c['peak_rss_mb']:.0f} MB" for c in rows) + ".",
-        f"- RSS growth over {mg['predictions']} predictions of varied shapes after warm-up: {mg['growth_pct']:+.2f}% "
-        f"({mg['rss_after_warmup_mb']:.0f} → {mg['rss_end_mb']:.0f} MB).",
+        f"- RSS growth over {mg['predictions']} predictions of varied shapes after warm-up, first vs second half of the "
+        f"run: peak {mg['growth_pct']:+.2f}% ({mg['first_window_mb']['peak']:.0f} → {mg['last_window_mb']['peak']:.0f} MB), "
+        f"median {mg['median_growth_pct']:+.2f}% ({mg['first_window_mb']['median']:.0f} → "
+        f"{mg['last_window_mb']['median']:.0f} MB); single readings swing between "
+        f"{min(mg['first_window_mb']['low'], mg['last_window_mb']['low']):.0f} and "
+        f"{max(mg['first_window_mb']['peak'], mg['last_window_mb']['peak']):.0f} MB.",
         "- Files on disk: " + ", ".join(f"{k} {v} MB" for k, v in r["disk_mb"].items()) + ".",
         f"- Installed size: runtime environment {inst['runtime_mb']} MB vs torch environment {inst['torch_mb']} MB.",
     ]

@@ -18,6 +18,7 @@ from .machine import cpu_description, library_versions
 from .processes import BenchmarkError, run_json
 
 log = logging.getLogger(__name__)
+MAX_RSS_GROWTH_PCT = 5.0  # the runtime issue's bound on memory growth over 10,000 varied predictions
 
 
 def contestants_for(manifest) -> list[str]:
@@ -72,8 +73,18 @@ def check_agreement(results: list[dict], quick: bool) -> list[str]:
     return problems
 
 
+def kernel_floor(results: list[dict], hidden: int, intermediate: int, layers: int, threads: int, quick: bool) -> dict:
+    """ORT's time for the batch-1 short pair's GEMMs alone, and so the best speed-up over torch-fp32 that
+    any ORT graph of this model could reach here (see kernel_floor.py)."""
+    torch_short = next(r for r in results if r["contestant"] == "torch-fp32")["latency"]["short"]
+    floor = run_json(["-m", "pairbert.benchmarks.kernel_floor", str(hidden), str(intermediate), str(layers),
+                      str(torch_short["tokens"]), str(threads), "100" if quick else "500"], 600)
+    floor["best_possible_speedup"] = {p: torch_short["p50_ms"] / floor[f"{p}_ms"] for p in ("fp32", "int8")}
+    return floor
+
+
 def run_suite(bundle: Path, checkpoint: Path | None, out: Path, quick: bool, threads: int | None) -> dict:
-    from pairbert.runtime.bundle import read_manifest
+    from pairbert.runtime.bundle import read_manifest, weights_sha256
     from pairbert.runtime.devices import physical_cores
 
     from . import footprint
@@ -82,9 +93,13 @@ def run_suite(bundle: Path, checkpoint: Path | None, out: Path, quick: bool, thr
     checkpoint = Path(checkpoint or manifest.source_checkpoint)
     if not (checkpoint / "config.json").is_file():
         raise BenchmarkError(f"{checkpoint}: no checkpoint for the torch contestants; pass --checkpoint")
+    if manifest.source_weights_sha256 and weights_sha256(checkpoint) != manifest.source_weights_sha256:
+        raise BenchmarkError(f"{checkpoint}: not the weights {bundle} was exported from "
+                             f"({manifest.source_checkpoint}); torch and ORT would compare different models. "
+                             "Pass the matching --checkpoint or re-export the bundle from this one")
     threads = threads or physical_cores()
     config = json.loads((checkpoint / "config.json").read_text())["encoder"]
-    hidden, layers = config["hidden_size"], config["num_hidden_layers"]
+    hidden, layers, intermediate = config["hidden_size"], config["num_hidden_layers"], config["intermediate_size"]
     started = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
 
@@ -98,15 +113,19 @@ def run_suite(bundle: Path, checkpoint: Path | None, out: Path, quick: bool, thr
         results.append(run_json(args, 1800))
     add_efficiency(results, hidden, layers, peak["peak_gflops"])
     problems = check_agreement(results, quick)
+    floor = kernel_floor(results, hidden, intermediate, layers, threads, quick)
 
     cpu_variant = next(v for v in ("int8", "optimized", "fp32") if v in manifest.variants)
+    growth = footprint.memory_growth(bundle, cpu_variant, threads, 500 if quick else 10000, 100 if quick else 1000)
+    if not quick and growth["growth_pct"] > MAX_RSS_GROWTH_PCT:
+        problems.append(f"RSS grew {growth['growth_pct']:.1f}% over {growth['predictions']} predictions "
+                        f"(> {MAX_RSS_GROWTH_PCT}%)")
     report = {
         "machine": cpu_description(), "versions": library_versions(), "threads": threads, "quick": quick,
         "model": {"hidden": hidden, "layers": layers, "branches": 2}, "gemm_peak": peak,
-        "contestants": results,
+        "contestants": results, "kernel_floor": floor,
         "cold_start": footprint.cold_start(bundle, checkpoint, threads, cpu_variant, repeats=1 if quick else 3),
-        "memory_growth": footprint.memory_growth(bundle, cpu_variant, threads, 500 if quick else 10000,
-                                                 100 if quick else 1000),
+        "memory_growth": growth,
         "disk_mb": {**{f"ort-{k}": round(v.size_bytes / 2**20, 1) for k, v in manifest.variants.items()},
                     "torch checkpoint": round(sum(f.stat().st_size for f in checkpoint.glob("*.safetensors")) / 2**20, 1)},
         "installed": footprint.installed_sizes(),

@@ -23,6 +23,7 @@ from pairbert.runtime.bundle import (
     Manifest,
     VariantInfo,
     sha256_file,
+    weights_sha256,
 )
 from pairbert.runtime.contract import CONTRACT, GraphContract
 from pairbert.runtime.devices import cuda_provider_available
@@ -197,7 +198,8 @@ def export_bundle(checkpoint: str | Path, out_dir: str | Path, settings: ExportS
             max_length=encoder.max_length, contract=CONTRACT, variants=variants,
             tokenizer_file=TOKENIZER_FILE, tokenizer_sha256=sha256_file(work / TOKENIZER_FILE),
             versions={**_versions(), "export_seconds": {k: round(v, 2) for k, v in timings.items()}},
-            source_checkpoint=str(ckpt.path.resolve()), created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            source_checkpoint=str(ckpt.path.resolve()), source_weights_sha256=weights_sha256(ckpt.path),
+            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         )
         (work / MANIFEST_FILE).write_text(manifest.to_json())
         _swap_into_place(work, out_dir)

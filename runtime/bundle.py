@@ -52,6 +52,7 @@ class Manifest:
     tokenizer_sha256: str = ""
     versions: dict = field(default_factory=dict)
     source_checkpoint: str = ""
+    source_weights_sha256: str = ""  # of the checkpoint's weights: a benchmark checks it compares the same model
     created: str = ""
 
     def to_json(self) -> str:
@@ -80,7 +81,8 @@ class Manifest:
                 contract=GraphContract.from_dict(d["contract"]), variants=variants,
                 tokenizer_file=d.get("tokenizer_file", TOKENIZER_FILE),
                 tokenizer_sha256=d.get("tokenizer_sha256", ""), versions=d.get("versions", {}),
-                source_checkpoint=d.get("source_checkpoint", ""), created=d.get("created", ""),
+                source_checkpoint=d.get("source_checkpoint", ""),
+                source_weights_sha256=d.get("source_weights_sha256", ""), created=d.get("created", ""),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise BundleError(f"{where}: malformed manifest ({type(exc).__name__}: {exc})") from None
@@ -92,6 +94,14 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
         while block := f.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def weights_sha256(checkpoint_dir: Path) -> str:
+    """One digest over a checkpoint's *.safetensors files (sorted by name); "" when it has none."""
+    files = sorted(Path(checkpoint_dir).glob("*.safetensors"))
+    if not files:
+        return ""
+    return hashlib.sha256("".join(f"{f.name}:{sha256_file(f)}\n" for f in files).encode()).hexdigest()
 
 
 def read_manifest(bundle_dir: str | Path) -> Manifest:

@@ -1,0 +1,94 @@
+"""The batch-1 kernel floor: how long ONNX Runtime needs for the model's GEMMs alone, nothing else.
+
+A graph holding only the dual-order BERT's MatMuls (per branch and layer: QKV [H, 3H], attention output
+[H, H], FFN in [H, I], FFN out [I, H]) at the batch-1 shape, outputs bound once through IO binding so a
+run is kernel time only. No attention, LayerNorm, GELU, embeddings, head or tokenization: any real graph
+needs at least this long, so `torch p50 / floor` is the best speed-up over torch any ORT graph of this
+model can reach on this machine. Measured in fp32 and with the same dynamic int8 quantization the bundle
+uses (QInt8, per-channel; every MatMul quantized, which is faster than the shipped variant).
+
+    python -m pairbert.benchmarks.kernel_floor HIDDEN INTERMEDIATE LAYERS TOKENS THREADS RUNS
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def gemm_shapes(hidden: int, intermediate: int) -> list[tuple[int, int]]:
+    """(K, N) of one layer's weight GEMMs, in the order BERT runs them."""
+    return [(hidden, 3 * hidden), (hidden, hidden), (hidden, intermediate), (intermediate, hidden)]
+
+
+def gemm_flops(tokens: int, hidden: int, intermediate: int, layers: int, branches: int = 2) -> float:
+    return branches * layers * sum(2 * tokens * k * n for k, n in gemm_shapes(hidden, intermediate))
+
+
+def matmul_only_model(hidden: int, intermediate: int, layers: int, branches: int = 2):
+    """Every weight GEMM of the model as an independent MatMul reading [1, S, K] inputs."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    nodes, weights, outputs = [], [], []
+    for i in range(branches * layers):
+        for j, (k, n) in enumerate(gemm_shapes(hidden, intermediate)):
+            w = f"w{i}_{j}"
+            weights.append(numpy_helper.from_array((rng.standard_normal((k, n)) * 0.05).astype(np.float32), w))
+            nodes.append(helper.make_node("MatMul", [f"x{k}", w], [f"y{i}_{j}"]))
+            outputs.append(helper.make_tensor_value_info(f"y{i}_{j}", TensorProto.FLOAT, [1, "s", n]))
+    inputs = [helper.make_tensor_value_info(f"x{k}", TensorProto.FLOAT, [1, "s", k])
+              for k in sorted({hidden, intermediate})]
+    graph = helper.make_graph(nodes, "gemm_floor", inputs, outputs, weights)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def _p50_ms(path: Path, tokens: int, threads: int, runs: int) -> float:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    binding = session.io_binding()
+    rng = np.random.default_rng(1)
+    for i in session.get_inputs():
+        binding.bind_cpu_input(i.name, rng.standard_normal((1, tokens, i.shape[2])).astype(np.float32))
+    for o in session.get_outputs():
+        out = ort.OrtValue.ortvalue_from_shape_and_type((1, tokens, o.shape[2]), np.float32)
+        binding.bind_ortvalue_output(o.name, out)
+    for _ in range(max(10, runs // 10)):
+        session.run_with_iobinding(binding)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        session.run_with_iobinding(binding)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times) * 1e3)
+
+
+def kernel_floor(hidden: int, intermediate: int, layers: int, tokens: int, threads: int, runs: int = 300) -> dict:
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32, int8 = Path(tmp) / "floor.fp32.onnx", Path(tmp) / "floor.int8.onnx"
+        onnx.save(matmul_only_model(hidden, intermediate, layers), str(fp32))
+        quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8, per_channel=True,
+                         op_types_to_quantize=["MatMul"])
+        result = {"fp32_ms": _p50_ms(fp32, tokens, threads, runs), "int8_ms": _p50_ms(int8, tokens, threads, runs)}
+    gflop = gemm_flops(tokens, hidden, intermediate, layers) / 1e9
+    return {"tokens": tokens, "threads": threads, "matmuls": 2 * layers * 4, "gflop": gflop, **result,
+            "fp32_gflops": gflop / (result["fp32_ms"] / 1e3), "int8_gops": gflop / (result["int8_ms"] / 1e3)}
+
+
+if __name__ == "__main__":
+    h, i, layers, tokens, threads, runs = (int(a) for a in sys.argv[1:7])
+    print(json.dumps(kernel_floor(h, i, layers, tokens, threads, runs)))

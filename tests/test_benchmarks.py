@@ -1,0 +1,59 @@
+"""The benchmark's yardsticks: FLOP counts and the kernel floor must describe the model that is exported."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from pairbert.benchmarks.flops import batch_flops
+from pairbert.benchmarks.kernel_floor import gemm_flops, kernel_floor, matmul_only_model
+
+
+def weight_matmul_sizes(model: onnx.ModelProto) -> list[int]:
+    """K·N of every MatMul whose weight is an initializer (the encoders' dense layers)."""
+    weights = {i.name: numpy_helper.to_array(i).shape for i in model.graph.initializer}
+    return [weights[n.input[1]][0] * weights[n.input[1]][1]
+            for n in model.graph.node if n.op_type == "MatMul" and len(weights.get(n.input[1], ())) == 2]
+
+
+def test_floor_graph_holds_exactly_the_exported_models_gemm_work(tiny_bundle, tiny_checkpoint):
+    encoder = json.loads((tiny_checkpoint / "config.json").read_text())["encoder"]
+    h, i, layers = encoder["hidden_size"], encoder["intermediate_size"], encoder["num_hidden_layers"]
+    exported = onnx.load(str(tiny_bundle / "model.fp32.onnx"))
+    floor = matmul_only_model(h, i, layers)
+    # The export has Q, K and V as three MatMuls where the floor has one [H, 3H]: compare the work, per token.
+    assert sum(weight_matmul_sizes(floor)) == sum(weight_matmul_sizes(exported))
+    assert 2 * sum(weight_matmul_sizes(floor)) == gemm_flops(1, h, i, layers)
+
+
+def test_gemm_flops_agree_with_the_flop_model_used_for_percent_of_peak():
+    s, h, layers = 18, 384, 6
+    attention_score_flops = 2 * layers * 4 * s * s * h  # the two batched attention GEMMs, both branches
+    assert gemm_flops(s, h, 4 * h, layers) == batch_flops(s, 1, h, layers) - attention_score_flops
+
+
+def test_kernel_floor_measures_both_precisions():
+    result = kernel_floor(hidden=32, intermediate=64, layers=2, tokens=8, threads=1, runs=20)
+    assert result["matmuls"] == 16
+    assert result["fp32_ms"] > 0 and result["int8_ms"] > 0
+    assert abs(result["fp32_gflops"] - result["gflop"] / (result["fp32_ms"] / 1e3)) < 1e-6
+
+
+def test_bench_refuses_a_checkpoint_the_bundle_was_not_exported_from(tiny_bundle, tiny_checkpoint, tmp_path):
+    from pairbert.benchmarks.processes import BenchmarkError
+    from pairbert.benchmarks.suite import run_suite
+    from pairbert.runtime.bundle import read_manifest, weights_sha256
+
+    assert read_manifest(tiny_bundle).source_weights_sha256 == weights_sha256(tiny_checkpoint)
+    other = shutil.copytree(tiny_checkpoint, tmp_path / "other")
+    weights = other / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1  # one bit of one weight
+    weights.write_bytes(bytes(data))
+    with pytest.raises(BenchmarkError, match="not the weights .* was exported from"):
+        run_suite(tiny_bundle, other, tmp_path / "out", quick=True, threads=1)
+    assert not (tmp_path / "out").exists()
