@@ -137,6 +137,10 @@ class PairClassifier:
         """
         import onnxruntime as ort
 
+        if threads is not None and threads < 1:
+            raise PredictorError(f"threads must be at least 1, got {threads}")
+        if cpu_arena not in CPU_ARENA_MODES:
+            raise PredictorError(f"cpu_arena must be one of {', '.join(CPU_ARENA_MODES)}, got {cpu_arena!r}")
         bundle = Path(bundle)
         manifest = read_manifest(bundle)
         try:
@@ -152,10 +156,6 @@ class PairClassifier:
             verify_file(bundle, manifest.tokenizer_file, manifest.tokenizer_sha256)
         else:
             path = bundle / manifest.variants[name].file
-        if threads is not None and threads < 1:
-            raise PredictorError(f"threads must be at least 1, got {threads}")
-        if cpu_arena not in CPU_ARENA_MODES:
-            raise PredictorError(f"cpu_arena must be one of {', '.join(CPU_ARENA_MODES)}, got {cpu_arena!r}")
         claimed = LEDGER.claim(threads)
         try:
             options = ort.SessionOptions()
