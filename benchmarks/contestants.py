@@ -47,15 +47,15 @@ def torch_contestant(name: str, checkpoint: Path, threads: int) -> Contestant:
 
     def predict(pairs: Pairs, batch_size: int, mode: str) -> np.ndarray:
         n = len(pairs)
+        qa, aq = encoder.tokenize([p[0] for p in pairs], [p[1] for p in pairs])  # once, as the runtime does
         if mode == "bucketed":  # sorted by token count as the runtime does, but the caller's batch size kept
-            qa, _ = encoder.tokenize([p[0] for p in pairs], [p[1] for p in pairs])
             batches = bucketed_batches([len(e.ids) for e in qa], batch_size, max_tokens=None)
         else:
             batches = [list(range(s, min(n, s + batch_size))) for s in range(0, n, batch_size)]
         out = np.empty((n, 2), np.float32)
         with torch.inference_mode():
             for idx in batches:
-                arrays = encoder.encode([pairs[i][0] for i in idx], [pairs[i][1] for i in idx])
+                arrays = encoder.collate([qa[i] for i in idx], [aq[i] for i in idx])
                 batch = {k: torch.from_numpy(v).to(device) for k, v in arrays.items()}
                 if mode == "pad128":
                     batch = pad_to_max_length(batch, encoder.max_length)

@@ -71,9 +71,8 @@ def run(name: str, bundle: Path, checkpoint: Path, threads: int, quick: bool) ->
         result["batch32x128"] = {"tokens": tokens, "batch": 32, **percentiles(samples)}
 
     job = mixed_job(128 if quick else 1000)
-    qa, _ = encoder.tokenize([p[0] for p in job], [p[1] for p in job])
     result["job_pairs"] = len(job)
-    result["job_lengths"] = [len(e.ids) for e in qa]
+    result["job_lengths"] = encoder.lengths([p[0] for p in job], [p[1] for p in job])
     for mode in contestant.modes:
         for batch in (32,) if quick else (8, 32, 128):
             contestant.predict(job[: batch * 2], batch, mode)  # warm-up at this batch size

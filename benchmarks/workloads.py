@@ -32,7 +32,7 @@ def sized_pair(encoder: PairEncoder, target: int) -> tuple[str, str, int]:
     i = 0
     while True:
         answer = " ".join(words) or "Six."
-        n = len(encoder.tokenize([question], [answer])[0][0].ids)
+        n = encoder.lengths([question], [answer])[0]
         if n >= target or n >= encoder.max_length:
             return question, answer, n
         words.append(FILLER[i % len(FILLER)])
