@@ -54,7 +54,7 @@ samples = []; done = 0
 while done < {predictions}:
     done += len(clf.predict(job()))
     samples.append((done, current_rss_mb()))
-# RSS swings by ~20 % from one call to the next (the arena hands chunks back after each run), so a single
+# RSS swings by ~20 % from one call to the next (each run's buffers are allocated and freed), so a single
 # reading says little: compare the run's first and second half, by their peak and by their median.
 window = {predictions} / 2
 first = [r for n, r in samples if n <= window]

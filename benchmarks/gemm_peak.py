@@ -11,8 +11,27 @@ import time
 import numpy as np
 
 
-def _matmul_session(k: int, n: int, threads: int):
+def onnx_model(graph):
+    """A model around `graph` that every onnxruntime of the supported range loads (opset 17, IR 8)."""
+    from onnx import helper
+
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def cpu_session(model, threads: int):
+    """A CPU session on `threads` intra-op threads; `model` is a ModelProto or a path."""
     import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    source = model.SerializeToString() if hasattr(model, "SerializeToString") else str(model)
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+
+
+def _matmul_session(k: int, n: int, threads: int):
     from onnx import TensorProto, helper, numpy_helper
 
     w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((k, n)).astype(np.float32), "w")
@@ -21,13 +40,7 @@ def _matmul_session(k: int, n: int, threads: int):
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["m", k])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["m", n])], [w],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    return ort.InferenceSession(model.SerializeToString(),
-                                options, providers=["CPUExecutionProvider"])
+    return cpu_session(onnx_model(graph), threads)
 
 
 def gemm_peak_gflops(hidden: int = 384, tokens: int = 4096, threads: int = 2, seconds: float = 1.0) -> dict:
@@ -48,7 +61,9 @@ def gemm_peak_gflops(hidden: int = 384, tokens: int = 4096, threads: int = 2, se
     return {"peak_gflops": max(results.values()), "by_shape": results, "threads": threads}
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # in its own process: python -m pairbert.benchmarks.gemm_peak HIDDEN THREADS SECONDS
     import json
+    import sys
 
-    print(json.dumps(gemm_peak_gflops(), indent=2))
+    hidden, threads, seconds = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+    print(json.dumps(gemm_peak_gflops(hidden=hidden, threads=threads, seconds=seconds)))

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .gemm_peak import cpu_session, onnx_model
+
 
 def gemm_shapes(hidden: int, intermediate: int) -> list[tuple[int, int]]:
     """(K, N) of one layer's weight GEMMs, in the order BERT runs them."""
@@ -44,19 +46,13 @@ def matmul_only_model(hidden: int, intermediate: int, layers: int, branches: int
             outputs.append(helper.make_tensor_value_info(f"y{i}_{j}", TensorProto.FLOAT, [1, "s", n]))
     inputs = [helper.make_tensor_value_info(f"x{k}", TensorProto.FLOAT, [1, "s", k])
               for k in sorted({hidden, intermediate})]
-    graph = helper.make_graph(nodes, "gemm_floor", inputs, outputs, weights)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return model
+    return onnx_model(helper.make_graph(nodes, "gemm_floor", inputs, outputs, weights))
 
 
 def _p50_ms(path: Path, tokens: int, threads: int, runs: int) -> float:
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = cpu_session(path, threads)
     binding = session.io_binding()
     rng = np.random.default_rng(1)
     for i in session.get_inputs():
@@ -78,14 +74,15 @@ def kernel_floor(hidden: int, intermediate: int, layers: int, tokens: int, threa
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    model = matmul_only_model(hidden, intermediate, layers)
     with tempfile.TemporaryDirectory() as tmp:
         fp32, int8 = Path(tmp) / "floor.fp32.onnx", Path(tmp) / "floor.int8.onnx"
-        onnx.save(matmul_only_model(hidden, intermediate, layers), str(fp32))
+        onnx.save(model, str(fp32))
         quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8, per_channel=True,
                          op_types_to_quantize=["MatMul"])
         result = {"fp32_ms": _p50_ms(fp32, tokens, threads, runs), "int8_ms": _p50_ms(int8, tokens, threads, runs)}
     gflop = gemm_flops(tokens, hidden, intermediate, layers) / 1e9
-    return {"tokens": tokens, "threads": threads, "matmuls": 2 * layers * 4, "gflop": gflop, **result,
+    return {"tokens": tokens, "threads": threads, "matmuls": len(model.graph.node), "gflop": gflop, **result,
             "fp32_gflops": gflop / (result["fp32_ms"] / 1e3), "int8_gops": gflop / (result["int8_ms"] / 1e3)}
 
 

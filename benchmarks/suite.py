@@ -7,7 +7,6 @@ machine's GEMM peak. Each contestant runs in its own process. Writes results.jso
 from __future__ import annotations
 
 import json
-import logging
 import subprocess
 import sys
 import time
@@ -17,7 +16,6 @@ from .flops import batch_flops, useful_flops
 from .machine import cpu_description, library_versions
 from .processes import BenchmarkError, run_json
 
-log = logging.getLogger(__name__)
 MAX_RSS_GROWTH_PCT = 5.0  # the runtime issue's bound on memory growth over 10,000 varied predictions
 
 
@@ -57,7 +55,7 @@ def add_efficiency(results: list[dict], hidden: int, layers: int, peak: float) -
         r.pop("job_lengths")
 
 
-def check_agreement(results: list[dict], quick: bool) -> list[str]:
+def check_agreement(results: list[dict]) -> list[str]:
     """Every contestant produced numbers and the same predictions (quantized ones: nearly)."""
     problems = []
     base = next(r for r in results if r["contestant"] == "torch-fp32")["validation"]["labels"]
@@ -103,7 +101,7 @@ def run_suite(bundle: Path, checkpoint: Path | None, out: Path, quick: bool, thr
     started = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
 
-    peak = run_json(["-m", "pairbert.benchmarks.gemm_peak_cli", str(hidden), str(threads),
+    peak = run_json(["-m", "pairbert.benchmarks.gemm_peak", str(hidden), str(threads),
                              "0.3" if quick else "1.5"], 300)
     results = []
     for name in contestants_for(manifest):
@@ -112,7 +110,7 @@ def run_suite(bundle: Path, checkpoint: Path | None, out: Path, quick: bool, thr
                 "--threads", str(threads)] + (["--quick"] if quick else [])
         results.append(run_json(args, 1800))
     add_efficiency(results, hidden, layers, peak["peak_gflops"])
-    problems = check_agreement(results, quick)
+    problems = check_agreement(results)
     floor = kernel_floor(results, hidden, intermediate, layers, threads, quick)
 
     cpu_variant = next(v for v in ("int8", "optimized", "fp32") if v in manifest.variants)
