@@ -28,6 +28,7 @@ from pairbert.runtime.bundle import (
 from pairbert.runtime.contract import CONTRACT, GraphContract
 from pairbert.runtime.devices import cuda_provider_available
 from pairbert.runtime.pair_files import read_pairs
+from pairbert.runtime.tokenization import ORDERS, input_name
 from pairbert.training.batches import encode_batch
 from pairbert.training.checkpoint import LABELS, load_checkpoint
 from pairbert.training.loop import BUILTIN_VALIDATION
@@ -81,10 +82,11 @@ def shape_grid_feeds(contract: GraphContract, vocab_size: int, seed: int = 0) ->
         lengths = rng.integers(min(3, length), length + 1, size=batch)
         lengths[0] = length
         mask = (np.arange(length)[None, :] < lengths[:, None]).astype(np.int64)
-        for order in ("qa", "aq"):
+        for order in ORDERS:
             ids = rng.integers(5, vocab_size, size=(batch, length), dtype=np.int64) * mask
             types = ((np.arange(length)[None, :] >= (lengths[:, None] // 2)) * mask).astype(np.int64)
-            feed.update({f"{order}_input_ids": ids, f"{order}_attention_mask": mask, f"{order}_token_type_ids": types})
+            feed.update({input_name(order, "input_ids"): ids, input_name(order, "attention_mask"): mask,
+                         input_name(order, "token_type_ids"): types})
         feeds.append({name: feed[name] for name in contract.input_names})
     return feeds
 
