@@ -64,17 +64,21 @@ def varied_pairs(n: int = 60, seed: int = 0) -> list[dict]:
     return rows
 
 
-@pytest.fixture(scope="session")
-def tiny_checkpoint(tmp_path_factory, tiny_tokenizer, smoke_file) -> Path:
-    """A tiny dual-order BERT trained on the five smoke pairs (confident, so int8 keeps its labels)."""
+def train_tiny_checkpoint(root: Path, tokenizer: Path, train_file: Path) -> Path:
+    """A tiny dual-order BERT trained on the five smoke pairs (confident, so int8 keeps its labels).
+    Shared by the fixture below and .ci/make_tiny_bundle.py."""
     from pairbert.training.loop import TrainConfig, train
 
-    root = tmp_path_factory.mktemp("ckpt")
     validation = write_jsonl(root / "validation.jsonl", varied_pairs())
-    train(TrainConfig(output_dir=str(root / "run"), source="random:tiny", tokenizer=str(tiny_tokenizer),
-                      train_file=str(smoke_file), validation_file=str(validation), epochs=40, batch_size=5,
+    train(TrainConfig(output_dir=str(root / "run"), source="random:tiny", tokenizer=str(tokenizer),
+                      train_file=str(train_file), validation_file=str(validation), epochs=40, batch_size=5,
                       learning_rate=3e-3, warmup_ratio=0.0, progress=False))
     return root / "run" / "last"
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory, tiny_tokenizer, smoke_file) -> Path:
+    return train_tiny_checkpoint(tmp_path_factory.mktemp("ckpt"), tiny_tokenizer, smoke_file)
 
 
 @pytest.fixture(scope="session")
