@@ -46,7 +46,7 @@ def job():
     k = rng.choice([1, 1, 1, 2, 3, 5, 8, 13, 32])
     picks = [rng.choice(rows) for _ in range(k)]
     reps = rng.choice([1, 1, 2, 4])
-    return [(p["question"], " ".join([p["answer"]] * reps)) for p in picks]
+    return [(p.question, " ".join([p.answer] * reps)) for p in picks]
 done = 0
 while done < {warmup}:
     done += len(clf.predict(job()))

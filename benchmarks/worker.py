@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .machine import current_rss_mb, peak_rss_mb
-from .workloads import LATENCY_TARGETS, mixed_job, sized_pair, validation_rows
+from .workloads import LATENCY_TARGETS, mixed_job, sized_pair, validation_pairs
 
 
 def percentiles(samples_s: list[float]) -> dict:
@@ -82,11 +82,11 @@ def run(name: str, bundle: Path, checkpoint: Path, threads: int, quick: bool) ->
             result["throughput"].setdefault(mode, {})[str(batch)] = {"pairs_per_s": len(job) / elapsed,
                                                                      "seconds": elapsed}
 
-    rows = validation_rows()[: 40 if quick else None]
-    probs = contestant.predict([(r["question"], r["answer"]) for r in rows], 32, contestant.modes[0])
+    rows = validation_pairs()[: 40 if quick else None]
+    probs = contestant.predict([(r.question, r.answer) for r in rows], 32, contestant.modes[0])
     labels = probs.argmax(-1)
     result["validation"] = {
-        "pairs": len(rows), "accuracy": float((labels == np.array([r["label"] for r in rows])).mean()),
+        "pairs": len(rows), "accuracy": float((labels == np.array([r.label for r in rows])).mean()),
         "labels": labels.tolist(), "match_probability": probs[:, 1].round(6).tolist(),
     }
     result["rss_mb"] = current_rss_mb()

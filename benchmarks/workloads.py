@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from pairbert.runtime.pair_files import Pair, read_pairs
 from pairbert.runtime.tokenization import PairEncoder
 
 DATA = Path(__file__).resolve().parents[1] / "training" / "data"
@@ -14,15 +14,12 @@ FILLER = ("The answer depends on the season the place and the person asking but 
           "simple rules that keep things safe cheap and easy for a beginner to follow at home every day").split()
 
 
-def builtin_pairs() -> list[dict]:
-    rows = []
-    for name in ("train.jsonl", "validation.jsonl"):
-        rows += [json.loads(line) for line in (DATA / name).read_text().splitlines()]
-    return rows
+def builtin_pairs() -> list[Pair]:
+    return read_pairs(DATA / "train.jsonl", require_label=True) + validation_pairs()
 
 
-def validation_rows() -> list[dict]:
-    return [json.loads(line) for line in (DATA / "validation.jsonl").read_text().splitlines()]
+def validation_pairs() -> list[Pair]:
+    return read_pairs(DATA / "validation.jsonl", require_label=True)
 
 
 def sized_pair(encoder: PairEncoder, target: int) -> tuple[str, str, int]:
@@ -42,4 +39,4 @@ def sized_pair(encoder: PairEncoder, target: int) -> tuple[str, str, int]:
 def mixed_job(n: int = 1000) -> list[tuple[str, str]]:
     """The built-in pairs cycled to n: a realistic spread of lengths."""
     rows = builtin_pairs()
-    return [(rows[i % len(rows)]["question"], rows[i % len(rows)]["answer"]) for i in range(n)]
+    return [(rows[i % len(rows)].question, rows[i % len(rows)].answer) for i in range(n)]
