@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     from pairbert.runtime.bundle import read_manifest
     from pairbert.runtime.pair_files import read_pairs
     from pairbert.runtime.tokenization import PairEncoder
-    from pairbert.training.loop import BUILTIN_VALIDATION
+    from pairbert.builtin_data import BUILTIN_VALIDATION
 
     ap = argparse.ArgumentParser()
     ap.add_argument("bundle")

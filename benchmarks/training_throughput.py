@@ -18,7 +18,8 @@ def main(argv: list[str] | None = None) -> dict:
     from pairbert.runtime.pair_files import read_pairs
     from pairbert.runtime.tokenization import PairEncoder
     from pairbert.training.batches import encode_batch, pad_to_max_length, training_batches
-    from pairbert.training.loop import BUILTIN_TRAIN, weight_decay_groups
+    from pairbert.builtin_data import BUILTIN_TRAIN
+    from pairbert.training.loop import weight_decay_groups
     from pairbert.training.weights import build_model, tokenizer_file_for
 
     ap = argparse.ArgumentParser()

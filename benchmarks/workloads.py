@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pairbert.builtin_data import DATA_DIR as DATA
 from pairbert.runtime.pair_files import Pair, read_pairs
 from pairbert.runtime.tokenization import PairEncoder
 
-DATA = Path(__file__).resolve().parents[1] / "training" / "data"
 LATENCY_TARGETS = {"short": 16, "medium": 64, "long": 128}
 
 FILLER = ("The answer depends on the season the place and the person asking but most guides agree on a few "

@@ -31,7 +31,7 @@ from pairbert.runtime.pair_files import read_pairs
 from pairbert.runtime.tokenization import ORDERS, input_name
 from pairbert.training.batches import encode_batch
 from pairbert.training.checkpoint import LABELS, load_checkpoint
-from pairbert.training.loop import BUILTIN_VALIDATION
+from pairbert.builtin_data import BUILTIN_VALIDATION
 
 from . import fusion, onnx_graph, precision
 from .validation import (

@@ -138,7 +138,7 @@ def test_contract_stage_catches_a_fixed_axis(tmp_path, tiny_checkpoint):
     from pairbert.export.onnx_graph import LogitsOnly
     from pairbert.runtime.pair_files import read_pairs
     from pairbert.training.batches import encode_batch
-    from pairbert.training.loop import SMOKE
+    from pairbert.builtin_data import SMOKE
 
     ckpt = load_checkpoint(tiny_checkpoint, attn_implementation="eager")
     example = encode_batch(ckpt.encoder, read_pairs(SMOKE), with_labels=False)

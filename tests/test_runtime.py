@@ -10,7 +10,7 @@ import threading
 import numpy as np
 import pytest
 import torch
-from conftest import varied_pairs
+from helpers import varied_pairs
 
 from pairbert.runtime import BundleError, DeviceError, PairClassifier, PredictorError
 from pairbert.runtime.devices import LEDGER, physical_cores

@@ -11,7 +11,8 @@ import torch
 
 from pairbert.runtime.pair_files import read_pairs
 from pairbert.training.checkpoint import load_checkpoint
-from pairbert.training.loop import SMOKE, TrainConfig, TrainingError, evaluate, train, weight_decay_groups
+from pairbert.training.loop import TrainConfig, TrainingError, evaluate, train, weight_decay_groups
+from pairbert.builtin_data import SMOKE
 from pairbert.training.weights import build_model
 
 

@@ -20,6 +20,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
+from pairbert.builtin_data import BUILTIN_TRAIN, BUILTIN_VALIDATION
 from pairbert.runtime.errors import PairbertError
 from pairbert.runtime.pair_files import Pair, read_pairs
 from pairbert.runtime.tokenization import PairEncoder
@@ -31,10 +32,6 @@ from .weights import DEFAULT_SOURCE, build_model, tokenizer_file_for
 
 log = logging.getLogger(__name__)
 
-DATA_DIR = Path(__file__).resolve().parent / "data"
-BUILTIN_TRAIN = DATA_DIR / "train.jsonl"
-BUILTIN_VALIDATION = DATA_DIR / "validation.jsonl"
-SMOKE = DATA_DIR / "smoke.jsonl"
 
 
 class TrainingError(PairbertError, RuntimeError):

@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     if args.command == "train":
-        from pairbert.training.loop import BUILTIN_TRAIN, BUILTIN_VALIDATION
+        from pairbert.builtin_data import BUILTIN_TRAIN, BUILTIN_VALIDATION
 
         if args.train is None:
             args.train = str(BUILTIN_TRAIN)
