@@ -57,11 +57,37 @@ def render(rows: list[dict]) -> str:
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
 
 
+HELDOUT_BANK = HERE / "heldout" / "support_trivia_bank.tsv"
+HELDOUT_FILE = HERE / "heldout" / "support_trivia.jsonl"
+
+
+def build_heldout(bank: list[dict], seed: int = 7) -> list[dict]:
+    """The second held-out file (customer-support and trivia phrasing): one positive per question, and one
+    negative: its plausible-but-wrong answer where the bank gives one, else another question's answer.
+
+    Written once before any tuning and never used for a choice: only for the figures reported.
+    """
+    rng = random.Random(seed)
+    rows = []
+    for i, row in enumerate(bank):
+        rows.append({"question": row["question"], "answer": row["answer"], "label": 1, "kind": "positive"})
+        if row["wrong"]:
+            rows.append({"question": row["question"], "answer": row["wrong"], "label": 0, "kind": "plausible_wrong"})
+        else:
+            j = rng.choice([j for j in range(len(bank)) if j != i])
+            rows.append({"question": row["question"], "answer": bank[j]["answer"], "label": 0,
+                         "kind": "other_answer"})
+    rng.shuffle(rows)
+    return rows
+
+
 def main() -> None:
     train, validation = build(load_bank())
     (HERE / "train.jsonl").write_text(render(train), encoding="utf-8")
     (HERE / "validation.jsonl").write_text(render(validation), encoding="utf-8")
-    print(f"train: {len(train)} pairs, validation: {len(validation)} pairs")
+    heldout = build_heldout(load_bank(HELDOUT_BANK))
+    HELDOUT_FILE.write_text(render(heldout), encoding="utf-8")
+    print(f"train: {len(train)} pairs, validation: {len(validation)} pairs, held-out: {len(heldout)} pairs")
 
 
 if __name__ == "__main__":
