@@ -27,7 +27,7 @@ from pairbert.runtime.tokenization import PairEncoder
 
 from .batches import encode_batch, sequential_batches, training_batches
 from .checkpoint import find_checkpoint, load_checkpoint, load_trainer_state, save_checkpoint
-from .metrics import classification_metrics
+from .metrics import classification_metrics, epoch_line, plot_history
 from .weights import DEFAULT_SOURCE, build_model, tokenizer_file_for
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,11 @@ class TrainConfig:
     progress: bool = True
     resume: bool = False  # continue from output_dir/last
     stop_after_epochs: int | None = None  # end early (as if interrupted) after this many epochs
+    pooling: str = "cls"  # "cls" (the notebook's pooler), "mean" or "cls+mean"; see model.py
+    patience: int | None = None  # stop after this many epochs without a better validation accuracy
+    distill: float = 0.0  # weight of the bi-encoder teacher's soft targets in the loss (0: hard labels only)
+    teacher_negatives: int = 0  # extra pairs per question: other questions' answers, labelled 0, teacher-scored
+    plot: bool = True  # training_curve.png beside metrics.json
 
 
 HEAD_PREFIXES = ("classifier.", "qa_encoder.pooler.", "aq_encoder.pooler.")
@@ -134,9 +139,10 @@ def train(cfg: TrainConfig) -> dict:
             raise TrainingError(f"no tokenizer.json for source {cfg.source!r}; pass --tokenizer")
         encoder = PairEncoder.from_file(tokenizer_file, cfg.max_length)
         torch.manual_seed(cfg.seed)
-        model = build_model(cfg.source, vocab_size=encoder.tokenizer.get_vocab_size())
+        model = build_model(cfg.source, vocab_size=encoder.tokenizer.get_vocab_size(), pooling=cfg.pooling)
         state = None
     model.to(device)
+    train_pairs, soft = training_targets(cfg, train_pairs)
 
     steps_per_epoch = math.ceil(len(train_pairs) / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
@@ -166,7 +172,7 @@ def train(cfg: TrainConfig) -> dict:
         for i, idx in enumerate(bar):
             batch = {k: v.to(device) for k, v in encode_batch(encoder, [train_pairs[j] for j in idx]).items()}
             with _autocast(device):
-                loss = model(**batch).loss
+                loss = pair_loss(model, batch, soft, idx, cfg.distill)
             if not torch.isfinite(loss):
                 raise TrainingError(
                     f"non-finite loss ({loss.item()}) at epoch {epoch + 1}, step {step + 1}; "
@@ -190,6 +196,8 @@ def train(cfg: TrainConfig) -> dict:
             improved = True
         history.append(record)
         log.info("epoch %d: %s", epoch + 1, {k: v for k, v in record.items() if k != "val_confusion_matrix"})
+        if cfg.progress:
+            tqdm.write(epoch_line(record, cfg.epochs))
         if improved:
             best_accuracy = record.get("val_accuracy", best_accuracy)
             save_checkpoint(out / "best", model, tokenizer_file, {**settings, "epoch": epoch + 1, "metrics": record})
@@ -198,7 +206,61 @@ def train(cfg: TrainConfig) -> dict:
         save_checkpoint(out / "last", model, tokenizer_file, {**settings, "epoch": epoch + 1, "metrics": record},
                         trainer_state)
         _write_json(out / "metrics.json", {"history": history, "best_val_accuracy": best_accuracy})
+        if cfg.plot:
+            plot_history(history, out / "training_curve.png")
+        if should_stop(history, cfg.patience):
+            log.info("no better validation accuracy for %d epochs: stopping", cfg.patience)
+            break
     return {"history": history, "best_val_accuracy": best_accuracy, "output_dir": str(out)}
+
+
+def should_stop(history: list[dict], patience: int | None) -> bool:
+    """Early stopping: the last `patience` epochs brought no better validation accuracy than before them."""
+    if not patience or len(history) <= patience or "val_accuracy" not in history[-1]:
+        return False
+    before = max(h["val_accuracy"] for h in history[:-patience])
+    return max(h["val_accuracy"] for h in history[-patience:]) <= before
+
+
+def training_targets(cfg: TrainConfig, pairs: list[Pair]) -> tuple[list[Pair], list[float] | None]:
+    """The training pairs (plus `teacher_negatives` other-answer pairs per question) and, when distilling,
+    the teacher's match probability for each. Deterministic for the seed."""
+    if not cfg.distill and not cfg.teacher_negatives:
+        return pairs, None
+    import random
+
+    from .baseline import Teacher, baseline_for
+
+    rng = random.Random(cfg.seed)
+    answers_of: dict[str, set[str]] = {}
+    for p in pairs:
+        if p.label == 1:
+            answers_of.setdefault(p.question, set()).add(p.answer)
+    answers = sorted({a for group in answers_of.values() for a in group})
+    extra = []
+    for question in sorted(answers_of):
+        for _ in range(cfg.teacher_negatives):
+            answer = rng.choice(answers)
+            if answer not in answers_of[question]:
+                extra.append(Pair(question, answer, 0))
+    pairs = list(pairs) + extra
+    if not cfg.distill:
+        return pairs, None
+    embedder, fit = baseline_for(cfg.source, cfg.train_file, cfg.max_length)
+    soft = Teacher(embedder, fit).probabilities(pairs)
+    log.info("teacher: threshold %.4f, %d pairs scored (%d extra negatives)", fit.threshold, len(pairs), len(extra))
+    return pairs, soft
+
+
+def pair_loss(model, batch: dict, soft: list[float] | None, idx: list[int], distill: float) -> torch.Tensor:
+    """Cross-entropy on the hard labels, mixed with the teacher's soft targets when distilling."""
+    out = model(**batch)
+    if soft is None or not distill:
+        return out.loss
+    p = torch.tensor([soft[i] for i in idx], dtype=out.logits.dtype, device=out.logits.device)
+    target = torch.stack([1 - p, p], dim=-1)
+    soft_loss = -(target * torch.log_softmax(out.logits, dim=-1)).sum(-1).mean()
+    return (1 - distill) * out.loss + distill * soft_loss
 
 
 def _write_json(path: Path, data: dict) -> None:

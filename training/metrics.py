@@ -31,3 +31,38 @@ def format_confusion(matrix: list[list[int]]) -> str:
         f"  true 0 {tn:>14} {fp:>12}\n"
         f"  true 1 {fn:>14} {tp:>12}"
     )
+
+
+def epoch_line(record: dict, epochs: int) -> str:
+    """One line per epoch for the progress output."""
+    line = f"epoch {record['epoch']}/{epochs}: train loss {record['train_loss']:.4f}"
+    if "val_accuracy" in record:
+        line += (f" | validation loss {record['val_loss']:.4f} accuracy {record['val_accuracy']:.4f}"
+                 f" f1 {record['val_f1']:.4f}")
+    return line + f" | {record['elapsed_s']:.0f} s"
+
+
+def plot_history(history: list[dict], path) -> None:
+    """Loss (train, validation), validation accuracy and F1 per epoch, as a PNG."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # pragma: no cover - matplotlib is in the train extra
+        return
+    epochs = [h["epoch"] for h in history]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    left.plot(epochs, [h["train_loss"] for h in history], marker="o", label="train loss")
+    if history and "val_loss" in history[0]:
+        left.plot(epochs, [h["val_loss"] for h in history], marker="o", label="validation loss")
+        right.plot(epochs, [h["val_accuracy"] for h in history], marker="o", label="validation accuracy")
+        right.plot(epochs, [h["val_f1"] for h in history], marker="o", label="validation F1")
+    for ax, title in ((left, "loss"), (right, "validation accuracy / F1")):
+        ax.set_xlabel("epoch")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,7 +1,13 @@
 """The dual-order BERT pair classifier.
 
 Two independent BERT encoders read the same pair in both orders (QA: question first, AQ: answer first).
-Their pooled [CLS] vectors are concatenated (2 x hidden) and a linear head gives 2 logits.
+Each branch is pooled, the two pooled vectors are concatenated and a linear head gives 2 logits.
+
+Pooling (`DualOrderBertConfig.pooling`, recorded in the checkpoint's config.json):
+- "cls": BERT's pooler over [CLS] (tanh(W·h_cls)), the seed notebook's choice; head input 2 x hidden.
+- "mean": the mean of the last hidden states over the attention mask (how sentence-transformers models such
+  as all-MiniLM-L6-v2 were trained to pool); head input 2 x hidden.
+- "cls+mean": both, concatenated; head input 4 x hidden.
 """
 
 from __future__ import annotations
@@ -11,14 +17,20 @@ from torch import nn
 from transformers import BertConfig, BertModel, PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import SequenceClassifierOutput
 
+POOLINGS = ("cls", "mean", "cls+mean")
+
 
 class DualOrderBertConfig(PretrainedConfig):
     model_type = "pairbert-dual-order-bert"
 
-    def __init__(self, encoder: dict | None = None, num_labels: int = 2, classifier_dropout: float = 0.1, **kwargs):
+    def __init__(self, encoder: dict | None = None, num_labels: int = 2, classifier_dropout: float = 0.1,
+                 pooling: str = "cls", **kwargs):
         super().__init__(num_labels=num_labels, **kwargs)
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         self.encoder = dict(encoder) if encoder else BertConfig().to_dict()
         self.classifier_dropout = classifier_dropout
+        self.pooling = pooling
 
     def encoder_config(self) -> BertConfig:
         cfg = BertConfig(**{k: v for k, v in self.encoder.items() if k not in ("architectures",)})
@@ -38,7 +50,8 @@ class DualOrderBertForPairClassification(PreTrainedModel):
         self.qa_encoder = BertModel(encoder_config, add_pooling_layer=True)
         self.aq_encoder = BertModel(encoder_config, add_pooling_layer=True)
         self.dropout = nn.Dropout(config.classifier_dropout)
-        self.classifier = nn.Linear(2 * encoder_config.hidden_size, config.num_labels)
+        width = 2 if config.pooling == "cls+mean" else 1
+        self.classifier = nn.Linear(2 * width * encoder_config.hidden_size, config.num_labels)
         self.loss_fn = nn.CrossEntropyLoss(ignore_index=-1)
         self.post_init()
 
@@ -59,6 +72,14 @@ class DualOrderBertForPairClassification(PreTrainedModel):
         for encoder in (self.qa_encoder, self.aq_encoder):
             encoder.config._attn_implementation = implementation
 
+    def _pool(self, out, mask: torch.Tensor) -> torch.Tensor:
+        pooling = self.config.pooling
+        if pooling == "cls":
+            return out.pooler_output
+        weights = mask.unsqueeze(-1).to(out.last_hidden_state.dtype)
+        mean = (out.last_hidden_state * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+        return mean if pooling == "mean" else torch.cat([out.pooler_output, mean], dim=-1)
+
     def forward(
         self,
         qa_input_ids: torch.Tensor,
@@ -69,12 +90,12 @@ class DualOrderBertForPairClassification(PreTrainedModel):
         aq_token_type_ids: torch.Tensor,
         labels: torch.Tensor | None = None,
     ) -> SequenceClassifierOutput:
-        qa = self.qa_encoder(
+        qa = self._pool(self.qa_encoder(
             input_ids=qa_input_ids, attention_mask=qa_attention_mask, token_type_ids=qa_token_type_ids
-        ).pooler_output
-        aq = self.aq_encoder(
+        ), qa_attention_mask)
+        aq = self._pool(self.aq_encoder(
             input_ids=aq_input_ids, attention_mask=aq_attention_mask, token_type_ids=aq_token_type_ids
-        ).pooler_output
+        ), aq_attention_mask)
         logits = self.classifier(self.dropout(torch.cat([qa, aq], dim=-1)))
         loss = self.loss_fn(logits, labels) if labels is not None else None
         return SequenceClassifierOutput(loss=loss, logits=logits)

@@ -67,20 +67,23 @@ def resolve_source(source: str) -> tuple[Path | str | None, BertConfig | None]:
     return source, None  # a hub name: transformers downloads it when a network exists
 
 
-def build_model(source: str = DEFAULT_SOURCE, vocab_size: int | None = None) -> DualOrderBertForPairClassification:
+def build_model(
+    source: str = DEFAULT_SOURCE, vocab_size: int | None = None, pooling: str = "cls"
+) -> DualOrderBertForPairClassification:
     location, random_config = resolve_source(source)
     if random_config is not None:
         if vocab_size is not None:
             random_config.vocab_size = vocab_size
         log.info("random init from BertConfig (%s)", source)
-        return DualOrderBertForPairClassification(DualOrderBertConfig(encoder=random_config.to_dict()))
+        return DualOrderBertForPairClassification(
+            DualOrderBertConfig(encoder=random_config.to_dict(), pooling=pooling))
     log.info("initialising both branches from %s", location)
     try:
         bert = BertModel.from_pretrained(str(location), add_pooling_layer=True)
     except OSError as exc:
         raise WeightSourceError(f"cannot load BERT weights from {location!r}: {exc}") from None
     encoder = bert.config.to_dict()
-    model = DualOrderBertForPairClassification(DualOrderBertConfig(encoder=encoder))
+    model = DualOrderBertForPairClassification(DualOrderBertConfig(encoder=encoder, pooling=pooling))
     state = bert.state_dict()
     model.qa_encoder.load_state_dict(state)
     model.aq_encoder.load_state_dict(state)

@@ -23,7 +23,8 @@ def _train(args: argparse.Namespace) -> None:
         validation_file=args.validation, epochs=args.epochs, batch_size=args.batch_size,
         learning_rate=args.lr, head_learning_rate=args.head_lr, weight_decay=args.weight_decay, warmup_ratio=args.warmup_ratio,
         max_length=args.max_length, seed=args.seed, device=args.device, progress=not args.quiet,
-        resume=args.resume,
+        resume=args.resume, pooling=args.pooling, patience=args.patience, distill=args.distill,
+        teacher_negatives=args.teacher_negatives, plot=not args.no_plot,
     )
     result = train(cfg)
     last = result["history"][-1] if result["history"] else {}
@@ -32,6 +33,8 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
     from pairbert.runtime.pair_files import read_pairs
     from pairbert.training.checkpoint import load_checkpoint
     from pairbert.training.loop import evaluate
@@ -40,8 +43,49 @@ def _evaluate(args: argparse.Namespace) -> None:
     ckpt = load_checkpoint(args.checkpoint)
     pairs = read_pairs(args.data, require_label=True)
     m = evaluate(ckpt.model, ckpt.encoder, pairs, batch_size=args.batch_size)
-    print(f"pairs: {m['count']}  accuracy: {m['accuracy']:.4f}  f1: {m['f1']:.4f}  loss: {m['loss']:.4f}")
+    if args.baseline_train and Path(args.baseline_train).resolve() == Path(args.data).resolve():
+        raise UserError("--baseline-train must not be the evaluated file: the threshold would see its labels")
+    report = {"data": args.data, "model": m, "baseline": None}
+    if not args.no_baseline:
+        report["baseline"] = _baseline_report(ckpt, pairs, args.baseline_train)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return
+    print(f"model     pairs: {m['count']}  accuracy: {m['accuracy']:.4f}  f1: {m['f1']:.4f}  loss: {m['loss']:.4f}")
     print(format_confusion(m["confusion_matrix"]))
+    b = report["baseline"]
+    if b is None:
+        return
+    if "skipped" in b:
+        print(f"baseline  skipped: {b['skipped']}")
+        return
+    print(f"baseline  pairs: {b['count']}  accuracy: {b['accuracy']:.4f}  f1: {b['f1']:.4f}  "
+          f"(zero-shot cosine of {b['source']!r} mean-pooled embeddings ≥ {b['threshold']:.4f}, "
+          f"threshold tuned on {b['tuned_on']})")
+    print(format_confusion(b["confusion_matrix"]))
+    print(f"training gained {100 * (m['accuracy'] - b['accuracy']):+.1f} accuracy points over the baseline")
+
+
+def _baseline_report(ckpt, pairs, train_file: str | None) -> dict:
+    """The zero-shot baseline of the checkpoint's weight source, tuned on its training split (or
+    `train_file`), applied to `pairs`. A source without one (random init) is reported as skipped."""
+    from pathlib import Path
+
+    from pairbert.training.baseline import baseline_for, evaluate_baseline
+    from pairbert.training.weights import WeightSourceError
+
+    recipe = ckpt.settings.get("train_config", {})
+    source = recipe.get("source")
+    train_file = train_file or recipe.get("train_file")
+    if not source or not train_file:
+        return {"skipped": "the checkpoint records no weight source or training file; pass --baseline-train"}
+    if not Path(train_file).is_file():
+        return {"skipped": f"training file {train_file} not found; pass --baseline-train"}
+    try:
+        embedder, fit = baseline_for(source, train_file, ckpt.settings.get("max_length", 128))
+    except WeightSourceError as exc:
+        return {"skipped": str(exc)}
+    return evaluate_baseline(embedder, fit, pairs)
 
 
 def _export(args: argparse.Namespace) -> None:
@@ -140,6 +184,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--max-length", type=int, default=128)
     t.add_argument("--seed", type=int, default=42)
     t.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    t.add_argument("--pooling", default="cls", choices=["cls", "mean", "cls+mean"],
+                   help="how each branch is pooled before the head (recorded in the checkpoint)")
+    t.add_argument("--patience", type=int, default=None,
+                   help="stop after this many epochs without a better validation accuracy")
+    t.add_argument("--distill", type=float, default=0.0,
+                   help="weight of the zero-shot bi-encoder teacher's soft targets in the loss (0 to 1)")
+    t.add_argument("--teacher-negatives", type=int, default=0,
+                   help="extra pairs per training question: other questions' answers, labelled 0")
+    t.add_argument("--no-plot", action="store_true", help="no training_curve.png")
     t.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/last")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=_train)
@@ -148,6 +201,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("checkpoint")
     e.add_argument("--data", required=True)
     e.add_argument("--batch-size", type=int, default=64)
+    e.add_argument("--baseline-train", help="pairs that tune the zero-shot baseline's threshold "
+                   "(default: the checkpoint's training file; never the evaluated data)")
+    e.add_argument("--no-baseline", action="store_true", help="skip the zero-shot baseline")
+    e.add_argument("--json", action="store_true", help="print model and baseline metrics as JSON")
     e.set_defaults(func=_evaluate)
 
     x = sub.add_parser("export", help="checkpoint → one ONNX graph per variant, parity-gated, as a bundle folder")

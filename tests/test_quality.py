@@ -1,0 +1,193 @@
+"""Model quality machinery: the zero-shot baseline (tuned on train only), pooling options through export,
+distillation, early stopping, the training curve, and the built-in/held-out data builder."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from helpers import varied_pairs, write_jsonl
+
+from pairbert.builtin_data import SMOKE
+from pairbert.runtime.pair_files import read_pairs
+from pairbert.training.baseline import SentenceEmbedder, baseline_for, evaluate_baseline, tune_threshold
+from pairbert.training.checkpoint import load_checkpoint
+from pairbert.training.loop import TrainConfig, should_stop, train
+
+DATA = Path(__file__).resolve().parents[1] / "training" / "data"
+
+
+@pytest.fixture(scope="module")
+def tiny_source(tmp_path_factory, tiny_tokenizer) -> Path:
+    """A local tiny BERT folder (config, weights, tokenizer.json): a weight source with a baseline."""
+    from transformers import BertConfig, BertModel
+
+    from pairbert.training.weights import RANDOM_CONFIGS
+
+    folder = tmp_path_factory.mktemp("tiny-source")
+    torch.manual_seed(0)
+    vocab = json.loads(Path(tiny_tokenizer).read_text())["model"]["vocab"]
+    BertModel(BertConfig(vocab_size=len(vocab), **RANDOM_CONFIGS["tiny"])).save_pretrained(folder)
+    (folder / "tokenizer.json").write_text(Path(tiny_tokenizer).read_text())
+    return folder
+
+
+def flipped(rows: list[dict]) -> list[dict]:
+    return [{**r, "label": 1 - r["label"]} for r in rows]
+
+
+def test_tune_threshold_maximises_accuracy_on_its_own_labels():
+    assert tune_threshold([0.1, 0.2, 0.8, 0.9], [0, 0, 1, 1]) == pytest.approx(0.5)
+    cut = tune_threshold([0.3, 0.3, 0.6], [0, 1, 1])  # ties are never split
+    assert cut < 0.3 or cut > 0.3
+    with pytest.raises(ValueError):
+        tune_threshold([], [])
+
+
+def test_baseline_threshold_never_sees_the_evaluated_labels(tmp_path, tiny_source):
+    train_file = write_jsonl(tmp_path / "train.jsonl", varied_pairs(40, seed=1))
+    rows = varied_pairs(30, seed=2)
+    evaluated = write_jsonl(tmp_path / "eval.jsonl", rows)
+    inverted = write_jsonl(tmp_path / "inverted.jsonl", flipped(rows))
+
+    embedder, fit = baseline_for(str(tiny_source), train_file)
+    a = evaluate_baseline(embedder, fit, read_pairs(evaluated))
+    b = evaluate_baseline(embedder, fit, read_pairs(inverted))
+    assert a["threshold"] == b["threshold"] == fit.threshold
+    assert a["tuned_on"] == str(train_file)
+    assert a["accuracy"] + b["accuracy"] == pytest.approx(1.0)  # same predictions, opposite labels
+
+    # the threshold is the training split's best cut: refitting on train reproduces it exactly
+    scores = embedder.cosines(read_pairs(train_file))
+    assert fit.threshold == tune_threshold(scores.tolist(), [p.label for p in read_pairs(train_file)])
+
+
+def test_sentence_embeddings_are_normalised_mean_pools(tiny_source):
+    embedder = SentenceEmbedder.from_source(str(tiny_source))
+    vectors = embedder.embed(["what is the capital of france", "paris", "paris"])
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert np.allclose(vectors[1], vectors[2])
+
+
+def test_random_source_has_no_baseline():
+    from pairbert.training.weights import WeightSourceError
+
+    with pytest.raises(WeightSourceError, match="random init"):
+        SentenceEmbedder.from_source("random:tiny")
+
+
+def test_cli_evaluate_prints_baseline_tuned_on_the_training_file(tmp_path, tiny_source):
+    train_file = write_jsonl(tmp_path / "train.jsonl", varied_pairs(40, seed=1))
+    rows = varied_pairs(30, seed=2)
+    evaluated = write_jsonl(tmp_path / "eval.jsonl", rows)
+    inverted = write_jsonl(tmp_path / "inverted.jsonl", flipped(rows))
+    out = tmp_path / "run"
+    done = subprocess.run([sys.executable, "-m", "pairbert", "train", "--output-dir", str(out), "--source",
+                           str(tiny_source), "--train", str(train_file), "--validation", str(evaluated),
+                           "--epochs", "1", "--batch-size", "8"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "epoch 1/1: train loss" in done.stdout + done.stderr  # epoch metrics without -v
+    reports = []
+    for data in (evaluated, inverted):
+        done = subprocess.run([sys.executable, "-m", "pairbert", "evaluate", str(out / "best"), "--data", str(data),
+                               "--json"], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        reports.append(json.loads(done.stdout))
+    a, b = (r["baseline"] for r in reports)
+    assert a["tuned_on"] == str(train_file) and a["threshold"] == b["threshold"]
+    assert a["accuracy"] + b["accuracy"] == pytest.approx(1.0)
+    assert reports[0]["model"]["accuracy"] + reports[1]["model"]["accuracy"] == pytest.approx(1.0)
+    text = subprocess.run([sys.executable, "-m", "pairbert", "evaluate", str(out / "best"), "--data",
+                           str(evaluated)], capture_output=True, text=True).stdout
+    assert "baseline" in text and f"{a['threshold']:.4f}" in text
+    same = subprocess.run([sys.executable, "-m", "pairbert", "evaluate", str(out / "best"), "--data",
+                           str(evaluated), "--baseline-train", str(evaluated)], capture_output=True, text=True)
+    assert same.returncode == 2 and "must not be the evaluated file" in same.stderr
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls+mean"])
+def test_pooling_round_trips_through_save_load_export(tmp_path, tiny_tokenizer, pooling):
+    from pairbert.export.bundle_writer import ExportSettings, export_bundle
+    from pairbert.runtime.bundle import read_manifest
+    from pairbert.runtime.predictor import PairClassifier
+    from pairbert.training.batches import encode_batch
+
+    validation = write_jsonl(tmp_path / "val.jsonl", varied_pairs(24))
+    train(TrainConfig(output_dir=str(tmp_path / "run"), source="random:tiny", tokenizer=str(tiny_tokenizer),
+                      train_file=str(SMOKE), validation_file=str(validation), epochs=3, batch_size=5,
+                      learning_rate=3e-3, warmup_ratio=0.0, progress=False, pooling=pooling, plot=False))
+    ckpt = load_checkpoint(tmp_path / "run" / "last")
+    assert ckpt.model.config.pooling == pooling
+    assert json.loads((tmp_path / "run" / "last" / "config.json").read_text())["pooling"] == pooling
+    pairs = read_pairs(validation)
+    with torch.no_grad():
+        logits = ckpt.model(**encode_batch(ckpt.encoder, pairs, with_labels=False)).logits.numpy()
+    export_bundle(tmp_path / "run" / "last", tmp_path / "bundle", ExportSettings(variants=("fp32", "optimized")),
+                  echo=None)
+    manifest = read_manifest(tmp_path / "bundle")
+    clf = PairClassifier.load(tmp_path / "bundle", variant="fp32")
+    probs = clf.predict([(p.question, p.answer) for p in pairs]).probabilities
+    assert np.abs(probs - torch.softmax(torch.from_numpy(logits), -1).numpy()).max() < 1e-4
+    assert manifest.variants["fp32"].parity["max_abs_logit_diff"] <= 1e-4
+
+
+def test_cls_pooling_is_still_the_notebooks_pooler(tiny_tokenizer):
+    from pairbert.training.weights import build_model
+
+    model = build_model("random:tiny", vocab_size=200).eval()
+    assert model.config.pooling == "cls" and model.classifier.in_features == 2 * 32
+    both = build_model("random:tiny", vocab_size=200, pooling="cls+mean")
+    assert both.classifier.in_features == 4 * 32
+    with pytest.raises(ValueError, match="pooling"):
+        build_model("random:tiny", vocab_size=200, pooling="max")
+
+
+def test_distillation_and_teacher_negatives_train_and_are_deterministic(tmp_path, tiny_source):
+    train_file = write_jsonl(tmp_path / "train.jsonl", varied_pairs(20, seed=3))
+    results = []
+    for name in ("a", "b"):
+        cfg = TrainConfig(output_dir=str(tmp_path / name), source=str(tiny_source), train_file=str(train_file),
+                          validation_file=str(SMOKE), epochs=2, batch_size=8, progress=False, distill=0.5,
+                          teacher_negatives=2, plot=False)
+        results.append(train(cfg)["history"])
+    assert results[0] == [{**h, "elapsed_s": results[0][i]["elapsed_s"]} for i, h in enumerate(results[1])]
+    assert all(np.isfinite(h["train_loss"]) for h in results[0])
+
+
+def test_early_stopping_rule():
+    history = [{"val_accuracy": a} for a in (0.7, 0.8, 0.8, 0.79)]
+    assert should_stop(history, 2) and not should_stop(history, 3) and not should_stop(history, None)
+    assert not should_stop(history[:2], 1)
+
+
+def test_training_curve_png_beside_metrics(tmp_path, tiny_tokenizer):
+    train(TrainConfig(output_dir=str(tmp_path / "run"), source="random:tiny", tokenizer=str(tiny_tokenizer),
+                      train_file=str(SMOKE), validation_file=str(SMOKE), epochs=2, batch_size=5,
+                      progress=False))
+    png = tmp_path / "run" / "training_curve.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(json.loads((tmp_path / "run" / "metrics.json").read_text())["history"]) == 2
+
+
+def test_builtin_and_heldout_files_are_what_the_builder_writes():
+    spec = importlib.util.spec_from_file_location("build_builtin", DATA / "build_builtin.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    train_rows, validation = mod.build(mod.load_bank())
+    assert (DATA / "train.jsonl").read_text() == mod.render(train_rows)
+    assert (DATA / "validation.jsonl").read_text() == mod.render(validation)
+    heldout = mod.build_heldout(mod.load_bank(mod.HELDOUT_BANK))
+    assert mod.HELDOUT_FILE.read_text() == mod.render(heldout)
+    assert 0.45 <= sum(r["label"] for r in heldout) / len(heldout) <= 0.55 and len(heldout) >= 150
+    bank_questions = {r["question"] for r in mod.load_bank()}
+    assert len(bank_questions) == len(mod.load_bank()) >= 700  # no duplicated question
+    assert not bank_questions & {r["question"] for r in heldout}  # the held-out file is unseen
+    with open(mod.HELDOUT_BANK, encoding="utf-8", newline="") as f:
+        assert all(row["answer"] for row in csv.DictReader(f, delimiter="\t"))
