@@ -191,3 +191,55 @@ def test_builtin_and_heldout_files_are_what_the_builder_writes():
     assert not bank_questions & {r["question"] for r in heldout}  # the held-out file is unseen
     with open(mod.HELDOUT_BANK, encoding="utf-8", newline="") as f:
         assert all(row["answer"] for row in csv.DictReader(f, delimiter="\t"))
+
+
+def test_towers_untrained_is_the_calibrated_baseline(tmp_path, tiny_source):
+    """pairing='towers' with the head initialised from the baseline's logistic fit reproduces the baseline."""
+    from pairbert.training.baseline import Teacher
+    from pairbert.training.batches import encode_batch
+    from pairbert.training.loop import _teacher
+    from pairbert.training.weights import build_model
+
+    train_file = write_jsonl(tmp_path / "train.jsonl", varied_pairs(40, seed=1))
+    cfg = TrainConfig(source=str(tiny_source), train_file=str(train_file))
+    teacher = _teacher(cfg)
+    assert isinstance(teacher, Teacher)
+    model = build_model(str(tiny_source), pooling="mean", pairing="towers").eval()
+    model.init_head_from_cosine(*teacher.fit.platt)
+    pairs = read_pairs(write_jsonl(tmp_path / "eval.jsonl", varied_pairs(20, seed=5)))
+    from pairbert.runtime.tokenization import PairEncoder
+
+    encoder = PairEncoder.from_file(tiny_source / "tokenizer.json", 128)
+    with torch.no_grad():
+        probs = torch.softmax(model(**encode_batch(encoder, pairs, with_labels=False)).logits, -1)[:, 1]
+    assert np.allclose(probs.numpy(), teacher.probabilities(pairs), atol=1e-5)
+
+
+def test_towers_export_keeps_the_contract_and_fusions(tmp_path, tiny_tokenizer):
+    from pairbert.export.bundle_writer import ExportSettings, export_bundle
+    from pairbert.runtime.bundle import read_manifest
+
+    validation = write_jsonl(tmp_path / "val.jsonl", varied_pairs(24))
+    train(TrainConfig(output_dir=str(tmp_path / "run"), source="random:tiny", tokenizer=str(tiny_tokenizer),
+                      train_file=str(SMOKE), validation_file=str(validation), epochs=2, batch_size=5,
+                      learning_rate=3e-3, warmup_ratio=0.0, progress=False, pooling="mean", pairing="towers",
+                      plot=False))
+    export_bundle(tmp_path / "run" / "last", tmp_path / "bundle", ExportSettings(variants=("fp32", "optimized")),
+                  echo=None)
+    manifest = read_manifest(tmp_path / "bundle")
+    assert manifest.variants["fp32"].parity["max_abs_logit_diff"] <= 1e-4
+    assert manifest.variants["optimized"].parity["max_abs_logit_diff"] <= 1e-4
+    print(manifest.variants["optimized"])
+
+
+def test_single_order_ablation_trains_but_does_not_export(tmp_path, tiny_tokenizer):
+    from pairbert.export.bundle_writer import export_bundle
+    from pairbert.export.validation import ExportError
+
+    train(TrainConfig(output_dir=str(tmp_path / "run"), source="random:tiny", tokenizer=str(tiny_tokenizer),
+                      train_file=str(SMOKE), validation_file=str(SMOKE), epochs=1, batch_size=5, progress=False,
+                      single_order=True, plot=False))
+    ckpt = load_checkpoint(tmp_path / "run" / "last")
+    assert ckpt.model.aq_encoder is None and ckpt.model.classifier.in_features == 32
+    with pytest.raises(ExportError, match="contract"):
+        export_bundle(tmp_path / "run" / "last", tmp_path / "bundle", echo=None)

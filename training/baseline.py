@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 from transformers import BertModel
+from transformers.utils import logging as hf_logging
 
 from pairbert.runtime.pair_files import Pair
 
@@ -48,6 +49,7 @@ class SentenceEmbedder:
         tokenizer_file = tokenizer_file_for(source)
         if tokenizer_file is None:
             raise WeightSourceError(f"source {source!r} has no tokenizer.json for the baseline")
+        hf_logging.disable_progress_bar()
         try:
             encoder = BertModel.from_pretrained(str(location))  # its pooler stays unused
         except OSError as exc:

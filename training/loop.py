@@ -63,6 +63,8 @@ class TrainConfig:
     distill: float = 0.0  # weight of the bi-encoder teacher's soft targets in the loss (0: hard labels only)
     teacher_negatives: int = 0  # extra pairs per question: other questions' answers, labelled 0, teacher-scored
     plot: bool = True  # training_curve.png beside metrics.json
+    single_order: bool = False  # ablation: the QA branch only (what the second order buys); not exportable
+    pairing: str = "cross"  # "cross" (each branch reads the whole pair) or "towers"; see model.py
 
 
 HEAD_PREFIXES = ("classifier.", "qa_encoder.pooler.", "aq_encoder.pooler.")
@@ -139,10 +141,14 @@ def train(cfg: TrainConfig) -> dict:
             raise TrainingError(f"no tokenizer.json for source {cfg.source!r}; pass --tokenizer")
         encoder = PairEncoder.from_file(tokenizer_file, cfg.max_length)
         torch.manual_seed(cfg.seed)
-        model = build_model(cfg.source, vocab_size=encoder.tokenizer.get_vocab_size(), pooling=cfg.pooling)
+        model = build_model(cfg.source, vocab_size=encoder.tokenizer.get_vocab_size(), pooling=cfg.pooling,
+                            single_order=cfg.single_order, pairing=cfg.pairing)
         state = None
+    teacher = _teacher(cfg) if cfg.distill or (cfg.pairing == "towers" and state is None) else None
+    if teacher is not None and state is None and cfg.pairing == "towers":
+        model.init_head_from_cosine(*teacher.fit.platt)  # the untrained model is the calibrated baseline
     model.to(device)
-    train_pairs, soft = training_targets(cfg, train_pairs)
+    train_pairs, soft = training_targets(cfg, train_pairs, teacher)
 
     steps_per_epoch = math.ceil(len(train_pairs) / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
@@ -222,14 +228,27 @@ def should_stop(history: list[dict], patience: int | None) -> bool:
     return max(h["val_accuracy"] for h in history[-patience:]) <= before
 
 
-def training_targets(cfg: TrainConfig, pairs: list[Pair]) -> tuple[list[Pair], list[float] | None]:
+def _teacher(cfg: TrainConfig):
+    """The zero-shot bi-encoder of the weight source, fitted on the training file; None for a random init."""
+    from .baseline import Teacher, baseline_for
+    from .weights import WeightSourceError
+
+    try:
+        embedder, fit = baseline_for(cfg.source, cfg.train_file, cfg.max_length)
+    except WeightSourceError as exc:
+        if cfg.distill:
+            raise TrainingError(f"--distill needs a pretrained source with a baseline: {exc}") from None
+        return None
+    log.info("teacher: threshold %.4f, logistic fit %s", fit.threshold, fit.platt)
+    return Teacher(embedder, fit)
+
+
+def training_targets(cfg: TrainConfig, pairs: list[Pair], teacher=None) -> tuple[list[Pair], list[float] | None]:
     """The training pairs (plus `teacher_negatives` other-answer pairs per question) and, when distilling,
     the teacher's match probability for each. Deterministic for the seed."""
     if not cfg.distill and not cfg.teacher_negatives:
         return pairs, None
     import random
-
-    from .baseline import Teacher, baseline_for
 
     rng = random.Random(cfg.seed)
     answers_of: dict[str, set[str]] = {}
@@ -246,9 +265,8 @@ def training_targets(cfg: TrainConfig, pairs: list[Pair]) -> tuple[list[Pair], l
     pairs = list(pairs) + extra
     if not cfg.distill:
         return pairs, None
-    embedder, fit = baseline_for(cfg.source, cfg.train_file, cfg.max_length)
-    soft = Teacher(embedder, fit).probabilities(pairs)
-    log.info("teacher: threshold %.4f, %d pairs scored (%d extra negatives)", fit.threshold, len(pairs), len(extra))
+    soft = teacher.probabilities(pairs)
+    log.info("teacher: %d pairs scored (%d extra negatives)", len(pairs), len(extra))
     return pairs, soft
 
 

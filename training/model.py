@@ -8,6 +8,15 @@ Pooling (`DualOrderBertConfig.pooling`, recorded in the checkpoint's config.json
 - "mean": the mean of the last hidden states over the attention mask (how sentence-transformers models such
   as all-MiniLM-L6-v2 were trained to pool); head input 2 x hidden.
 - "cls+mean": both, concatenated; head input 4 x hidden.
+
+Pairing (`DualOrderBertConfig.pairing`):
+- "cross" (the notebook's): each branch reads the whole pair, question and answer attend to each other.
+- "towers": each branch attends only within the FIRST segment of its order, so the QA branch encodes
+  `[CLS] question [SEP]` and the AQ branch `[CLS] answer [SEP]`, exactly as a sentence-embedding model does;
+  both are mean-pooled and L2-normalised, and the head reads their elementwise product (its sum is the
+  cosine). With the head initialised from the zero-shot baseline's logistic fit (`init_head_from_cosine`),
+  the untrained model IS the calibrated baseline, and training moves it from there. The inputs, the graph
+  contract and the ONNX fusions are the same as for "cross" (only the attention mask differs).
 """
 
 from __future__ import annotations
@@ -18,19 +27,26 @@ from transformers import BertConfig, BertModel, PretrainedConfig, PreTrainedMode
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 POOLINGS = ("cls", "mean", "cls+mean")
+PAIRINGS = ("cross", "towers")
 
 
 class DualOrderBertConfig(PretrainedConfig):
     model_type = "pairbert-dual-order-bert"
 
     def __init__(self, encoder: dict | None = None, num_labels: int = 2, classifier_dropout: float = 0.1,
-                 pooling: str = "cls", **kwargs):
+                 pooling: str = "cls", single_order: bool = False, pairing: str = "cross", **kwargs):
         super().__init__(num_labels=num_labels, **kwargs)
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        if pairing not in PAIRINGS:
+            raise ValueError(f"pairing must be one of {PAIRINGS}, got {pairing!r}")
+        if pairing == "towers" and (pooling != "mean" or single_order):
+            raise ValueError("pairing 'towers' mean-pools both branches: use pooling 'mean', both orders")
         self.encoder = dict(encoder) if encoder else BertConfig().to_dict()
         self.classifier_dropout = classifier_dropout
         self.pooling = pooling
+        self.single_order = single_order  # ablation only: the QA branch alone (not exportable)
+        self.pairing = pairing
 
     def encoder_config(self) -> BertConfig:
         cfg = BertConfig(**{k: v for k, v in self.encoder.items() if k not in ("architectures",)})
@@ -48,10 +64,12 @@ class DualOrderBertForPairClassification(PreTrainedModel):
         super().__init__(config)
         encoder_config = config.encoder_config()
         self.qa_encoder = BertModel(encoder_config, add_pooling_layer=True)
-        self.aq_encoder = BertModel(encoder_config, add_pooling_layer=True)
+        self.aq_encoder = None if config.single_order else BertModel(encoder_config, add_pooling_layer=True)
         self.dropout = nn.Dropout(config.classifier_dropout)
-        width = 2 if config.pooling == "cls+mean" else 1
-        self.classifier = nn.Linear(2 * width * encoder_config.hidden_size, config.num_labels)
+        width = (2 if config.pooling == "cls+mean" else 1) * (1 if config.single_order else 2)
+        if config.pairing == "towers":
+            width = 1  # the elementwise product of the two normalised embeddings
+        self.classifier = nn.Linear(width * encoder_config.hidden_size, config.num_labels)
         self.loss_fn = nn.CrossEntropyLoss(ignore_index=-1)
         self.post_init()
 
@@ -70,7 +88,8 @@ class DualOrderBertForPairClassification(PreTrainedModel):
     def set_attention(self, implementation: str) -> None:
         """Switch both encoders' attention kernel, e.g. to "eager" for an ONNX export ORT can fuse."""
         for encoder in (self.qa_encoder, self.aq_encoder):
-            encoder.config._attn_implementation = implementation
+            if encoder is not None:
+                encoder.config._attn_implementation = implementation
 
     def _pool(self, out, mask: torch.Tensor) -> torch.Tensor:
         pooling = self.config.pooling
@@ -90,12 +109,37 @@ class DualOrderBertForPairClassification(PreTrainedModel):
         aq_token_type_ids: torch.Tensor,
         labels: torch.Tensor | None = None,
     ) -> SequenceClassifierOutput:
+        if self.config.pairing == "towers":
+            return self._towers(qa_input_ids, qa_attention_mask, qa_token_type_ids, aq_input_ids,
+                                aq_attention_mask, aq_token_type_ids, labels)
         qa = self._pool(self.qa_encoder(
             input_ids=qa_input_ids, attention_mask=qa_attention_mask, token_type_ids=qa_token_type_ids
         ), qa_attention_mask)
+        if self.aq_encoder is None:  # the single-order ablation
+            return self._head(qa, labels)
         aq = self._pool(self.aq_encoder(
             input_ids=aq_input_ids, attention_mask=aq_attention_mask, token_type_ids=aq_token_type_ids
         ), aq_attention_mask)
-        logits = self.classifier(self.dropout(torch.cat([qa, aq], dim=-1)))
+        return self._head(torch.cat([qa, aq], dim=-1), labels)
+
+    def _towers(self, qa_ids, qa_mask, qa_types, aq_ids, aq_mask, aq_types, labels) -> SequenceClassifierOutput:
+        """Each branch encodes only its first segment (question in QA, answer in AQ); see the module notes."""
+        q_mask = qa_mask * (qa_types == 0).to(qa_mask.dtype)
+        a_mask = aq_mask * (aq_types == 0).to(aq_mask.dtype)
+        u = self._pool(self.qa_encoder(input_ids=qa_ids, attention_mask=q_mask, token_type_ids=qa_types), q_mask)
+        v = self._pool(self.aq_encoder(input_ids=aq_ids, attention_mask=a_mask, token_type_ids=aq_types), a_mask)
+        u, v = nn.functional.normalize(u, dim=-1), nn.functional.normalize(v, dim=-1)
+        return self._head(u * v, labels)
+
+    @torch.no_grad()
+    def init_head_from_cosine(self, slope: float, intercept: float) -> None:
+        """Towers only: logit(match) - logit(no match) = slope * cosine + intercept, before any training."""
+        self.classifier.weight.zero_()
+        self.classifier.weight[1].fill_(slope / 2)
+        self.classifier.weight[0].fill_(-slope / 2)
+        self.classifier.bias.copy_(torch.tensor([-intercept / 2, intercept / 2]))
+
+    def _head(self, features: torch.Tensor, labels: torch.Tensor | None) -> SequenceClassifierOutput:
+        logits = self.classifier(self.dropout(features))
         loss = self.loss_fn(logits, labels) if labels is not None else None
         return SequenceClassifierOutput(loss=loss, logits=logits)

@@ -68,7 +68,8 @@ def resolve_source(source: str) -> tuple[Path | str | None, BertConfig | None]:
 
 
 def build_model(
-    source: str = DEFAULT_SOURCE, vocab_size: int | None = None, pooling: str = "cls"
+    source: str = DEFAULT_SOURCE, vocab_size: int | None = None, pooling: str = "cls", single_order: bool = False,
+    pairing: str = "cross",
 ) -> DualOrderBertForPairClassification:
     location, random_config = resolve_source(source)
     if random_config is not None:
@@ -76,17 +77,21 @@ def build_model(
             random_config.vocab_size = vocab_size
         log.info("random init from BertConfig (%s)", source)
         return DualOrderBertForPairClassification(
-            DualOrderBertConfig(encoder=random_config.to_dict(), pooling=pooling))
+            DualOrderBertConfig(encoder=random_config.to_dict(), pooling=pooling, single_order=single_order,
+                                pairing=pairing))
     log.info("initialising both branches from %s", location)
     try:
         bert = BertModel.from_pretrained(str(location), add_pooling_layer=True)
     except OSError as exc:
         raise WeightSourceError(f"cannot load BERT weights from {location!r}: {exc}") from None
     encoder = bert.config.to_dict()
-    model = DualOrderBertForPairClassification(DualOrderBertConfig(encoder=encoder, pooling=pooling))
+    model = DualOrderBertForPairClassification(
+        DualOrderBertConfig(encoder=encoder, pooling=pooling, single_order=single_order,
+                                pairing=pairing))
     state = bert.state_dict()
-    model.qa_encoder.load_state_dict(state)
-    model.aq_encoder.load_state_dict(state)
+    for branch in (model.qa_encoder, model.aq_encoder):
+        if branch is not None:
+            branch.load_state_dict(state)
     return model
 
 

@@ -24,7 +24,8 @@ def _train(args: argparse.Namespace) -> None:
         learning_rate=args.lr, head_learning_rate=args.head_lr, weight_decay=args.weight_decay, warmup_ratio=args.warmup_ratio,
         max_length=args.max_length, seed=args.seed, device=args.device, progress=not args.quiet,
         resume=args.resume, pooling=args.pooling, patience=args.patience, distill=args.distill,
-        teacher_negatives=args.teacher_negatives, plot=not args.no_plot,
+        teacher_negatives=args.teacher_negatives, plot=not args.no_plot, single_order=args.single_order,
+        pairing=args.pairing,
     )
     result = train(cfg)
     last = result["history"][-1] if result["history"] else {}
@@ -186,6 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     t.add_argument("--pooling", default="cls", choices=["cls", "mean", "cls+mean"],
                    help="how each branch is pooled before the head (recorded in the checkpoint)")
+    t.add_argument("--pairing", default="cross", choices=["cross", "towers"],
+                   help="cross: each branch reads the whole pair; towers: the QA branch encodes the question, "
+                        "the AQ branch the answer, head initialised from the zero-shot baseline")
     t.add_argument("--patience", type=int, default=None,
                    help="stop after this many epochs without a better validation accuracy")
     t.add_argument("--distill", type=float, default=0.0,
@@ -193,6 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--teacher-negatives", type=int, default=0,
                    help="extra pairs per training question: other questions' answers, labelled 0")
     t.add_argument("--no-plot", action="store_true", help="no training_curve.png")
+    t.add_argument("--single-order", action="store_true",
+                   help="ablation: train the QA branch only (measures what the second order buys; not exportable)")
     t.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/last")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=_train)
