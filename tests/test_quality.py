@@ -243,3 +243,35 @@ def test_single_order_ablation_trains_but_does_not_export(tmp_path, tiny_tokeniz
     assert ckpt.model.aq_encoder is None and ckpt.model.classifier.in_features == 32
     with pytest.raises(ExportError, match="contract"):
         export_bundle(tmp_path / "run" / "last", tmp_path / "bundle", echo=None)
+
+
+def test_auto_pairing_is_towers_with_a_teacher_and_cross_without(tmp_path, tiny_tokenizer, tiny_source):
+    from pairbert.training.loop import resolve_auto
+
+    cfg = TrainConfig()
+    assert (cfg.pairing, cfg.pooling) == ("auto", "auto")
+    assert (resolve_auto(cfg, True).pairing, resolve_auto(cfg, True).pooling) == ("towers", "mean")
+    assert (resolve_auto(cfg, False).pairing, resolve_auto(cfg, False).pooling) == ("cross", "cls")
+    train(TrainConfig(output_dir=str(tmp_path / "random"), source="random:tiny", tokenizer=str(tiny_tokenizer),
+                      train_file=str(SMOKE), validation_file=str(SMOKE), batch_size=5, progress=False, plot=False))
+    settings = json.loads((tmp_path / "random" / "last" / "pairbert.json").read_text())["train_config"]
+    assert (settings["pairing"], settings["pooling"]) == ("cross", "cls")  # recorded resolved, never "auto"
+    assert load_checkpoint(tmp_path / "random" / "last").model.config.pairing == "cross"
+
+
+def test_towers_resume_matches_uninterrupted_run(tmp_path, tiny_source):
+    """The auto recipe (towers, distillation, a separate head rate) resumes exactly."""
+    train_file = write_jsonl(tmp_path / "train.jsonl", varied_pairs(20, seed=3))
+    common = dict(source=str(tiny_source), train_file=str(train_file), validation_file=str(SMOKE), epochs=3,
+                  batch_size=8, progress=False, plot=False)
+    full = train(TrainConfig(output_dir=str(tmp_path / "full"), **common))
+    part = TrainConfig(output_dir=str(tmp_path / "part"), stop_after_epochs=1, **common)
+    train(part)
+    part.stop_after_epochs, part.resume = None, True
+    resumed = train(part)
+    strip = [{k: v for k, v in h.items() if k != "elapsed_s"} for h in full["history"]]
+    assert strip == [{k: v for k, v in h.items() if k != "elapsed_s"} for h in resumed["history"]]
+    a = load_checkpoint(tmp_path / "full" / "last").model.state_dict()
+    b = load_checkpoint(tmp_path / "part" / "last").model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert load_checkpoint(tmp_path / "full" / "last").model.config.pairing == "towers"

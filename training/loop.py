@@ -12,7 +12,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -45,10 +45,10 @@ class TrainConfig:
     tokenizer: str | None = None  # tokenizer.json; defaults to the source's own
     train_file: str = str(BUILTIN_TRAIN)
     validation_file: str | None = str(BUILTIN_VALIDATION)
-    epochs: int = 5
+    epochs: int = 1
     batch_size: int = 16
-    learning_rate: float = 8e-5
-    head_learning_rate: float | None = None  # head + poolers; None: same as learning_rate
+    learning_rate: float = 2e-5
+    head_learning_rate: float | None = None  # head + poolers; None: 1e-3 for towers, learning_rate for cross
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
     max_grad_norm: float = 1.0
@@ -58,15 +58,16 @@ class TrainConfig:
     progress: bool = True
     resume: bool = False  # continue from output_dir/last
     stop_after_epochs: int | None = None  # end early (as if interrupted) after this many epochs
-    pooling: str = "cls"  # "cls" (the notebook's pooler), "mean" or "cls+mean"; see model.py
+    pooling: str = "auto"  # "cls" (the notebook's pooler), "mean", "cls+mean"; auto: mean for towers, else cls
     patience: int | None = None  # stop after this many epochs without a better validation accuracy
-    distill: float = 0.0  # weight of the bi-encoder teacher's soft targets in the loss (0: hard labels only)
+    distill: float = 0.5  # weight of the teacher's soft targets (0: hard labels; no teacher for a random init)
     teacher_negatives: int = 0  # extra pairs per question: other questions' answers, labelled 0, teacher-scored
     plot: bool = True  # training_curve.png beside metrics.json
     single_order: bool = False  # ablation: the QA branch only (what the second order buys); not exportable
-    pairing: str = "cross"  # "cross" (each branch reads the whole pair) or "towers"; see model.py
+    pairing: str = "auto"  # "cross" or "towers" (model.py); auto: towers when the source has a baseline
 
 
+TOWERS_HEAD_LR = 1e-3  # the towers' head starts at the baseline's fit and moves faster than the encoders
 HEAD_PREFIXES = ("classifier.", "qa_encoder.pooler.", "aq_encoder.pooler.")
 
 
@@ -140,11 +141,16 @@ def train(cfg: TrainConfig) -> dict:
         if tokenizer_file is None or not tokenizer_file.is_file():
             raise TrainingError(f"no tokenizer.json for source {cfg.source!r}; pass --tokenizer")
         encoder = PairEncoder.from_file(tokenizer_file, cfg.max_length)
+        state = None
+    if state is None:
+        teacher = _teacher(cfg) if cfg.distill or cfg.pairing in ("towers", "auto") else None
+        cfg = resolve_auto(cfg, teacher is not None)
         torch.manual_seed(cfg.seed)
         model = build_model(cfg.source, vocab_size=encoder.tokenizer.get_vocab_size(), pooling=cfg.pooling,
                             single_order=cfg.single_order, pairing=cfg.pairing)
-        state = None
-    teacher = _teacher(cfg) if cfg.distill or (cfg.pairing == "towers" and state is None) else None
+    else:  # resuming: the checkpoint's model says what 'auto' became
+        cfg = resolve_auto(replace(cfg, pairing=model.config.pairing, pooling=model.config.pooling), True)
+        teacher = _teacher(cfg) if cfg.distill else None
     if teacher is not None and state is None and cfg.pairing == "towers":
         model.init_head_from_cosine(*teacher.fit.platt)  # the untrained model is the calibrated baseline
     model.to(device)
@@ -228,6 +234,17 @@ def should_stop(history: list[dict], patience: int | None) -> bool:
     return max(h["val_accuracy"] for h in history[-patience:]) <= before
 
 
+def resolve_auto(cfg: TrainConfig, has_teacher: bool) -> TrainConfig:
+    """Pick 'auto' pairing/pooling: towers + mean from a pretrained sentence encoder (it starts as the
+    baseline), the notebook's cross + [CLS] for a random init (no baseline to start from)."""
+    pairing = cfg.pairing if cfg.pairing != "auto" else ("towers" if has_teacher else "cross")
+    pooling = cfg.pooling if cfg.pooling != "auto" else ("mean" if pairing == "towers" else "cls")
+    head_lr = cfg.head_learning_rate
+    if head_lr is None and pairing == "towers":
+        head_lr = TOWERS_HEAD_LR
+    return replace(cfg, pairing=pairing, pooling=pooling, head_learning_rate=head_lr)
+
+
 def _teacher(cfg: TrainConfig):
     """The zero-shot bi-encoder of the weight source, fitted on the training file; None for a random init."""
     from .baseline import Teacher, baseline_for
@@ -236,8 +253,7 @@ def _teacher(cfg: TrainConfig):
     try:
         embedder, fit = baseline_for(cfg.source, cfg.train_file, cfg.max_length)
     except WeightSourceError as exc:
-        if cfg.distill:
-            raise TrainingError(f"--distill needs a pretrained source with a baseline: {exc}") from None
+        log.info("no teacher (%s): no distillation, no towers", exc)
         return None
     log.info("teacher: threshold %.4f, logistic fit %s", fit.threshold, fit.platt)
     return Teacher(embedder, fit)
@@ -263,7 +279,7 @@ def training_targets(cfg: TrainConfig, pairs: list[Pair], teacher=None) -> tuple
             if answer not in answers_of[question]:
                 extra.append(Pair(question, answer, 0))
     pairs = list(pairs) + extra
-    if not cfg.distill:
+    if not cfg.distill or teacher is None:
         return pairs, None
     soft = teacher.probabilities(pairs)
     log.info("teacher: %d pairs scored (%d extra negatives)", len(pairs), len(extra))

@@ -175,25 +175,28 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--tokenizer", help="tokenizer.json (default: the source's own)")
     t.add_argument("--train", default=None, help="training pairs (.csv/.tsv/.jsonl; default: built-in data)")
     t.add_argument("--validation", default=None, help="validation pairs (default: built-in validation split)")
-    t.add_argument("--epochs", type=int, default=5)
+    t.add_argument("--epochs", type=int, default=1)
     t.add_argument("--batch-size", type=int, default=16)
-    t.add_argument("--lr", type=float, default=8e-5)
+    t.add_argument("--lr", type=float, default=2e-5, help="learning rate of the two encoders")
     t.add_argument("--head-lr", type=float, default=None,
-                   help="learning rate of the head and both poolers (default: --lr)")
+                   help="learning rate of the head and both poolers (default: 1e-3 for towers, --lr for cross)")
     t.add_argument("--weight-decay", type=float, default=0.01)
     t.add_argument("--warmup-ratio", type=float, default=0.1)
     t.add_argument("--max-length", type=int, default=128)
     t.add_argument("--seed", type=int, default=42)
     t.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    t.add_argument("--pooling", default="cls", choices=["cls", "mean", "cls+mean"],
-                   help="how each branch is pooled before the head (recorded in the checkpoint)")
-    t.add_argument("--pairing", default="cross", choices=["cross", "towers"],
+    t.add_argument("--pooling", default="auto", choices=["auto", "cls", "mean", "cls+mean"],
+                   help="how each branch is pooled (recorded in the checkpoint); auto: mean for towers, "
+                        "the notebook's [CLS] pooler for cross")
+    t.add_argument("--pairing", default="auto", choices=["auto", "cross", "towers"],
                    help="cross: each branch reads the whole pair; towers: the QA branch encodes the question, "
-                        "the AQ branch the answer, head initialised from the zero-shot baseline")
+                        "the AQ branch the answer, head initialised from the zero-shot baseline; auto: towers "
+                        "when the source has a baseline (pretrained), cross for a random init")
     t.add_argument("--patience", type=int, default=None,
                    help="stop after this many epochs without a better validation accuracy")
-    t.add_argument("--distill", type=float, default=0.0,
-                   help="weight of the zero-shot bi-encoder teacher's soft targets in the loss (0 to 1)")
+    t.add_argument("--distill", type=float, default=0.5,
+                   help="weight of the zero-shot bi-encoder teacher's soft targets in the loss (0 to 1; "
+                        "skipped for a random init, which has no teacher)")
     t.add_argument("--teacher-negatives", type=int, default=0,
                    help="extra pairs per training question: other questions' answers, labelled 0")
     t.add_argument("--no-plot", action="store_true", help="no training_curve.png")
