@@ -23,7 +23,7 @@ demo: install
 	$(BIN)/pairbert train --output-dir $(RUN)
 	$(BIN)/pairbert evaluate $(RUN)/best --data training/data/validation.jsonl
 	$(BIN)/pairbert evaluate $(RUN)/best --data training/data/heldout/support_trivia.jsonl
-	$(BIN)/pairbert export $(RUN)/best --out $(BUNDLE)
+	$(BIN)/pairbert export $(RUN)/best --out $(BUNDLE) --force
 	$(BIN)/pairbert predict $(BUNDLE) -q "How long should I boil an egg for a soft yolk?" \
 		-a "About six minutes in boiling water gives a set white and a runny yolk."
 	$(BIN)/pairbert predict $(BUNDLE) -q "How long should I boil an egg for a soft yolk?" \

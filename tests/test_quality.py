@@ -103,7 +103,7 @@ def test_cli_evaluate_prints_baseline_tuned_on_the_training_file(tmp_path, tiny_
     a, b = (r["baseline"] for r in reports)
     assert a["tuned_on"] == str(train_file) and a["threshold"] == b["threshold"]
     assert a["accuracy"] + b["accuracy"] == pytest.approx(1.0)
-    assert reports[0]["model"]["accuracy"] + reports[1]["model"]["accuracy"] == pytest.approx(1.0)
+    assert reports[0]["accuracy"] + reports[1]["accuracy"] == pytest.approx(1.0)
     text = subprocess.run([sys.executable, "-m", "pairbert", "evaluate", str(out / "best"), "--data",
                            str(evaluated)], capture_output=True, text=True).stdout
     assert "baseline" in text and f"{a['threshold']:.4f}" in text

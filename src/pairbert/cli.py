@@ -46,11 +46,11 @@ def _evaluate(args: argparse.Namespace) -> None:
     m = evaluate(ckpt.model, ckpt.encoder, pairs, batch_size=args.batch_size)
     if args.baseline_train and Path(args.baseline_train).resolve() == Path(args.data).resolve():
         raise UserError("--baseline-train must not be the evaluated file: the threshold would see its labels")
-    report = {"data": args.data, "model": m, "baseline": None}
+    report = {**m, "data": args.data, "baseline": None}  # the model's metrics at the top level
     if not args.no_baseline:
         report["baseline"] = _baseline_report(ckpt, pairs, args.baseline_train)
     if args.json:
-        print(json.dumps(report, indent=2))
+        print(json.dumps(report))
         return
     print(f"model     pairs: {m['count']}  accuracy: {m['accuracy']:.4f}  f1: {m['f1']:.4f}  loss: {m['loss']:.4f}")
     print(format_confusion(m["confusion_matrix"]))
