@@ -8,6 +8,7 @@ import threading
 from dataclasses import dataclass
 
 from .errors import PairbertError
+from .ort import cuda_install_hint, onnxruntime
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +40,7 @@ def physical_cores() -> int:
 
 
 def cuda_provider_available() -> bool:
-    import onnxruntime as ort
-
-    return CUDA in ort.get_available_providers()
+    return CUDA in onnxruntime().get_available_providers()
 
 
 @dataclass(frozen=True)
@@ -59,8 +58,7 @@ def plan_device(device: str) -> DevicePlan:
         return DevicePlan("cuda", (CUDA, CPU))
     if device == "cuda":
         raise DeviceError(
-            "device 'cuda' asked for, but this onnxruntime has no CUDAExecutionProvider "
-            "(install pairbert[gpu], i.e. onnxruntime-gpu instead of onnxruntime); "
+            f"device 'cuda' asked for, but this onnxruntime has no CUDAExecutionProvider ({cuda_install_hint()}); "
             "pass allow_fallback=True to run on the CPU instead"
         )
     return DevicePlan("cpu", (CPU,))
@@ -80,7 +78,7 @@ class ThreadLedger:
         with self._lock:
             free = max(1, cores - self._claimed)
             threads = free if requested is None else requested
-            if self._claimed + threads > cores:
+            if requested is not None and self._claimed + threads > cores:  # a default load takes what is free
                 log.warning(
                     "predictors in this process now use %d intra-op threads on %d physical cores: "
                     "they will compete; pass threads= to split the cores", self._claimed + threads, cores,

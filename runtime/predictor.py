@@ -18,6 +18,7 @@ import numpy as np
 from .bundle import BundleError, Manifest, read_manifest, require_variant, verify_file, verify_variant
 from .devices import LEDGER, DeviceError, plan_device
 from .errors import PairbertError
+from .ort import GPU_LIBS_INSTALL, onnxruntime, prepare_cuda
 from .tokenization import PairEncoder
 
 log = logging.getLogger(__name__)
@@ -135,8 +136,7 @@ class PairClassifier:
         varied shapes), "shrink" (ORT's arena, unused chunks handed back after each run) or "keep" (ORT's
         default arena, which keeps what the largest batch needed).
         """
-        import onnxruntime as ort
-
+        ort = onnxruntime()
         if threads is not None and threads < 1:
             raise PredictorError(f"threads must be at least 1, got {threads}")
         if cpu_arena not in CPU_ARENA_MODES:
@@ -169,6 +169,8 @@ class PairClassifier:
             options.log_severity_level = 3
             if LEDGER.claimed > claimed:  # other predictors live here: don't burn their cores spinning
                 options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            if plan.device == "cuda":
+                prepare_cuda(ort)
             try:
                 session = ort.InferenceSession(str(path), options, providers=list(plan.providers))
                 active = session.get_providers()[0]
@@ -179,8 +181,9 @@ class PairClassifier:
             if plan.device == "cuda" and active != "CUDAExecutionProvider":
                 # The CUDA provider is installed but does not really run here (no GPU, missing libraries).
                 if device == "cuda" and not allow_fallback:
-                    raise DeviceError(f"CUDA was asked for but the session got {active}; pass allow_fallback=True "
-                                      "to run on the CPU")
+                    raise DeviceError(f"CUDA was asked for but the session got {active} (it needs a GPU, its driver, "
+                                      f"and the CUDA and cuDNN libraries onnxruntime-gpu was built for: "
+                                      f"{GPU_LIBS_INSTALL} brings those); pass allow_fallback=True to run on the CPU")
                 log.warning("CUDA does not run here (%s); loading the CPU variant instead", active)
                 session = None
             else:

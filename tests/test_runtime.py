@@ -36,7 +36,8 @@ def test_predictor_never_imports_torch(tiny_bundle):
         "import sys; from pairbert.runtime import PairClassifier;"
         f"c = PairClassifier.load({str(tiny_bundle)!r});"
         "r = c.predict([('what is the capital of france?', 'paris is the capital.')]);"
-        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers', 'onnx', 'pairbert.training'));"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers', 'onnx')"
+        " or m.startswith(('pairbert.training', 'pairbert.export')));"
         "print(len(r), heavy)"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -210,20 +211,19 @@ def test_concurrent_predictions_equal_sequential(tiny_bundle):
         np.testing.assert_array_equal(results[i], sequential[i])
 
 
-def test_second_predictor_does_not_oversubscribe(tiny_bundle, caplog):
+def test_a_default_second_predictor_shares_quietly_and_an_explicit_overcommit_warns(tiny_bundle, caplog):
     cores = physical_cores()
     before = LEDGER.claimed
     with caplog.at_level("WARNING"):
         a = PairClassifier.load(tiny_bundle, variant="fp32")
         b = PairClassifier.load(tiny_bundle, variant="fp32")
-    assert a.threads == max(1, cores - before)
-    assert b.threads == max(1, cores - before - a.threads)
-    # either they share the cores, or the overlap was said out loud
-    assert a.threads + b.threads + before <= cores or "compete" in caplog.text
+    assert a.threads == max(1, cores - before)  # the first takes the free cores
+    assert b.threads == max(1, cores - before - a.threads)  # the second what is left, at least one
+    assert "compete" not in caplog.text  # a default load never warns: it took what it was given
     caplog.clear()
     with caplog.at_level("WARNING"):
         c = PairClassifier.load(tiny_bundle, variant="fp32", threads=cores)
-    assert "compete" in caplog.text
+    assert "compete" in caplog.text  # asking for more than is free is said out loud
     del a, b, c
     import gc
 
@@ -236,7 +236,7 @@ def test_cli_predict_single_and_stream(tiny_bundle, tmp_path):
                            "-a", "shakespeare wrote hamlet."], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     row = json.loads(done.stdout)
-    assert row["label"] in (0, 1) and 0.0 <= row["probability"] <= 1.0
+    assert row["label"] in (0, 1) and 0.0 <= row["match_probability"] <= 1.0
 
     src = tmp_path / "in.jsonl"
     src.write_text("".join(json.dumps({"question": r["question"], "answer": r["answer"]}) + "\n"
@@ -250,7 +250,7 @@ def test_cli_predict_single_and_stream(tiny_bundle, tmp_path):
 
     done = subprocess.run([sys.executable, "-m", "pairbert", "predict", str(tiny_bundle), "--input", "-"],
                           input='{"question": "q", "answer": "a"}\n{"question": "q"\n', capture_output=True, text=True)
-    assert done.returncode == 2
+    assert done.returncode == 1  # a data error (2 is kept for usage errors)
     assert len(done.stdout.splitlines()) == 1  # the good line was still answered
     assert "<stdin>, line 2" in done.stderr and "Traceback" not in done.stderr
 

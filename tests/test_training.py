@@ -85,7 +85,9 @@ def test_resume_matches_uninterrupted_run(tmp_path, tiny_tokenizer):
 
 
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path, tiny_tokenizer):
-    with pytest.raises(Exception, match="not a pairbert checkpoint"):
+    from pairbert.training.checkpoint import CheckpointError
+
+    with pytest.raises(CheckpointError, match="not a pairbert checkpoint"):
         train(tiny_config(tmp_path, tiny_tokenizer, resume=True))
 
 
