@@ -14,7 +14,6 @@ import sys  # noqa: E402
 def main(argv: list[str]) -> dict:
     checkpoint, threads = argv[0], int(argv[1])
     import torch
-
     from pairbert.runtime.pair_files import Pair
     from pairbert.training.batches import encode_batch
     from pairbert.training.checkpoint import load_checkpoint

@@ -10,6 +10,7 @@ from packaging.requirements import Requirement  # the [bench] extra declares pac
 
 from .processes import run_json
 
+
 def cold_start(bundle: Path, checkpoint: Path, threads: int, variant: str, repeats: int = 3) -> dict:
     runtime = [run_json(["-m", "pairbert.benchmarks.cold_start_runtime", str(bundle), variant, str(threads)])
                for _ in range(repeats)]

@@ -63,7 +63,7 @@ def check_agreement(results: list[dict]) -> list[str]:
         if not r["latency"] or not r["throughput"]:
             problems.append(f"{r['contestant']}: no numbers")
         labels = r["validation"]["labels"]
-        agree = sum(a == b for a, b in zip(labels, base)) / len(base)
+        agree = sum(a == b for a, b in zip(labels, base, strict=True)) / len(base)
         r["validation"]["agreement_with_torch_fp32"] = agree
         need = 1.0 if r["precision"] == "fp32" else 0.95
         if agree < need:

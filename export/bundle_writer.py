@@ -30,8 +30,6 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
-
-from pairbert.builtin_data import BUILTIN_VALIDATION
 from pairbert.runtime.bundle import (
     FORMAT_VERSION,
     MANIFEST_FILE,
@@ -48,6 +46,8 @@ from pairbert.runtime.pair_files import read_pairs
 from pairbert.runtime.tokenization import ORDERS, input_name
 from pairbert.training.batches import encode_batch
 from pairbert.training.checkpoint import LABELS, load_checkpoint
+
+from pairbert.builtin_data import BUILTIN_VALIDATION
 
 from . import fusion, onnx_graph, precision
 from .validation import (

@@ -73,9 +73,10 @@ def check_structure(path: Path, contract: GraphContract, report: StageReport) ->
         msg = f"inputs {names_in} / outputs {names_out}, expected {contract.input_names} / {contract.output_names}"
         report.fail(stage, msg)
         raise ExportError(stage, msg)
-    for value_info, spec in zip(list(graph.input) + list(graph.output), contract.inputs + contract.outputs):
+    for value_info, spec in zip(list(graph.input) + list(graph.output), contract.inputs + contract.outputs, strict=True):
         dims = _dims(value_info)
-        for axis, (have, want) in enumerate(zip(dims, spec.axes)):
+        # strict=False: a wrong rank is reported by the shapes stage, with the shape it produced
+        for axis, (have, want) in enumerate(zip(dims, spec.axes, strict=False)):
             if isinstance(want, str) and not isinstance(have, str) or not isinstance(want, str) and have != want:
                 msg = f"{spec.name} axis {axis} is {have!r}, the contract says {want!r} (a dynamic axis was fixed?)"
                 report.fail(stage, msg)

@@ -143,6 +143,6 @@ def require_variant(bundle_dir: Path, manifest: Manifest, variant: str) -> Varia
 
 def verify_variant(bundle_dir: Path, manifest: Manifest, variant: str) -> Path:
     info = require_variant(bundle_dir, manifest, variant)
-    for extra, digest in zip(info.external_data, info.external_sha256):
+    for extra, digest in zip(info.external_data, info.external_sha256, strict=True):
         verify_file(bundle_dir, extra, digest)
     return verify_file(bundle_dir, info.file, info.sha256)

@@ -121,7 +121,7 @@ def _iter_delimited(stream: io.TextIOBase, source: str, delimiter: str, require_
             continue
         if len(values) != len(header):
             raise PairFileError(source, line_no, None, f"expected {len(header)} columns, got {len(values)}")
-        yield _make_pair(dict(zip(header, values)), source, line_no, require_label)
+        yield _make_pair(dict(zip(header, values, strict=True)), source, line_no, require_label)
 
 
 def iter_pairs(path: str | Path, fmt: str | None = None, require_label: bool = False) -> Iterator[Pair]:

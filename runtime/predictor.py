@@ -219,7 +219,7 @@ class PairClassifier:
         questions, answers = list(questions), list(answers)
         if len(questions) != len(answers):
             raise PredictorError(f"{len(questions)} questions but {len(answers)} answers")
-        for i, (q, a) in enumerate(zip(questions, answers)):
+        for i, (q, a) in enumerate(zip(questions, answers, strict=True)):
             _check_text(q, i, "question")
             _check_text(a, i, "answer")
         return self._predict(questions, answers, batch_size)

@@ -8,10 +8,10 @@ import json
 
 import pytest
 from helpers import varied_pairs, write_jsonl
+from pairbert.runtime.bundle import VARIANTS
 
 import pairbert
 from pairbert import cli
-from pairbert.runtime.bundle import VARIANTS
 
 
 def subparsers() -> dict[str, argparse.ArgumentParser]:

@@ -7,7 +7,6 @@ import sys
 
 import onnxruntime as ort
 import pytest
-
 from pairbert.runtime import DeviceError, PairClassifier
 from pairbert.runtime.ort import CPU_INSTALL, GPU_INSTALL, cuda_install_hint, installed_builds
 

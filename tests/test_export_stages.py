@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 import shutil
-import pytest
 
+import pytest
 from pairbert.export import bundle_writer
 from pairbert.export.bundle_writer import ExportSettings, ParityInputs, build_bundle, variants_to_build
 from pairbert.export.validation import ExportError

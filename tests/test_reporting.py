@@ -4,7 +4,6 @@ the footprint programs (real modules run in fresh processes)."""
 from __future__ import annotations
 
 import pytest
-
 from pairbert.benchmarks.memory_growth import summary
 from pairbert.benchmarks.processes import run_json
 from pairbert.benchmarks.report import markdown

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 
 def classification_metrics(labels: Sequence[int], predictions: Sequence[int]) -> dict:
-    pairs = [(y, p) for y, p in zip(labels, predictions) if y in (0, 1)]
+    pairs = [(y, p) for y, p in zip(labels, predictions, strict=True) if y in (0, 1)]
     tp = sum(1 for y, p in pairs if y == 1 and p == 1)
     tn = sum(1 for y, p in pairs if y == 0 and p == 0)
     fp = sum(1 for y, p in pairs if y == 0 and p == 1)
