@@ -34,7 +34,6 @@ from pairbert.runtime.bundle import (
     FORMAT_VERSION,
     MANIFEST_FILE,
     TOKENIZER_FILE,
-    VARIANTS,
     Manifest,
     VariantInfo,
     sha256_file,
@@ -44,12 +43,14 @@ from pairbert.runtime.contract import CONTRACT, GraphContract
 from pairbert.runtime.devices import CPU, CUDA, cuda_provider_available
 from pairbert.runtime.pair_files import read_pairs
 from pairbert.runtime.tokenization import ORDERS, input_name
+from pairbert.runtime.variants import OPENVINO_VARIANTS, ORT_VARIANTS, VARIANTS
 from pairbert.training.batches import encode_batch
 from pairbert.training.checkpoint import LABELS, load_checkpoint
 
 from pairbert.builtin_data import BUILTIN_VALIDATION
 
 from . import fusion, onnx_graph, precision
+from .openvino_variants import build_openvino_variants
 from .validation import (
     ExportError,
     ParityError,
@@ -62,7 +63,7 @@ from .validation import (
 
 log = logging.getLogger(__name__)
 
-FILE_NAMES = {v: f"model.{v}.onnx" for v in VARIANTS}
+FILE_NAMES = {v: f"model.{v}.onnx" for v in ORT_VARIANTS}
 PRECISION = {"fp32": "fp32", "optimized": "fp32", "int8": "int8", "fp16": "fp16"}
 DEVICE = {"fp32": "any", "optimized": "any", "int8": "cpu", "fp16": "cuda"}
 BASE = {"optimized": "fp32", "int8": "optimized", "fp16": "optimized"}  # what each variant is built from
@@ -79,11 +80,18 @@ class ParityInputs:
     work_dir: Path  # write variant files here; the manifest lists them by name
     report: StageReport
     force: bool
+    variants: tuple[str, ...]  # the variants asked for: a validator builds those it knows
 
 
 # Called with the parity inputs; returns the variants it built and validated (their files in work_dir). A
-# variant with passed_parity False is dropped unless settings.force, and counted as failed either way.
+# variant with passed_parity False is dropped unless settings.force, and counted as failed either way; one
+# with validated_on "none" (could not be checked here) is written, marked not passed, and is no failure.
 ExtraValidator = Callable[[ParityInputs], Sequence[VariantInfo]]
+
+
+def openvino_validator(inputs: ParityInputs) -> list[VariantInfo]:
+    """OpenVINO fp32/bf16 over the bundle's fp32 graph (export/openvino_variants.py)."""
+    return build_openvino_variants(inputs.fp32_path, inputs.reference, inputs.feeds, inputs.report, inputs.variants)
 
 
 @dataclass
@@ -95,12 +103,13 @@ class ExportSettings:
     external_data: bool | None = None  # None: only when the weights pass ~2 GB
     parity_batch_size: int = 16
     max_parity_pairs: int | None = None
-    extra_validators: tuple[ExtraValidator, ...] = ()  # variants validated on other backends
+    extra_validators: tuple[ExtraValidator, ...] = (openvino_validator,)  # variants validated on other backends
 
 
 @dataclass(frozen=True)
 class VariantOutcome:
-    """One variant's fate: "passed" (written), "failed" (not written) or "forced" (written, marked failed)."""
+    """One variant's fate: "passed" (written), "failed" (not written), "forced" (written, marked failed) or
+    "unvalidated" (written, marked not passed: this machine could not check it, e.g. bf16 without bf16 units)."""
 
     variant: str
     status: str
@@ -109,7 +118,7 @@ class VariantOutcome:
 
     @property
     def written(self) -> bool:
-        return self.status in ("passed", "forced")
+        return self.status in ("passed", "forced", "unvalidated")
 
 
 @dataclass
@@ -121,7 +130,7 @@ class ExportResult:
 
     @property
     def failed(self) -> list[VariantOutcome]:
-        return [o for o in self.outcomes.values() if o.status != "passed"]
+        return [o for o in self.outcomes.values() if o.status in ("failed", "forced")]
 
 
 @dataclass
@@ -181,11 +190,13 @@ def variants_to_build(asked: Sequence[str]) -> list[str]:
     unknown = set(asked) - set(VARIANTS)
     if unknown:
         raise ExportError("settings", f"unknown variant(s) {sorted(unknown)}; choose from {VARIANTS}")
+    if set(OPENVINO_VARIANTS) & set(asked) and "fp32" not in asked:
+        raise ExportError("settings", "OpenVINO variants compile the fp32 graph: add fp32 to the variants")
     needed = set(asked) | {"fp32"}
-    for variant in VARIANTS[::-1]:  # bases come earlier in VARIANTS, so one backward pass closes the set
+    for variant in ORT_VARIANTS[::-1]:  # bases come earlier in the list, so one backward pass closes the set
         if variant in needed and variant in BASE:
             needed.add(BASE[variant])
-    return [v for v in VARIANTS if v in needed]
+    return [v for v in ORT_VARIANTS if v in needed]
 
 
 def _prepare(checkpoint: Path, settings: ExportSettings, echo) -> _Source:
@@ -303,12 +314,15 @@ def _run_extra_validators(
     src: _Source, work: Path, settings: ExportSettings, report: StageReport
 ) -> dict[str, VariantOutcome]:
     """Variants validated on other backends (the lead's OpenVINO variants plug in here)."""
-    inputs = ParityInputs(work / FILE_NAMES["fp32"], src.reference, src.feeds, work, report, settings.force)
+    inputs = ParityInputs(work / FILE_NAMES["fp32"], src.reference, src.feeds, work, report, settings.force,
+                          tuple(settings.variants))
     outcomes = {}
     for validator in settings.extra_validators:
         for info in validator(inputs):
             if info.passed_parity:
                 outcomes[info.name] = VariantOutcome(info.name, "passed", (), info)
+            elif info.validated_on == "none":
+                outcomes[info.name] = VariantOutcome(info.name, "unvalidated", (info.notes,), info)
             else:
                 status = "forced" if settings.force else "failed"
                 outcomes[info.name] = VariantOutcome(info.name, status, (info.notes or "failed its parity gate",), info)
@@ -366,11 +380,12 @@ def build_bundle(
     work.mkdir()
     try:
         outcomes, timings = _build_and_validate(src, work, settings, report, echo)
-        outcomes.update(_run_extra_validators(src, work, settings, report))
         fp32 = outcomes.get("fp32")
         if fp32 is not None and not fp32.written:
             raise ParityError("fp32", "the plain export does not match torch; nothing written: "
                               + "; ".join(fp32.reasons), fp32.info.parity)
+        if fp32 is not None:  # extra backends compile the fp32 graph that passed (or was forced)
+            outcomes.update(_run_extra_validators(src, work, settings, report))
         manifest = _write(src, work, out_dir, outcomes, timings)
     finally:
         shutil.rmtree(work, ignore_errors=True)

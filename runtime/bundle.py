@@ -17,7 +17,6 @@ from .errors import PairbertError
 FORMAT_VERSION = 1
 MANIFEST_FILE = "manifest.json"
 TOKENIZER_FILE = "tokenizer.json"
-VARIANTS = ("fp32", "optimized", "int8", "fp16")
 
 
 class BundleError(PairbertError, ValueError):

@@ -83,8 +83,9 @@ class ThreadLedger:
                     "predictors in this process now use %d intra-op threads on %d physical cores: "
                     "they will compete; pass threads= to split the cores", self._claimed + threads, cores,
                 )
-            elif requested is None and self._claimed:
-                log.info("another predictor holds %d thread(s); this one takes %d", self._claimed, threads)
+            elif self._claimed:  # a default load takes what is left (at least one thread): no surprise to warn of
+                log.info("other predictors hold %d thread(s) of %d cores; this one takes %d",
+                         self._claimed, cores, threads)
             self._claimed += threads
             return threads
 

@@ -8,7 +8,7 @@ import json
 
 import pytest
 from helpers import varied_pairs, write_jsonl
-from pairbert.runtime.bundle import VARIANTS
+from pairbert.runtime.variants import VARIANTS
 
 import pairbert
 from pairbert import cli

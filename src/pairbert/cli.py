@@ -16,7 +16,8 @@ import logging
 import sys
 
 import pairbert
-from pairbert.runtime.bundle import VARIANTS
+from pairbert.runtime.sessions import BACKENDS
+from pairbert.runtime.variants import VARIANTS
 from pairbert.runtime.errors import PairbertError
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -91,7 +92,7 @@ def _predict(args: argparse.Namespace) -> None:
     if (args.question is None) == (args.input is None):
         raise UserError("give either -q/-a or --input")
     clf = PairClassifier.load(args.bundle, variant=args.variant, device=args.device, threads=args.threads,
-                              allow_fallback=args.allow_fallback)
+                              allow_fallback=args.allow_fallback, backend=args.backend)
     logging.getLogger(__name__).info("variant %s on %s", clf.variant, clf.provider)
     names = clf.label_names
     out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
@@ -211,7 +212,8 @@ def _add_export(sub) -> None:
     x.add_argument("checkpoint", help="checkpoint folder (e.g. runs/default/best)")
     x.add_argument("--out", required=True, help="bundle folder to write (replaced atomically)")
     x.add_argument("--variants", type=variant_list, default=",".join(VARIANTS), metavar="LIST",
-                   help=f"comma-separated subset of {','.join(VARIANTS)}; a CPU service needs only int8")
+                   help=f"comma-separated subset of {','.join(VARIANTS)}; a CPU service needs only what it loads "
+                   "(e.g. int8)")
     x.add_argument("--validation", help="pairs for the parity gate (default: the checkpoint's validation split)")
     x.add_argument("--force", action="store_true", help="write variants that fail the parity gate, marked failed")
     x.add_argument("--int8-weight-type", default="QInt8", choices=["QInt8", "QUInt8"], help="int8 weight type")
@@ -241,6 +243,8 @@ def _add_predict(sub) -> None:
     p.add_argument("--variant", default="auto", choices=("auto", *VARIANTS),
                    help="graph to run (auto: the fastest that passed parity for the device)")
     p.add_argument("--device", default="auto", choices=DEVICES, help="auto: CUDA when it really runs")
+    p.add_argument("--backend", default="auto", choices=("auto", *BACKENDS),
+                   help="auto: what the variant needs (openvino needs pairbert[openvino])")
     p.add_argument("--allow-fallback", action="store_true", help="run on the CPU if CUDA cannot")
     p.add_argument("--threads", type=positive_int, help="intra-op threads (default: the free physical cores)")
     p.add_argument("--batch-size", type=positive_int, default=32, help="pairs per ONNX Runtime run")
