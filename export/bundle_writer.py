@@ -384,8 +384,8 @@ def build_bundle(
         if fp32 is not None and not fp32.written:
             raise ParityError("fp32", "the plain export does not match torch; nothing written: "
                               + "; ".join(fp32.reasons), fp32.info.parity)
-        if fp32 is not None:  # extra backends compile the fp32 graph that passed (or was forced)
-            outcomes.update(_run_extra_validators(src, work, settings, report))
+        # extra backends get the fp32 graph: gated above when asked for, else the base the others were built from
+        outcomes.update(_run_extra_validators(src, work, settings, report))
         manifest = _write(src, work, out_dir, outcomes, timings)
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -7,8 +7,10 @@ import sys
 
 import onnxruntime as ort
 import pytest
+
 from pairbert.runtime import DeviceError, PairClassifier
 from pairbert.runtime.ort import CPU_INSTALL, GPU_INSTALL, cuda_install_hint, installed_builds
+from pairbert.runtime.variants import DEVICES
 
 needs_cpu_build = pytest.mark.skipif("CUDAExecutionProvider" in ort.get_available_providers(),
                                      reason="this onnxruntime has CUDA; the gpu tests cover it")
@@ -22,7 +24,7 @@ def test_cuda_installed_but_not_running_falls_back_or_refuses(tiny_bundle, monke
     with caplog.at_level("WARNING"):
         clf = PairClassifier.load(tiny_bundle)  # device="auto"
     assert clf.device == "cpu" and clf.provider == "CPUExecutionProvider"
-    assert clf.variant == "int8"  # the CPU's choice, not fp16 (CUDA's)
+    assert "cpu" in DEVICES[clf.variant] and clf.variant != "fp16"  # a CPU variant, not CUDA's fp16
     assert "CUDA does not run here" in caplog.text
 
     with pytest.raises(DeviceError, match="CUDA was asked for but the session got CPUExecutionProvider.*gpu-libs"):
