@@ -48,7 +48,7 @@ def synthetic_results() -> dict:
     torch_row["throughput"]["pad128"] = {"32": {"pairs_per_s": 80.0, "pct_of_peak": 8.0}}
     return {
         "machine": {"cpu": "Test CPU 9000", "physical_cores": 4, "isa": ["avx2", "fma"]}, "threads": 4,
-        "gemm_peak": {"peak_gflops": 250.0},
+        "gemm_peak": {"peak_gflops": 250.0, "peak_precision": "fp32", "by_precision": {"fp32": 250.0, "int8": 240.0}},
         "contestants": [torch_row, _row("ort-int8", "ort", "int8", 4.0, 320.0, 0.875)],
         "cold_start": {"runtime": {"variant": "int8", "total_s": 0.25, "process_wall_s": 0.5},
                        "torch": {"total_s": 2.5}},
@@ -60,7 +60,8 @@ def synthetic_results() -> dict:
 def test_report_renders_rows_and_numbers():
     md = markdown(synthetic_results())
     lines = md.splitlines()
-    assert "Machine: Test CPU 9000, 4 physical cores, ISA avx2, fma; 4 threads" in md and "250.0 GFLOP/s" in md
+    assert lines[0].startswith("Machine: Test CPU 9000, 4 physical cores, ISA avx2, fma; 4 threads")
+    assert "fp32 250, int8 240 GFLOP/s" in lines[0] and "divides by the best, 250 (fp32)" in lines[0]
     assert "| torch-fp32 | 10.00 / 11.00 / 12.00 | 1.00× | 10% | 90.0% |" in lines
     assert "| ort-int8 | 4.00 / 5.00 / 6.00 | 2.50× | 25% | 87.5% |" in lines
     assert "| ort-int8 | 160.0 | 125 | 250% | 2.50× |" in lines  # batch 32 × 128
