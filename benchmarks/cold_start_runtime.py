@@ -1,6 +1,6 @@
 """Cold start of the torch-free runtime in a fresh process: import + load + first prediction.
 
-    python -m pairbert.benchmarks.cold_start_runtime BUNDLE VARIANT THREADS   → one JSON line
+python -m pairbert.benchmarks.cold_start_runtime BUNDLE VARIANT THREADS   → one JSON line
 """
 
 import time
@@ -19,8 +19,13 @@ def main(argv: list[str]) -> dict:
     loaded = time.perf_counter()
     clf.predict([("How long should I boil an egg?", "About six minutes.")])
     done = time.perf_counter()
-    return {"import_load_s": loaded - STARTED, "first_prediction_s": done - loaded, "total_s": done - STARTED,
-            "variant": clf.variant, "torch_loaded": "torch" in sys.modules}
+    return {
+        "import_load_s": loaded - STARTED,
+        "first_prediction_s": done - loaded,
+        "total_s": done - STARTED,
+        "variant": clf.variant,
+        "torch_loaded": "torch" in sys.modules,
+    }
 
 
 if __name__ == "__main__":

@@ -12,16 +12,27 @@ from .processes import run_json
 
 
 def cold_start(bundle: Path, checkpoint: Path, threads: int, variant: str, repeats: int = 3) -> dict:
-    runtime = [run_json(["-m", "pairbert.benchmarks.cold_start_runtime", str(bundle), variant, str(threads)])
-               for _ in range(repeats)]
+    runtime = [
+        run_json(["-m", "pairbert.benchmarks.cold_start_runtime", str(bundle), variant, str(threads)])
+        for _ in range(repeats)
+    ]
     torch_run = run_json(["-m", "pairbert.benchmarks.cold_start_torch", str(checkpoint), str(threads)])
     best = min(runtime, key=lambda r: r["total_s"])
     return {"runtime": {**best, "runs": [r["total_s"] for r in runtime]}, "torch": torch_run}
 
 
 def memory_growth(bundle: Path, variant: str, threads: int, predictions: int, warmup: int) -> dict:
-    return run_json(["-m", "pairbert.benchmarks.memory_growth", str(bundle), variant, str(threads),
-                     str(predictions), str(warmup)])
+    return run_json(
+        [
+            "-m",
+            "pairbert.benchmarks.memory_growth",
+            str(bundle),
+            variant,
+            str(threads),
+            str(predictions),
+            str(warmup),
+        ]
+    )
 
 
 def _closure(names: list[str]) -> set[str]:
@@ -61,5 +72,9 @@ def installed_sizes() -> dict:
 
     runtime = _closure([*installed_builds(), "numpy", "tokenizers"])
     torch_env = _closure(["torch", "transformers", "tokenizers", "numpy", "safetensors"])
-    return {"runtime_mb": round(_size_mb(runtime), 1), "runtime_packages": sorted(runtime),
-            "torch_mb": round(_size_mb(torch_env), 1), "torch_packages": sorted(torch_env)}
+    return {
+        "runtime_mb": round(_size_mb(runtime), 1),
+        "runtime_packages": sorted(runtime),
+        "torch_mb": round(_size_mb(torch_env), 1),
+        "torch_packages": sorted(torch_env),
+    }

@@ -71,8 +71,10 @@ def pack(checkpoint: Path, wheels: list[Path], out: Path, chunk_mib: int = 60) -
     folders = _cut(files, staging, out, chunk_mib * MIB)
     (out / f"b{folders}" / "SHA256SUMS.json").write_text(json.dumps(sums, indent=1))
     shutil.rmtree(staging)
-    sizes = {f"b{i}": sum(p.stat().st_size for p in (out / f"b{i}").rglob("*") if p.is_file())
-             for i in range(1, folders + 1)}
+    sizes = {
+        f"b{i}": sum(p.stat().st_size for p in (out / f"b{i}").rglob("*") if p.is_file())
+        for i in range(1, folders + 1)
+    }
     return {"folders": folders, "files": len(sums), "mib": {k: round(v / MIB, 1) for k, v in sizes.items()}}
 
 
@@ -107,13 +109,19 @@ def _full_precision(checkpoint: Path) -> None:
 
     for f in checkpoint.glob("*.safetensors"):
         tensors = load_file(str(f))
-        save_file({k: v.float() if v.dtype == torch.float16 else v for k, v in tensors.items()}, str(f),
-                  metadata={"format": "pt"})
+        save_file(
+            {k: v.float() if v.dtype == torch.float16 else v for k, v in tensors.items()},
+            str(f),
+            metadata={"format": "pt"},
+        )
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(prog="python -m pairbert.benchmarks.gpu_carry", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m pairbert.benchmarks.gpu_carry",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = ap.add_subparsers(dest="command", required=True)
     p = sub.add_parser("pack")
     p.add_argument("checkpoint", type=Path)

@@ -20,16 +20,36 @@ def cpu_description() -> dict:
         pass
     from pairbert.runtime.devices import physical_cores
 
-    isa = [f for f in ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile") if f in flags]
-    return {"cpu": model, "logical_cpus": os.cpu_count(), "physical_cores": physical_cores(), "isa": isa,
-            "vnni": any("vnni" in f for f in isa), "python": sys.version.split()[0], "platform": platform.platform()}
+    isa = [
+        f
+        for f in ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile")
+        if f in flags
+    ]
+    return {
+        "cpu": model,
+        "logical_cpus": os.cpu_count(),
+        "physical_cores": physical_cores(),
+        "isa": isa,
+        "vnni": any("vnni" in f for f in isa),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+    }
 
 
 def library_versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {}
-    for name in ("pairbert", "onnxruntime", "onnxruntime-gpu", "numpy", "tokenizers", "torch", "transformers", "onnx"):
+    for name in (
+        "pairbert",
+        "onnxruntime",
+        "onnxruntime-gpu",
+        "numpy",
+        "tokenizers",
+        "torch",
+        "transformers",
+        "onnx",
+    ):
         try:
             out[name] = version(name)
         except PackageNotFoundError:

@@ -31,9 +31,14 @@ def summary(samples: list[tuple[int, float]], predictions: int) -> dict:
         return {"peak": max(xs), "median": statistics.median(xs), "low": min(xs)}
 
     a, b = stats(first), stats(last)
-    return {"predictions": samples[-1][0], "window_predictions": window, "first_window_mb": a, "last_window_mb": b,
-            "growth_pct": 100 * (b["peak"] - a["peak"]) / a["peak"],
-            "median_growth_pct": 100 * (b["median"] - a["median"]) / a["median"]}
+    return {
+        "predictions": samples[-1][0],
+        "window_predictions": window,
+        "first_window_mb": a,
+        "last_window_mb": b,
+        "growth_pct": 100 * (b["peak"] - a["peak"]) / a["peak"],
+        "median_growth_pct": 100 * (b["median"] - a["median"]) / a["median"],
+    }
 
 
 def main(argv: list[str]) -> dict:

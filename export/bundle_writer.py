@@ -30,6 +30,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
+
+from pairbert.builtin_data import BUILTIN_VALIDATION
 from pairbert.runtime.bundle import (
     FORMAT_VERSION,
     MANIFEST_FILE,
@@ -46,8 +48,6 @@ from pairbert.runtime.tokenization import ORDERS, input_name
 from pairbert.runtime.variants import OPENVINO_VARIANTS, ORT_VARIANTS, VARIANTS
 from pairbert.training.batches import encode_batch
 from pairbert.training.checkpoint import LABELS, load_checkpoint
-
-from pairbert.builtin_data import BUILTIN_VALIDATION
 
 from . import fusion, onnx_graph, precision
 from .openvino_variants import build_openvino_variants
@@ -91,7 +91,9 @@ ExtraValidator = Callable[[ParityInputs], Sequence[VariantInfo]]
 
 def openvino_validator(inputs: ParityInputs) -> list[VariantInfo]:
     """OpenVINO fp32/bf16 over the bundle's fp32 graph (export/openvino_variants.py)."""
-    return build_openvino_variants(inputs.fp32_path, inputs.reference, inputs.feeds, inputs.report, inputs.variants)
+    return build_openvino_variants(
+        inputs.fp32_path, inputs.reference, inputs.feeds, inputs.report, inputs.variants
+    )
 
 
 @dataclass
@@ -103,7 +105,9 @@ class ExportSettings:
     external_data: bool | None = None  # None: only when the weights pass ~2 GB
     parity_batch_size: int = 16
     max_parity_pairs: int | None = None
-    extra_validators: tuple[ExtraValidator, ...] = (openvino_validator,)  # variants validated on other backends
+    extra_validators: tuple[ExtraValidator, ...] = (
+        openvino_validator,
+    )  # variants validated on other backends
 
 
 @dataclass(frozen=True)
@@ -208,7 +212,9 @@ def _prepare(checkpoint: Path, settings: ExportSettings, echo) -> _Source:
         val_file = str(BUILTIN_VALIDATION)
     pairs = read_pairs(val_file)[: settings.max_parity_pairs]
     size = settings.parity_batch_size
-    torch_feeds = [encode_batch(encoder, pairs[i : i + size], with_labels=False) for i in range(0, len(pairs), size)]
+    torch_feeds = [
+        encode_batch(encoder, pairs[i : i + size], with_labels=False) for i in range(0, len(pairs), size)
+    ]
     with torch.inference_mode():
         reference = np.concatenate([model(**f).logits.float().numpy() for f in torch_feeds])
     if echo:
@@ -235,7 +241,9 @@ def _build(variant: str, src: _Source, work: Path, settings: ExportSettings, use
         example = encode_batch(src.ckpt.encoder, src.pairs[:4], with_labels=False)
         onnx_graph.export_graph(src.ckpt.model, example, CONTRACT, path, external_data=settings.external_data)
     elif variant == "optimized":
-        fusion.optimize(work / FILE_NAMES["fp32"], path, src.num_heads, src.hidden, use_external_data=use_external)
+        fusion.optimize(
+            work / FILE_NAMES["fp32"], path, src.num_heads, src.hidden, use_external_data=use_external
+        )
     elif variant == "int8":
         precision.quantize_int8(work / FILE_NAMES["optimized"], path, settings.int8)
     elif variant == "fp16":
@@ -256,7 +264,9 @@ def _fusion_stage(variant: str, path: Path, num_layers: int, report: StageReport
     return fused
 
 
-def _validate(variant: str, path: Path, src: _Source, settings: ExportSettings, report: StageReport) -> VariantOutcome:
+def _validate(
+    variant: str, path: Path, src: _Source, settings: ExportSettings, report: StageReport
+) -> VariantOutcome:
     """Structure → fusion → session and shapes → parity; ExportError from the first three stops the export."""
     check_structure(path, CONTRACT, report)
     fused = _fusion_stage(variant, path, src.num_layers, report) if variant != "fp32" else {}
@@ -314,8 +324,15 @@ def _run_extra_validators(
     src: _Source, work: Path, settings: ExportSettings, report: StageReport
 ) -> dict[str, VariantOutcome]:
     """Variants validated on other backends (the lead's OpenVINO variants plug in here)."""
-    inputs = ParityInputs(work / FILE_NAMES["fp32"], src.reference, src.feeds, work, report, settings.force,
-                          tuple(settings.variants))
+    inputs = ParityInputs(
+        work / FILE_NAMES["fp32"],
+        src.reference,
+        src.feeds,
+        work,
+        report,
+        settings.force,
+        tuple(settings.variants),
+    )
     outcomes = {}
     for validator in settings.extra_validators:
         for info in validator(inputs):
@@ -325,11 +342,15 @@ def _run_extra_validators(
                 outcomes[info.name] = VariantOutcome(info.name, "unvalidated", (info.notes,), info)
             else:
                 status = "forced" if settings.force else "failed"
-                outcomes[info.name] = VariantOutcome(info.name, status, (info.notes or "failed its parity gate",), info)
+                outcomes[info.name] = VariantOutcome(
+                    info.name, status, (info.notes or "failed its parity gate",), info
+                )
     return outcomes
 
 
-def _write(src: _Source, work: Path, out_dir: Path, outcomes: dict[str, VariantOutcome], timings: dict) -> Manifest:
+def _write(
+    src: _Source, work: Path, out_dir: Path, outcomes: dict[str, VariantOutcome], timings: dict
+) -> Manifest:
     """Drop the files of unwritten variants and intermediates, write tokenizer + manifest, swap into place."""
     keep = {o.info.file for o in outcomes.values() if o.written}
     keep |= {e for o in outcomes.values() if o.written for e in o.info.external_data}
@@ -382,8 +403,11 @@ def build_bundle(
         outcomes, timings = _build_and_validate(src, work, settings, report, echo)
         fp32 = outcomes.get("fp32")
         if fp32 is not None and not fp32.written:
-            raise ParityError("fp32", "the plain export does not match torch; nothing written: "
-                              + "; ".join(fp32.reasons), fp32.info.parity)
+            raise ParityError(
+                "fp32",
+                "the plain export does not match torch; nothing written: " + "; ".join(fp32.reasons),
+                fp32.info.parity,
+            )
         # extra backends get the fp32 graph: gated above when asked for, else the base the others were built from
         outcomes.update(_run_extra_validators(src, work, settings, report))
         manifest = _write(src, work, out_dir, outcomes, timings)
@@ -409,7 +433,9 @@ def export_bundle(
         detail = " | ".join(f"{o.variant}: " + "; ".join(o.reasons) for o in result.failed)
         prefix = "written anyway (--force): " if settings.force else "not written: "
         first = result.failed[0].info
-        raise ParityError(",".join(o.variant for o in result.failed), prefix + detail, first.parity if first else {})
+        raise ParityError(
+            ",".join(o.variant for o in result.failed), prefix + detail, first.parity if first else {}
+        )
     return result.manifest
 
 

@@ -73,11 +73,18 @@ def check_structure(path: Path, contract: GraphContract, report: StageReport) ->
         msg = f"inputs {names_in} / outputs {names_out}, expected {contract.input_names} / {contract.output_names}"
         report.fail(stage, msg)
         raise ExportError(stage, msg)
-    for value_info, spec in zip(list(graph.input) + list(graph.output), contract.inputs + contract.outputs, strict=True):
+    for value_info, spec in zip(
+        list(graph.input) + list(graph.output), contract.inputs + contract.outputs, strict=True
+    ):
         dims = _dims(value_info)
         # strict=False: a wrong rank is reported by the shapes stage, with the shape it produced
         for axis, (have, want) in enumerate(zip(dims, spec.axes, strict=False)):
-            if isinstance(want, str) and not isinstance(have, str) or not isinstance(want, str) and have != want:
+            if (
+                isinstance(want, str)
+                and not isinstance(have, str)
+                or not isinstance(want, str)
+                and have != want
+            ):
                 msg = f"{spec.name} axis {axis} is {have!r}, the contract says {want!r} (a dynamic axis was fixed?)"
                 report.fail(stage, msg)
                 raise ExportError(stage, msg)
@@ -93,7 +100,10 @@ def make_session(path: Path, providers: list[str] | None = None):
 
 
 def check_session_and_shapes(
-    path: Path, contract: GraphContract, feeds: list[dict[str, np.ndarray]], report: StageReport,
+    path: Path,
+    contract: GraphContract,
+    feeds: list[dict[str, np.ndarray]],
+    report: StageReport,
     providers: list[str] | None = None,
 ):
     stage = "session"
@@ -168,12 +178,16 @@ def run_batches(session, contract: GraphContract, feeds: list[dict[str, np.ndarr
     return np.concatenate([session.run(contract.output_names, f)[0] for f in feeds])
 
 
-def gate(variant: str, reference: np.ndarray, candidate: np.ndarray, report: StageReport) -> tuple[dict, list[str]]:
+def gate(
+    variant: str, reference: np.ndarray, candidate: np.ndarray, report: StageReport
+) -> tuple[dict, list[str]]:
     figures = parity_figures(reference, candidate)
     fails = PARITY_RULES[variant].failures(figures)
-    detail = (f"{figures['pairs']} pairs, max |Δlogit| {figures['max_abs_logit_diff']:.2e}, "
-              f"max |Δprob| {figures['max_abs_prob_diff']:.2e}, mean |Δprob| {figures['mean_abs_prob_diff']:.2e}, "
-              f"labels agree {figures['label_agreement']:.2%}")
+    detail = (
+        f"{figures['pairs']} pairs, max |Δlogit| {figures['max_abs_logit_diff']:.2e}, "
+        f"max |Δprob| {figures['max_abs_prob_diff']:.2e}, mean |Δprob| {figures['mean_abs_prob_diff']:.2e}, "
+        f"labels agree {figures['label_agreement']:.2%}"
+    )
     if fails:
         report.fail(f"parity {variant}", detail + " — " + "; ".join(fails))
     else:

@@ -51,7 +51,9 @@ class Manifest:
     tokenizer_sha256: str = ""
     versions: dict = field(default_factory=dict)
     source_checkpoint: str = ""
-    source_weights_sha256: str = ""  # of the checkpoint's weights: a benchmark checks it compares the same model
+    source_weights_sha256: str = (
+        ""  # of the checkpoint's weights: a benchmark checks it compares the same model
+    )
     created: str = ""
 
     def to_json(self) -> str:
@@ -76,12 +78,17 @@ class Manifest:
                 v["external_sha256"] = tuple(v.get("external_sha256", ()))
                 variants[name] = VariantInfo(**v)
             return cls(
-                format_version=version, labels=tuple(d["labels"]), max_length=int(d["max_length"]),
-                contract=GraphContract.from_dict(d["contract"]), variants=variants,
+                format_version=version,
+                labels=tuple(d["labels"]),
+                max_length=int(d["max_length"]),
+                contract=GraphContract.from_dict(d["contract"]),
+                variants=variants,
                 tokenizer_file=d.get("tokenizer_file", TOKENIZER_FILE),
-                tokenizer_sha256=d.get("tokenizer_sha256", ""), versions=d.get("versions", {}),
+                tokenizer_sha256=d.get("tokenizer_sha256", ""),
+                versions=d.get("versions", {}),
                 source_checkpoint=d.get("source_checkpoint", ""),
-                source_weights_sha256=d.get("source_weights_sha256", ""), created=d.get("created", ""),
+                source_weights_sha256=d.get("source_weights_sha256", ""),
+                created=d.get("created", ""),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise BundleError(f"{where}: malformed manifest ({type(exc).__name__}: {exc})") from None

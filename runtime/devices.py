@@ -81,11 +81,19 @@ class ThreadLedger:
             if requested is not None and self._claimed + threads > cores:  # a default load takes what is free
                 log.warning(
                     "predictors in this process now use %d intra-op threads on %d physical cores: "
-                    "they will compete; pass threads= to split the cores", self._claimed + threads, cores,
+                    "they will compete; pass threads= to split the cores",
+                    self._claimed + threads,
+                    cores,
                 )
-            elif self._claimed:  # a default load takes what is left (at least one thread): no surprise to warn of
-                log.info("other predictors hold %d thread(s) of %d cores; this one takes %d",
-                         self._claimed, cores, threads)
+            elif (
+                self._claimed
+            ):  # a default load takes what is left (at least one thread): no surprise to warn of
+                log.info(
+                    "other predictors hold %d thread(s) of %d cores; this one takes %d",
+                    self._claimed,
+                    cores,
+                    threads,
+                )
             self._claimed += threads
             return threads
 

@@ -42,8 +42,10 @@ def cuda_install_hint() -> str:
     builds = installed_builds()
     if "onnxruntime-gpu" in builds and len(builds) > 1:
         others = " ".join(b for b in builds if b != "onnxruntime-gpu")
-        return (f"{' and '.join(builds)} are installed together and overwrite each other's `onnxruntime` module: "
-                f"pip uninstall -y {others} onnxruntime-gpu, then {GPU_INSTALL}")
+        return (
+            f"{' and '.join(builds)} are installed together and overwrite each other's `onnxruntime` module: "
+            f"pip uninstall -y {others} onnxruntime-gpu, then {GPU_INSTALL}"
+        )
     return f"install it with {GPU_INSTALL} (onnxruntime-gpu, in place of onnxruntime)"
 
 

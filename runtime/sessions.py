@@ -65,14 +65,20 @@ class OrtSession:
     def __init__(self, model: bytes | str | Path, settings: SessionSettings):
         ort = onnxruntime()  # an ImportError naming pairbert[cpu] / pairbert[gpu] when neither is installed
         if settings.cpu_arena not in CPU_ARENA_MODES:
-            raise BackendError(f"cpu_arena must be one of {', '.join(CPU_ARENA_MODES)}, got {settings.cpu_arena!r}")
+            raise BackendError(
+                f"cpu_arena must be one of {', '.join(CPU_ARENA_MODES)}, got {settings.cpu_arena!r}"
+            )
         options = ort.SessionOptions()
         parallel = settings.parallel_branches and settings.threads >= 2
-        options.execution_mode = ort.ExecutionMode.ORT_PARALLEL if parallel else ort.ExecutionMode.ORT_SEQUENTIAL
+        options.execution_mode = (
+            ort.ExecutionMode.ORT_PARALLEL if parallel else ort.ExecutionMode.ORT_SEQUENTIAL
+        )
         options.intra_op_num_threads = max(1, settings.threads // 2) if parallel else settings.threads
         options.inter_op_num_threads = 2 if parallel else 1
         options.graph_optimization_level = (
-            ort.GraphOptimizationLevel.ORT_ENABLE_ALL if settings.optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+            ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            if settings.optimize
+            else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         )
         # Shapes vary call to call: a memory pattern planned for one shape is waste for the next.
         options.enable_mem_pattern = False
@@ -155,7 +161,9 @@ class OpenVinoSession:
         if settings.device != "cpu":
             raise BackendError(f"backend 'openvino' runs on the CPU here, not {settings.device!r}")
         if settings.precision not in OPENVINO_PRECISIONS:
-            raise BackendError(f"OpenVINO precision must be one of {OPENVINO_PRECISIONS}, got {settings.precision!r}")
+            raise BackendError(
+                f"OpenVINO precision must be one of {OPENVINO_PRECISIONS}, got {settings.precision!r}"
+            )
         core = ov.Core()
         config = {
             "INFERENCE_NUM_THREADS": settings.threads,
@@ -193,7 +201,9 @@ class OpenVinoSession:
         self._requests = queue.SimpleQueue()
 
 
-def open_session(backend: str, model: bytes | str | Path, settings: SessionSettings) -> OrtSession | OpenVinoSession:
+def open_session(
+    backend: str, model: bytes | str | Path, settings: SessionSettings
+) -> OrtSession | OpenVinoSession:
     """The one entry point: a session of `backend` over `model` (ONNX bytes or a path)."""
     if backend == ONNXRUNTIME:
         return OrtSession(model, settings)

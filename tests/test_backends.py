@@ -35,7 +35,9 @@ def torch_logits(checkpoint, pairs) -> np.ndarray:
 
     ckpt = load_checkpoint(checkpoint)
     with torch.inference_mode():
-        return ckpt.model(**encode_batch(ckpt.encoder, [Pair(q, a) for q, a in pairs], with_labels=False)).logits.numpy()
+        return ckpt.model(
+            **encode_batch(ckpt.encoder, [Pair(q, a) for q, a in pairs], with_labels=False)
+        ).logits.numpy()
 
 
 def centred_log_probs(probabilities: np.ndarray) -> np.ndarray:
@@ -134,7 +136,10 @@ def test_openvino_backend_missing_names_the_extra(tiny_bundle):
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert "ERR backend 'openvino' asked for, but OpenVINO is not installed: pip install 'pairbert[openvino]'" in done.stdout
+    assert (
+        "ERR backend 'openvino' asked for, but OpenVINO is not installed: pip install 'pairbert[openvino]'"
+        in done.stdout
+    )
     assert "AUTO onnxruntime int8" in done.stdout  # auto without OpenVINO still works, on ONNX Runtime
 
 

@@ -8,10 +8,10 @@ import json
 
 import pytest
 from helpers import varied_pairs, write_jsonl
-from pairbert.runtime.variants import VARIANTS
 
 import pairbert
 from pairbert import cli
+from pairbert.runtime.variants import VARIANTS
 
 
 def subparsers() -> dict[str, argparse.ArgumentParser]:
@@ -99,7 +99,10 @@ def test_conflicting_options_exit_2_and_data_errors_exit_1(tiny_bundle, tmp_path
 
 
 def test_predict_fields_are_unambiguous(tiny_bundle, capsys):
-    assert cli.main(["predict", str(tiny_bundle), "-q", "who wrote hamlet?", "-a", "shakespeare wrote hamlet."]) == 0
+    assert (
+        cli.main(["predict", str(tiny_bundle), "-q", "who wrote hamlet?", "-a", "shakespeare wrote hamlet."])
+        == 0
+    )
     row = json.loads(capsys.readouterr().out)
     assert set(row) == {"question", "answer", "label", "label_name", "match_probability", "probabilities"}
     assert set(row["probabilities"]) == {"no_match", "match"}

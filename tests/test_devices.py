@@ -12,22 +12,28 @@ from pairbert.runtime import DeviceError, PairClassifier
 from pairbert.runtime.ort import CPU_INSTALL, GPU_INSTALL, cuda_install_hint, installed_builds
 from pairbert.runtime.variants import DEVICES
 
-needs_cpu_build = pytest.mark.skipif("CUDAExecutionProvider" in ort.get_available_providers(),
-                                     reason="this onnxruntime has CUDA; the gpu tests cover it")
+needs_cpu_build = pytest.mark.skipif(
+    "CUDAExecutionProvider" in ort.get_available_providers(),
+    reason="this onnxruntime has CUDA; the gpu tests cover it",
+)
 
 
 @needs_cpu_build
 def test_cuda_installed_but_not_running_falls_back_or_refuses(tiny_bundle, monkeypatch, caplog):
     # What onnxruntime-gpu on a machine without a usable GPU looks like: the provider is listed, but a real
     # session asked for [CUDA, CPU] gets the CPU provider.
-    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(
+        ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    )
     with caplog.at_level("WARNING"):
         clf = PairClassifier.load(tiny_bundle)  # device="auto"
     assert clf.device == "cpu" and clf.provider == "CPUExecutionProvider"
     assert "cpu" in DEVICES[clf.variant] and clf.variant != "fp16"  # a CPU variant, not CUDA's fp16
     assert "CUDA does not run here" in caplog.text
 
-    with pytest.raises(DeviceError, match="CUDA was asked for but the session got CPUExecutionProvider.*gpu-libs"):
+    with pytest.raises(
+        DeviceError, match="CUDA was asked for but the session got CPUExecutionProvider.*gpu-libs"
+    ):
         PairClassifier.load(tiny_bundle, device="cuda")
     clf = PairClassifier.load(tiny_bundle, device="cuda", allow_fallback=True)
     assert clf.device == "cpu" and clf.provider == "CPUExecutionProvider"
@@ -36,7 +42,9 @@ def test_cuda_installed_but_not_running_falls_back_or_refuses(tiny_bundle, monke
 @needs_cpu_build
 def test_cuda_error_names_the_install_line(tiny_bundle):
     assert installed_builds() == ["onnxruntime"]
-    with pytest.raises(DeviceError, match=r"no CUDAExecutionProvider \(install it with pip install 'pairbert\[gpu\]'"):
+    with pytest.raises(
+        DeviceError, match=r"no CUDAExecutionProvider \(install it with pip install 'pairbert\[gpu\]'"
+    ):
         PairClassifier.load(tiny_bundle, device="cuda")
 
 

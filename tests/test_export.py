@@ -63,7 +63,9 @@ def test_dynamic_axes_over_batch_and_length_grid(tiny_bundle, tiny_checkpoint, v
     import onnxruntime as ort
 
     model = load_checkpoint(tiny_checkpoint).model
-    session = ort.InferenceSession(str(tiny_bundle / f"model.{variant}.onnx"), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        str(tiny_bundle / f"model.{variant}.onnx"), providers=["CPUExecutionProvider"]
+    )
     vocab = 120  # the tiny tokenizer has about 130 tokens
     for batch in (1, 2, 7, 33):
         for length in (4, 9, 31, 64, 128):
@@ -148,9 +150,15 @@ def test_contract_stage_catches_a_fixed_axis(tmp_path, tiny_checkpoint):
     ckpt = load_checkpoint(tiny_checkpoint, attn_implementation="eager")
     example = encode_batch(ckpt.encoder, read_pairs(SMOKE), with_labels=False)
     path = tmp_path / "static.onnx"
-    torch.onnx.export(LogitsOnly(ckpt.model), tuple(example[n] for n in CONTRACT.input_names), str(path),
-                      dynamo=False, opset_version=17, input_names=CONTRACT.input_names,
-                      output_names=CONTRACT.output_names)
+    torch.onnx.export(
+        LogitsOnly(ckpt.model),
+        tuple(example[n] for n in CONTRACT.input_names),
+        str(path),
+        dynamo=False,
+        opset_version=17,
+        input_names=CONTRACT.input_names,
+        output_names=CONTRACT.output_names,
+    )
     report = StageReport()
     with pytest.raises(ExportError) as info:
         check_structure(path, CONTRACT, report)
@@ -160,8 +168,9 @@ def test_contract_stage_catches_a_fixed_axis(tmp_path, tiny_checkpoint):
 
 def test_external_data_export_round_trip(tmp_path, tiny_checkpoint):
     out = tmp_path / "ext"
-    manifest = export_bundle(tiny_checkpoint, out, ExportSettings(variants=("fp32", "optimized"), external_data=True),
-                             echo=None)
+    manifest = export_bundle(
+        tiny_checkpoint, out, ExportSettings(variants=("fp32", "optimized"), external_data=True), echo=None
+    )
     for name in ("fp32", "optimized"):
         info = manifest.variants[name]
         assert info.external_data, name
@@ -173,8 +182,21 @@ def test_external_data_export_round_trip(tmp_path, tiny_checkpoint):
 
 def test_cli_export_prints_stage_lines(tmp_path, tiny_checkpoint):
     out = tmp_path / "cli-bundle"
-    done = subprocess.run([sys.executable, "-m", "pairbert", "export", str(tiny_checkpoint), "--out", str(out),
-                           "--variants", "fp32,optimized"], capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pairbert",
+            "export",
+            str(tiny_checkpoint),
+            "--out",
+            str(out),
+            "--variants",
+            "fp32,optimized",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr
     assert "✓ parity fp32" in done.stdout and "✓ fusion" in done.stdout
     assert set(read_manifest(out).variants) == {"fp32", "optimized"}

@@ -6,6 +6,7 @@ import logging
 import shutil
 
 import pytest
+
 from pairbert.export import bundle_writer
 from pairbert.export.bundle_writer import ExportSettings, ParityInputs, build_bundle, variants_to_build
 from pairbert.export.validation import ExportError
@@ -35,9 +36,19 @@ def test_unfused_graph_is_reported_as_a_fusion_shortfall_and_extra_validators_ad
         for name, passed in (("copy-good", True), ("copy-bad", False)):
             path = inputs.work_dir / f"model.{name}.onnx"
             shutil.copyfile(inputs.fp32_path, path)
-            infos.append(VariantInfo(name=name, file=path.name, precision="fp32", size_bytes=path.stat().st_size,
-                                     sha256=sha256_file(path), intended_device="cpu", passed_parity=passed,
-                                     validated_on="other", notes="" if passed else "labels disagree"))
+            infos.append(
+                VariantInfo(
+                    name=name,
+                    file=path.name,
+                    precision="fp32",
+                    size_bytes=path.stat().st_size,
+                    sha256=sha256_file(path),
+                    intended_device="cpu",
+                    passed_parity=passed,
+                    validated_on="other",
+                    notes="" if passed else "labels disagree",
+                )
+            )
         return infos
 
     lines: list[str] = []
@@ -46,12 +57,17 @@ def test_unfused_graph_is_reported_as_a_fusion_shortfall_and_extra_validators_ad
         result = build_bundle(tiny_checkpoint, tmp_path / "b", settings, echo=lines.append)
 
     shortfall = [line for line in lines if "FUSION SHORTFALL" in line]
-    assert shortfall == ["  ✗ fusion: FUSION SHORTFALL: EmbedLayerNormalization 0/2, Attention 0/4, "
-                         "SkipLayerNormalization 0/8, Gelu 0/4 — the runtime will be slower than it should"]
+    assert shortfall == [
+        "  ✗ fusion: FUSION SHORTFALL: EmbedLayerNormalization 0/2, Attention 0/4, "
+        "SkipLayerNormalization 0/8, Gelu 0/4 — the runtime will be slower than it should"
+    ]
     assert "fusion shortfall in optimized" in caplog.text
 
     assert {k: o.status for k, o in result.outcomes.items()} == {
-        "optimized": "passed", "copy-good": "passed", "copy-bad": "failed"}
+        "optimized": "passed",
+        "copy-good": "passed",
+        "copy-bad": "failed",
+    }
     assert [o.variant for o in result.failed] == ["copy-bad"]
     assert result.outcomes["copy-bad"].reasons == ("labels disagree",)
     assert result.outcomes["optimized"].info.fused_ops["Attention"] == 0
@@ -59,13 +75,22 @@ def test_unfused_graph_is_reported_as_a_fusion_shortfall_and_extra_validators_ad
     (inputs,) = seen
     assert inputs.reference.shape == (60, 2) and sum(len(f["qa_input_ids"]) for f in inputs.feeds) == 60
     manifest = read_manifest(tmp_path / "b")
-    assert set(manifest.variants) == {"optimized", "copy-good"}  # fp32 was only a base; the failed one dropped
+    assert set(manifest.variants) == {
+        "optimized",
+        "copy-good",
+    }  # fp32 was only a base; the failed one dropped
     assert sorted(p.name for p in (tmp_path / "b").iterdir()) == [
-        "manifest.json", "model.copy-good.onnx", "model.optimized.onnx", "tokenizer.json"]
+        "manifest.json",
+        "model.copy-good.onnx",
+        "model.optimized.onnx",
+        "tokenizer.json",
+    ]
     assert len(PairClassifier.load(tmp_path / "b", variant="optimized").predict([("a?", "b.")])) == 1
 
 
-def test_a_failing_fp32_writes_nothing_and_leaves_the_old_bundle(tiny_checkpoint, tiny_bundle, tmp_path, monkeypatch):
+def test_a_failing_fp32_writes_nothing_and_leaves_the_old_bundle(
+    tiny_checkpoint, tiny_bundle, tmp_path, monkeypatch
+):
     out = tmp_path / "keep"
     shutil.copytree(tiny_bundle, out)
     before = sorted(p.name for p in out.iterdir())

@@ -28,8 +28,9 @@ def test_gpu_extra_installs_exactly_one_onnxruntime_with_cuda(tmp_path):
     env = tmp_path / "gpu"
     venv.create(env, with_pip=True)
     python = env / ("Scripts" if sys.platform == "win32" else "bin") / "python"
-    done = subprocess.run([str(python), "-m", "pip", "install", "--quiet", f"{ROOT}[gpu]"],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [str(python), "-m", "pip", "install", "--quiet", f"{ROOT}[gpu]"], capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     done = subprocess.run([str(python), "-c", LIST_BUILDS], capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]

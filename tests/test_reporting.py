@@ -4,6 +4,7 @@ the footprint programs (real modules run in fresh processes)."""
 from __future__ import annotations
 
 import pytest
+
 from pairbert.benchmarks.memory_growth import summary
 from pairbert.benchmarks.processes import run_json
 from pairbert.benchmarks.report import markdown
@@ -23,7 +24,9 @@ def test_metrics_with_unequal_precision_and_recall_and_edge_cases():
     m = classification_metrics([1, 0, 0, 0, 0], [1, 1, 1, 1, 0])
     assert (m["precision"], m["recall"], m["f1"]) == pytest.approx((0.25, 1.0, 0.4))
     none_predicted = classification_metrics([1, 1, 0], [0, 0, 0])
-    assert none_predicted["precision"] == 0.0 and none_predicted["recall"] == 0.0 and none_predicted["f1"] == 0.0
+    assert (
+        none_predicted["precision"] == 0.0 and none_predicted["recall"] == 0.0 and none_predicted["f1"] == 0.0
+    )
     assert classification_metrics([], [])["accuracy"] == 0.0
     unlabeled = classification_metrics([1, -1, 0], [1, 1, 0])  # -1: no label, not counted
     assert unlabeled["count"] == 2 and unlabeled["accuracy"] == 1.0
@@ -33,27 +36,45 @@ def test_metrics_with_unequal_precision_and_recall_and_edge_cases():
 def _row(name: str, family: str, precision: str, p50: float, pairs_per_s: float, accuracy: float) -> dict:
     lat = {"tokens": 18, "p50_ms": p50, "p90_ms": p50 + 1, "p99_ms": p50 + 2, "pct_of_peak": 100 / p50}
     return {
-        "contestant": name, "family": family, "precision": precision, "latency": {"short": lat},
+        "contestant": name,
+        "family": family,
+        "precision": precision,
+        "latency": {"short": lat},
         "batch32x128": {"p50_ms": 40 * p50, "gflops": 500 / p50, "pct_of_peak": 1000 / p50},
         "throughput": {"padded": {"32": {"pairs_per_s": pairs_per_s, "pct_of_peak": pairs_per_s / 10}}},
-        "job_pairs": 128, "validation": {"accuracy": accuracy}, "peak_rss_mb": 300.0 if family == "ort" else 900.0,
+        "job_pairs": 128,
+        "validation": {"accuracy": accuracy},
+        "peak_rss_mb": 300.0 if family == "ort" else 900.0,
     }
 
 
 def synthetic_results() -> dict:
-    growth = {"predictions": 500, "growth_pct": 0.5, "median_growth_pct": -0.25,
-              "first_window_mb": {"peak": 200.0, "median": 190.0, "low": 180.0},
-              "last_window_mb": {"peak": 201.0, "median": 189.5, "low": 181.0}}
+    growth = {
+        "predictions": 500,
+        "growth_pct": 0.5,
+        "median_growth_pct": -0.25,
+        "first_window_mb": {"peak": 200.0, "median": 190.0, "low": 180.0},
+        "last_window_mb": {"peak": 201.0, "median": 189.5, "low": 181.0},
+    }
     torch_row = _row("torch-fp32", "torch", "fp32", 10.0, 100.0, 0.9)
     torch_row["throughput"]["pad128"] = {"32": {"pairs_per_s": 80.0, "pct_of_peak": 8.0}}
     return {
-        "machine": {"cpu": "Test CPU 9000", "physical_cores": 4, "isa": ["avx2", "fma"]}, "threads": 4,
-        "gemm_peak": {"peak_gflops": 250.0, "peak_precision": "fp32", "by_precision": {"fp32": 250.0, "int8": 240.0}},
+        "machine": {"cpu": "Test CPU 9000", "physical_cores": 4, "isa": ["avx2", "fma"]},
+        "threads": 4,
+        "gemm_peak": {
+            "peak_gflops": 250.0,
+            "peak_precision": "fp32",
+            "by_precision": {"fp32": 250.0, "int8": 240.0},
+        },
         "contestants": [torch_row, _row("ort-int8", "ort", "int8", 4.0, 320.0, 0.875)],
-        "cold_start": {"runtime": {"variant": "int8", "total_s": 0.25, "process_wall_s": 0.5},
-                       "torch": {"total_s": 2.5}},
-        "memory_growth": growth, "disk_mb": {"ort-int8": 23.4, "torch checkpoint": 87.0},
-        "installed": {"runtime_mb": 80.5, "torch_mb": 1200.0}, "problems": ["ort-int8: something odd"],
+        "cold_start": {
+            "runtime": {"variant": "int8", "total_s": 0.25, "process_wall_s": 0.5},
+            "torch": {"total_s": 2.5},
+        },
+        "memory_growth": growth,
+        "disk_mb": {"ort-int8": 23.4, "torch checkpoint": 87.0},
+        "installed": {"runtime_mb": 80.5, "torch_mb": 1200.0},
+        "problems": ["ort-int8: something odd"],
     }
 
 
@@ -83,8 +104,10 @@ def test_memory_growth_summary_compares_halves():
 
 @pytest.mark.parametrize("module", ["cold_start_runtime", "memory_growth"])
 def test_footprint_programs_run_as_modules(tiny_bundle, module):
-    args = {"cold_start_runtime": [str(tiny_bundle), "fp32", "1"],
-            "memory_growth": [str(tiny_bundle), "fp32", "1", "40", "10"]}[module]
+    args = {
+        "cold_start_runtime": [str(tiny_bundle), "fp32", "1"],
+        "memory_growth": [str(tiny_bundle), "fp32", "1", "40", "10"],
+    }[module]
     result = run_json(["-m", f"pairbert.benchmarks.{module}", *args], timeout=300)
     if module == "cold_start_runtime":
         assert result["variant"] == "fp32" and result["torch_loaded"] is False

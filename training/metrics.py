@@ -26,8 +26,4 @@ def classification_metrics(labels: Sequence[int], predictions: Sequence[int]) ->
 
 def format_confusion(matrix: list[list[int]]) -> str:
     (tn, fp), (fn, tp) = matrix
-    return (
-        "                predicted 0  predicted 1\n"
-        f"  true 0 {tn:>14} {fp:>12}\n"
-        f"  true 1 {fn:>14} {tp:>12}"
-    )
+    return f"                predicted 0  predicted 1\n  true 0 {tn:>14} {fp:>12}\n  true 1 {fn:>14} {tp:>12}"

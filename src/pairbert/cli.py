@@ -16,9 +16,9 @@ import logging
 import sys
 
 import pairbert
+from pairbert.runtime.errors import PairbertError
 from pairbert.runtime.sessions import BACKENDS
 from pairbert.runtime.variants import VARIANTS
-from pairbert.runtime.errors import PairbertError
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 EPILOG = """exit codes:
@@ -31,10 +31,21 @@ DEVICES = ("auto", "cpu", "cuda")
 # TrainConfig field is either here or in TRAIN_CONFIG_NOT_ON_CLI, and that the flags' defaults equal the
 # dataclass's (train/validation default to None here, meaning the built-in split, as TrainConfig does).
 TRAIN_OPTIONS = {
-    "output_dir": "output_dir", "source": "source", "tokenizer": "tokenizer", "train": "train_file",
-    "validation": "validation_file", "epochs": "epochs", "batch_size": "batch_size", "lr": "learning_rate",
-    "head_lr": "head_learning_rate", "weight_decay": "weight_decay", "warmup_ratio": "warmup_ratio",
-    "max_grad_norm": "max_grad_norm", "max_length": "max_length", "seed": "seed", "device": "device",
+    "output_dir": "output_dir",
+    "source": "source",
+    "tokenizer": "tokenizer",
+    "train": "train_file",
+    "validation": "validation_file",
+    "epochs": "epochs",
+    "batch_size": "batch_size",
+    "lr": "learning_rate",
+    "head_lr": "head_learning_rate",
+    "weight_decay": "weight_decay",
+    "warmup_ratio": "warmup_ratio",
+    "max_grad_norm": "max_grad_norm",
+    "max_length": "max_length",
+    "seed": "seed",
+    "device": "device",
     "resume": "resume",
 }
 TRAIN_CONFIG_NOT_ON_CLI = {"progress", "stop_after_epochs"}  # progress: --quiet; stop_after_epochs: tests
@@ -47,11 +58,21 @@ class UserError(PairbertError):
 def _train(args: argparse.Namespace) -> None:
     from pairbert.training.loop import TrainConfig, train
 
-    cfg = TrainConfig(**{field: getattr(args, dest) for dest, field in TRAIN_OPTIONS.items()}, progress=not args.quiet)
+    cfg = TrainConfig(
+        **{field: getattr(args, dest) for dest, field in TRAIN_OPTIONS.items()}, progress=not args.quiet
+    )
     result = train(cfg)
     last = result["history"][-1] if result["history"] else {}
-    print(json.dumps({"output_dir": result["output_dir"], "best_val_accuracy": result["best_val_accuracy"],
-                      "epochs_run": len(result["history"]), "elapsed_s": last.get("elapsed_s")}))
+    print(
+        json.dumps(
+            {
+                "output_dir": result["output_dir"],
+                "best_val_accuracy": result["best_val_accuracy"],
+                "epochs_run": len(result["history"]),
+                "elapsed_s": last.get("elapsed_s"),
+            }
+        )
+    )
 
 
 def _evaluate(args: argparse.Namespace) -> None:
@@ -75,9 +96,15 @@ def _export(args: argparse.Namespace) -> None:
     from pairbert.export.precision import Int8Options
 
     settings = ExportSettings(
-        variants=args.variants, validation_file=args.validation, force=args.force,
-        int8=Int8Options(weight_type=args.int8_weight_type, per_channel=not args.int8_per_tensor,
-                         reduce_range=args.int8_reduce_range, ffn_output_fp32=not args.int8_quantize_ffn_output),
+        variants=args.variants,
+        validation_file=args.validation,
+        force=args.force,
+        int8=Int8Options(
+            weight_type=args.int8_weight_type,
+            per_channel=not args.int8_per_tensor,
+            reduce_range=args.int8_reduce_range,
+            ffn_output_fp32=not args.int8_quantize_ffn_output,
+        ),
         external_data=True if args.external_data else None,
     )
     export_bundle(args.checkpoint, args.out, settings)
@@ -91,18 +118,30 @@ def _predict(args: argparse.Namespace) -> None:
         raise UserError("give both -q and -a, or --input")
     if (args.question is None) == (args.input is None):
         raise UserError("give either -q/-a or --input")
-    clf = PairClassifier.load(args.bundle, variant=args.variant, device=args.device, threads=args.threads,
-                              allow_fallback=args.allow_fallback, backend=args.backend)
+    clf = PairClassifier.load(
+        args.bundle,
+        variant=args.variant,
+        device=args.device,
+        threads=args.threads,
+        allow_fallback=args.allow_fallback,
+        backend=args.backend,
+    )
     logging.getLogger(__name__).info("variant %s on %s", clf.variant, clf.provider)
     names = clf.label_names
     out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
     try:
+
         def emit(batch) -> None:
             result = clf.predict([(p.question, p.answer) for p in batch], batch_size=args.batch_size)
             for pair, label, probs in zip(batch, result.labels, result.probabilities, strict=True):
-                row = {"question": pair.question, "answer": pair.answer, "label": int(label),
-                       "label_name": names[int(label)], "match_probability": round(float(probs[-1]), 6),
-                       "probabilities": {n: round(float(p), 6) for n, p in zip(names, probs, strict=True)}}
+                row = {
+                    "question": pair.question,
+                    "answer": pair.answer,
+                    "label": int(label),
+                    "label_name": names[int(label)],
+                    "match_probability": round(float(probs[-1]), 6),
+                    "probabilities": {n: round(float(p), 6) for n, p in zip(names, probs, strict=True)},
+                }
                 if pair.label is not None:
                     row["true_label"] = pair.label
                 out.write(json.dumps(row, ensure_ascii=False) + "\n")
@@ -137,8 +176,9 @@ def _bench(args: argparse.Namespace) -> None:
 
     out = Path(args.out)
     print(f"benchmarking {args.bundle} ({'quick' if args.quick else 'full'}) → {out}", flush=True)
-    report = run_suite(Path(args.bundle), Path(args.checkpoint) if args.checkpoint else None, out, args.quick,
-                       args.threads)
+    report = run_suite(
+        Path(args.bundle), Path(args.checkpoint) if args.checkpoint else None, out, args.quick, args.threads
+    )
     print((out / "results.md").read_text())
     if report["problems"]:
         raise BenchmarkError("; ".join(report["problems"]))
@@ -178,8 +218,11 @@ def _subparser(sub, name: str, help: str):
 def _add_train(sub) -> None:
     t = _subparser(sub, "train", "train the dual-order BERT pair classifier")
     t.add_argument("--output-dir", default="runs/default", help="run folder: last/ (resumable) and best/")
-    t.add_argument("--source", default="minilm",
-                   help='"minilm" (packaged), a local BERT folder, a hub name, or "random:NAME"')
+    t.add_argument(
+        "--source",
+        default="minilm",
+        help='"minilm" (packaged), a local BERT folder, a hub name, or "random:NAME"',
+    )
     t.add_argument("--tokenizer", help="tokenizer.json (default: the source's own)")
     t.add_argument("--train", help="training pairs (.csv/.tsv/.jsonl; default: the built-in training split)")
     t.add_argument("--validation", help="validation pairs (default: the built-in validation split)")
@@ -187,12 +230,16 @@ def _add_train(sub) -> None:
     t.add_argument("--batch-size", type=positive_int, default=16, help="pairs per optimizer step")
     t.add_argument("--lr", type=float, default=8e-5, help="peak learning rate of the encoders (AdamW)")
     t.add_argument("--head-lr", type=float, help="learning rate of the head and both poolers (default: --lr)")
-    t.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay (not on biases/LayerNorm)")
+    t.add_argument(
+        "--weight-decay", type=float, default=0.01, help="AdamW weight decay (not on biases/LayerNorm)"
+    )
     t.add_argument("--warmup-ratio", type=float, default=0.1, help="share of the steps spent warming up")
     t.add_argument("--max-grad-norm", type=float, default=1.0, help="gradient clipping norm")
     t.add_argument("--max-length", type=positive_int, default=128, help="tokens per encoded pair (truncated)")
     t.add_argument("--seed", type=int, default=42, help="seed of shuffling and initialisation")
-    t.add_argument("--device", default="auto", choices=DEVICES, help="where to train (auto: CUDA if torch sees it)")
+    t.add_argument(
+        "--device", default="auto", choices=DEVICES, help="where to train (auto: CUDA if torch sees it)"
+    )
     t.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/last")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=_train)
@@ -211,19 +258,37 @@ def _add_export(sub) -> None:
     x = _subparser(sub, "export", "checkpoint → one ONNX graph per variant, parity-gated, as a bundle folder")
     x.add_argument("checkpoint", help="checkpoint folder (e.g. runs/default/best)")
     x.add_argument("--out", required=True, help="bundle folder to write (replaced atomically)")
-    x.add_argument("--variants", type=variant_list, default=",".join(VARIANTS), metavar="LIST",
-                   help=f"comma-separated subset of {','.join(VARIANTS)}; a CPU service needs only what it loads "
-                   "(e.g. int8)")
-    x.add_argument("--validation", help="pairs for the parity gate (default: the checkpoint's validation split)")
-    x.add_argument("--force", action="store_true", help="write variants that fail the parity gate, marked failed")
-    x.add_argument("--int8-weight-type", default="QInt8", choices=["QInt8", "QUInt8"], help="int8 weight type")
-    x.add_argument("--int8-per-tensor", action="store_true", help="per-tensor weight scales (default: per channel)")
-    x.add_argument("--int8-quantize-ffn-output", action="store_true",
-                   help="quantize the FFN output MatMuls too (faster, less accurate; default keeps them fp32)")
-    x.add_argument("--int8-reduce-range", action="store_true",
-                   help="7-bit weights (for AVX2 CPUs without VNNI)")
-    x.add_argument("--external-data", action="store_true",
-                   help="weights in a separate .data file (automatic past 2 GB)")
+    x.add_argument(
+        "--variants",
+        type=variant_list,
+        default=",".join(VARIANTS),
+        metavar="LIST",
+        help=f"comma-separated subset of {','.join(VARIANTS)}; a CPU service needs only what it loads "
+        "(e.g. int8)",
+    )
+    x.add_argument(
+        "--validation", help="pairs for the parity gate (default: the checkpoint's validation split)"
+    )
+    x.add_argument(
+        "--force", action="store_true", help="write variants that fail the parity gate, marked failed"
+    )
+    x.add_argument(
+        "--int8-weight-type", default="QInt8", choices=["QInt8", "QUInt8"], help="int8 weight type"
+    )
+    x.add_argument(
+        "--int8-per-tensor", action="store_true", help="per-tensor weight scales (default: per channel)"
+    )
+    x.add_argument(
+        "--int8-quantize-ffn-output",
+        action="store_true",
+        help="quantize the FFN output MatMuls too (faster, less accurate; default keeps them fp32)",
+    )
+    x.add_argument(
+        "--int8-reduce-range", action="store_true", help="7-bit weights (for AVX2 CPUs without VNNI)"
+    )
+    x.add_argument(
+        "--external-data", action="store_true", help="weights in a separate .data file (automatic past 2 GB)"
+    )
     x.set_defaults(func=_export)
 
 
@@ -237,14 +302,24 @@ def _add_predict(sub) -> None:
     p.add_argument("bundle", help="bundle folder written by `pairbert export`")
     p.add_argument("-q", "--question", help="one question (with -a; or --input)")
     p.add_argument("-a", "--answer", help="one answer (with -q)")
-    p.add_argument("--input", help="pairs file (.csv/.tsv/.jsonl) or - for JSONL on standard input (or -q/-a)")
+    p.add_argument(
+        "--input", help="pairs file (.csv/.tsv/.jsonl) or - for JSONL on standard input (or -q/-a)"
+    )
     p.add_argument("--format", choices=["csv", "tsv", "jsonl"], help="input format (default: from extension)")
     p.add_argument("--output", help="write JSONL here (default: standard output)")
-    p.add_argument("--variant", default="auto", choices=("auto", *VARIANTS),
-                   help="graph to run (auto: the fastest that passed parity for the device)")
+    p.add_argument(
+        "--variant",
+        default="auto",
+        choices=("auto", *VARIANTS),
+        help="graph to run (auto: the fastest that passed parity for the device)",
+    )
     p.add_argument("--device", default="auto", choices=DEVICES, help="auto: CUDA when it really runs")
-    p.add_argument("--backend", default="auto", choices=("auto", *BACKENDS),
-                   help="auto: what the variant needs (openvino needs pairbert[openvino])")
+    p.add_argument(
+        "--backend",
+        default="auto",
+        choices=("auto", *BACKENDS),
+        help="auto: what the variant needs (openvino needs pairbert[openvino])",
+    )
     p.add_argument("--allow-fallback", action="store_true", help="run on the CPU if CUDA cannot")
     p.add_argument("--threads", type=positive_int, help="intra-op threads (default: the free physical cores)")
     p.add_argument("--batch-size", type=positive_int, default=32, help="pairs per ONNX Runtime run")
@@ -258,12 +333,16 @@ def _add_bench(sub) -> None:
     b.add_argument("--checkpoint", help="torch checkpoint (default: the one the bundle was exported from)")
     b.add_argument("--out", default="runs/bench", help="folder for results.json, results.md and plots")
     b.add_argument("--quick", action="store_true", help="smoke run under 2 minutes (CI)")
-    b.add_argument("--threads", type=positive_int, help="threads for every contestant (default: physical cores)")
+    b.add_argument(
+        "--threads", type=positive_int, help="threads for every contestant (default: physical cores)"
+    )
     b.set_defaults(func=_bench)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pairbert", description=__doc__, epilog=EPILOG, formatter_class=_Formatter)
+    parser = argparse.ArgumentParser(
+        prog="pairbert", description=__doc__, epilog=EPILOG, formatter_class=_Formatter
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {pairbert.__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -275,8 +354,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)  # exits with 2 on a usage error
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     if args.command == "train":
         from pairbert.builtin_data import BUILTIN_TRAIN, BUILTIN_VALIDATION
 
