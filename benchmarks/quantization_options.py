@@ -3,8 +3,9 @@
     python -m pairbert.benchmarks.quantization_options BUNDLE_DIR [--out results.json]
 
 Quantizes the bundle's optimized graph with every combination of weight type (QInt8/QUInt8), per-channel,
-reduce_range and keeping the FFN output MatMuls in fp32; reports label agreement and |Δprob| against the optimized fp32
-graph on the validation split, and batch-1 / batch-32 latency on the same pairs, all in one process.
+reduce_range and keeping the FFN output MatMuls in fp32; reports label agreement and |Δprob| against the
+optimized fp32 graph on the validation split, and batch-1 / batch-32 latency on the same pairs, all in one
+process.
 """
 
 from __future__ import annotations

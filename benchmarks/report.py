@@ -36,7 +36,8 @@ def _targets(r: dict) -> list[str]:
         f"| batch-32 built-in mix, pairs/s | {mix:.1f} | {mix_peer[0]:.1f} ({mix_peer[1]}) | "
         f"{_ratio(mix, mix_peer[0])} |",
         f"| batch-1 short p50, ms | {default['latency']['short']['p50_ms']:.2f} | {-short_peer[0]:.2f} "
-        f"({short_peer[1]}) | {default['latency']['short']['p50_ms'] / -short_peer[0]:.2f}× the peer's time |",
+        f"({short_peer[1]}) | {default['latency']['short']['p50_ms'] / -short_peer[0]:.2f}× the peer's "
+        f"time |",
     ]
     if "batch32x128" in default:
         lines.append(
@@ -73,7 +74,8 @@ def markdown(r: dict) -> str:
     ]
     for c in rows:
         cells = [
-            f"{c['latency'][w]['p50_ms']:.2f} / {c['latency'][w]['p90_ms']:.2f} / {c['latency'][w]['p99_ms']:.2f}"
+            f"{c['latency'][w]['p50_ms']:.2f} / {c['latency'][w]['p90_ms']:.2f} / "
+            f"{c['latency'][w]['p99_ms']:.2f}"
             for w in base["latency"]
         ]
         short = c["latency"]["short"]
@@ -114,9 +116,11 @@ def markdown(r: dict) -> str:
             "",
             f"### The kernel floor (batch-1 short, {f['tokens']} tokens)",
             "",
-            f"ONNX Runtime needs {f['fp32_ms']:.2f} ms for the model's {f['matmuls']} weight GEMMs alone in fp32 "
+            f"ONNX Runtime needs {f['fp32_ms']:.2f} ms for the model's {f['matmuls']} weight GEMMs "
+            f"alone in fp32 "
             f"({f['fp32_gflops']:.0f} GFLOP/s) and {f['int8_ms']:.2f} ms with every one dynamically int8 "
-            f"({f['int8_gops']:.0f} GOP/s), nothing else in the graph. So no ORT graph of this model can beat "
+            f"({f['int8_gops']:.0f} GOP/s), nothing else in the graph. So no ORT graph of this model "
+            f"can beat "
             f"torch-fp32 ({base['latency']['short']['p50_ms']:.2f} ms) by more than "
             f"{f['best_possible_speedup']['fp32']:.2f}× in fp32 or {f['best_possible_speedup']['int8']:.2f}× "
             f"in int8 on this machine; reached: {reached['fp32']:.2f}× and {reached['int8']:.2f}×.",
@@ -154,8 +158,10 @@ def markdown(r: dict) -> str:
         "### Footprint",
         "",
         f"- Cold start, new process (import + load + first prediction, {cs['runtime']['variant']}): "
-        f"{cs['runtime']['total_s']:.3f} s in-process, {cs['runtime']['process_wall_s']:.3f} s with interpreter start-up; "
-        f"torch: {cs['torch']['total_s']:.3f} s ({_ratio(cs['torch']['total_s'], cs['runtime']['total_s'])} slower)"
+        f"{cs['runtime']['total_s']:.3f} s in-process, {cs['runtime']['process_wall_s']:.3f} s with "
+        f"interpreter start-up; "
+        f"torch: {cs['torch']['total_s']:.3f} s "
+        f"({_ratio(cs['torch']['total_s'], cs['runtime']['total_s'])} slower)"
         + (
             f"; the first-ever load on this machine (auto times every candidate, then caches): "
             f"{r['cold_start_first_ever']['total_s']:.3f} s."
@@ -165,14 +171,17 @@ def markdown(r: dict) -> str:
         "- Peak RSS per contestant process: "
         + ", ".join(f"{c['contestant']} {c['peak_rss_mb']:.0f} MB" for c in rows)
         + ".",
-        f"- RSS growth over {mg['predictions']} predictions of varied shapes after warm-up, first vs second half of the "
-        f"run: peak {mg['growth_pct']:+.2f}% ({mg['first_window_mb']['peak']:.0f} → {mg['last_window_mb']['peak']:.0f} MB), "
+        f"- RSS growth over {mg['predictions']} predictions of varied shapes after warm-up, first vs "
+        f"second half of the "
+        f"run: peak {mg['growth_pct']:+.2f}% ({mg['first_window_mb']['peak']:.0f} → "
+        f"{mg['last_window_mb']['peak']:.0f} MB), "
         f"median {mg['median_growth_pct']:+.2f}% ({mg['first_window_mb']['median']:.0f} → "
         f"{mg['last_window_mb']['median']:.0f} MB); single readings swing between "
         f"{min(mg['first_window_mb']['low'], mg['last_window_mb']['low']):.0f} and "
         f"{max(mg['first_window_mb']['peak'], mg['last_window_mb']['peak']):.0f} MB.",
         "- Files on disk: " + ", ".join(f"{k} {v} MB" for k, v in r["disk_mb"].items()) + ".",
-        f"- Installed size: runtime environment {inst['runtime_mb']} MB vs torch environment {inst['torch_mb']} MB.",
+        f"- Installed size: runtime environment {inst['runtime_mb']} MB vs torch environment "
+        f"{inst['torch_mb']} MB.",
     ]
     if r["problems"]:
         lines += ["", "**Problems:** " + "; ".join(r["problems"])]

@@ -81,7 +81,8 @@ def main(argv: list[str] | None = None) -> dict:
     }
     for r in results:
         print(
-            f"{r['loop']:>9}: {r['pairs_per_s']:.1f} pairs/s ({r['padded_tokens_per_pair']:.0f} tokens per pair "
+            f"{r['loop']:>9}: {r['pairs_per_s']:.1f} pairs/s ({r['padded_tokens_per_pair']:.0f} tokens "
+            f"per pair "
             f"per branch, {r['steps']} steps)"
         )
     print(f"speed-up: {report['speedup']:.2f}×")

@@ -113,7 +113,8 @@ class ExportSettings:
 @dataclass(frozen=True)
 class VariantOutcome:
     """One variant's fate: "passed" (written), "failed" (not written), "forced" (written, marked failed) or
-    "unvalidated" (written, marked not passed: this machine could not check it, e.g. bf16 without bf16 units)."""
+    "unvalidated" (written, marked not passed: this machine could not check it, e.g. bf16 without bf16
+    units)."""
 
     variant: str
     status: str
@@ -219,7 +220,8 @@ def _prepare(checkpoint: Path, settings: ExportSettings, echo) -> _Source:
         reference = np.concatenate([model(**f).logits.float().numpy() for f in torch_feeds])
     if echo:
         echo(
-            f"exporting {checkpoint} ({cfg['num_hidden_layers']} layers × 2 branches, hidden {cfg['hidden_size']}); "
+            f"exporting {checkpoint} ({cfg['num_hidden_layers']} layers × 2 branches, hidden "
+            f"{cfg['hidden_size']}); "
             f"parity on {len(pairs)} pairs from {val_file}"
         )
     return _Source(
@@ -252,7 +254,8 @@ def _build(variant: str, src: _Source, work: Path, settings: ExportSettings, use
 
 
 def _fusion_stage(variant: str, path: Path, num_layers: int, report: StageReport) -> dict[str, int]:
-    """Fused-op counts of a fused variant; a shortfall is reported (✗ fusion …) but does not fail the export."""
+    """Fused-op counts of a fused variant; a shortfall is reported (✗ fusion …) but does not fail the
+    export."""
     fused = fusion.fused_counts(fusion.count_ops(onnx.load(str(path), load_external_data=False)))
     short = fusion.shortfall(fused, num_layers)
     if short:
@@ -408,7 +411,8 @@ def build_bundle(
                 "the plain export does not match torch; nothing written: " + "; ".join(fp32.reasons),
                 fp32.info.parity,
             )
-        # extra backends get the fp32 graph: gated above when asked for, else the base the others were built from
+        # extra backends get the fp32 graph: gated above when asked for, else the base the others were
+        # built from
         outcomes.update(_run_extra_validators(src, work, settings, report))
         manifest = _write(src, work, out_dir, outcomes, timings)
     finally:

@@ -38,7 +38,8 @@ def build_openvino_variants(
     wanted: tuple[str, ...] = OPENVINO_VARIANTS,
     threads: int = 1,
 ) -> list[VariantInfo]:
-    """VariantInfo for each wanted OpenVINO variant over `fp32_path` (already checked and gated as ORT fp32)."""
+    """VariantInfo for each wanted OpenVINO variant over `fp32_path` (already checked and gated as ORT
+    fp32)."""
     wanted = tuple(v for v in wanted if v in OPENVINO_VARIANTS)
     if not wanted:
         return []
@@ -78,7 +79,8 @@ def build_openvino_variants(
         fails = PARITY_RULES[name].failures(figures)
         detail = (
             f"{figures['pairs']} pairs, max |Δlogit| {figures['max_abs_logit_diff']:.2e}, "
-            f"max |Δprob| {figures['max_abs_prob_diff']:.2e}, mean |Δprob| {figures['mean_abs_prob_diff']:.2e}, "
+            f"max |Δprob| {figures['max_abs_prob_diff']:.2e}, mean |Δprob| "
+            f"{figures['mean_abs_prob_diff']:.2e}, "
             f"labels agree {figures['label_agreement']:.2%}"
         )
         (report.fail if fails else report.ok)(

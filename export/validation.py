@@ -70,7 +70,10 @@ def check_structure(path: Path, contract: GraphContract, report: StageReport) ->
     names_in = [i.name for i in graph.input]
     names_out = [o.name for o in graph.output]
     if names_in != contract.input_names or names_out != contract.output_names:
-        msg = f"inputs {names_in} / outputs {names_out}, expected {contract.input_names} / {contract.output_names}"
+        msg = (
+            f"inputs {names_in} / outputs {names_out}, "
+            f"expected {contract.input_names} / {contract.output_names}"
+        )
         report.fail(stage, msg)
         raise ExportError(stage, msg)
     for value_info, spec in zip(
@@ -85,7 +88,10 @@ def check_structure(path: Path, contract: GraphContract, report: StageReport) ->
                 or not isinstance(want, str)
                 and have != want
             ):
-                msg = f"{spec.name} axis {axis} is {have!r}, the contract says {want!r} (a dynamic axis was fixed?)"
+                msg = (
+                    f"{spec.name} axis {axis} is {have!r}, the contract says {want!r} "
+                    "(a dynamic axis was fixed?)"
+                )
                 report.fail(stage, msg)
                 raise ExportError(stage, msg)
     report.ok(stage, f"{len(names_in)} inputs, {len(names_out)} output, dynamic axes as specified")
@@ -125,7 +131,10 @@ def check_session_and_shapes(
             report.fail(stage, msg)
             raise ExportError(stage, msg) from None
         if logits.shape != (batch, contract.outputs[0].axes[1]) or not np.isfinite(logits).all():
-            msg = f"batch {batch} × length {length} gave logits of shape {logits.shape} (finite: {np.isfinite(logits).all()})"
+            msg = (
+                f"batch {batch} × length {length} gave logits of shape {logits.shape} "
+                f"(finite: {np.isfinite(logits).all()})"
+            )
             report.fail(stage, msg)
             raise ExportError(stage, msg)
         seen.append(f"{batch}×{length}")

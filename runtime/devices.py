@@ -58,7 +58,8 @@ def plan_device(device: str) -> DevicePlan:
         return DevicePlan("cuda", (CUDA, CPU))
     if device == "cuda":
         raise DeviceError(
-            f"device 'cuda' asked for, but this onnxruntime has no CUDAExecutionProvider ({cuda_install_hint()}); "
+            f"device 'cuda' asked for, but this onnxruntime has no CUDAExecutionProvider "
+            f"({cuda_install_hint()}); "
             "pass allow_fallback=True to run on the CPU instead"
         )
     return DevicePlan("cpu", (CPU,))

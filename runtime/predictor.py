@@ -149,7 +149,8 @@ class _Request:
 
 
 def candidates(manifest: Manifest, device: str, backend: str) -> list[str]:
-    """Variants `auto` may choose on `device`: passed their parity gate, runnable here, of the asked backend."""
+    """Variants `auto` may choose on `device`: passed their parity gate, runnable here, of the asked
+    backend."""
     names = []
     for name, info in manifest.variants.items():
         kind = BACKEND.get(name)

@@ -139,7 +139,8 @@ def _openvino():
 
 
 def openvino_capabilities() -> tuple[str, ...]:
-    """What the CPU plugin can compute natively here, e.g. ('FP32', 'INT8', 'BF16', ...); () without OpenVINO."""
+    """What the CPU plugin can compute natively here, e.g. ('FP32', 'INT8', 'BF16', ...); () without
+    OpenVINO."""
     if not openvino_available():
         return ()
     return tuple(_openvino().Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))

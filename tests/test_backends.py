@@ -1,5 +1,5 @@
-"""Backends: ONNX Runtime and OpenVINO sessions from one factory, every backend × variant in parity with torch,
-`auto` chosen by measurement (cached per bundle and CPU), clear errors when a backend is missing."""
+"""Backends: ONNX Runtime and OpenVINO sessions from one factory, every backend × variant in parity with
+torch, `auto` chosen by measurement (cached per bundle and CPU), clear errors when a backend is missing."""
 
 from __future__ import annotations
 
@@ -131,7 +131,8 @@ def test_openvino_backend_missing_names_the_extra(tiny_bundle):
         "import sys; sys.modules['openvino'] = None\n"  # as if the extra were not installed
         "from pairbert.runtime import PairClassifier, BackendError\n"
         f"b = {str(tiny_bundle)!r}\n"
-        "try:\n    PairClassifier.load(b, backend='openvino')\nexcept BackendError as e:\n    print('ERR', e)\n"
+        "try:\n    PairClassifier.load(b, backend='openvino')\nexcept BackendError as e:\n    "
+        "print('ERR', e)\n"
         "c = PairClassifier.load(b, calibrate=False)\nprint('AUTO', c.backend, c.variant)\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -53,7 +53,8 @@ def test_both_builds_installed_is_named(monkeypatch):
 
     monkeypatch.setattr(ort_module, "installed_builds", lambda: ["onnxruntime", "onnxruntime-gpu"])
     assert cuda_install_hint() == (
-        "onnxruntime and onnxruntime-gpu are installed together and overwrite each other's `onnxruntime` module: "
+        "onnxruntime and onnxruntime-gpu are installed together and overwrite each other's "
+        "`onnxruntime` module: "
         f"pip uninstall -y onnxruntime onnxruntime-gpu, then {GPU_INSTALL}"
     )
 

@@ -1,4 +1,5 @@
-"""Installs into fresh virtual environments (network or a local index; minutes): `-m install`, run by .ci/run."""
+"""Installs into fresh virtual environments (network or a local index; minutes): `-m install`, run by
+.ci/run."""
 
 from __future__ import annotations
 
