@@ -373,10 +373,11 @@ def test_cpu_arena_modes_reach_the_session_and_give_the_same_answers(tiny_bundle
     answers = {}
     for mode, arena_on in (("off", False), ("shrink", True), ("keep", True)):
         clf = PairClassifier.load(tiny_bundle, variant="fp32", cpu_arena=mode)
-        assert clf.session.get_session_options().enable_cpu_mem_arena is arena_on
-        assert (clf._run_options is not None) == (mode == "shrink")
+        ort_session = clf.session.session  # the predictor's OrtSession wraps the InferenceSession
+        assert ort_session.get_session_options().enable_cpu_mem_arena is arena_on
+        assert (clf.session._run_options is not None) == (mode == "shrink")
         answers[mode] = clf.predict(pairs, batch_size=7).probabilities
-    assert PairClassifier.load(tiny_bundle, variant="fp32").cpu_arena == "off"  # the default
+    assert PairClassifier.load(tiny_bundle, variant="fp32").session.settings.cpu_arena == "off"  # the default
     np.testing.assert_allclose(answers["off"], answers["shrink"], atol=1e-6)
     np.testing.assert_allclose(answers["off"], answers["keep"], atol=1e-6)
     with pytest.raises(PredictorError, match="cpu_arena must be one of off, shrink, keep, got 'big'"):
