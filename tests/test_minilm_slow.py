@@ -28,6 +28,7 @@ def test_packaged_minilm_exports_fully_fused_and_in_parity(tmp_path):
     for name in ("fp32", "optimized"):
         assert manifest.variants[name].parity["max_abs_logit_diff"] <= 1e-4
     clf = PairClassifier.load(tmp_path / "bundle")
-    assert clf.variant == "optimized"
+    # auto times the passing candidates on this CPU (runtime/calibration.py): either may win here
+    assert clf.variant in ("fp32", "optimized") and manifest.variants[clf.variant].passed_parity
     result = clf.predict([("How long is a marathon?", "A marathon is 42.195 kilometres long.")])
     assert result.probabilities.shape == (1, 2)
