@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from pairbert.builtin_data import DATA_DIR as DATA
 from pairbert.runtime.pair_files import Pair, read_pairs
 from pairbert.runtime.tokenization import PairEncoder
 
 LATENCY_TARGETS = {"short": 16, "medium": 64, "long": 128}
 
-FILLER = ("The answer depends on the season the place and the person asking but most guides agree on a few "
-          "simple rules that keep things safe cheap and easy for a beginner to follow at home every day").split()
+FILLER = (
+    "The answer depends on the season the place and the person asking but most guides agree on a few "
+    "simple rules that keep things safe cheap and easy for a beginner to follow at home every day"
+).split()
 
 
 def builtin_pairs() -> list[Pair]:

@@ -89,26 +89,64 @@ def test_cli_evaluate_prints_baseline_tuned_on_the_training_file(tmp_path, tiny_
     evaluated = write_jsonl(tmp_path / "eval.jsonl", rows)
     inverted = write_jsonl(tmp_path / "inverted.jsonl", flipped(rows))
     out = tmp_path / "run"
-    done = subprocess.run([sys.executable, "-m", "pairbert", "train", "--output-dir", str(out), "--source",
-                           str(tiny_source), "--train", str(train_file), "--validation", str(evaluated),
-                           "--epochs", "1", "--batch-size", "8"], capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pairbert",
+            "train",
+            "--output-dir",
+            str(out),
+            "--source",
+            str(tiny_source),
+            "--train",
+            str(train_file),
+            "--validation",
+            str(evaluated),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "8",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr
     assert "epoch 1/1: train loss" in done.stdout + done.stderr  # epoch metrics without -v
     reports = []
     for data in (evaluated, inverted):
-        done = subprocess.run([sys.executable, "-m", "pairbert", "evaluate", str(out / "best"), "--data", str(data),
-                               "--json"], capture_output=True, text=True)
+        done = subprocess.run(
+            [sys.executable, "-m", "pairbert", "evaluate", str(out / "best"), "--data", str(data), "--json"],
+            capture_output=True,
+            text=True,
+        )
         assert done.returncode == 0, done.stderr
         reports.append(json.loads(done.stdout))
     a, b = (r["baseline"] for r in reports)
     assert a["tuned_on"] == str(train_file) and a["threshold"] == b["threshold"]
     assert a["accuracy"] + b["accuracy"] == pytest.approx(1.0)
     assert reports[0]["accuracy"] + reports[1]["accuracy"] == pytest.approx(1.0)
-    text = subprocess.run([sys.executable, "-m", "pairbert", "evaluate", str(out / "best"), "--data",
-                           str(evaluated)], capture_output=True, text=True).stdout
+    text = subprocess.run(
+        [sys.executable, "-m", "pairbert", "evaluate", str(out / "best"), "--data", str(evaluated)],
+        capture_output=True,
+        text=True,
+    ).stdout
     assert "baseline" in text and f"{a['threshold']:.4f}" in text
-    same = subprocess.run([sys.executable, "-m", "pairbert", "evaluate", str(out / "best"), "--data",
-                           str(evaluated), "--baseline-train", str(evaluated)], capture_output=True, text=True)
+    same = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pairbert",
+            "evaluate",
+            str(out / "best"),
+            "--data",
+            str(evaluated),
+            "--baseline-train",
+            str(evaluated),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert same.returncode == 2 and "must not be the evaluated file" in same.stderr
 
 
@@ -120,17 +158,34 @@ def test_pooling_round_trips_through_save_load_export(tmp_path, tiny_tokenizer, 
     from pairbert.training.batches import encode_batch
 
     validation = write_jsonl(tmp_path / "val.jsonl", varied_pairs(24))
-    train(TrainConfig(output_dir=str(tmp_path / "run"), source="random:tiny", tokenizer=str(tiny_tokenizer),
-                      train_file=str(SMOKE), validation_file=str(validation), epochs=3, batch_size=5,
-                      learning_rate=3e-3, warmup_ratio=0.0, progress=False, pooling=pooling, plot=False))
+    train(
+        TrainConfig(
+            output_dir=str(tmp_path / "run"),
+            source="random:tiny",
+            tokenizer=str(tiny_tokenizer),
+            train_file=str(SMOKE),
+            validation_file=str(validation),
+            epochs=3,
+            batch_size=5,
+            learning_rate=3e-3,
+            warmup_ratio=0.0,
+            progress=False,
+            pooling=pooling,
+            plot=False,
+        )
+    )
     ckpt = load_checkpoint(tmp_path / "run" / "last")
     assert ckpt.model.config.pooling == pooling
     assert json.loads((tmp_path / "run" / "last" / "config.json").read_text())["pooling"] == pooling
     pairs = read_pairs(validation)
     with torch.no_grad():
         logits = ckpt.model(**encode_batch(ckpt.encoder, pairs, with_labels=False)).logits.numpy()
-    export_bundle(tmp_path / "run" / "last", tmp_path / "bundle", ExportSettings(variants=("fp32", "optimized")),
-                  echo=None)
+    export_bundle(
+        tmp_path / "run" / "last",
+        tmp_path / "bundle",
+        ExportSettings(variants=("fp32", "optimized")),
+        echo=None,
+    )
     manifest = read_manifest(tmp_path / "bundle")
     clf = PairClassifier.load(tmp_path / "bundle", variant="fp32")
     probs = clf.predict([(p.question, p.answer) for p in pairs]).probabilities
@@ -153,9 +208,18 @@ def test_distillation_and_teacher_negatives_train_and_are_deterministic(tmp_path
     train_file = write_jsonl(tmp_path / "train.jsonl", varied_pairs(20, seed=3))
     results = []
     for name in ("a", "b"):
-        cfg = TrainConfig(output_dir=str(tmp_path / name), source=str(tiny_source), train_file=str(train_file),
-                          validation_file=str(SMOKE), epochs=2, batch_size=8, progress=False, distill=0.5,
-                          teacher_negatives=2, plot=False)
+        cfg = TrainConfig(
+            output_dir=str(tmp_path / name),
+            source=str(tiny_source),
+            train_file=str(train_file),
+            validation_file=str(SMOKE),
+            epochs=2,
+            batch_size=8,
+            progress=False,
+            distill=0.5,
+            teacher_negatives=2,
+            plot=False,
+        )
         results.append(train(cfg)["history"])
     assert results[0] == [{**h, "elapsed_s": results[0][i]["elapsed_s"]} for i, h in enumerate(results[1])]
     assert all(np.isfinite(h["train_loss"]) for h in results[0])
@@ -168,9 +232,18 @@ def test_early_stopping_rule():
 
 
 def test_training_curve_png_beside_metrics(tmp_path, tiny_tokenizer):
-    train(TrainConfig(output_dir=str(tmp_path / "run"), source="random:tiny", tokenizer=str(tiny_tokenizer),
-                      train_file=str(SMOKE), validation_file=str(SMOKE), epochs=2, batch_size=5,
-                      progress=False))
+    train(
+        TrainConfig(
+            output_dir=str(tmp_path / "run"),
+            source="random:tiny",
+            tokenizer=str(tiny_tokenizer),
+            train_file=str(SMOKE),
+            validation_file=str(SMOKE),
+            epochs=2,
+            batch_size=5,
+            progress=False,
+        )
+    )
     png = tmp_path / "run" / "training_curve.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(json.loads((tmp_path / "run" / "metrics.json").read_text())["history"]) == 2
@@ -220,12 +293,29 @@ def test_towers_export_keeps_the_contract_and_fusions(tmp_path, tiny_tokenizer):
     from pairbert.runtime.bundle import read_manifest
 
     validation = write_jsonl(tmp_path / "val.jsonl", varied_pairs(24))
-    train(TrainConfig(output_dir=str(tmp_path / "run"), source="random:tiny", tokenizer=str(tiny_tokenizer),
-                      train_file=str(SMOKE), validation_file=str(validation), epochs=2, batch_size=5,
-                      learning_rate=3e-3, warmup_ratio=0.0, progress=False, pooling="mean", pairing="towers",
-                      plot=False))
-    export_bundle(tmp_path / "run" / "last", tmp_path / "bundle", ExportSettings(variants=("fp32", "optimized")),
-                  echo=None)
+    train(
+        TrainConfig(
+            output_dir=str(tmp_path / "run"),
+            source="random:tiny",
+            tokenizer=str(tiny_tokenizer),
+            train_file=str(SMOKE),
+            validation_file=str(validation),
+            epochs=2,
+            batch_size=5,
+            learning_rate=3e-3,
+            warmup_ratio=0.0,
+            progress=False,
+            pooling="mean",
+            pairing="towers",
+            plot=False,
+        )
+    )
+    export_bundle(
+        tmp_path / "run" / "last",
+        tmp_path / "bundle",
+        ExportSettings(variants=("fp32", "optimized")),
+        echo=None,
+    )
     manifest = read_manifest(tmp_path / "bundle")
     assert manifest.variants["fp32"].parity["max_abs_logit_diff"] <= 1e-4
     assert manifest.variants["optimized"].parity["max_abs_logit_diff"] <= 1e-4
@@ -236,9 +326,20 @@ def test_single_order_ablation_trains_but_does_not_export(tmp_path, tiny_tokeniz
     from pairbert.export.bundle_writer import export_bundle
     from pairbert.export.validation import ExportError
 
-    train(TrainConfig(output_dir=str(tmp_path / "run"), source="random:tiny", tokenizer=str(tiny_tokenizer),
-                      train_file=str(SMOKE), validation_file=str(SMOKE), epochs=1, batch_size=5, progress=False,
-                      single_order=True, plot=False))
+    train(
+        TrainConfig(
+            output_dir=str(tmp_path / "run"),
+            source="random:tiny",
+            tokenizer=str(tiny_tokenizer),
+            train_file=str(SMOKE),
+            validation_file=str(SMOKE),
+            epochs=1,
+            batch_size=5,
+            progress=False,
+            single_order=True,
+            plot=False,
+        )
+    )
     ckpt = load_checkpoint(tmp_path / "run" / "last")
     assert ckpt.model.aq_encoder is None and ckpt.model.classifier.in_features == 32
     with pytest.raises(ExportError, match="contract"):
@@ -252,8 +353,18 @@ def test_auto_pairing_is_towers_with_a_teacher_and_cross_without(tmp_path, tiny_
     assert (cfg.pairing, cfg.pooling) == ("auto", "auto")
     assert (resolve_auto(cfg, True).pairing, resolve_auto(cfg, True).pooling) == ("towers", "mean")
     assert (resolve_auto(cfg, False).pairing, resolve_auto(cfg, False).pooling) == ("cross", "cls")
-    train(TrainConfig(output_dir=str(tmp_path / "random"), source="random:tiny", tokenizer=str(tiny_tokenizer),
-                      train_file=str(SMOKE), validation_file=str(SMOKE), batch_size=5, progress=False, plot=False))
+    train(
+        TrainConfig(
+            output_dir=str(tmp_path / "random"),
+            source="random:tiny",
+            tokenizer=str(tiny_tokenizer),
+            train_file=str(SMOKE),
+            validation_file=str(SMOKE),
+            batch_size=5,
+            progress=False,
+            plot=False,
+        )
+    )
     settings = json.loads((tmp_path / "random" / "last" / "pairbert.json").read_text())["train_config"]
     assert (settings["pairing"], settings["pooling"]) == ("cross", "cls")  # recorded resolved, never "auto"
     assert load_checkpoint(tmp_path / "random" / "last").model.config.pairing == "cross"
@@ -262,8 +373,15 @@ def test_auto_pairing_is_towers_with_a_teacher_and_cross_without(tmp_path, tiny_
 def test_towers_resume_matches_uninterrupted_run(tmp_path, tiny_source):
     """The auto recipe (towers, distillation, a separate head rate) resumes exactly."""
     train_file = write_jsonl(tmp_path / "train.jsonl", varied_pairs(20, seed=3))
-    common = dict(source=str(tiny_source), train_file=str(train_file), validation_file=str(SMOKE), epochs=3,
-                  batch_size=8, progress=False, plot=False)
+    common = dict(
+        source=str(tiny_source),
+        train_file=str(train_file),
+        validation_file=str(SMOKE),
+        epochs=3,
+        batch_size=8,
+        progress=False,
+        plot=False,
+    )
     full = train(TrainConfig(output_dir=str(tmp_path / "full"), **common))
     part = TrainConfig(output_dir=str(tmp_path / "part"), stop_after_epochs=1, **common)
     train(part)

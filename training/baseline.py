@@ -70,11 +70,12 @@ class SentenceEmbedder:
             for row, e in enumerate(encodings):
                 ids[row, : len(e.ids)] = torch.tensor(e.ids)
                 mask[row, : len(e.ids)] = 1
-            hidden = self.encoder(input_ids=ids, attention_mask=mask,
-                                  token_type_ids=torch.zeros_like(ids)).last_hidden_state
+            hidden = self.encoder(
+                input_ids=ids, attention_mask=mask, token_type_ids=torch.zeros_like(ids)
+            ).last_hidden_state
             pooled = (hidden * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
             pooled = torch.nn.functional.normalize(pooled, dim=-1)
-            vectors.update(zip(chunk, pooled.numpy()))
+            vectors.update(zip(chunk, pooled.numpy(), strict=True))
         return np.stack([vectors[t] for t in texts]) if texts else np.zeros((0, 0), dtype=np.float32)
 
     def cosines(self, pairs: Sequence[Pair]) -> np.ndarray:
@@ -85,7 +86,7 @@ class SentenceEmbedder:
 
 def tune_threshold(scores: Sequence[float], labels: Sequence[int]) -> float:
     """The cut (midpoint between two neighbouring scores) with the highest accuracy on these labels."""
-    ranked = sorted(zip(scores, labels))
+    ranked = sorted(zip(scores, labels, strict=True))
     if not ranked:
         raise ValueError("no labelled pairs to tune the baseline threshold on")
     correct = sum(1 for _, y in ranked if y == 0)  # cut below everything: all predicted 1 → the 1s are right
@@ -126,7 +127,9 @@ class BaselineFit:
     platt: tuple[float, float]
 
 
-def fit_baseline(embedder: SentenceEmbedder, source: str, train_pairs: Sequence[Pair], tuned_on: str) -> BaselineFit:
+def fit_baseline(
+    embedder: SentenceEmbedder, source: str, train_pairs: Sequence[Pair], tuned_on: str
+) -> BaselineFit:
     labelled = [p for p in train_pairs if p.label in (0, 1)]
     scores = embedder.cosines(labelled)
     labels = np.array([p.label for p in labelled])
@@ -154,7 +157,9 @@ class Teacher:
         return [1.0 / (1.0 + math.exp(-(a * s + b))) for s in self.embedder.cosines(pairs).tolist()]
 
 
-def baseline_for(source: str, train_file: str | Path, max_length: int = 128) -> tuple[SentenceEmbedder, BaselineFit]:
+def baseline_for(
+    source: str, train_file: str | Path, max_length: int = 128
+) -> tuple[SentenceEmbedder, BaselineFit]:
     from pairbert.runtime.pair_files import read_pairs
 
     embedder = SentenceEmbedder.from_source(source, max_length)

@@ -33,7 +33,6 @@ from .weights import DEFAULT_SOURCE, build_model, tokenizer_file_for
 log = logging.getLogger(__name__)
 
 
-
 class TrainingError(PairbertError, RuntimeError):
     pass
 
@@ -58,10 +57,16 @@ class TrainConfig:
     progress: bool = True
     resume: bool = False  # continue from output_dir/last
     stop_after_epochs: int | None = None  # end early (as if interrupted) after this many epochs
-    pooling: str = "auto"  # "cls" (the notebook's pooler), "mean", "cls+mean"; auto: mean for towers, else cls
+    pooling: str = (
+        "auto"  # "cls" (the notebook's pooler), "mean", "cls+mean"; auto: mean for towers, else cls
+    )
     patience: int | None = None  # stop after this many epochs without a better validation accuracy
-    distill: float = 0.5  # weight of the teacher's soft targets (0: hard labels; no teacher for a random init)
-    teacher_negatives: int = 0  # extra pairs per question: other questions' answers, labelled 0, teacher-scored
+    distill: float = (
+        0.5  # weight of the teacher's soft targets (0: hard labels; no teacher for a random init)
+    )
+    teacher_negatives: int = (
+        0  # extra pairs per question: other questions' answers, labelled 0, teacher-scored
+    )
     plot: bool = True  # training_curve.png beside metrics.json
     single_order: bool = False  # ablation: the QA branch only (what the second order buys); not exportable
     pairing: str = "auto"  # "cross" or "towers" (model.py); auto: towers when the source has a baseline
@@ -89,7 +94,11 @@ def weight_decay_groups(model: nn.Module, weight_decay: float, head_lr: float | 
         members = [(n, p) for n, p in named if is_head is None or n.startswith(HEAD_PREFIXES) == is_head]
         extra = {"lr": head_lr} if is_head else {}
         groups += [
-            {"params": [p for _, p in members if id(p) not in no_decay], "weight_decay": weight_decay, **extra},
+            {
+                "params": [p for _, p in members if id(p) not in no_decay],
+                "weight_decay": weight_decay,
+                **extra,
+            },
             {"params": [p for _, p in members if id(p) in no_decay], "weight_decay": 0.0, **extra},
         ]
     return groups
@@ -146,8 +155,13 @@ def train(cfg: TrainConfig) -> dict:
         teacher = _teacher(cfg) if cfg.distill or cfg.pairing in ("towers", "auto") else None
         cfg = resolve_auto(cfg, teacher is not None)
         torch.manual_seed(cfg.seed)
-        model = build_model(cfg.source, vocab_size=encoder.tokenizer.get_vocab_size(), pooling=cfg.pooling,
-                            single_order=cfg.single_order, pairing=cfg.pairing)
+        model = build_model(
+            cfg.source,
+            vocab_size=encoder.tokenizer.get_vocab_size(),
+            pooling=cfg.pooling,
+            single_order=cfg.single_order,
+            pairing=cfg.pairing,
+        )
     else:  # resuming: the checkpoint's model says what 'auto' became
         cfg = resolve_auto(replace(cfg, pairing=model.config.pairing, pooling=model.config.pooling), True)
         teacher = _teacher(cfg) if cfg.distill else None
@@ -158,8 +172,9 @@ def train(cfg: TrainConfig) -> dict:
 
     steps_per_epoch = math.ceil(len(train_pairs) / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
-    optimizer = torch.optim.AdamW(weight_decay_groups(model, cfg.weight_decay, cfg.head_learning_rate),
-                                  lr=cfg.learning_rate)
+    optimizer = torch.optim.AdamW(
+        weight_decay_groups(model, cfg.weight_decay, cfg.head_learning_rate), lr=cfg.learning_rate
+    )
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
     history: list[dict] = []
     best_accuracy, start_epoch, step = -1.0, 0, 0
@@ -167,7 +182,10 @@ def train(cfg: TrainConfig) -> dict:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         history, best_accuracy, start_epoch, step = (
-            state["history"], state["best_accuracy"], state["epoch"], state["step"]
+            state["history"],
+            state["best_accuracy"],
+            state["epoch"],
+            state["step"],
         )
 
     lengths = encoder.lengths([p.question for p in train_pairs], [p.answer for p in train_pairs])
@@ -198,8 +216,12 @@ def train(cfg: TrainConfig) -> dict:
             step += 1
             running += loss.item()
             bar.set_postfix(loss=f"{running / (i + 1):.4f}")
-        record = {"epoch": epoch + 1, "step": step, "train_loss": running / max(1, len(batches)),
-                  "elapsed_s": round(time.perf_counter() - started, 2)}
+        record = {
+            "epoch": epoch + 1,
+            "step": step,
+            "train_loss": running / max(1, len(batches)),
+            "elapsed_s": round(time.perf_counter() - started, 2),
+        }
         if val_pairs:
             val = evaluate(model, encoder, val_pairs, device=device)
             record.update({f"val_{k}": v for k, v in val.items()})
@@ -212,11 +234,24 @@ def train(cfg: TrainConfig) -> dict:
             tqdm.write(epoch_line(record, cfg.epochs))
         if improved:
             best_accuracy = record.get("val_accuracy", best_accuracy)
-            save_checkpoint(out / "best", model, tokenizer_file, {**settings, "epoch": epoch + 1, "metrics": record})
-        trainer_state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                         "history": history, "best_accuracy": best_accuracy, "epoch": epoch + 1, "step": step}
-        save_checkpoint(out / "last", model, tokenizer_file, {**settings, "epoch": epoch + 1, "metrics": record},
-                        trainer_state)
+            save_checkpoint(
+                out / "best", model, tokenizer_file, {**settings, "epoch": epoch + 1, "metrics": record}
+            )
+        trainer_state = {
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "history": history,
+            "best_accuracy": best_accuracy,
+            "epoch": epoch + 1,
+            "step": step,
+        }
+        save_checkpoint(
+            out / "last",
+            model,
+            tokenizer_file,
+            {**settings, "epoch": epoch + 1, "metrics": record},
+            trainer_state,
+        )
         _write_json(out / "metrics.json", {"history": history, "best_val_accuracy": best_accuracy})
         if cfg.plot:
             plot_history(history, out / "training_curve.png")
@@ -259,7 +294,9 @@ def _teacher(cfg: TrainConfig):
     return Teacher(embedder, fit)
 
 
-def training_targets(cfg: TrainConfig, pairs: list[Pair], teacher=None) -> tuple[list[Pair], list[float] | None]:
+def training_targets(
+    cfg: TrainConfig, pairs: list[Pair], teacher=None
+) -> tuple[list[Pair], list[float] | None]:
     """The training pairs (plus `teacher_negatives` other-answer pairs per question) and, when distilling,
     the teacher's match probability for each. Deterministic for the seed."""
     if not cfg.distill and not cfg.teacher_negatives:
@@ -301,4 +338,3 @@ def _write_json(path: Path, data: dict) -> None:
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(data, indent=2))
     tmp.replace(path)
-

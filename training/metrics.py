@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 
 def classification_metrics(labels: Sequence[int], predictions: Sequence[int]) -> dict:
-    pairs = [(y, p) for y, p in zip(labels, predictions) if y in (0, 1)]
+    pairs = [(y, p) for y, p in zip(labels, predictions, strict=True) if y in (0, 1)]
     tp = sum(1 for y, p in pairs if y == 1 and p == 1)
     tn = sum(1 for y, p in pairs if y == 0 and p == 0)
     fp = sum(1 for y, p in pairs if y == 0 and p == 1)
@@ -26,19 +26,17 @@ def classification_metrics(labels: Sequence[int], predictions: Sequence[int]) ->
 
 def format_confusion(matrix: list[list[int]]) -> str:
     (tn, fp), (fn, tp) = matrix
-    return (
-        "                predicted 0  predicted 1\n"
-        f"  true 0 {tn:>14} {fp:>12}\n"
-        f"  true 1 {fn:>14} {tp:>12}"
-    )
+    return f"                predicted 0  predicted 1\n  true 0 {tn:>14} {fp:>12}\n  true 1 {fn:>14} {tp:>12}"
 
 
 def epoch_line(record: dict, epochs: int) -> str:
     """One line per epoch for the progress output."""
     line = f"epoch {record['epoch']}/{epochs}: train loss {record['train_loss']:.4f}"
     if "val_accuracy" in record:
-        line += (f" | validation loss {record['val_loss']:.4f} accuracy {record['val_accuracy']:.4f}"
-                 f" f1 {record['val_f1']:.4f}")
+        line += (
+            f" | validation loss {record['val_loss']:.4f} accuracy {record['val_accuracy']:.4f}"
+            f" f1 {record['val_f1']:.4f}"
+        )
     return line + f" | {record['elapsed_s']:.0f} s"
 
 

@@ -33,8 +33,16 @@ PAIRINGS = ("cross", "towers")
 class DualOrderBertConfig(PretrainedConfig):
     model_type = "pairbert-dual-order-bert"
 
-    def __init__(self, encoder: dict | None = None, num_labels: int = 2, classifier_dropout: float = 0.1,
-                 pooling: str = "cls", single_order: bool = False, pairing: str = "cross", **kwargs):
+    def __init__(
+        self,
+        encoder: dict | None = None,
+        num_labels: int = 2,
+        classifier_dropout: float = 0.1,
+        pooling: str = "cls",
+        single_order: bool = False,
+        pairing: str = "cross",
+        **kwargs,
+    ):
         super().__init__(num_labels=num_labels, **kwargs)
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
@@ -110,24 +118,43 @@ class DualOrderBertForPairClassification(PreTrainedModel):
         labels: torch.Tensor | None = None,
     ) -> SequenceClassifierOutput:
         if self.config.pairing == "towers":
-            return self._towers(qa_input_ids, qa_attention_mask, qa_token_type_ids, aq_input_ids,
-                                aq_attention_mask, aq_token_type_ids, labels)
-        qa = self._pool(self.qa_encoder(
-            input_ids=qa_input_ids, attention_mask=qa_attention_mask, token_type_ids=qa_token_type_ids
-        ), qa_attention_mask)
+            return self._towers(
+                qa_input_ids,
+                qa_attention_mask,
+                qa_token_type_ids,
+                aq_input_ids,
+                aq_attention_mask,
+                aq_token_type_ids,
+                labels,
+            )
+        qa = self._pool(
+            self.qa_encoder(
+                input_ids=qa_input_ids, attention_mask=qa_attention_mask, token_type_ids=qa_token_type_ids
+            ),
+            qa_attention_mask,
+        )
         if self.aq_encoder is None:  # the single-order ablation
             return self._head(qa, labels)
-        aq = self._pool(self.aq_encoder(
-            input_ids=aq_input_ids, attention_mask=aq_attention_mask, token_type_ids=aq_token_type_ids
-        ), aq_attention_mask)
+        aq = self._pool(
+            self.aq_encoder(
+                input_ids=aq_input_ids, attention_mask=aq_attention_mask, token_type_ids=aq_token_type_ids
+            ),
+            aq_attention_mask,
+        )
         return self._head(torch.cat([qa, aq], dim=-1), labels)
 
-    def _towers(self, qa_ids, qa_mask, qa_types, aq_ids, aq_mask, aq_types, labels) -> SequenceClassifierOutput:
+    def _towers(
+        self, qa_ids, qa_mask, qa_types, aq_ids, aq_mask, aq_types, labels
+    ) -> SequenceClassifierOutput:
         """Each branch encodes only its first segment (question in QA, answer in AQ); see the module notes."""
         q_mask = qa_mask * (qa_types == 0).to(qa_mask.dtype)
         a_mask = aq_mask * (aq_types == 0).to(aq_mask.dtype)
-        u = self._pool(self.qa_encoder(input_ids=qa_ids, attention_mask=q_mask, token_type_ids=qa_types), q_mask)
-        v = self._pool(self.aq_encoder(input_ids=aq_ids, attention_mask=a_mask, token_type_ids=aq_types), a_mask)
+        u = self._pool(
+            self.qa_encoder(input_ids=qa_ids, attention_mask=q_mask, token_type_ids=qa_types), q_mask
+        )
+        v = self._pool(
+            self.aq_encoder(input_ids=aq_ids, attention_mask=a_mask, token_type_ids=aq_types), a_mask
+        )
         u, v = nn.functional.normalize(u, dim=-1), nn.functional.normalize(v, dim=-1)
         return self._head(u * v, labels)
 

@@ -2,7 +2,8 @@
 bundle is given) through the exported ONNX variants. Re-runnable on a quiet machine:
 
     python -m pairbert.training.quality_report runs/default/best --bundle bundles/default \
-        --data training/data/validation.jsonl training/data/heldout/support_trivia.jsonl --out runs/default/quality.json
+        --data training/data/validation.jsonl training/data/heldout/support_trivia.jsonl \
+        --out runs/default/quality.json
 
 The baseline's threshold is tuned on the checkpoint's training file (never on the files evaluated here).
 """
@@ -32,7 +33,7 @@ def by_kind(labels: list[int], predictions: list[int], kinds: list[str | None]) 
     """Share of correct predictions per pair kind (positive, easy/hard negative, ...)."""
     out = {}
     for kind in sorted({k for k in kinds if k}):
-        picked = [(y, p) for y, p, k in zip(labels, predictions, kinds) if k == kind]
+        picked = [(y, p) for y, p, k in zip(labels, predictions, kinds, strict=True) if k == kind]
         out[kind] = {"count": len(picked), "correct": sum(1 for y, p in picked if y == p) / len(picked)}
     return out
 
@@ -55,18 +56,26 @@ def report(checkpoint: str, data: list[str], bundle: str | None, variants: list[
         from pairbert.runtime.predictor import PairClassifier
 
         classifiers = {v: PairClassifier.load(bundle, variant=v) for v in variants}
-    result = {"checkpoint": checkpoint, "baseline_threshold": fit.threshold, "baseline_tuned_on": fit.tuned_on,
-              "files": {}}
+    result = {
+        "checkpoint": checkpoint,
+        "baseline_threshold": fit.threshold,
+        "baseline_tuned_on": fit.tuned_on,
+        "files": {},
+    }
     for path in data:
         pairs = read_pairs(path, require_label=True)
         labels, kinds = [p.label for p in pairs], kinds_of(path)
-        rows = {"torch": torch_predictions(ckpt, pairs),
-                "baseline": (embedder.cosines(pairs) >= fit.threshold).astype(int).tolist()}
+        rows = {
+            "torch": torch_predictions(ckpt, pairs),
+            "baseline": (embedder.cosines(pairs) >= fit.threshold).astype(int).tolist(),
+        }
         for v, clf in classifiers.items():
             rows[f"onnx-{v}"] = [int(x) for x in clf.predict([(p.question, p.answer) for p in pairs]).labels]
         result["files"][path] = {
-            name: {**{k: m for k, m in classification_metrics(labels, preds).items() if k != "confusion_matrix"},
-                   "by_kind": by_kind(labels, preds, kinds) if kinds else {}}
+            name: {
+                **{k: m for k, m in classification_metrics(labels, preds).items() if k != "confusion_matrix"},
+                "by_kind": by_kind(labels, preds, kinds) if kinds else {},
+            }
             for name, preds in rows.items()
         }
     return result
@@ -82,7 +91,9 @@ def markdown(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("checkpoint")
     parser.add_argument("--data", nargs="+", required=True)
     parser.add_argument("--bundle")

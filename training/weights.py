@@ -25,8 +25,13 @@ DEFAULT_SOURCE = "minilm"
 
 RANDOM_CONFIGS = {
     "bert-base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
-    "tiny": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-                 max_position_embeddings=160),
+    "tiny": dict(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=160,
+    ),
 }
 
 
@@ -58,7 +63,9 @@ def resolve_source(source: str) -> tuple[Path | str | None, BertConfig | None]:
                 return None, BertConfig(**json.loads(path.read_text()))
             except (json.JSONDecodeError, TypeError) as exc:
                 raise WeightSourceError(f"{path}: not a BertConfig JSON ({exc})") from None
-        raise WeightSourceError(f"unknown random config {spec!r}; use one of {sorted(RANDOM_CONFIGS)} or a JSON file")
+        raise WeightSourceError(
+            f"unknown random config {spec!r}; use one of {sorted(RANDOM_CONFIGS)} or a JSON file"
+        )
     path = Path(source)
     if path.exists():
         if not (path / "config.json").is_file():
@@ -68,7 +75,10 @@ def resolve_source(source: str) -> tuple[Path | str | None, BertConfig | None]:
 
 
 def build_model(
-    source: str = DEFAULT_SOURCE, vocab_size: int | None = None, pooling: str = "cls", single_order: bool = False,
+    source: str = DEFAULT_SOURCE,
+    vocab_size: int | None = None,
+    pooling: str = "cls",
+    single_order: bool = False,
     pairing: str = "cross",
 ) -> DualOrderBertForPairClassification:
     location, random_config = resolve_source(source)
@@ -77,8 +87,10 @@ def build_model(
             random_config.vocab_size = vocab_size
         log.info("random init from BertConfig (%s)", source)
         return DualOrderBertForPairClassification(
-            DualOrderBertConfig(encoder=random_config.to_dict(), pooling=pooling, single_order=single_order,
-                                pairing=pairing))
+            DualOrderBertConfig(
+                encoder=random_config.to_dict(), pooling=pooling, single_order=single_order, pairing=pairing
+            )
+        )
     log.info("initialising both branches from %s", location)
     try:
         bert = BertModel.from_pretrained(str(location), add_pooling_layer=True)
@@ -86,8 +98,8 @@ def build_model(
         raise WeightSourceError(f"cannot load BERT weights from {location!r}: {exc}") from None
     encoder = bert.config.to_dict()
     model = DualOrderBertForPairClassification(
-        DualOrderBertConfig(encoder=encoder, pooling=pooling, single_order=single_order,
-                                pairing=pairing))
+        DualOrderBertConfig(encoder=encoder, pooling=pooling, single_order=single_order, pairing=pairing)
+    )
     state = bert.state_dict()
     for branch in (model.qa_encoder, model.aq_encoder):
         if branch is not None:
