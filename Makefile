@@ -23,7 +23,8 @@ demo: install
 	$(BIN)/pairbert train --output-dir $(RUN)
 	$(BIN)/pairbert evaluate $(RUN)/best --data training/data/validation.jsonl
 	$(BIN)/pairbert evaluate $(RUN)/best --data training/data/heldout/support_trivia.jsonl
-	$(BIN)/pairbert export $(RUN)/best --out $(BUNDLE) --force
+	# int8 left out: the default (towers) model misses int8's 99 % label-agreement gate (94.7 %, see notes)
+	$(BIN)/pairbert export $(RUN)/best --out $(BUNDLE) --variants fp32,optimized,fp16,openvino-fp32,openvino-bf16
 	$(BIN)/pairbert predict $(BUNDLE) -q "How long should I boil an egg for a soft yolk?" \
 		-a "About six minutes in boiling water gives a set white and a runny yolk."
 	$(BIN)/pairbert predict $(BUNDLE) -q "How long should I boil an egg for a soft yolk?" \
