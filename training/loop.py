@@ -26,7 +26,14 @@ from pairbert.runtime.pair_files import Pair, read_pairs
 from pairbert.runtime.tokenization import PairEncoder
 
 from .batches import encode_batch, sequential_batches, training_batches
-from .checkpoint import find_checkpoint, load_checkpoint, load_trainer_state, save_checkpoint
+from .checkpoint import (
+    find_checkpoint,
+    load_checkpoint,
+    load_trainer_state,
+    resume_differences,
+    save_checkpoint,
+    stored_train_config,
+)
 from .metrics import classification_metrics
 from .weights import DEFAULT_SOURCE, build_model, tokenizer_file_for
 
@@ -56,7 +63,8 @@ class TrainConfig:
     seed: int = 42
     device: str = "auto"  # "auto", "cpu", "cuda"
     progress: bool = True
-    resume: bool = False  # continue from output_dir/last
+    resume: bool = False  # continue from output_dir/last, with the settings stored there
+    resume_override: bool = False  # resume even where a setting differs from the checkpoint's (else an error)
     stop_after_epochs: int | None = None  # end early (as if interrupted) after this many epochs
 
 
@@ -124,7 +132,11 @@ def train(cfg: TrainConfig) -> dict:
     val_pairs = read_pairs(cfg.validation_file, require_label=True) if cfg.validation_file else []
 
     if cfg.resume:
-        ckpt = load_checkpoint(find_checkpoint(out / "last"))
+        from pairbert.runtime.atomic_dir import recover
+
+        last = find_checkpoint(recover(out / "last"))  # finish or roll back a swap a kill interrupted
+        _check_resume_settings(last, cfg)
+        ckpt = load_checkpoint(last)
         model, encoder, state = ckpt.model, ckpt.encoder, load_trainer_state(ckpt.path)
         tokenizer_file = ckpt.path / "tokenizer.json"
         log.info("resuming from %s after epoch %d", ckpt.path, state["epoch"])
@@ -146,7 +158,11 @@ def train(cfg: TrainConfig) -> dict:
     history: list[dict] = []
     best_accuracy, start_epoch, step = -1.0, 0, 0
     if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
+        try:
+            optimizer.load_state_dict(state["optimizer"])
+        except ValueError as exc:  # e.g. --head-lr adds parameter groups the checkpoint's optimizer lacks
+            raise TrainingError(f"resume: the checkpoint's optimizer state does not fit these settings ({exc}); "
+                                "resume with the settings the run started with") from None
         scheduler.load_state_dict(state["scheduler"])
         history, best_accuracy, start_epoch, step = (
             state["history"], state["best_accuracy"], state["epoch"], state["step"]
@@ -180,6 +196,9 @@ def train(cfg: TrainConfig) -> dict:
             step += 1
             running += loss.item()
             bar.set_postfix(loss=f"{running / (i + 1):.4f}")
+        if not all(torch.isfinite(p).all() for p in model.parameters()):  # before anything is saved as best
+            raise TrainingError(f"non-finite weights after epoch {epoch + 1} (training diverged); nothing saved "
+                                f"for this epoch; try a lower --lr (now {cfg.learning_rate})")
         record = {"epoch": epoch + 1, "step": step, "train_loss": running / max(1, len(batches)),
                   "elapsed_s": round(time.perf_counter() - started, 2)}
         if val_pairs:
@@ -199,6 +218,17 @@ def train(cfg: TrainConfig) -> dict:
                         trainer_state)
         _write_json(out / "metrics.json", {"history": history, "best_val_accuracy": best_accuracy})
     return {"history": history, "best_val_accuracy": best_accuracy, "output_dir": str(out)}
+
+
+def _check_resume_settings(last: Path, cfg: TrainConfig) -> None:
+    differ = resume_differences(stored_train_config(last), asdict(cfg))
+    if not differ:
+        return
+    detail = "; ".join(f"{name} is {given!r}, the checkpoint's run used {kept!r}" for name, (kept, given) in differ.items())
+    if not cfg.resume_override:
+        raise TrainingError(f"resume: {detail}. Resume without these settings to continue the run as it "
+                            "was (they are read from the checkpoint), or pass --override to change them")
+    log.warning("resume with changed settings (--override): %s", detail)
 
 
 def _write_json(path: Path, data: dict) -> None:
