@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .bundle import BundleError, Manifest, read_manifest, require_variant, verify_file, verify_variant
+from .bundle import BundleError, Manifest, read_manifest, read_verified, require_variant, verify_variant
 from .devices import LEDGER, DeviceError, plan_device
 from .errors import PairbertError
 from .tokenization import PairEncoder
@@ -55,6 +55,13 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     z = logits - logits.max(axis=-1, keepdims=True)
     e = np.exp(z)
     return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
+
+
+def _check_count(value: object, name: str) -> int:
+    """A positive whole number (numpy integers too); bools and floats are refused."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise PredictorError(f"{name} must be a positive int, got {type(value).__name__} {value!r}")
+    return int(value)
 
 
 def _check_text(value: object, index: int, field: str) -> str:
@@ -137,8 +144,8 @@ class PairClassifier:
         """
         import onnxruntime as ort
 
-        if threads is not None and threads < 1:
-            raise PredictorError(f"threads must be at least 1, got {threads}")
+        if threads is not None:
+            threads = _check_count(threads, "threads")
         if cpu_arena not in CPU_ARENA_MODES:
             raise PredictorError(f"cpu_arena must be one of {', '.join(CPU_ARENA_MODES)}, got {cpu_arena!r}")
         bundle = Path(bundle)
@@ -151,11 +158,14 @@ class PairClassifier:
             log.warning("CUDA unavailable; falling back to the CPU as allowed")
             plan = plan_device("cpu")
         name = _choose_variant(manifest, variant, plan.device, bundle)
-        if verify:
-            path = verify_variant(bundle, manifest, name)
-            verify_file(bundle, manifest.tokenizer_file, manifest.tokenizer_sha256)
+        info = manifest.variants[name]
+        path = bundle / info.file
+        # Read each file once, check the sha256 of those bytes, hand the same bytes on: no time-of-check/use gap.
+        if info.external_data:  # over 2 GB: ONNX Runtime opens the weights by path; verified just before
+            model_source = str(verify_variant(bundle, manifest, name) if verify else path)
         else:
-            path = bundle / manifest.variants[name].file
+            model_source = read_verified(bundle, info.file, info.sha256 if verify else None)
+        tokenizer_bytes = read_verified(bundle, manifest.tokenizer_file, manifest.tokenizer_sha256 if verify else None)
         claimed = LEDGER.claim(threads)
         try:
             options = ort.SessionOptions()
@@ -170,7 +180,7 @@ class PairClassifier:
             if LEDGER.claimed > claimed:  # other predictors live here: don't burn their cores spinning
                 options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             try:
-                session = ort.InferenceSession(str(path), options, providers=list(plan.providers))
+                session = ort.InferenceSession(model_source, options, providers=list(plan.providers))
                 active = session.get_providers()[0]
             except Exception as exc:
                 if plan.device != "cuda":
@@ -185,7 +195,8 @@ class PairClassifier:
                 session = None
             else:
                 log.info("pairbert predictor: variant %s on %s (%d threads)", name, active, claimed)
-                encoder = PairEncoder.from_file(bundle / manifest.tokenizer_file, manifest.max_length)
+                encoder = PairEncoder.from_str(tokenizer_bytes, manifest.max_length,
+                                               where=str(bundle / manifest.tokenizer_file))
         except BaseException:
             LEDGER.release(claimed)
             raise
@@ -200,8 +211,8 @@ class PairClassifier:
 
     def predict(self, pairs: Iterable[Sequence[str]], batch_size: int = 32) -> Prediction:
         """Classify (question, answer) pairs. Batches are length-bucketed; results keep the input order."""
-        if isinstance(pairs, (str, bytes)) or pairs is None:
-            raise PredictorError("pairs must be a sequence of (question, answer) tuples")
+        if isinstance(pairs, (str, bytes)) or not isinstance(pairs, Iterable):
+            raise PredictorError(f"pairs must be a sequence of (question, answer) tuples, got {type(pairs).__name__}")
         questions, answers = [], []
         for i, pair in enumerate(pairs):
             if isinstance(pair, (str, bytes)) or not isinstance(pair, Sequence) or len(pair) != 2:
@@ -211,8 +222,9 @@ class PairClassifier:
         return self._predict(questions, answers, batch_size)
 
     def predict_qa(self, questions: Sequence[str], answers: Sequence[str], batch_size: int = 32) -> Prediction:
-        if isinstance(questions, str) or isinstance(answers, str):
-            raise PredictorError("questions and answers must be sequences of str, not a single str")
+        for name, value in (("questions", questions), ("answers", answers)):
+            if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+                raise PredictorError(f"{name} must be a sequence of str, got {type(value).__name__}")
         questions, answers = list(questions), list(answers)
         if len(questions) != len(answers):
             raise PredictorError(f"{len(questions)} questions but {len(answers)} answers")
@@ -222,8 +234,7 @@ class PairClassifier:
         return self._predict(questions, answers, batch_size)
 
     def _predict(self, questions: list[str], answers: list[str], batch_size: int) -> Prediction:
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise PredictorError(f"batch_size must be a positive int, got {batch_size!r}")
+        batch_size = _check_count(batch_size, "batch_size")
         n = len(questions)
         num_labels = len(self.label_names)
         if n == 0:
