@@ -24,13 +24,13 @@ from . import atomic_dir
 from .contract import GraphContract, TensorSpec
 from .errors import PairbertError
 from .tokenization import MAX_MAX_LENGTH, MIN_MAX_LENGTH
+from .variants import PRECISION, VARIANTS
 
 FORMAT_VERSION = 2
 DIGEST_FIELD = "manifest_sha256"
 MANIFEST_FILE = "manifest.json"
 TOKENIZER_FILE = "tokenizer.json"
-VARIANTS = ("fp32", "optimized", "int8", "fp16")
-PRECISIONS = ("fp32", "int8", "fp16")
+PRECISIONS = tuple(sorted(set(PRECISION.values())))
 DEVICES = ("cpu", "cuda", "any")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 

@@ -16,8 +16,7 @@ from helpers import WORDS, varied_pairs
 
 from pairbert.builtin_data import SMOKE
 from pairbert.cli import main
-from pairbert.runtime import BundleError, PairClassifier, PredictorError
-from pairbert.runtime import atomic_dir
+from pairbert.runtime import BundleError, PairClassifier, PredictorError, atomic_dir
 from pairbert.runtime.bundle import manifest_digest, read_manifest, read_verified
 from pairbert.runtime.errors import PairbertError
 from pairbert.runtime.pair_files import MAX_LINE_CHARS, PairFileError, read_pairs
