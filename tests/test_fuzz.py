@@ -22,7 +22,8 @@ FUZZ = settings(max_examples=60, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 any_char = st.characters(blacklist_categories=())  # surrogates included
-texts = st.one_of(st.text(any_char, max_size=60), st.text(st.sampled_from(WORDS + [" ", "?", "\n"]), max_size=40))
+words = st.lists(st.sampled_from(WORDS + ["?", "!", "\n", " "]), max_size=30).map(" ".join)
+texts = st.one_of(st.text(any_char, max_size=60), words)
 junk = st.one_of(st.none(), st.integers(), st.floats(allow_nan=True), st.binary(max_size=4), st.booleans(),
                  st.lists(st.text(max_size=3), max_size=3))
 pair = st.one_of(st.tuples(texts, texts), st.lists(texts, max_size=3), st.tuples(texts, junk), junk)
@@ -80,7 +81,9 @@ def test_predict_qa_answers_or_raises_predictor_error(clf, questions, answers):
     assert len(result) == len(questions) == len(answers)
 
 
-json_value = st.one_of(texts, junk, st.integers(0, 1), st.sampled_from(["0", "1", "", " "]))
+json_junk = st.one_of(st.none(), st.integers(), st.floats(), st.booleans(), st.lists(st.text(max_size=3), max_size=3),
+                      st.dictionaries(st.text(max_size=2), st.integers(), max_size=2))
+json_value = st.one_of(texts, json_junk, st.integers(0, 1), st.sampled_from(["0", "1", "", " "]))
 row = st.dictionaries(st.sampled_from(["question", "answer", "label", "other"]), json_value, max_size=4)
 
 
