@@ -14,7 +14,9 @@ truncation of two long texts builds "overflow" pieces that nobody uses, and thei
 product of the lengths (8,000 words on both sides took 2.75 GB). So a pair whose text is longer than
 `8 × max_length` characters takes another path with the same result: each long text is counted in chunks cut
 before whitespace (no truncation, no overflow), the longest-first rule picks how many tokens of each side
-survive from the exact counts, and only a prefix of each text holding that many tokens is encoded. Chunks are
+survive from the exact counts, and only a prefix of each text holding that many tokens is encoded (chunks
+of about 8 × max_length characters, so the overflow pieces that truncating the prefix still makes, and that
+the pair template combines with each other, stay a few dozen). Chunks are
 cut before ASCII whitespace, where WordPiece, byte-level BPE and Metaspace tokenizers split anyway; a text
 with no whitespace for a long stretch is encoded in one piece (correct, memory proportional to that stretch).
 """
@@ -34,7 +36,6 @@ ORDERS = ("qa", "aq")
 FEATURES = ("input_ids", "attention_mask", "token_type_ids")
 MIN_MAX_LENGTH, MAX_MAX_LENGTH = 8, 8192
 CHARS_PER_TOKEN_BUDGET = 8  # texts up to 8 × max_length characters take the tokenizer's own pair path
-COUNT_CHUNK_CHARS = 16384  # long texts are counted in chunks of about this many characters
 _CUT = re.compile(r"[ \t\n\r]")
 
 
@@ -140,33 +141,20 @@ class PairEncoder:
             self._counter = Tokenizer.from_str(self.tokenizer.to_str())
             self._counter.no_truncation()
             self._counter.no_padding()
-        (p1, n1), (p2, n2) = self._prefix(first), self._prefix(second)
-        k1, k2 = longest_first(n1, n2, self._budget)
-        e1 = self._counter.encode(p1, add_special_tokens=False)
-        e2 = self._counter.encode(p2, add_special_tokens=False)
+        a, b = _TokenCount(self, first), _TokenCount(self, second)
+        half = self._budget // 2
+        while not (a.done and b.done):
+            if self._budget % 2 == 0 and a.total > half and b.total > half:
+                break  # both sides shrink to budget/2 whichever is longer
+            if a.done and b.total > a.total or b.done and a.total > b.total:
+                break  # which side is longer is known; the longer one's exact length does not matter
+            (a if b.done or (not a.done and a.total <= b.total) else b).advance()
+        k1, k2 = longest_first(a.total, b.total, self._budget)
+        e1 = self._counter.encode(a.prefix(), add_special_tokens=False)
+        e2 = self._counter.encode(b.prefix(), add_special_tokens=False)
         e1.truncate(k1)
         e2.truncate(k2)
         return self.tokenizer.post_process(e1, e2, add_special_tokens=True)
-
-    def _prefix(self, text: str) -> tuple[str, int]:
-        """(a prefix of `text` holding at least max_length of its tokens, or all of it; its exact token count)."""
-        if len(text) <= self._long_chars:
-            return text, len(self._counter.encode(text, add_special_tokens=False).ids)
-        cuts, start = [], 0
-        while start < len(text):
-            found = _CUT.search(text, start + COUNT_CHUNK_CHARS) if start + COUNT_CHUNK_CHARS < len(text) else None
-            end = found.start() if found else len(text)
-            cuts.append((start, end))
-            start = end
-        total, prefix_end = 0, None
-        for g in range(0, len(cuts), 16):  # 16 chunks per call: bounded memory, the tokenizer's threads busy
-            group = cuts[g : g + 16]
-            for (_, end), enc in zip(group, self._counter.encode_batch([text[a:b] for a, b in group],
-                                                                       add_special_tokens=False)):
-                total += len(enc.ids)
-                if prefix_end is None and total >= self.max_length:
-                    prefix_end = end
-        return text[: prefix_end or len(text)], total
 
     def collate(self, qa: Sequence, aq: Sequence) -> dict[str, np.ndarray]:
         """Pad a batch of encodings to its longest member."""
@@ -187,3 +175,37 @@ class PairEncoder:
             input_name(order, "attention_mask"): mask,
             input_name(order, "token_type_ids"): types,
         }
+
+
+class _TokenCount:
+    """Counts a text's tokens chunk by chunk (chunks of ~8 × max_length characters cut before whitespace), as
+    far as asked: `total` is exact once `done`, a lower bound before. `prefix()` holds ≥ max_length tokens."""
+
+    def __init__(self, encoder: PairEncoder, text: str):
+        self.encoder, self.text = encoder, text
+        self.pos, self.total, self.prefix_end = 0, 0, None
+        self.advance()
+        while not self.done and self.prefix_end is None:
+            self.advance()
+
+    @property
+    def done(self) -> bool:
+        return self.pos >= len(self.text)
+
+    def prefix(self) -> str:
+        return self.text[: self.prefix_end or len(self.text)]
+
+    def advance(self, chunks: int = 16) -> None:
+        text, step = self.text, self.encoder._long_chars
+        cuts = []
+        while self.pos < len(text) and len(cuts) < chunks:
+            limit = self.pos + step
+            found = _CUT.search(text, limit) if limit < len(text) else None
+            end = found.start() if found else len(text)
+            cuts.append((self.pos, end))
+            self.pos = end
+        encodings = self.encoder._counter.encode_batch([text[i:j] for i, j in cuts], add_special_tokens=False)
+        for (_, end), enc in zip(cuts, encodings):
+            self.total += len(enc.ids)
+            if self.prefix_end is None and self.total >= self.encoder.max_length:
+                self.prefix_end = end
