@@ -70,14 +70,28 @@ def check_structure(path: Path, contract: GraphContract, report: StageReport) ->
     names_in = [i.name for i in graph.input]
     names_out = [o.name for o in graph.output]
     if names_in != contract.input_names or names_out != contract.output_names:
-        msg = f"inputs {names_in} / outputs {names_out}, expected {contract.input_names} / {contract.output_names}"
+        msg = (
+            f"inputs {names_in} / outputs {names_out}, "
+            f"expected {contract.input_names} / {contract.output_names}"
+        )
         report.fail(stage, msg)
         raise ExportError(stage, msg)
-    for value_info, spec in zip(list(graph.input) + list(graph.output), contract.inputs + contract.outputs):
+    for value_info, spec in zip(
+        list(graph.input) + list(graph.output), contract.inputs + contract.outputs, strict=True
+    ):
         dims = _dims(value_info)
-        for axis, (have, want) in enumerate(zip(dims, spec.axes)):
-            if isinstance(want, str) and not isinstance(have, str) or not isinstance(want, str) and have != want:
-                msg = f"{spec.name} axis {axis} is {have!r}, the contract says {want!r} (a dynamic axis was fixed?)"
+        # strict=False: a wrong rank is reported by the shapes stage, with the shape it produced
+        for axis, (have, want) in enumerate(zip(dims, spec.axes, strict=False)):
+            if (
+                isinstance(want, str)
+                and not isinstance(have, str)
+                or not isinstance(want, str)
+                and have != want
+            ):
+                msg = (
+                    f"{spec.name} axis {axis} is {have!r}, the contract says {want!r} "
+                    "(a dynamic axis was fixed?)"
+                )
                 report.fail(stage, msg)
                 raise ExportError(stage, msg)
     report.ok(stage, f"{len(names_in)} inputs, {len(names_out)} output, dynamic axes as specified")
@@ -92,7 +106,10 @@ def make_session(path: Path, providers: list[str] | None = None):
 
 
 def check_session_and_shapes(
-    path: Path, contract: GraphContract, feeds: list[dict[str, np.ndarray]], report: StageReport,
+    path: Path,
+    contract: GraphContract,
+    feeds: list[dict[str, np.ndarray]],
+    report: StageReport,
     providers: list[str] | None = None,
 ):
     stage = "session"
@@ -114,7 +131,10 @@ def check_session_and_shapes(
             report.fail(stage, msg)
             raise ExportError(stage, msg) from None
         if logits.shape != (batch, contract.outputs[0].axes[1]) or not np.isfinite(logits).all():
-            msg = f"batch {batch} × length {length} gave logits of shape {logits.shape} (finite: {np.isfinite(logits).all()})"
+            msg = (
+                f"batch {batch} × length {length} gave logits of shape {logits.shape} "
+                f"(finite: {np.isfinite(logits).all()})"
+            )
             report.fail(stage, msg)
             raise ExportError(stage, msg)
         seen.append(f"{batch}×{length}")
@@ -137,9 +157,12 @@ def parity_figures(reference: np.ndarray, candidate: np.ndarray) -> dict:
 
 
 def _non_finite(reference: np.ndarray, candidate: np.ndarray) -> str:
-    """"" when all logits are finite, else which side has how many NaN/inf values."""
-    parts = [f"{name} {int((~np.isfinite(a)).sum())}" for name, a in (("torch", reference), ("onnx", candidate))
-             if not np.isfinite(a).all()]
+    """ "" when all logits are finite, else which side has how many NaN/inf values."""
+    parts = [
+        f"{name} {int((~np.isfinite(a)).sum())}"
+        for name, a in (("torch", reference), ("onnx", candidate))
+        if not np.isfinite(a).all()
+    ]
     return ", ".join(parts)
 
 
@@ -149,16 +172,22 @@ class ParityRule:
     min_label_agreement: float | None = None
 
     def failures(self, figures: dict) -> list[str]:
-        """What fails the rule. Comparisons are written so that NaN fails (`nan > x` is False, `nan <= x` too)."""
+        """What fails the rule. Written so that NaN fails (`nan > x` is False, `nan <= x` too)."""
         out = []
         if figures.get("non_finite"):
             out.append(f"non-finite logits ({figures['non_finite']}): the model or its export is broken")
-        if self.max_abs_logit_diff is not None and not figures["max_abs_logit_diff"] <= self.max_abs_logit_diff:
+        if (
+            self.max_abs_logit_diff is not None
+            and not figures["max_abs_logit_diff"] <= self.max_abs_logit_diff
+        ):
             out.append(
                 f"max |Δlogit| {figures['max_abs_logit_diff']:.3g} > {self.max_abs_logit_diff:g} "
                 f"(over by {figures['max_abs_logit_diff'] - self.max_abs_logit_diff:.3g})"
             )
-        if self.min_label_agreement is not None and not figures["label_agreement"] >= self.min_label_agreement:
+        if (
+            self.min_label_agreement is not None
+            and not figures["label_agreement"] >= self.min_label_agreement
+        ):
             out.append(
                 f"label agreement {figures['label_agreement']:.2%} < {self.min_label_agreement:.0%} "
                 f"(short by {self.min_label_agreement - figures['label_agreement']:.2%})"
@@ -178,12 +207,16 @@ def run_batches(session, contract: GraphContract, feeds: list[dict[str, np.ndarr
     return np.concatenate([session.run(contract.output_names, f)[0] for f in feeds])
 
 
-def gate(variant: str, reference: np.ndarray, candidate: np.ndarray, report: StageReport) -> tuple[dict, list[str]]:
+def gate(
+    variant: str, reference: np.ndarray, candidate: np.ndarray, report: StageReport
+) -> tuple[dict, list[str]]:
     figures = parity_figures(reference, candidate)
     fails = PARITY_RULES[variant].failures(figures)
-    detail = (f"{figures['pairs']} pairs, max |Δlogit| {figures['max_abs_logit_diff']:.2e}, "
-              f"max |Δprob| {figures['max_abs_prob_diff']:.2e}, mean |Δprob| {figures['mean_abs_prob_diff']:.2e}, "
-              f"labels agree {figures['label_agreement']:.2%}")
+    detail = (
+        f"{figures['pairs']} pairs, max |Δlogit| {figures['max_abs_logit_diff']:.2e}, "
+        f"max |Δprob| {figures['max_abs_prob_diff']:.2e}, mean |Δprob| {figures['mean_abs_prob_diff']:.2e}, "
+        f"labels agree {figures['label_agreement']:.2%}"
+    )
     if fails:
         report.fail(f"parity {variant}", detail + " — " + "; ".join(fails))
     else:

@@ -13,10 +13,10 @@ POSIX within a file system), and the names say at every instant where a complete
 
 A kill between any two steps leaves NAME, .new-NAME or .old-NAME complete. `locate` finds it without changing
 anything (readers: a predictor, `evaluate`); `recover` (writers, before they write: training, resume, export)
-completes an interrupted swap forward when .new-NAME exists, otherwise rolls back to .old-NAME, and removes the
-temporary and trash folders that no live writer owns. Readers never rename: a service loading a bundle while an
-export swaps it must not race the exporter. One writer per folder at a time (two trainers on one output folder
-are not supported anyway).
+completes an interrupted swap forward when .new-NAME exists, otherwise rolls back to .old-NAME, and removes
+the temporary and trash folders that no live writer owns. Readers never rename: a service loading a bundle
+while an export swaps it must not race the exporter. One writer per folder at a time (two trainers on one
+output folder are not supported anyway).
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def clean_stale(target: str | Path) -> list[Path]:
         return removed
     for prefix in (f".tmp-{target.name}-", f".trash-new-{target.name}-", f".trash-old-{target.name}-"):
         for folder in target.parent.glob(prefix + "*"):
-            pid_text = folder.name[len(prefix):].split("-", 1)[0]
+            pid_text = folder.name[len(prefix) :].split("-", 1)[0]
             if folder.is_dir() and _owner_gone(pid_text, folder):
                 shutil.rmtree(folder, ignore_errors=True)
                 removed.append(folder)

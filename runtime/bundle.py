@@ -67,7 +67,9 @@ class Manifest:
     tokenizer_sha256: str = ""
     versions: dict = field(default_factory=dict)
     source_checkpoint: str = ""
-    source_weights_sha256: str = ""  # of the checkpoint's weights: a benchmark checks it compares the same model
+    source_weights_sha256: str = (
+        ""  # of the checkpoint's weights: a benchmark checks it compares the same model
+    )
     created: str = ""
 
     def to_dict(self) -> dict:
@@ -94,8 +96,10 @@ class Manifest:
             )
         digest = d.get(DIGEST_FIELD)
         if not isinstance(digest, str) or digest != manifest_digest(d):
-            raise BundleError(f"{where}: field '{DIGEST_FIELD}' does not match the manifest's content; the "
-                              "manifest was edited or corrupted after export (re-export the bundle)")
+            raise BundleError(
+                f"{where}: field '{DIGEST_FIELD}' does not match the manifest's content; the "
+                "manifest was edited or corrupted after export (re-export the bundle)"
+            )
         unknown = set(d) - {f for f in cls.__dataclass_fields__} - {DIGEST_FIELD}
         if unknown:
             raise BundleError(f"{where}: unknown field(s) {sorted(unknown)}")
@@ -104,11 +108,17 @@ class Manifest:
         labels = _labels(d.get("labels"), width, where)
         variants = _variants(d.get("variants"), where)
         return cls(
-            format_version=version, labels=labels, max_length=_max_length(d.get("max_length"), where),
-            contract=contract, variants=variants,
-            tokenizer_file=_file_name(d.get("tokenizer_file", TOKENIZER_FILE), f"{where}: field 'tokenizer_file'"),
+            format_version=version,
+            labels=labels,
+            max_length=_max_length(d.get("max_length"), where),
+            contract=contract,
+            variants=variants,
+            tokenizer_file=_file_name(
+                d.get("tokenizer_file", TOKENIZER_FILE), f"{where}: field 'tokenizer_file'"
+            ),
             tokenizer_sha256=_sha(d.get("tokenizer_sha256"), f"{where}: field 'tokenizer_sha256'"),
-            versions=_typed(d, "versions", dict, {}, where), source_checkpoint=_typed(d, "source_checkpoint", str, "", where),
+            versions=_typed(d, "versions", dict, {}, where),
+            source_checkpoint=_typed(d, "source_checkpoint", str, "", where),
             source_weights_sha256=_typed(d, "source_weights_sha256", str, "", where),
             created=_typed(d, "created", str, "", where),
         )
@@ -123,24 +133,32 @@ def manifest_digest(d: dict) -> str:
 def _typed(d: dict, key: str, kind: type, default, where: str):
     value = d.get(key, default)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise BundleError(f"{where}: field '{key}' must be a {kind.__name__}, got {type(value).__name__} {value!r:.60}")
+        raise BundleError(
+            f"{where}: field '{key}' must be a {kind.__name__}, got {type(value).__name__} {value!r:.60}"
+        )
     return value
 
 
 def _max_length(value: object, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not MIN_MAX_LENGTH <= value <= MAX_MAX_LENGTH:
-        raise BundleError(f"{where}: field 'max_length' must be an int in [{MIN_MAX_LENGTH}, {MAX_MAX_LENGTH}], "
-                          f"got {value!r:.60}")
+        raise BundleError(
+            f"{where}: field 'max_length' must be an int in [{MIN_MAX_LENGTH}, {MAX_MAX_LENGTH}], "
+            f"got {value!r:.60}"
+        )
     return value
 
 
 def _labels(value: object, width: object, where: str) -> tuple[str, ...]:
     ok = isinstance(value, list) and all(isinstance(x, str) and x.strip() for x in value)
     if not ok or len(value) < 2 or len(set(value)) != len(value):
-        raise BundleError(f"{where}: field 'labels' must be a list of at least 2 distinct non-empty names, "
-                          f"got {value!r:.80}")
+        raise BundleError(
+            f"{where}: field 'labels' must be a list of at least 2 distinct non-empty names, "
+            f"got {value!r:.80}"
+        )
     if len(value) != width:
-        raise BundleError(f"{where}: field 'labels' has {len(value)} names but the graph's logits have {width}")
+        raise BundleError(
+            f"{where}: field 'labels' has {len(value)} names but the graph's logits have {width}"
+        )
     return tuple(value)
 
 
@@ -154,7 +172,12 @@ def _file_name(value: object, what: str) -> str:
     """A plain file name inside the bundle: no folders, no `..`, nothing absolute."""
     if not isinstance(value, str) or not value or value in (".", "..") or "\0" in value:
         raise BundleError(f"{what} must be a file name, got {value!r:.80}")
-    if PurePosixPath(value).is_absolute() or PureWindowsPath(value).is_absolute() or "/" in value or "\\" in value:
+    if (
+        PurePosixPath(value).is_absolute()
+        or PureWindowsPath(value).is_absolute()
+        or "/" in value
+        or "\\" in value
+    ):
         raise BundleError(f"{what} must be a plain file name inside the bundle, got {value!r:.80}")
     return value
 
@@ -176,19 +199,35 @@ def _contract(value: object, where: str) -> GraphContract:
             raise ValueError(f"the output's last axis must be a fixed size of at least 2, got {width!r}")
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
         raise BundleError(f"{what} is malformed ({type(exc).__name__}: {exc})") from None
-    return GraphContract(tuple(TensorSpec(t.name, t.dtype, t.axes) for t in contract.inputs), contract.outputs)
+    return GraphContract(
+        tuple(TensorSpec(t.name, t.dtype, t.axes) for t in contract.inputs), contract.outputs
+    )
 
 
-_VARIANT_TYPES = {"name": str, "file": str, "precision": str, "size_bytes": int, "sha256": str,
-                  "intended_device": str, "parity": dict, "passed_parity": bool, "validated_on": str,
-                  "fused_ops": dict, "external_data": list, "external_sha256": list, "notes": str}
+_VARIANT_TYPES = {
+    "name": str,
+    "file": str,
+    "precision": str,
+    "size_bytes": int,
+    "sha256": str,
+    "intended_device": str,
+    "parity": dict,
+    "passed_parity": bool,
+    "validated_on": str,
+    "fused_ops": dict,
+    "external_data": list,
+    "external_sha256": list,
+    "notes": str,
+}
 _VARIANT_REQUIRED = ("name", "file", "precision", "size_bytes", "sha256", "intended_device")
 
 
 def _variants(value: object, where: str) -> dict[str, VariantInfo]:
     if not isinstance(value, dict) or not value:
-        raise BundleError(f"{where}: field 'variants' must be a non-empty object of variant name → details, "
-                          f"got {type(value).__name__}")
+        raise BundleError(
+            f"{where}: field 'variants' must be a non-empty object of variant name → details, "
+            f"got {type(value).__name__}"
+        )
     return {name: _variant(name, v, f"{where}: variants.{name}") for name, v in value.items()}
 
 
@@ -200,24 +239,34 @@ def _variant(name: str, v: object, where: str) -> VariantInfo:
     unknown = set(v) - set(_VARIANT_TYPES)
     missing = [k for k in _VARIANT_REQUIRED if k not in v]
     if unknown or missing:
-        raise BundleError(f"{where}: " + (f"unknown field(s) {sorted(unknown)}" if unknown else f"missing {missing}"))
+        raise BundleError(
+            f"{where}: " + (f"unknown field(s) {sorted(unknown)}" if unknown else f"missing {missing}")
+        )
     for key, kind in _VARIANT_TYPES.items():
         if key in v:
             _typed(v, key, kind, None, where)
     if v["name"] != name or v["precision"] not in PRECISIONS or v["intended_device"] not in DEVICES:
-        raise BundleError(f"{where}: name/precision/intended_device must be {name!r} / one of {PRECISIONS} / "
-                          f"one of {DEVICES}, got {v['name']!r} / {v['precision']!r} / {v['intended_device']!r}")
+        raise BundleError(
+            f"{where}: name/precision/intended_device must be {name!r} / one of {PRECISIONS} / "
+            f"one of {DEVICES}, got {v['name']!r} / {v['precision']!r} / {v['intended_device']!r}"
+        )
     if v["size_bytes"] < 0:
         raise BundleError(f"{where}: field 'size_bytes' must not be negative")
     extra, extra_sha = v.get("external_data", []), v.get("external_sha256", [])
     if len(extra) != len(extra_sha):
-        raise BundleError(f"{where}: fields 'external_data' ({len(extra)}) and 'external_sha256' ({len(extra_sha)}) "
-                          "must list the same number of files")
-    return VariantInfo(**{
-        **v, "file": _file_name(v["file"], f"{where}: field 'file'"), "sha256": _sha(v["sha256"], f"{where}: field 'sha256'"),
-        "external_data": tuple(_file_name(e, f"{where}: field 'external_data'") for e in extra),
-        "external_sha256": tuple(_sha(h, f"{where}: field 'external_sha256'") for h in extra_sha),
-    })
+        raise BundleError(
+            f"{where}: fields 'external_data' ({len(extra)}) and 'external_sha256' ({len(extra_sha)}) "
+            "must list the same number of files"
+        )
+    return VariantInfo(
+        **{
+            **v,
+            "file": _file_name(v["file"], f"{where}: field 'file'"),
+            "sha256": _sha(v["sha256"], f"{where}: field 'sha256'"),
+            "external_data": tuple(_file_name(e, f"{where}: field 'external_data'") for e in extra),
+            "external_sha256": tuple(_sha(h, f"{where}: field 'external_sha256'") for h in extra_sha),
+        }
+    )
 
 
 def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
@@ -305,8 +354,10 @@ def require_variant(bundle_dir: Path, manifest: Manifest, variant: str) -> Varia
 def verify_variant(bundle_dir: Path, manifest: Manifest, variant: str) -> Path:
     info = require_variant(bundle_dir, manifest, variant)
     if len(info.external_data) != len(info.external_sha256):
-        raise BundleError(f"{bundle_dir}: variant {variant!r} lists {len(info.external_data)} external files "
-                          f"but {len(info.external_sha256)} checksums")
-    for extra, digest in zip(info.external_data, info.external_sha256):
+        raise BundleError(
+            f"{bundle_dir}: variant {variant!r} lists {len(info.external_data)} external files "
+            f"but {len(info.external_sha256)} checksums"
+        )
+    for extra, digest in zip(info.external_data, info.external_sha256, strict=True):
         verify_file(bundle_dir, extra, digest)
     return verify_file(bundle_dir, info.file, info.sha256)

@@ -8,6 +8,7 @@ import threading
 from dataclasses import dataclass
 
 from .errors import PairbertError
+from .ort import cuda_install_hint, onnxruntime
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +40,7 @@ def physical_cores() -> int:
 
 
 def cuda_provider_available() -> bool:
-    import onnxruntime as ort
-
-    return CUDA in ort.get_available_providers()
+    return CUDA in onnxruntime().get_available_providers()
 
 
 @dataclass(frozen=True)
@@ -59,8 +58,8 @@ def plan_device(device: str) -> DevicePlan:
         return DevicePlan("cuda", (CUDA, CPU))
     if device == "cuda":
         raise DeviceError(
-            "device 'cuda' asked for, but this onnxruntime has no CUDAExecutionProvider "
-            "(install the CUDA build: pip install 'pairbert[gpu]'); "
+            f"device 'cuda' asked for, but this onnxruntime has no CUDAExecutionProvider "
+            f"({cuda_install_hint()}); "
             "pass allow_fallback=True to run on the CPU instead"
         )
     return DevicePlan("cpu", (CPU,))
@@ -80,14 +79,22 @@ class ThreadLedger:
         with self._lock:
             free = max(1, cores - self._claimed)
             threads = free if requested is None else requested
-            if requested is not None and self._claimed + threads > cores:
+            if requested is not None and self._claimed + threads > cores:  # a default load takes what is free
                 log.warning(
                     "predictors in this process now use %d intra-op threads on %d physical cores: "
-                    "they will compete; pass threads= to split the cores", self._claimed + threads, cores,
+                    "they will compete; pass threads= to split the cores",
+                    self._claimed + threads,
+                    cores,
                 )
-            elif self._claimed:  # a default load takes what is left (at least one thread): no surprise to warn of
-                log.info("other predictors hold %d thread(s) of %d cores; this one takes %d",
-                         self._claimed, cores, threads)
+            elif (
+                self._claimed
+            ):  # a default load takes what is left (at least one thread): no surprise to warn of
+                log.info(
+                    "other predictors hold %d thread(s) of %d cores; this one takes %d",
+                    self._claimed,
+                    cores,
+                    threads,
+                )
             self._claimed += threads
             return threads
 

@@ -54,7 +54,9 @@ def detect_format(path: str | Path, fmt: str | None = None) -> str:
         return "jsonl"
     if suffix in FORMATS:
         return suffix
-    raise PairFileError(str(path), None, None, "cannot tell the format from the extension; use .csv, .tsv or .jsonl")
+    raise PairFileError(
+        str(path), None, None, "cannot tell the format from the extension; use .csv, .tsv or .jsonl"
+    )
 
 
 def _parse_label(value: object, source: str, line: int) -> int | None:
@@ -84,7 +86,9 @@ def _make_pair(row: dict, source: str, line: int, require_label: bool) -> Pair:
         try:
             value.encode("utf-8")
         except UnicodeEncodeError as exc:
-            raise PairFileError(source, line, field, f"not valid Unicode ({exc.reason} at position {exc.start})") from None
+            raise PairFileError(
+                source, line, field, f"not valid Unicode ({exc.reason} at position {exc.start})"
+            ) from None
         texts.append(value)
     label = _parse_label(row.get(LABEL_FIELD), source, line)
     if require_label and label is None:
@@ -98,7 +102,9 @@ def _lines(stream: io.TextIOBase, source: str) -> Iterator[tuple[int, str]]:
     while raw := stream.readline(MAX_LINE_CHARS + 2):
         line_no += 1
         if len(raw.rstrip("\r\n")) > MAX_LINE_CHARS:
-            raise PairFileError(source, line_no, None, f"line longer than {MAX_LINE_CHARS:,} characters; refused")
+            raise PairFileError(
+                source, line_no, None, f"line longer than {MAX_LINE_CHARS:,} characters; refused"
+            )
         yield line_no, raw.lstrip("\ufeff") if line_no == 1 else raw
 
 
@@ -109,13 +115,17 @@ def _iter_jsonl(stream: io.TextIOBase, source: str, require_label: bool) -> Iter
         try:
             row = json.loads(raw)
         except json.JSONDecodeError as exc:
-            raise PairFileError(source, line_no, None, f"not valid JSON ({exc.msg} at column {exc.colno})") from None
+            raise PairFileError(
+                source, line_no, None, f"not valid JSON ({exc.msg} at column {exc.colno})"
+            ) from None
         if not isinstance(row, dict):
             raise PairFileError(source, line_no, None, f"expected a JSON object, got {type(row).__name__}")
         yield _make_pair(row, source, line_no, require_label)
 
 
-def _iter_delimited(stream: io.TextIOBase, source: str, delimiter: str, require_label: bool) -> Iterator[Pair]:
+def _iter_delimited(
+    stream: io.TextIOBase, source: str, delimiter: str, require_label: bool
+) -> Iterator[Pair]:
     csv.field_size_limit(max(csv.field_size_limit(), MAX_LINE_CHARS))
     reader = csv.reader(stream, delimiter=delimiter, strict=True)
     try:
@@ -135,15 +145,19 @@ def _iter_delimited(stream: io.TextIOBase, source: str, delimiter: str, require_
             return
         except csv.Error as exc:
             if "field larger than field limit" in str(exc):
-                raise PairFileError(source, reader.line_num, None,
-                                    f"a field longer than {MAX_LINE_CHARS:,} characters; refused") from None
+                raise PairFileError(
+                    source,
+                    reader.line_num,
+                    None,
+                    f"a field longer than {MAX_LINE_CHARS:,} characters; refused",
+                ) from None
             raise PairFileError(source, reader.line_num, None, f"malformed row ({exc})") from None
         line_no = reader.line_num
         if not values or all(not v.strip() for v in values):
             continue
         if len(values) != len(header):
             raise PairFileError(source, line_no, None, f"expected {len(header)} columns, got {len(values)}")
-        yield _make_pair(dict(zip(header, values)), source, line_no, require_label)
+        yield _make_pair(dict(zip(header, values, strict=True)), source, line_no, require_label)
 
 
 def iter_pairs(path: str | Path, fmt: str | None = None, require_label: bool = False) -> Iterator[Pair]:

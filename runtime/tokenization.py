@@ -121,15 +121,20 @@ class PairEncoder:
 
     def _encode_order(self, firsts: Sequence[str], seconds: Sequence[str]) -> list:
         limit = self._long_chars
-        long = [i for i, (f, s) in enumerate(zip(firsts, seconds)) if len(f) > limit or len(s) > limit]
+        long = [
+            i
+            for i, (f, s) in enumerate(zip(firsts, seconds, strict=True))
+            if len(f) > limit or len(s) > limit
+        ]
         if not long:
             if len(firsts) == 1:  # a single pair: skip encode_batch's thread-pool hand-off
                 return [self.tokenizer.encode(firsts[0], seconds[0])]
-            return self.tokenizer.encode_batch(list(zip(firsts, seconds)))
+            return self.tokenizer.encode_batch(list(zip(firsts, seconds, strict=True)))
         out = [None] * len(firsts)
         short = sorted(set(range(len(firsts))) - set(long))
         if short:
-            for i, enc in zip(short, self.tokenizer.encode_batch([(firsts[i], seconds[i]) for i in short])):
+            encoded = self.tokenizer.encode_batch([(firsts[i], seconds[i]) for i in short])
+            for i, enc in zip(short, encoded, strict=True):
                 out[i] = enc
         for i in long:
             out[i] = self._encode_long(firsts[i], seconds[i])
@@ -205,7 +210,7 @@ class _TokenCount:
             cuts.append((self.pos, end))
             self.pos = end
         encodings = self.encoder._counter.encode_batch([text[i:j] for i, j in cuts], add_special_tokens=False)
-        for (_, end), enc in zip(cuts, encodings):
+        for (_, end), enc in zip(cuts, encodings, strict=True):
             self.total += len(enc.ids)
             if self.prefix_end is None and self.total >= self.encoder.max_length:
                 self.prefix_end = end

@@ -1,6 +1,6 @@
-"""Property tests (hypothesis, bounded and derandomized so CI is deterministic): whatever the predictor API and
-the pair-file readers are handed, they answer or raise their own error (PredictorError, PairFileError), never
-another exception; long texts tokenize exactly like the tokenizer's own truncation of the full texts."""
+"""Property tests (hypothesis, bounded and derandomized so CI is deterministic): whatever the predictor API
+and the pair-file readers are handed, they answer or raise their own error (PredictorError, PairFileError),
+never another exception; long texts tokenize exactly like the tokenizer's own truncation of the full texts."""
 
 from __future__ import annotations
 
@@ -18,14 +18,25 @@ from pairbert.runtime import PairClassifier, PredictorError
 from pairbert.runtime.pair_files import PairFileError, read_pairs
 from pairbert.runtime.tokenization import PairEncoder
 
-FUZZ = settings(max_examples=60, deadline=None, derandomize=True, database=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ = settings(
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 any_char = st.characters(blacklist_categories=())  # surrogates included
 words = st.lists(st.sampled_from(WORDS + ["?", "!", "\n", " "]), max_size=30).map(" ".join)
 texts = st.one_of(st.text(any_char, max_size=60), words)
-junk = st.one_of(st.none(), st.integers(), st.floats(allow_nan=True), st.binary(max_size=4), st.booleans(),
-                 st.lists(st.text(max_size=3), max_size=3))
+junk = st.one_of(
+    st.none(),
+    st.integers(),
+    st.floats(allow_nan=True),
+    st.binary(max_size=4),
+    st.booleans(),
+    st.lists(st.text(max_size=3), max_size=3),
+)
 pair = st.one_of(st.tuples(texts, texts), st.lists(texts, max_size=3), st.tuples(texts, junk), junk)
 batch_size = st.one_of(st.integers(-2, 40), st.sampled_from([np.int64(3), np.int32(1), 2.0, True, None, "8"]))
 
@@ -72,7 +83,10 @@ def test_predict_answers_or_raises_predictor_error(clf, pairs, size):
 
 
 @FUZZ
-@given(questions=st.one_of(st.lists(texts, max_size=4), junk), answers=st.one_of(st.lists(texts, max_size=4), junk))
+@given(
+    questions=st.one_of(st.lists(texts, max_size=4), junk),
+    answers=st.one_of(st.lists(texts, max_size=4), junk),
+)
 def test_predict_qa_answers_or_raises_predictor_error(clf, questions, answers):
     try:
         result = clf.predict_qa(questions, answers)
@@ -81,8 +95,14 @@ def test_predict_qa_answers_or_raises_predictor_error(clf, questions, answers):
     assert len(result) == len(questions) == len(answers)
 
 
-json_junk = st.one_of(st.none(), st.integers(), st.floats(), st.booleans(), st.lists(st.text(max_size=3), max_size=3),
-                      st.dictionaries(st.text(max_size=2), st.integers(), max_size=2))
+json_junk = st.one_of(
+    st.none(),
+    st.integers(),
+    st.floats(),
+    st.booleans(),
+    st.lists(st.text(max_size=3), max_size=3),
+    st.dictionaries(st.text(max_size=2), st.integers(), max_size=2),
+)
 json_value = st.one_of(texts, json_junk, st.integers(0, 1), st.sampled_from(["0", "1", "", " "]))
 row = st.dictionaries(st.sampled_from(["question", "answer", "label", "other"]), json_value, max_size=4)
 
@@ -103,13 +123,21 @@ def _delimited(rows, delimiter: str) -> bytes:
     return buf.getvalue().encode("utf-8", "surrogatepass")
 
 
-cells = st.lists(st.lists(st.one_of(texts, st.sampled_from(["question", "answer", "label", "0", "1"])), max_size=4),
-                 max_size=6)
+cells = st.lists(
+    st.lists(st.one_of(texts, st.sampled_from(["question", "answer", "label", "0", "1"])), max_size=4),
+    max_size=6,
+)
 
 
 @FUZZ
-@given(kind=st.sampled_from(["jsonl", "csv", "tsv", "raw-jsonl", "raw-csv"]), rows=st.lists(row, max_size=5),
-       table=cells, raw=st.binary(max_size=200), require_label=st.booleans(), bom=st.booleans())
+@given(
+    kind=st.sampled_from(["jsonl", "csv", "tsv", "raw-jsonl", "raw-csv"]),
+    rows=st.lists(row, max_size=5),
+    table=cells,
+    raw=st.binary(max_size=200),
+    require_label=st.booleans(),
+    bom=st.booleans(),
+)
 def test_pair_readers_read_or_raise_pair_file_error(kind, rows, table, raw, require_label, bom):
     if kind == "jsonl":
         data, suffix = _jsonl(rows, raw[:8]), ".jsonl"
@@ -130,14 +158,21 @@ def test_pair_readers_read_or_raise_pair_file_error(kind, rows, table, raw, requ
             return
     assert pairs
     for p in pairs:
-        assert isinstance(p.question, str) and p.question.strip() and isinstance(p.answer, str) and p.answer.strip()
+        assert (
+            isinstance(p.question, str)
+            and p.question.strip()
+            and isinstance(p.answer, str)
+            and p.answer.strip()
+        )
         p.question.encode("utf-8"), p.answer.encode("utf-8")  # valid Unicode
         assert p.label in ((0, 1) if require_label else (None, 0, 1)) and p.line >= 1
 
 
-long_text = st.builds(lambda words, n: (" ".join(words) + " ") * n,
-                      st.lists(st.sampled_from(WORDS + ["!", "?", "\n", "é", "x" * 30]), min_size=1, max_size=12),
-                      st.integers(1, 60))
+long_text = st.builds(
+    lambda words, n: (" ".join(words) + " ") * n,
+    st.lists(st.sampled_from(WORDS + ["!", "?", "\n", "é", "x" * 30]), min_size=1, max_size=12),
+    st.integers(1, 60),
+)
 
 
 @FUZZ

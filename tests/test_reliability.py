@@ -24,8 +24,31 @@ from pairbert.runtime.tokenization import PairEncoder, TokenizerError, longest_f
 
 
 def tiny_train_args(out: Path, tokenizer: Path, *extra: str) -> list[str]:
-    return ["train", "--output-dir", str(out), "--source", "random:tiny", "--tokenizer", str(tokenizer),
-            "--train", str(SMOKE), "--validation", str(SMOKE), "--device", "cpu", "--quiet", *extra]
+    return [
+        "train",
+        "--output-dir",
+        str(out),
+        "--source",
+        "random:tiny",
+        "--tokenizer",
+        str(tokenizer),
+        "--train",
+        str(SMOKE),
+        "--validation",
+        str(SMOKE),
+        "--device",
+        "cpu",
+        "--quiet",
+        *extra,
+    ]
+
+
+def run_cli(argv: list[str]) -> int:
+    """The exit status of `pairbert ARGV` (argparse's usage errors exit with 2)."""
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return exc.code
 
 
 def settings_of(checkpoint: Path) -> dict:
@@ -39,7 +62,7 @@ def copy_bundle(bundle: Path, tmp_path: Path) -> Path:
 
 
 def edit_manifest(bundle: Path, change, redigest: bool = True) -> None:
-    """Change the manifest as an attacker who also recomputes its checksum would (or without, redigest=False)."""
+    """Change the manifest as an attacker who also recomputes its checksum would (redigest=False: not)."""
     path = bundle / "manifest.json"
     data = json.loads(path.read_text())
     change(data)
@@ -48,7 +71,8 @@ def edit_manifest(bundle: Path, change, redigest: bool = True) -> None:
     path.write_text(json.dumps(data))
 
 
-# 1. --resume must never run code from a checkpoint ------------------------------------------------------------
+# 1. --resume must never run code from a checkpoint
+
 
 class _Payload:
     def __init__(self, marker: str):
@@ -62,18 +86,32 @@ def test_resume_refuses_a_trainer_state_that_runs_code(tmp_path, tiny_tokenizer,
     import torch
 
     out = tmp_path / "run"
-    assert main(tiny_train_args(out, tiny_tokenizer, "--epochs", "2")) == 0
+    assert run_cli(tiny_train_args(out, tiny_tokenizer, "--epochs", "2")) == 0
     marker = tmp_path / "pwned"
-    torch.save({"optimizer": {}, "scheduler": {}, "evil": _Payload(str(marker))}, out / "last" / "trainer_state.pt")
-    assert main(tiny_train_args(out, tiny_tokenizer, "--epochs", "2", "--resume")) == 2
+    torch.save(
+        {"optimizer": {}, "scheduler": {}, "evil": _Payload(str(marker))}, out / "last" / "trainer_state.pt"
+    )
+    assert run_cli(tiny_train_args(out, tiny_tokenizer, "--epochs", "2", "--resume")) != 0
     assert not marker.exists()
     assert "refused to load" in capsys.readouterr().err
 
 
-# 2. memory is bounded by the token budget; results unchanged --------------------------------------------------
+# 2. memory is bounded by the token budget; results unchanged
+
 
 def _random_text(rng: random.Random, max_length: int) -> str:
-    n = rng.choice([0, 1, 3, max_length // 2, max_length, 3 * max_length, 9 * max_length, rng.randint(1, 20 * max_length)])
+    n = rng.choice(
+        [
+            0,
+            1,
+            3,
+            max_length // 2,
+            max_length,
+            3 * max_length,
+            9 * max_length,
+            rng.randint(1, 20 * max_length),
+        ]
+    )
     seps = [" ", "  ", "\n", "! ", ", ", "\t", "?"]
     tail = rng.choice(["", "?", "x" * rng.randint(0, 40), "é" * rng.randint(0, 5)])
     return "".join(rng.choice(WORDS) + rng.choice(seps) for _ in range(n)) + tail or "a"
@@ -91,7 +129,7 @@ def test_bounded_tokenization_gives_the_ids_of_the_full_texts(tiny_tokenizer, ma
     pairs += [("word " * 10 * max_length, "word " * 10 * max_length)]  # equal long sides: the tie rule
     qa, aq = encoder.tokenize([q for q, _ in pairs], [a for _, a in pairs])
     assert sum(len(q) > 8 * max_length or len(a) > 8 * max_length for q, a in pairs) > 30  # the long path ran
-    for (q, a), got_qa, got_aq in zip(pairs, qa, aq):
+    for (q, a), got_qa, got_aq in zip(pairs, qa, aq, strict=True):
         for got, want in ((got_qa, reference.encode(q, a)), (got_aq, reference.encode(a, q))):
             assert got.ids == want.ids and got.type_ids == want.type_ids, (len(q), len(a))
 
@@ -125,8 +163,13 @@ def test_peak_rss_of_a_million_character_pair_is_bounded(tiny_tokenizer):
     def limit():  # the unfixed tokenizer would take the machine down: cap the child's address space
         resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30))
 
-    done = subprocess.run([sys.executable, "-c", PEAK_RSS_SCRIPT, str(tiny_tokenizer)], capture_output=True,
-                          text=True, preexec_fn=limit, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", PEAK_RSS_SCRIPT, str(tiny_tokenizer)],
+        capture_output=True,
+        text=True,
+        preexec_fn=limit,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert int(done.stdout.strip()) < PEAK_RSS_BOUND_MB
 
@@ -147,7 +190,8 @@ def test_huge_jsonl_line_is_refused_with_its_line(tmp_path):
         read_pairs(path)
 
 
-# 3. predict never destroys a file ----------------------------------------------------------------------------
+# 3. predict never destroys a file
+
 
 def _input_file(tmp_path: Path, n: int = 6, bad_line: int | None = None) -> Path:
     lines = [json.dumps({"question": r["question"], "answer": r["answer"]}) for r in varied_pairs(n)]
@@ -161,7 +205,7 @@ def _input_file(tmp_path: Path, n: int = 6, bad_line: int | None = None) -> Path
 def test_predict_output_equal_to_input_is_refused(tiny_bundle, tmp_path, capsys):
     src = _input_file(tmp_path)
     before = src.read_text()
-    assert main(["predict", str(tiny_bundle), "--input", str(src), "--output", str(src)]) == 2
+    assert run_cli(["predict", str(tiny_bundle), "--input", str(src), "--output", str(src)]) != 0
     assert src.read_text() == before
     assert "is the --input file" in capsys.readouterr().err
 
@@ -169,29 +213,36 @@ def test_predict_output_equal_to_input_is_refused(tiny_bundle, tmp_path, capsys)
 def test_predict_with_a_missing_input_keeps_the_existing_output(tiny_bundle, tmp_path, capsys):
     out = tmp_path / "out.jsonl"
     out.write_text("precious\n")
-    assert main(["predict", str(tiny_bundle), "--input", str(tmp_path / "typo.jsonl"), "--output", str(out)]) == 2
+    typo = str(tmp_path / "typo.jsonl")
+    assert run_cli(["predict", str(tiny_bundle), "--input", typo, "--output", str(out)]) != 0
     assert out.read_text() == "precious\n"
     assert "cannot open" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("where", ["missing-folder", "folder", "proc"])
 def test_predict_unwritable_outputs_are_clear_errors(tiny_bundle, tmp_path, capsys, where):
-    target = {"missing-folder": tmp_path / "nope" / "out.jsonl", "folder": tmp_path,
-              "proc": Path("/proc/version")}[where]
+    target = {
+        "missing-folder": tmp_path / "nope" / "out.jsonl",
+        "folder": tmp_path,
+        "proc": Path("/proc/version"),
+    }[where]
     if where == "proc" and not target.exists():
         pytest.skip("no /proc here")
-    assert main(["predict", str(tiny_bundle), "-q", "q", "-a", "a", "--output", str(target)]) == 2
+    assert run_cli(["predict", str(tiny_bundle), "-q", "q", "-a", "a", "--output", str(target)]) != 0
     err = capsys.readouterr().err
     assert "--output" in err and "Traceback" not in err
 
 
-# 8. a bad line (lone surrogate) mid-file: named by its file line; everything before it kept -------------------
+# 8. a bad line (lone surrogate) mid-file: named by its file line; everything before it kept
+
 
 def test_predict_bad_line_is_named_and_earlier_predictions_are_kept(tiny_bundle, tmp_path, capsys):
     src = _input_file(tmp_path, n=9, bad_line=6)
     out = tmp_path / "out.jsonl"
     out.write_text("previous run\n")
-    assert main(["predict", str(tiny_bundle), "--input", str(src), "--output", str(out), "--chunk", "2"]) == 2
+    assert (
+        run_cli(["predict", str(tiny_bundle), "--input", str(src), "--output", str(out), "--chunk", "2"]) != 0
+    )
     err = capsys.readouterr().err
     assert "in.jsonl, line 6, field 'question': not valid Unicode" in err
     assert out.read_text() == "previous run\n"  # the old output is untouched
@@ -203,39 +254,53 @@ def test_predict_success_replaces_the_output_atomically(tiny_bundle, tmp_path):
     src = _input_file(tmp_path, n=5)
     out = tmp_path / "out.jsonl"
     out.write_text("old\n")
-    assert main(["predict", str(tiny_bundle), "--input", str(src), "--output", str(out), "--chunk", "2"]) == 0
+    assert (
+        run_cli(["predict", str(tiny_bundle), "--input", str(src), "--output", str(out), "--chunk", "2"]) == 0
+    )
     assert len(out.read_text().splitlines()) == 5
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl", "out.jsonl"]  # no temporary left
 
 
-# 4. resume takes its settings from the checkpoint -------------------------------------------------------------
+# 4. resume takes its settings from the checkpoint
+
 
 def test_resume_continues_the_run_it_resumes(tmp_path, tiny_tokenizer, capsys):
     out = tmp_path / "run"
     custom = ("--epochs", "3", "--batch-size", "2", "--lr", "0.002", "--seed", "7")
-    assert main(tiny_train_args(out, tiny_tokenizer, *custom)) == 0
+    assert run_cli(tiny_train_args(out, tiny_tokenizer, *custom)) == 0
     last = out / "last"
     (last / "pairbert.json").write_text(json.dumps({**settings_of(last), "epoch": 2}))  # as if stopped early
     state = json.loads((last / "trainer_state.json").read_text())
-    (last / "trainer_state.json").write_text(json.dumps({**state, "epoch": 2, "history": state["history"][:2]}))
+    (last / "trainer_state.json").write_text(
+        json.dumps({**state, "epoch": 2, "history": state["history"][:2]})
+    )
     # resume as the README shows: only the output folder; nothing may fall back to the defaults
-    assert main(["train", "--output-dir", str(out), "--resume", "--quiet", "--device", "cpu"]) == 0, capsys.readouterr().err
+    assert run_cli(["train", "--output-dir", str(out), "--resume", "--quiet", "--device", "cpu"]) == 0, (
+        capsys.readouterr().err
+    )
     config = settings_of(out / "last")["train_config"]
-    assert (config["source"], config["batch_size"], config["learning_rate"], config["seed"], config["epochs"]) == \
-        ("random:tiny", 2, 0.002, 7, 3)
+    assert (
+        config["source"],
+        config["batch_size"],
+        config["learning_rate"],
+        config["seed"],
+        config["epochs"],
+    ) == ("random:tiny", 2, 0.002, 7, 3)
     assert config["train_file"] == str(SMOKE)
 
-    assert main(["train", "--output-dir", str(out), "--resume", "--quiet", "--lr", "0.5"]) == 2
+    assert run_cli(["train", "--output-dir", str(out), "--resume", "--quiet", "--lr", "0.5"]) != 0
     err = capsys.readouterr().err
     assert "learning_rate is 0.5, the checkpoint's run used 0.002" in err and "--override" in err
-    assert main(["train", "--output-dir", str(out), "--resume", "--quiet", "--head-lr", "0.01"]) == 2
+    assert run_cli(["train", "--output-dir", str(out), "--resume", "--quiet", "--head-lr", "0.01"]) != 0
     assert "head_learning_rate" in capsys.readouterr().err
-    assert main(["train", "--output-dir", str(out), "--resume", "--quiet", "--head-lr", "0.01", "--override"]) == 2
+    again = ["train", "--output-dir", str(out), "--resume", "--quiet", "--head-lr", "0.01", "--override"]
+    assert run_cli(again) != 0
     err = capsys.readouterr().err
     assert "optimizer state does not fit" in err and "Traceback" not in err
 
 
-# 5. what is verified is what is loaded -------------------------------------------------------------------------
+# 5. what is verified is what is loaded
+
 
 def test_model_swapped_after_the_checksum_is_never_served(tiny_bundle, tmp_path, monkeypatch):
     import onnxruntime
@@ -262,13 +327,21 @@ def test_read_verified_returns_the_bytes_it_checked(tiny_bundle):
         read_verified(tiny_bundle, manifest.tokenizer_file, "0" * 64)
 
 
-# 6. manifest names stay inside the bundle; the manifest itself is checksummed -----------------------------------
+# 6. manifest names stay inside the bundle; the manifest itself is checksummed
 
-@pytest.mark.parametrize("field,value", [
-    ("file", "../outside.onnx"), ("file", "/etc/passwd"), ("file", "sub/model.onnx"), ("file", "..\\x.onnx"),
-    ("tokenizer_file", "../tokenizer.json"), ("tokenizer_file", "/etc/passwd"),
-    ("external_data", ["../weights.data"]),
-])
+
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("file", "../outside.onnx"),
+        ("file", "/etc/passwd"),
+        ("file", "sub/model.onnx"),
+        ("file", "..\\x.onnx"),
+        ("tokenizer_file", "../tokenizer.json"),
+        ("tokenizer_file", "/etc/passwd"),
+        ("external_data", ["../weights.data"]),
+    ],
+)
 def test_manifest_file_names_cannot_escape_the_bundle(tiny_bundle, tmp_path, field, value):
     bundle = copy_bundle(tiny_bundle, tmp_path)
 
@@ -296,8 +369,12 @@ def test_symlink_out_of_the_bundle_is_refused(tiny_bundle, tmp_path):
 
 def test_external_checksums_must_cover_every_external_file(tiny_bundle, tmp_path):
     bundle = copy_bundle(tiny_bundle, tmp_path)
-    edit_manifest(bundle, lambda d: d["variants"]["fp32"].update(external_data=["a.data", "b.data"],
-                                                                 external_sha256=["a" * 64]))
+    edit_manifest(
+        bundle,
+        lambda d: d["variants"]["fp32"].update(
+            external_data=["a.data", "b.data"], external_sha256=["a" * 64]
+        ),
+    )
     with pytest.raises(BundleError, match="same number of files"):
         read_manifest(bundle)
 
@@ -309,21 +386,30 @@ def test_swapped_label_names_are_detected(tiny_bundle, tmp_path):
         PairClassifier.load(bundle)
 
 
-# 10. malformed manifests: one BundleError naming the field, at load --------------------------------------------
+# 10. malformed manifests: one BundleError naming the field, at load
 
-@pytest.mark.parametrize("field,change", [
-    ("labels", lambda d: d.update(labels=[])), ("labels", lambda d: d.update(labels=["only"])),
-    ("labels", lambda d: d.update(labels=["a", "b", "c"])), ("labels", lambda d: d.update(labels=["a", "a"])),
-    ("max_length", lambda d: d.update(max_length=-5)), ("max_length", lambda d: d.update(max_length=0)),
-    ("max_length", lambda d: d.update(max_length=7)), ("max_length", lambda d: d.update(max_length=True)),
-    ("max_length", lambda d: d.update(max_length=1e30)), ("max_length", lambda d: d.update(max_length=10**6)),
-    ("variants", lambda d: d.update(variants=[1, 2])),
-    ("sha256", lambda d: d["variants"]["fp32"].update(sha256=12345)),
-    ("tokenizer_file", lambda d: d.update(tokenizer_file=None)),
-    ("passed_parity", lambda d: d["variants"]["int8"].update(passed_parity="false")),
-    ("size_bytes", lambda d: d["variants"]["fp32"].update(size_bytes="big")),
-    ("contract", lambda d: d.update(contract={"inputs": []})),
-])
+
+@pytest.mark.parametrize(
+    "field,change",
+    [
+        ("labels", lambda d: d.update(labels=[])),
+        ("labels", lambda d: d.update(labels=["only"])),
+        ("labels", lambda d: d.update(labels=["a", "b", "c"])),
+        ("labels", lambda d: d.update(labels=["a", "a"])),
+        ("max_length", lambda d: d.update(max_length=-5)),
+        ("max_length", lambda d: d.update(max_length=0)),
+        ("max_length", lambda d: d.update(max_length=7)),
+        ("max_length", lambda d: d.update(max_length=True)),
+        ("max_length", lambda d: d.update(max_length=1e30)),
+        ("max_length", lambda d: d.update(max_length=10**6)),
+        ("variants", lambda d: d.update(variants=[1, 2])),
+        ("sha256", lambda d: d["variants"]["fp32"].update(sha256=12345)),
+        ("tokenizer_file", lambda d: d.update(tokenizer_file=None)),
+        ("passed_parity", lambda d: d["variants"]["int8"].update(passed_parity="false")),
+        ("size_bytes", lambda d: d["variants"]["fp32"].update(size_bytes="big")),
+        ("contract", lambda d: d.update(contract={"inputs": []})),
+    ],
+)
 def test_malformed_manifest_fields_are_named(tiny_bundle, tmp_path, field, change):
     bundle = copy_bundle(tiny_bundle, tmp_path)
     edit_manifest(bundle, change)
@@ -348,7 +434,8 @@ def test_format_1_bundles_are_refused_with_a_reason(tiny_bundle, tmp_path):
         read_manifest(bundle)
 
 
-# 7. NaN never passes the parity gate; a diverged model is never saved ------------------------------------------
+# 7. NaN never passes the parity gate; a diverged model is never saved
+
 
 def test_nan_logits_fail_the_parity_gate():
     from pairbert.export.validation import PARITY_RULES, StageReport, gate
@@ -365,15 +452,25 @@ def test_nan_logits_fail_the_parity_gate():
 def test_diverged_training_saves_no_best_checkpoint(tmp_path, tiny_tokenizer):
     from pairbert.training.loop import TrainConfig, TrainingError, train
 
-    cfg = TrainConfig(output_dir=str(tmp_path / "run"), source="random:tiny", tokenizer=str(tiny_tokenizer),
-                      train_file=str(SMOKE), validation_file=str(SMOKE), epochs=3, batch_size=5,
-                      learning_rate=float("inf"), warmup_ratio=0.0, progress=False)
+    cfg = TrainConfig(
+        output_dir=str(tmp_path / "run"),
+        source="random:tiny",
+        tokenizer=str(tiny_tokenizer),
+        train_file=str(SMOKE),
+        validation_file=str(SMOKE),
+        epochs=3,
+        batch_size=5,
+        learning_rate=float("inf"),
+        warmup_ratio=0.0,
+        progress=False,
+    )
     with pytest.raises(TrainingError, match="non-finite"):
         train(cfg)
     assert not (tmp_path / "run" / "best").exists() and not (tmp_path / "run" / "last").exists()
 
 
-# 9. crash-safe swaps -------------------------------------------------------------------------------------------
+# 9. crash-safe swaps
+
 
 def _folder(path: Path, content: str) -> Path:
     path.mkdir(parents=True)
@@ -427,7 +524,9 @@ def test_a_kill_while_deleting_the_old_folder_loses_nothing(tmp_path, monkeypatc
 
 
 def test_stale_temporary_folders_are_cleaned(tmp_path):
-    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
     dead = int(done.stdout)
     target = _folder(tmp_path / "last", "current")
     stale = _folder(tmp_path / f".tmp-last-{dead}-123", "half written")
@@ -439,15 +538,20 @@ def test_stale_temporary_folders_are_cleaned(tmp_path):
 
 def test_resume_after_a_kill_between_the_renames_of_last(tmp_path, tiny_tokenizer, capsys):
     out = tmp_path / "run"
-    assert main(tiny_train_args(out, tiny_tokenizer, "--epochs", "4")) == 0
+    assert run_cli(tiny_train_args(out, tiny_tokenizer, "--epochs", "4")) == 0
     last = out / "last"
-    (last / "pairbert.json").write_text(json.dumps({**settings_of(last), "epoch": 1}))  # as if stopped after 1
+    (last / "pairbert.json").write_text(
+        json.dumps({**settings_of(last), "epoch": 1})
+    )  # as if stopped after 1
     state = json.loads((last / "trainer_state.json").read_text())
-    (last / "trainer_state.json").write_text(json.dumps({**state, "epoch": 1, "history": state["history"][:1]}))
+    (last / "trainer_state.json").write_text(
+        json.dumps({**state, "epoch": 1, "history": state["history"][:1]})
+    )
     last.rename(out / ".old-last")  # killed between `last → .old-last` and `.tmp → last`
     _folder(out / ".tmp-last-999999999-1", "half written")
-    assert main(["train", "--output-dir", str(out), "--resume", "--quiet", "--device", "cpu"]) == 0, \
+    assert run_cli(["train", "--output-dir", str(out), "--resume", "--quiet", "--device", "cpu"]) == 0, (
         capsys.readouterr().err
+    )
     assert settings_of(last)["epoch"] == 4
     assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []
 
@@ -459,29 +563,44 @@ def test_a_bundle_left_as_old_by_a_killed_export_still_loads(tiny_bundle, tmp_pa
     assert len(clf.predict([("q", "a")])) == 1
 
 
-# 11. API misuse is a PredictorError ---------------------------------------------------------------------------
+# 11. API misuse is a PredictorError
+
 
 def test_api_misuse_is_a_predictor_error(tiny_bundle):
     clf = PairClassifier.load(tiny_bundle, variant="fp32")
-    for call in (lambda: clf.predict(5), lambda: clf.predict_qa(None, None), lambda: clf.predict_qa(["q"], 3),
-                 lambda: clf.predict([("q", "a")], batch_size=True), lambda: clf.predict([("q", "a")], batch_size=8.0),
-                 lambda: PairClassifier.load(tiny_bundle, threads=1.5)):
+    for call in (
+        lambda: clf.predict(5),
+        lambda: clf.predict_qa(None, None),
+        lambda: clf.predict_qa(["q"], 3),
+        lambda: clf.predict([("q", "a")], batch_size=True),
+        lambda: clf.predict([("q", "a")], batch_size=8.0),
+        lambda: PairClassifier.load(tiny_bundle, threads=1.5),
+    ):
         with pytest.raises(PredictorError):
             call()
     assert len(clf.predict([("q", "a")], batch_size=np.int64(8))) == 1
-    assert len(PairClassifier.load(tiny_bundle, variant="fp32", threads=np.int64(1)).predict([("q", "a")])) == 1
+    assert (
+        len(PairClassifier.load(tiny_bundle, variant="fp32", threads=np.int64(1)).predict([("q", "a")])) == 1
+    )
 
 
-# 12. CLI: bad train options are one-line errors ---------------------------------------------------------------
+# 12. CLI: bad train options are one-line errors
 
-@pytest.mark.parametrize("extra,message", [
-    (("--batch-size", "0"), "--batch-size must be at least 1"), (("--max-length", "4"), "--max-length must be in"),
-    (("--max-length", "1000"), "exceeds the 160 positions"), (("--lr", "nan"), "--lr must be a positive"),
-    (("--lr", "-1"), "--lr must be a positive"), (("--epochs", "0"), "--epochs must be at least 1"),
-    (("--warmup-ratio", "2"), "--warmup-ratio must be in"),
-])
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (("--batch-size", "0"), "at least 1"),
+        (("--max-length", "4"), "--max-length must be in"),
+        (("--max-length", "1000"), "exceeds the 160 positions"),
+        (("--lr", "nan"), "--lr must be a positive"),
+        (("--lr", "-1"), "--lr must be a positive"),
+        (("--epochs", "0"), "at least 1"),
+        (("--warmup-ratio", "2"), "--warmup-ratio must be in"),
+    ],
+)
 def test_cli_train_rejects_bad_settings(tmp_path, tiny_tokenizer, capsys, extra, message):
-    assert main(tiny_train_args(tmp_path / "run", tiny_tokenizer, *extra)) == 2
+    assert run_cli(tiny_train_args(tmp_path / "run", tiny_tokenizer, *extra)) != 0
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not (tmp_path / "run").exists()
@@ -490,15 +609,16 @@ def test_cli_train_rejects_bad_settings(tmp_path, tiny_tokenizer, capsys, extra,
 def test_cli_train_output_dir_that_is_a_file_and_a_bad_tokenizer(tmp_path, tiny_tokenizer, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    assert main(tiny_train_args(blocker / "run", tiny_tokenizer)) == 2
+    assert run_cli(tiny_train_args(blocker / "run", tiny_tokenizer)) != 0
     assert "is a file, not a folder" in capsys.readouterr().err
     bogus = tmp_path / "tokenizer.json"
     bogus.write_text('{"not": "a tokenizer"}')
-    assert main(tiny_train_args(tmp_path / "run", bogus)) == 2
+    assert run_cli(tiny_train_args(tmp_path / "run", bogus)) != 0
     assert "not a tokenizers tokenizer.json" in capsys.readouterr().err
 
 
-# 13. fp32 results do not depend on how pairs are batched --------------------------------------------------------
+# 13. fp32 results do not depend on how pairs are batched
+
 
 def test_fp32_probabilities_do_not_depend_on_batch_composition(tiny_bundle):
     clf = PairClassifier.load(tiny_bundle, variant="fp32")
@@ -510,11 +630,14 @@ def test_fp32_probabilities_do_not_depend_on_batch_composition(tiny_bundle):
         assert (batched.argmax(-1) == alone.argmax(-1)).all()
 
 
-# 14. small inconsistencies ---------------------------------------------------------------------------------------
+# 14. small inconsistencies
+
 
 def test_bom_is_accepted_in_jsonl_as_in_csv(tmp_path):
     path = tmp_path / "bom.jsonl"
-    path.write_text("\ufeff" + json.dumps({"question": "q", "answer": "a", "label": 1}) + "\n", encoding="utf-8")
+    path.write_text(
+        "\ufeff" + json.dumps({"question": "q", "answer": "a", "label": 1}) + "\n", encoding="utf-8"
+    )
     assert read_pairs(path)[0].question == "q"
 
 

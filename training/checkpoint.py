@@ -3,7 +3,7 @@
     config.json, model.safetensors    save_pretrained of the model (config holds the BERT config)
     tokenizer.json                    the tokenizer the model was trained with
     pairbert.json                     max_length, labels, training settings, epoch, metrics
-    trainer_state.pt                  optimizer + scheduler state dicts (only in the resumable `last` checkpoint)
+    trainer_state.pt                  optimizer + scheduler state dicts (only in the resumable `last`)
     trainer_state.json                epoch, step, best accuracy, history (beside trainer_state.pt)
 
 Writes are atomic and crash-safe: a folder is written under a temporary name, then swapped into place by
@@ -79,7 +79,9 @@ def require_finite(model: torch.nn.Module, target: Path | str = "checkpoint") ->
     """Refuse to save NaN/inf weights: a diverged model must never become `best/` or `last/`."""
     for name, p in model.named_parameters():
         if not torch.isfinite(p).all():
-            raise CheckpointError(f"{target}: parameter {name} has non-finite values (training diverged); not saved")
+            raise CheckpointError(
+                f"{target}: parameter {name} has non-finite values (training diverged); not saved"
+            )
 
 
 def find_checkpoint(path: Path) -> Path:
@@ -144,8 +146,21 @@ def load_trainer_state(path: Path) -> dict:
 
 
 # Settings that define a run: resuming with a different value would silently train another run.
-RUN_SETTINGS = ("source", "tokenizer", "train_file", "validation_file", "epochs", "batch_size", "learning_rate",
-                "head_learning_rate", "weight_decay", "warmup_ratio", "max_grad_norm", "max_length", "seed")
+RUN_SETTINGS = (
+    "source",
+    "tokenizer",
+    "train_file",
+    "validation_file",
+    "epochs",
+    "batch_size",
+    "learning_rate",
+    "head_learning_rate",
+    "weight_decay",
+    "warmup_ratio",
+    "max_grad_norm",
+    "max_length",
+    "seed",
+)
 
 
 def _same(a: object, b: object) -> bool:
@@ -155,11 +170,15 @@ def _same(a: object, b: object) -> bool:
 
 
 def stored_train_config(path: Path) -> dict:
-    """The training settings a checkpoint was written with ({} for checkpoints that predate recording them)."""
+    """The training settings a checkpoint was written with ({} when it predates recording them)."""
     config = read_settings(find_checkpoint(Path(path))).get("train_config", {})
     return config if isinstance(config, dict) else {}
 
 
 def resume_differences(stored: dict, given: dict, names: tuple[str, ...] = RUN_SETTINGS) -> dict:
     """{name: (checkpoint's value, given value)} for each run setting that differs."""
-    return {n: (stored[n], given.get(n)) for n in names if n in stored and n in given and not _same(stored[n], given[n])}
+    return {
+        n: (stored[n], given.get(n))
+        for n in names
+        if n in stored and n in given and not _same(stored[n], given[n])
+    }
