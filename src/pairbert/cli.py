@@ -47,6 +47,7 @@ TRAIN_OPTIONS = {
     "seed": "seed",
     "device": "device",
     "resume": "resume",
+    "override": "resume_override",
 }
 TRAIN_CONFIG_NOT_ON_CLI = {"progress", "stop_after_epochs"}  # progress: --quiet; stop_after_epochs: tests
 
@@ -135,7 +136,7 @@ def _train(args: argparse.Namespace) -> None:
                 if d not in explicit and f in stored and f in RUN_SETTINGS
             }
         )
-    cfg = TrainConfig(**values, progress=not args.quiet, resume_override=args.override)
+    cfg = TrainConfig(**values, progress=not args.quiet)
     result = train(cfg)
     last = result["history"][-1] if result["history"] else {}
     print(
