@@ -24,7 +24,7 @@ from . import atomic_dir
 from .contract import GraphContract, TensorSpec
 from .errors import PairbertError
 from .tokenization import MAX_MAX_LENGTH, MIN_MAX_LENGTH
-from .variants import PRECISION, VARIANTS
+from .variants import PRECISION
 
 FORMAT_VERSION = 2
 DIGEST_FIELD = "manifest_sha256"
@@ -33,6 +33,9 @@ TOKENIZER_FILE = "tokenizer.json"
 PRECISIONS = tuple(sorted(set(PRECISION.values())))
 DEVICES = ("cpu", "cuda", "any")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+# Variant names are open (export's extra validators may add their own; the predictor only picks the ones it
+# knows), but they are plain names: they appear in file names, logs and cache keys.
+_VARIANT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 class BundleError(PairbertError, ValueError):
@@ -232,8 +235,8 @@ def _variants(value: object, where: str) -> dict[str, VariantInfo]:
 
 
 def _variant(name: str, v: object, where: str) -> VariantInfo:
-    if name not in VARIANTS:
-        raise BundleError(f"{where}: unknown variant (known: {', '.join(VARIANTS)})")
+    if not isinstance(name, str) or not _VARIANT_NAME.fullmatch(name):
+        raise BundleError(f"{where}: a variant name is letters, digits, '.', '_' or '-' (at most 64)")
     if not isinstance(v, dict):
         raise BundleError(f"{where}: expected an object, got {type(v).__name__}")
     unknown = set(v) - set(_VARIANT_TYPES)
