@@ -247,3 +247,16 @@ class PairClassifier:
             self.session.run_with_iobinding(binding)
             return binding.copy_outputs_to_cpu()[0]
         return self.session.run(self._output_names, {k: feed[k] for k in self._input_names}, self._run_options)[0]
+
+    def rank(self, query: str, texts: Sequence[str], top_k: int | None = None,
+             batch_size: int = 32) -> list[tuple[int, float]]:
+        """Rerank `texts` against `query`: (index into texts, match probability) pairs, best first (ties keep
+        the input order), at most `top_k` of them."""
+        if isinstance(texts, str) or not isinstance(texts, Sequence):
+            raise PredictorError("texts must be a sequence of str, not a single str")
+        if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 0):
+            raise PredictorError(f"top_k must be a non-negative int or None, got {top_k!r}")
+        _check_text(query, 0, "query")
+        scores = self.predict([(query, text) for text in texts], batch_size=batch_size).match_probability
+        order = sorted(range(len(scores)), key=lambda i: (-float(scores[i]), i))
+        return [(i, float(scores[i])) for i in order[:top_k]]

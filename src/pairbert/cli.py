@@ -118,6 +118,59 @@ def _bench(args: argparse.Namespace) -> None:
         raise BenchmarkError("; ".join(report["problems"]))
 
 
+def _serve(args: argparse.Namespace) -> None:
+    from pairbert.serving.server import serve
+    from pairbert.serving.settings import ServeSettings
+
+    serve(ServeSettings(
+        bundle=args.bundle, host=args.host, port=args.port, variant=args.variant, device=args.device,
+        threads=args.threads, workers=args.workers, batching=not args.no_batching, max_wait_ms=args.max_wait_ms,
+        max_batch_tokens=args.max_batch_tokens, max_batch_pairs=args.max_batch_pairs,
+        max_queue_pairs=args.max_queue_pairs, max_request_pairs=args.max_request_pairs,
+        max_text_chars=args.max_text_chars, warmup=not args.no_warmup,
+    ))
+
+
+def _bench_serve(args: argparse.Namespace) -> None:
+    from pairbert.benchmarks.serve_load import LoadSettings, run_load_benchmark
+
+    run_load_benchmark(LoadSettings(
+        bundle=args.bundle, out=args.out, clients=tuple(int(c) for c in args.clients.split(",")),
+        seconds=args.seconds, threads=args.threads, rss_requests=args.rss_requests,
+    ))
+
+
+def _add_serve_parsers(sub) -> None:
+    from pairbert.serving.settings import ServeSettings as S  # noqa: N817 - defaults only (torch-free, light)
+
+    s = sub.add_parser("serve", help="HTTP server with cross-request batching (needs pairbert[serve])")
+    s.add_argument("bundle")
+    s.add_argument("--host", default=S.host, help="address to listen on (default: loopback only)")
+    s.add_argument("--port", type=int, default=S.port, help="0 picks a free port (printed)")
+    s.add_argument("--variant", default="auto")
+    s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    s.add_argument("--threads", type=int, help="intra-op threads per worker (default: cores / workers)")
+    s.add_argument("--workers", type=int, default=S.workers, help="worker processes; they split the cores")
+    s.add_argument("--no-batching", action="store_true", help="run each request alone (a baseline)")
+    s.add_argument("--max-wait-ms", type=float, default=S.max_wait_ms, help="longest a pair waits for others")
+    s.add_argument("--max-batch-tokens", type=int, default=S.max_batch_tokens, help="tokens gathered per run")
+    s.add_argument("--max-batch-pairs", type=int, default=S.max_batch_pairs, help="pairs gathered per run")
+    s.add_argument("--max-queue-pairs", type=int, default=S.max_queue_pairs, help="queued pairs before 503")
+    s.add_argument("--max-request-pairs", type=int, default=S.max_request_pairs, help="pairs per request before 413")
+    s.add_argument("--max-text-chars", type=int, default=S.max_text_chars, help="characters per text before 413")
+    s.add_argument("--no-warmup", action="store_true", help="ready as soon as the bundle is loaded")
+    s.set_defaults(func=_serve)
+
+    b = sub.add_parser("bench-serve", help="load benchmark of pairbert serve on loopback (1-128 clients)")
+    b.add_argument("bundle")
+    b.add_argument("--out", default="runs/bench-serve")
+    b.add_argument("--clients", default="1,8,32,128", help="comma-separated concurrent client counts")
+    b.add_argument("--seconds", type=float, default=10.0, help="duration of each measurement")
+    b.add_argument("--threads", type=int, help="intra-op threads of server and in-process predictor")
+    b.add_argument("--rss-requests", type=int, default=20_000, help="requests between the two RSS readings")
+    b.set_defaults(func=_bench_serve)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pairbert", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -186,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--quick", action="store_true", help="smoke run under 2 minutes (CI)")
     b.add_argument("--threads", type=int, help="threads for every contestant (default: physical cores)")
     b.set_defaults(func=_bench)
+    _add_serve_parsers(sub)
     return parser
 
 
