@@ -6,6 +6,7 @@ drains, and the process exits 0."""
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import signal
@@ -22,6 +23,7 @@ log = logging.getLogger(__name__)
 
 SETTINGS_ENV = "PAIRBERT_SERVE_SETTINGS"
 THREADS_ENV = "PAIRBERT_SERVE_THREADS"
+WORKER_LOAD_FAILED = 3  # uvicorn's STARTUP_FAILURE exit code
 
 
 class ServeError(PairbertError, RuntimeError):
@@ -110,8 +112,14 @@ def _serve_many(settings: ServeSettings, sock: socket.socket, threads: int) -> N
     os.environ[SETTINGS_ENV] = settings.to_json()
     os.environ[THREADS_ENV] = str(threads)
     config = _uvicorn_config("pairbert.serving.server:worker_app", settings, factory=True, workers=settings.workers)
-    server = uvicorn.Server(config)
-    Multiprocess(config, target=server.run, sockets=[sock]).run()
+    if "target" in inspect.signature(Multiprocess).parameters:  # older uvicorn takes the worker target itself
+        supervisor = Multiprocess(config, target=uvicorn.Server(config).run, sockets=[sock])
+    else:
+        supervisor = Multiprocess(config, sockets=[sock])
+    supervisor.run()
+    failed = [p.pid for p in supervisor.processes if p.exitcode == WORKER_LOAD_FAILED]
+    if failed:
+        raise ServeError(f"worker(s) {', '.join(map(str, failed))} could not load the bundle (error above)")
 
 
 def worker_app():
@@ -119,8 +127,10 @@ def worker_app():
     settings = ServeSettings.from_json(os.environ[SETTINGS_ENV])
 
     def on_fatal(exc: BaseException) -> None:
+        # Nothing is in flight (not ready: every request was answered 503). The exit code tells uvicorn's
+        # supervisor this worker failed at start-up, so it stops instead of restarting it forever.
         print(f"pairbert serve: worker {os.getpid()}: error: {exc}", file=sys.stderr, flush=True)
-        os.kill(os.getpid(), signal.SIGTERM)
+        os._exit(WORKER_LOAD_FAILED)
 
     return create_app(settings, on_fatal=on_fatal, threads=int(os.environ[THREADS_ENV]))
 

@@ -285,3 +285,158 @@ def test_fuzz_never_crashes_or_wedges_the_server(server, clf):
             assert status == 200
             np.testing.assert_allclose(body["probabilities"], clf.predict(pairs).probabilities, atol=1e-5)
     assert call(server.port, "GET", "/ready")[0] == 200
+
+
+# --- lifecycle ---------------------------------------------------------------------------------------------
+
+def test_ready_says_503_until_the_bundle_is_loaded_and_warmed_up(tiny_bundle):
+    import uvicorn
+    from pairbert.serving.app import create_app
+    from pairbert.serving.server import bind
+
+    release = threading.Event()
+
+    def gated_load():  # the real predictor, loaded once the test has seen the server before it
+        assert release.wait(60), "the test never released the loader"
+        return PairClassifier.load(tiny_bundle, variant=VARIANT, threads=1)
+
+    sock = bind("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(ServeSettings(bundle=str(tiny_bundle)), loader=gated_load),
+                                           log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert call(port, "GET", "/health")[0] == 200
+        status, _, body = call(port, "GET", "/ready")
+        assert status == 503 and body["status"] == "loading"
+        status, headers, body = call(port, "POST", "/predict", {"pairs": [["a", "b"]]})
+        assert status == 503 and headers["retry-after"] == "1" and "not ready" in body["error"]
+        assert "pairbert_ready 0.0" in call(port, "GET", "/metrics")[2]
+        release.set()
+        while call(port, "GET", "/ready")[0] != 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert call(port, "GET", "/ready")[0] == 200
+        assert call(port, "POST", "/predict", {"pairs": [["a", "b"]]})[0] == 200
+    finally:
+        release.set()
+        server.should_exit = True
+        thread.join(60)
+        sock.close()
+    assert not thread.is_alive()
+
+
+def test_sigterm_finishes_the_request_in_flight_then_exits_0(tiny_bundle, clf):
+    server = ServerProcess(str(tiny_bundle), *LIMIT_ARGS)
+    pairs = _pairs(3, seed=500)
+    body = json.dumps({"pairs": [list(p) for p in pairs]}).encode()
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=60) as sock:
+            sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Expect: 100-continue\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n")
+            # "100 Continue" comes when the app starts reading the body: the request is now in flight.
+            assert sock.recv(1024).startswith(b"HTTP/1.1 100")
+            server.proc.send_signal(signal.SIGTERM)
+            time.sleep(0.3)  # let the server begin its shutdown with our request half-sent
+            sock.sendall(body)
+            reader = sock.makefile("rb")
+            assert reader.readline().startswith(b"HTTP/1.1 200")
+            headers = {}
+            while (line := reader.readline()) not in (b"\r\n", b""):
+                key, _, value = line.decode().partition(":")
+                headers[key.strip().lower()] = value.strip()
+            answer = json.loads(reader.read(int(headers["content-length"])))
+        np.testing.assert_allclose(answer["probabilities"], clf.predict(pairs).probabilities, atol=1e-5)
+        assert server.proc.wait(60) == 0, server.errors()
+    finally:
+        server.stop()
+
+
+def _serve_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", SERVE_MAIN, *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_a_bad_bundle_stops_the_server_with_the_cli_one_line_error(tiny_bundle, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_bundle, bad)
+    onnx = bad / "model.int8.onnx"
+    onnx.write_bytes(onnx.read_bytes()[:-10] + b"0123456789")  # tampered: the checksum no longer matches
+    predicted = _serve_cli("predict", str(bad), "-q", "a", "-a", "b")
+    for extra in ((), ("--workers", "2")):
+        served = _serve_cli("serve", str(bad), "--port", "0", *extra)
+        assert served.returncode == 2 == predicted.returncode, served.stderr
+        error = served.stderr.strip().splitlines()
+        assert len(error) == 1 and error[0].startswith("pairbert serve: error: "), served.stderr
+        assert error[0].removeprefix("pairbert serve: ") == predicted.stderr.strip().removeprefix("pairbert predict: ")
+    missing = _serve_cli("serve", str(tmp_path / "nowhere"), "--port", "0")
+    assert missing.returncode == 2 and "listening" not in missing.stdout
+    assert missing.stderr.startswith("pairbert serve: error: ") and "nowhere" in missing.stderr
+
+
+def test_two_workers_split_the_cores_and_both_serve(tiny_bundle, clf):
+    server = ServerProcess(str(tiny_bundle), "--variant", VARIANT, "--workers", "2")
+    try:
+        children = Path(f"/proc/{server.proc.pid}/task/{server.proc.pid}/children").read_text().split()
+        workers = [c for c in children if b"resource_tracker" not in Path(f"/proc/{c}/cmdline").read_bytes()]
+        assert len(workers) == 2
+        pairs = _pairs(4, seed=600)
+        seen, deadline = set(), time.monotonic() + 60
+        while len(seen) < 2 and time.monotonic() < deadline:  # each worker answers /ready for itself
+            status, _, ready = call(server.port, "GET", "/ready")
+            if status == 200:
+                assert ready["threads"] == max(1, physical_cores() // 2)
+                seen.add(ready["pid"])
+                status, _, body = call(server.port, "POST", "/predict", {"pairs": [list(p) for p in pairs]})
+                np.testing.assert_allclose(body["probabilities"], clf.predict(pairs).probabilities, atol=1e-5)
+            time.sleep(0.02)
+        assert seen and seen <= {int(c) for c in workers}
+    finally:
+        assert server.stop() == 0, server.errors()
+
+
+# --- cores from the container ------------------------------------------------------------------------------
+
+def _tree(root: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return root
+
+
+def test_cgroup_v2_quota_caps_the_core_count(tmp_path):
+    root = _tree(tmp_path / "cg", {"cpu.max": "max 100000\n", "kubepods/cpu.max": "max 100000\n",
+                                   "kubepods/pod1/cpu.max": "250000 100000\n",
+                                   "kubepods/pod1/ctr/cpu.max": "max 100000\n"})
+    proc = _tree(tmp_path, {"self_cgroup": "0::/kubepods/pod1/ctr\n"}) / "self_cgroup"
+    assert cgroup_cpu_quota(root, proc) == 2.5  # the parent pod's limit binds the container
+    uncapped = physical_cores(tmp_path / "absent", proc)
+    assert physical_cores(root, proc) == min(uncapped, 2)
+    (root / "kubepods/pod1/cpu.max").write_text("50000 100000\n")  # half a CPU: still one thread
+    assert physical_cores(root, proc) == 1
+    (root / "kubepods/pod1/cpu.max").write_text("max 100000\n")
+    assert cgroup_cpu_quota(root, proc) is None and physical_cores(root, proc) == uncapped
+    namespaced = _tree(tmp_path / "ns", {"cpu.max": "100000 100000\n"})  # path not under the root: root only
+    assert cgroup_cpu_quota(namespaced, proc) == 1.0
+
+
+def test_cgroup_v1_quota_caps_the_core_count(tmp_path):
+    proc = _tree(tmp_path, {"self_cgroup": "4:memory:/docker/abc\n2:cpu,cpuacct:/docker/abc\n"}) / "self_cgroup"
+    root = _tree(tmp_path / "cg", {"cpu,cpuacct/docker/abc/cpu.cfs_quota_us": "100000\n",
+                                   "cpu,cpuacct/docker/abc/cpu.cfs_period_us": "100000\n",
+                                   "cpu,cpuacct/cpu.cfs_quota_us": "-1\n",
+                                   "cpu,cpuacct/cpu.cfs_period_us": "100000\n"})
+    assert cgroup_cpu_quota(root, proc) == 1.0 and physical_cores(root, proc) == 1
+    (root / "cpu,cpuacct/docker/abc/cpu.cfs_quota_us").write_text("-1\n")
+    assert cgroup_cpu_quota(root, proc) is None
+
+
+def test_workers_split_the_cores():
+    def threads(workers, cores, explicit=None):
+        return worker_threads(ServeSettings(bundle="b", workers=workers, threads=explicit), cores=cores)
+
+    assert threads(1, 8) == 8 and threads(2, 8) == 4 and threads(3, 8) == 2 and threads(4, 2) == 1
+    assert threads(2, 8, explicit=3) == 3
