@@ -200,12 +200,20 @@ def measure_server(settings: LoadSettings, pairs, batching: bool, rss: bool) -> 
     server = ServerProcess(settings.bundle, *extra)
     out: dict = {"batching": batching, "threads": threads, "runs": []}
     try:
-        if rss:
+        if rss:  # idle (ready, no request yet), warm (after the first 5 %), after all of them
+            warm = max(1, settings.rss_requests // 20)
             out["rss_idle_mb"] = round(server.rss_mb(), 1)
-            soak = load(server.port, pairs, 32, seconds=600, max_requests=settings.rss_requests)
+            first = load(server.port, pairs, 32, seconds=600, max_requests=warm)
+            out["rss_warm_mb"] = round(server.rss_mb(), 1)
+            rest = load(server.port, pairs, 32, seconds=1200, max_requests=settings.rss_requests - warm)
             out["rss_after_mb"] = round(server.rss_mb(), 1)
-            out["rss_requests"] = soak["requests"]
+            out["rss_requests"] = first["requests"] + rest["requests"]
+            out["rss_statuses"] = {k: first["statuses"].get(k, 0) + rest["statuses"].get(k, 0)
+                                   for k in {*first["statuses"], *rest["statuses"]}}
             out["rss_growth_pct"] = round(100 * (out["rss_after_mb"] / out["rss_idle_mb"] - 1), 2)
+            out["rss_growth_from_warm_pct"] = round(100 * (out["rss_after_mb"] / out["rss_warm_mb"] - 1), 2)
+            print(f"  RSS idle {out['rss_idle_mb']} MB, after {warm} requests {out['rss_warm_mb']} MB, after "
+                  f"{out['rss_requests']} {out['rss_after_mb']} MB (+{out['rss_growth_pct']} %)", flush=True)
         for clients in settings.clients:
             load(server.port, pairs, clients, seconds=min(1.0, settings.seconds))  # warm the connections
             run = load(server.port, pairs, clients, settings.seconds)
