@@ -109,10 +109,10 @@ class ServerProcess:
                 raise BenchmarkError(f"pairbert serve never became ready: {self.errors()}")
             time.sleep(0.1)
 
-    def errors(self) -> str:
-        """The server's standard error so far (its last 2,000 characters)."""
+    def errors(self, last: int = 2000) -> str:
+        """The server's standard error so far (its last `last` characters)."""
         self.stderr.seek(0)
-        return self.stderr.read()[-2000:]
+        return self.stderr.read()[-last:]
 
     def ready(self) -> bool:
         try:

@@ -114,9 +114,16 @@ class DynamicBatcher:
             if not self._queue:
                 self._arrived.clear()
                 await self._arrived.wait()
-            jobs = await self._collect()
-            if jobs:
-                await self._execute(jobs)
+            jobs: list[_Job] = []
+            try:
+                jobs = await self._collect()
+                if jobs:
+                    await self._execute(jobs)
+            except Exception as exc:  # a bug here must fail these requests, not leave every later one hanging
+                log.exception("batcher failed on a run of %d request(s)", len(jobs))
+                for job in jobs:
+                    if not job.future.done():
+                        job.future.set_exception(exc)
 
     def _target(self) -> int:
         return min(self.max_batch_pairs, max(self._recent, default=1))

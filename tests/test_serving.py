@@ -285,6 +285,7 @@ def test_fuzz_never_crashes_or_wedges_the_server(server, clf):
             assert status == 200
             np.testing.assert_allclose(body["probabilities"], clf.predict(pairs).probabilities, atol=1e-5)
     assert call(server.port, "GET", "/ready")[0] == 200
+    assert "Traceback" not in server.errors(last=10**7)  # every case was an answer, none a server error
 
 
 # --- lifecycle ---------------------------------------------------------------------------------------------

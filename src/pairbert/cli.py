@@ -119,8 +119,12 @@ def _bench(args: argparse.Namespace) -> None:
 
 
 def _serve(args: argparse.Namespace) -> None:
-    from pairbert.serving.server import serve
     from pairbert.serving.settings import ServeSettings
+
+    try:
+        from pairbert.serving.server import serve
+    except ImportError as exc:  # the [serve] extra is missing: say which to install, no traceback
+        raise UserError(str(exc)) from None
 
     serve(ServeSettings(
         bundle=args.bundle, host=args.host, port=args.port, variant=args.variant, device=args.device,
