@@ -444,3 +444,11 @@ def test_workers_split_the_cores():
 
     assert threads(1, 8) == 8 and threads(2, 8) == 4 and threads(3, 8) == 2 and threads(4, 2) == 1
     assert threads(2, 8, explicit=3) == 3
+
+
+def test_serving_imports_runtime_only_never_torch():
+    code = ("import sys; import pairbert.serving.server, pairbert.serving.app; "
+            "bad = [m for m in ('torch', 'transformers', 'pairbert.training', 'pairbert.export') if m in sys.modules]; "
+            "print(bad); sys.exit(1 if bad else 0)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
