@@ -9,8 +9,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from helpers import build_tokenizer, train_tiny_checkpoint  # noqa: E402
 
-from pairbert.export.bundle_writer import export_bundle  # noqa: E402
 from pairbert.builtin_data import SMOKE  # noqa: E402
+from pairbert.export.bundle_writer import export_bundle  # noqa: E402
 
 out = Path(sys.argv[1])
 with tempfile.TemporaryDirectory() as tmp:

@@ -6,15 +6,20 @@ torch contestants import torch only when built, so an ORT worker process never l
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-ORT_VARIANTS = ("fp32", "optimized", "int8", "fp16")
-TORCH_CONTESTANTS = ("torch-fp32", "torch-int8", "torch-fp16-cuda")
+from pairbert.runtime.variants import OPENVINO_VARIANTS, ORT_VARIANTS
+
+TORCH_CONTESTANTS = ("torch-fp32", "torch-bf16", "torch-int8", "torch-fp16-cuda")
 GPU_CONTESTANTS = ("torch-fp16-cuda", "ort-fp16-cuda")
+# What a user would pick instead of pairbert: torch in its best modes and OpenVINO out of the box.
+PEERS = ("torch-fp32", "torch-bf16", "torch-int8", "openvino-default")
+DEFAULT_PATH = "pairbert-auto"  # PairClassifier.load(bundle): what a pairbert user gets by default
 
 Pairs = Sequence[tuple[str, str]]
 
@@ -22,7 +27,7 @@ Pairs = Sequence[tuple[str, str]]
 @dataclass
 class Contestant:
     name: str
-    family: str  # "torch" or "ort"
+    family: str  # "torch", "ort", "openvino" (pairbert's own paths) or "peer-openvino" (OpenVINO out of the box)
     precision: str
     # (pairs, batch_size, mode) -> probabilities [n, 2]; mode: bucketed | padded | pad128
     predict: Callable[[Pairs, int, str], np.ndarray]
@@ -44,6 +49,8 @@ def torch_contestant(name: str, checkpoint: Path, threads: int) -> Contestant:
     device = torch.device("cuda" if name.endswith("-cuda") else "cpu")
     if device.type == "cuda":
         model = model.half().to(device)
+    # torch-bf16: the one line a torch user adds on a CPU with bf16 matrix units
+    autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if name == "torch-bf16" else contextlib.nullcontext
 
     def predict(pairs: Pairs, batch_size: int, mode: str) -> np.ndarray:
         n = len(pairs)
@@ -53,7 +60,7 @@ def torch_contestant(name: str, checkpoint: Path, threads: int) -> Contestant:
         else:
             batches = [list(range(s, min(n, s + batch_size))) for s in range(0, n, batch_size)]
         out = np.empty((n, 2), np.float32)
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast():
             for idx in batches:
                 arrays = encoder.collate([qa[i] for i in idx], [aq[i] for i in idx])
                 batch = {k: torch.from_numpy(v).to(device) for k, v in arrays.items()}
@@ -62,12 +69,13 @@ def torch_contestant(name: str, checkpoint: Path, threads: int) -> Contestant:
                 out[idx] = model(**batch).logits.float().cpu().numpy()  # .cpu() synchronises on CUDA
         return softmax(out)
 
-    precision = {"torch-int8": "int8", "torch-fp16-cuda": "fp16"}.get(name, "fp32")
+    precision = {"torch-int8": "int8", "torch-fp16-cuda": "fp16", "torch-bf16": "bf16"}.get(name, "fp32")
     return Contestant(name, "torch", precision, predict,
                       ("padded", "pad128", "bucketed"))
 
 
-def ort_contestant(variant: str, bundle: Path, threads: int, device: str = "cpu") -> Contestant:
+def pairbert_contestant(variant: str, bundle: Path, threads: int, device: str = "cpu") -> Contestant:
+    """pairbert's runtime on one variant, or on `auto` (the default path: what `load` chooses here)."""
     from pairbert.runtime import PairClassifier
 
     clf = PairClassifier.load(bundle, variant=variant, device=device, threads=threads)
@@ -77,14 +85,59 @@ def ort_contestant(variant: str, bundle: Path, threads: int, device: str = "cpu"
             raise ValueError(mode)
         return clf.predict(pairs, batch_size=batch_size).probabilities
 
-    return Contestant(f"ort-{variant}", "ort", clf.manifest.variants[variant].precision, predict, ("bucketed",))
+    family = "openvino" if clf.backend == "openvino" else "ort"
+    name = DEFAULT_PATH if variant == "auto" else (variant if variant in OPENVINO_VARIANTS else f"ort-{variant}")
+    contestant = Contestant(name, family, clf.manifest.variants[clf.variant].precision, predict, ("bucketed",))
+    contestant.chosen = clf.variant  # type: ignore[attr-defined]
+    return contestant
+
+
+def openvino_default_contestant(bundle: Path, threads: int) -> Contestant:
+    """OpenVINO out of the box on the bundle's fp32 ONNX: `compile_model(path, "CPU")` with only the thread
+    count set (so every contestant gets the same cores). Its defaults pick bf16 on CPUs with bf16 units."""
+    import openvino as ov
+
+    from pairbert.runtime.bundle import read_manifest
+    from pairbert.runtime.predictor import bucketed_batches, softmax
+    from pairbert.runtime.tokenization import PairEncoder
+
+    manifest = read_manifest(bundle)
+    encoder = PairEncoder.from_file(bundle / manifest.tokenizer_file, manifest.max_length)
+    compiled = ov.Core().compile_model(str(bundle / manifest.variants["fp32"].file), "CPU",
+                                       {"INFERENCE_NUM_THREADS": threads})
+    request = compiled.create_infer_request()
+    names = [p.get_any_name() for p in compiled.inputs]
+
+    def predict(pairs: Pairs, batch_size: int, mode: str) -> np.ndarray:
+        n = len(pairs)
+        qa, aq = encoder.tokenize([p[0] for p in pairs], [p[1] for p in pairs])
+        if mode == "bucketed":
+            batches = bucketed_batches([len(e.ids) for e in qa], batch_size, max_tokens=None)
+        else:
+            batches = [list(range(s, min(n, s + batch_size))) for s in range(0, n, batch_size)]
+        out = np.empty((n, 2), np.float32)
+        for idx in batches:
+            feed = encoder.collate([qa[i] for i in idx], [aq[i] for i in idx])
+            request.infer({k: feed[k] for k in names})
+            out[idx] = request.get_output_tensor(0).data
+        return softmax(out)
+
+    hint = compiled.get_property("INFERENCE_PRECISION_HINT")  # what OpenVINO chose for this CPU
+    precision = {"f32": "fp32"}.get(hint.get_type_name(), hint.get_type_name())
+    return Contestant("openvino-default", "peer-openvino", precision, predict, ("padded", "bucketed"))
 
 
 def build(name: str, bundle: Path, checkpoint: Path, threads: int) -> Contestant:
     if name in TORCH_CONTESTANTS:
         return torch_contestant(name, checkpoint, threads)
+    if name == "openvino-default":
+        return openvino_default_contestant(bundle, threads)
+    if name == DEFAULT_PATH:
+        return pairbert_contestant("auto", bundle, threads)
     if name == "ort-fp16-cuda":  # IO binding happens inside the predictor on CUDA
-        return ort_contestant("fp16", bundle, threads, device="cuda")
+        return pairbert_contestant("fp16", bundle, threads, device="cuda")
     if name.startswith("ort-") and name[4:] in ORT_VARIANTS:
-        return ort_contestant(name[4:], bundle, threads)
+        return pairbert_contestant(name[4:], bundle, threads)
+    if name in OPENVINO_VARIANTS:
+        return pairbert_contestant(name, bundle, threads)
     raise ValueError(f"unknown contestant {name!r}")

@@ -20,12 +20,12 @@ import numpy as np
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
+    from pairbert.builtin_data import BUILTIN_VALIDATION
     from pairbert.export.precision import Int8Options, quantize_int8
     from pairbert.export.validation import make_session, parity_figures
     from pairbert.runtime.bundle import read_manifest
     from pairbert.runtime.pair_files import read_pairs
     from pairbert.runtime.tokenization import PairEncoder
-    from pairbert.builtin_data import BUILTIN_VALIDATION
 
     ap = argparse.ArgumentParser()
     ap.add_argument("bundle")

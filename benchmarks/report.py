@@ -9,15 +9,54 @@ def _ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}×" if b else "–"
 
 
+def _best(rows: list[dict], value) -> tuple[float, str]:
+    """(best value, contestant) over rows where `value(row)` is not None."""
+    scored = [(v, c["contestant"]) for c in rows if (v := value(c)) is not None]
+    return max(scored) if scored else (0.0, "–")
+
+
+def _targets(r: dict) -> list[str]:
+    """The CPU-speed targets: pairbert's default path against the strongest peer, in this run."""
+    from .contestants import DEFAULT_PATH, PEERS
+
+    rows = r["contestants"]
+    default = next((c for c in rows if c["contestant"] == DEFAULT_PATH), None)
+    peers = [c for c in rows if c["contestant"] in PEERS]
+    if default is None or not peers:
+        return []
+    b32 = lambda c: max((m["32"]["pairs_per_s"] for m in c["throughput"].values() if "32" in m), default=None)  # noqa: E731
+    mix, mix_peer = b32(default), _best(peers, b32)
+    short_peer = _best(peers, lambda c: -c["latency"]["short"]["p50_ms"])
+    lines = ["### Targets: the default path (`PairClassifier.load(bundle)`, chose "
+             f"{default.get('chosen', '?')}) against the strongest peer", "",
+             "| what | default path | best peer | ratio |", "|---|---|---|---|",
+             f"| batch-32 built-in mix, pairs/s | {mix:.1f} | {mix_peer[0]:.1f} ({mix_peer[1]}) | "
+             f"{_ratio(mix, mix_peer[0])} |",
+             f"| batch-1 short p50, ms | {default['latency']['short']['p50_ms']:.2f} | {-short_peer[0]:.2f} "
+             f"({short_peer[1]}) | {default['latency']['short']['p50_ms'] / -short_peer[0]:.2f}× the peer's time |"]
+    if "batch32x128" in default:
+        lines.append(f"| batch 32 × 128, % of the matrix peak | {default['batch32x128']['pct_of_peak']:.0f}% | "
+                     f"{_best(peers, lambda c: c.get('batch32x128', {}).get('pct_of_peak'))[0]:.0f}% | – |")
+    agree = default["validation"].get("agreement_with_torch_fp32")
+    if agree is not None:
+        lines.append(f"| labels agree with torch-fp32 (validation) | {agree:.1%} | – | – |")
+    return lines + [""]
+
+
 def markdown(r: dict) -> str:
     m = r["machine"]
     rows = r["contestants"]
     base = next(c for c in rows if c["contestant"] == "torch-fp32")
     lines = [
         f"Machine: {m['cpu']}, {m['physical_cores']} physical cores, ISA {', '.join(m['isa'])}; "
-        f"{r['threads']} threads for every contestant. GEMM peak (ORT MatMul, model shapes): "
-        f"{r['gemm_peak']['peak_gflops']:.1f} GFLOP/s.",
+        f"{r['threads']} threads for every contestant. Matrix peak on the model's GEMM shapes: "
+        + ", ".join(f"{p} {v:.0f}" for p, v in r["gemm_peak"].get("by_precision", {}).items())
+        + f" GFLOP/s; \"% of peak\" divides by the best, {r['gemm_peak']['peak_gflops']:.0f} "
+        f"({r['gemm_peak'].get('peak_precision', 'fp32')})"
+        + ("" if r["gemm_peak"].get("bf16_units", True) else "; this CPU has no bf16 matrix units") + ".",
         "",
+        *_targets(r),
+        *([f"Not run here: {'; '.join(r['skipped'])}.", ""] if r.get("skipped") else []),
         "### Batch-1 latency (end to end, tokenization included; p50 / p90 / p99 ms)",
         "",
         "| contestant | " + " | ".join(f"{w} ({base['latency'][w]['tokens']} tok)" for w in base["latency"])
@@ -71,7 +110,9 @@ def markdown(r: dict) -> str:
         "", "### Footprint", "",
         f"- Cold start, new process (import + load + first prediction, {cs['runtime']['variant']}): "
         f"{cs['runtime']['total_s']:.3f} s in-process, {cs['runtime']['process_wall_s']:.3f} s with interpreter start-up; "
-        f"torch: {cs['torch']['total_s']:.3f} s ({_ratio(cs['torch']['total_s'], cs['runtime']['total_s'])} slower).",
+        f"torch: {cs['torch']['total_s']:.3f} s ({_ratio(cs['torch']['total_s'], cs['runtime']['total_s'])} slower)"
+        + (f"; the first-ever load on this machine (auto times every candidate, then caches): "
+           f"{r['cold_start_first_ever']['total_s']:.3f} s." if "cold_start_first_ever" in r else "."),
         "- Peak RSS per contestant process: " + ", ".join(f"{c['contestant']} {c['peak_rss_mb']:.0f} MB" for c in rows) + ".",
         f"- RSS growth over {mg['predictions']} predictions of varied shapes after warm-up, first vs second half of the "
         f"run: peak {mg['growth_pct']:+.2f}% ({mg['first_window_mb']['peak']:.0f} → {mg['last_window_mb']['peak']:.0f} MB), "
@@ -88,43 +129,58 @@ def markdown(r: dict) -> str:
 
 
 def plots(r: dict, out: Path) -> list[Path]:
+    """latency.png: p50 bars with p90/p99 whiskers and labelled values per workload; throughput.png: pairs/s
+    against batch size (every measured batch size as a tick), legends outside the axes."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     rows = r["contestants"]
-    made = []
     workloads = list(rows[0]["latency"])
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    width = 0.8 / len(rows)
-    for i, c in enumerate(rows):
-        xs = [j + i * width for j in range(len(workloads))]
-        ax.bar(xs, [c["latency"][w]["p50_ms"] for w in workloads], width, label=c["contestant"])
-    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(workloads))],
-                  [f"{w}\n({rows[0]['latency'][w]['tokens']} tokens)" for w in workloads])
-    ax.set_ylabel("batch-1 latency p50 (ms, lower is better)")
-    made.append(_finish(fig, ax, f"Batch-1 latency, {r['threads']} threads, {r['machine']['cpu']}", out / "latency.png"))
+    fig, axes = plt.subplots(1, len(workloads), figsize=(4.2 * len(workloads) + 1, 0.45 * len(rows) + 1.8),
+                             squeeze=False)
+    for ax, w in zip(axes[0], workloads, strict=True):
+        names = [c["contestant"] for c in rows]
+        p50 = [c["latency"][w]["p50_ms"] for c in rows]
+        p90 = [c["latency"][w]["p90_ms"] for c in rows]
+        p99 = [c["latency"][w]["p99_ms"] for c in rows]
+        ys = range(len(rows))
+        ax.barh(ys, p50, color=["#4c72b0" if c["family"] in ("ort", "openvino") else "#999999" for c in rows])
+        ax.errorbar(p90, ys, fmt="|", color="black", markersize=8, label="p90")
+        ax.errorbar(p99, ys, fmt="x", color="#c44e52", markersize=5, label="p99")
+        for y, (a, b, c) in enumerate(zip(p50, p90, p99, strict=True)):
+            ax.text(max(c, b) * 1.02, y, f"{a:.1f} / {b:.1f} / {c:.1f}", va="center", fontsize=7)
+        ax.set_yticks(list(ys), names if ax is axes[0][0] else [""] * len(rows), fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlim(0, max(p99) * 1.6)
+        ax.set_xlabel("ms (p50 bar, p90 |, p99 x; lower is better)", fontsize=8)
+        ax.set_title(f"{w} ({rows[0]['latency'][w]['tokens']} tokens)", fontsize=9)
+    fig.suptitle(f"Batch-1 latency, end to end, {r['threads']} threads, {r['machine']['cpu']} "
+                 "(blue: pairbert, grey: peers)", fontsize=9)
+    fig.tight_layout()
+    made = [out / "latency.png"]
+    fig.savefig(made[0], dpi=110)
+    plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig, ax = plt.subplots(figsize=(9, 4.8))
+    batches: set[int] = set()
     for c in rows:
         for mode, by_batch in c["throughput"].items():
-            batches = [int(b) for b in by_batch]
-            ax.plot(batches, [t["pairs_per_s"] for t in by_batch.values()], marker="o",
-                    linestyle="-" if c["family"] == "ort" else "--", label=f"{c['contestant']} ({mode})")
+            xs = [int(b) for b in by_batch]
+            batches.update(xs)
+            ax.plot(xs, [t["pairs_per_s"] for t in by_batch.values()], marker="o",
+                    linestyle="-" if c["family"] in ("ort", "openvino") else "--", label=f"{c['contestant']} ({mode})")
     ax.set_xscale("log", base=2)
+    ax.set_xticks(sorted(batches), [str(b) for b in sorted(batches)])
+    ax.minorticks_off()
     ax.set_xlabel("batch size")
     ax.set_ylabel("pairs per second (higher is better)")
-    made.append(_finish(fig, ax, f"Throughput on the built-in mix ({rows[0]['job_pairs']} pairs)", out / "throughput.png"))
-    return made
-
-
-def _finish(fig, ax, title: str, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7)
+    ax.set_title(f"Throughput on the built-in mix ({rows[0]['job_pairs']} pairs), solid: pairbert, dashed: peers",
+                 fontsize=9)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    made.append(out / "throughput.png")
+    fig.savefig(made[1], dpi=110)
     plt.close(fig)
-    return path
+    return made

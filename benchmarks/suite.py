@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+from .contestants import DEFAULT_PATH
 from .flops import batch_flops, useful_flops
 from .machine import cpu_description, library_versions
 from .processes import BenchmarkError, run_json
@@ -19,13 +20,32 @@ from .processes import BenchmarkError, run_json
 MAX_RSS_GROWTH_PCT = 5.0  # the runtime issue's bound on memory growth over 10,000 varied predictions
 
 
-def contestants_for(manifest) -> list[str]:
+def contestants_for(manifest) -> tuple[list[str], list[str]]:
+    """(contestants to run, contestants skipped here and why)."""
+    from pairbert.runtime.sessions import has_bf16_units, openvino_available
+
     # torch-int8 (torch.ao dynamic quantization) is deprecated in torch 2.x; the worker reports if it is gone.
-    names = ["torch-fp32", "torch-int8"]
+    names, skipped = ["torch-fp32"], []
+    if has_bf16_units():
+        names.append("torch-bf16")
+    else:
+        skipped.append("torch-bf16 (this CPU has no bf16 matrix units: autocast would emulate bf16, slower than fp32)")
+    names.append("torch-int8")
+    if openvino_available():
+        names.append("openvino-default")
+    else:
+        skipped.append("openvino-default (OpenVINO not installed: pip install 'pairbert[openvino]')")
     names += [f"ort-{v}" for v in ("fp32", "optimized", "int8") if v in manifest.variants]
+    for v in ("openvino-fp32", "openvino-bf16"):
+        info = manifest.variants.get(v)
+        if info is not None and info.passed_parity and openvino_available():
+            names.append(v)
+        elif info is not None:
+            skipped.append(f"{v} ({'OpenVINO not installed' if info.passed_parity else 'did not pass its gate here'})")
+    names.append(DEFAULT_PATH)
     if gpu_present() and "fp16" in manifest.variants:  # on a GPU machine: fp16 on CUDA for both
         names += ["torch-fp16-cuda", "ort-fp16-cuda"]
-    return names
+    return names, skipped
 
 
 def gpu_present() -> bool:
@@ -65,7 +85,7 @@ def check_agreement(results: list[dict]) -> list[str]:
         labels = r["validation"]["labels"]
         agree = sum(a == b for a, b in zip(labels, base)) / len(base)
         r["validation"]["agreement_with_torch_fp32"] = agree
-        need = 1.0 if r["precision"] == "fp32" else 0.95
+        need = 1.0 if r["precision"] == "fp32" and r["family"] != "peer-openvino" else 0.95
         if agree < need:
             problems.append(f"{r['contestant']}: labels agree with torch-fp32 on {agree:.1%} (< {need:.0%})")
     return problems
@@ -79,6 +99,30 @@ def kernel_floor(results: list[dict], hidden: int, intermediate: int, layers: in
                       str(torch_short["tokens"]), str(threads), "100" if quick else "500"], 600)
     floor["best_possible_speedup"] = {p: torch_short["p50_ms"] / floor[f"{p}_ms"] for p in ("fp32", "int8")}
     return floor
+
+
+def _cold_starts(bundle: Path, checkpoint: Path, threads: int, quick: bool) -> dict:
+    """Cold start of the default path (`variant="auto"`): the first-ever load on this machine (empty
+    calibration cache: every candidate is timed) and a later one (cache warm), each in a new process."""
+    import os
+    import tempfile
+
+    from pairbert.runtime.calibration import CACHE_ENV
+
+    from . import footprint
+
+    before = os.environ.get(CACHE_ENV)
+    with tempfile.TemporaryDirectory() as cache:
+        os.environ[CACHE_ENV] = cache
+        try:
+            first = footprint.cold_start(bundle, checkpoint, threads, "auto", repeats=1)
+            warm = footprint.cold_start(bundle, checkpoint, threads, "auto", repeats=1 if quick else 3)
+        finally:
+            if before is None:
+                os.environ.pop(CACHE_ENV)
+            else:
+                os.environ[CACHE_ENV] = before
+    return {"cold_start": warm, "cold_start_first_ever": first["runtime"]}
 
 
 def run_suite(bundle: Path, checkpoint: Path | None, out: Path, quick: bool, threads: int | None) -> dict:
@@ -104,7 +148,8 @@ def run_suite(bundle: Path, checkpoint: Path | None, out: Path, quick: bool, thr
     peak = run_json(["-m", "pairbert.benchmarks.gemm_peak", str(hidden), str(threads),
                              "0.3" if quick else "1.5"], 300)
     results = []
-    for name in contestants_for(manifest):
+    names, skipped = contestants_for(manifest)
+    for name in names:
         print(f"  {name} …", flush=True)
         args = ["-m", "pairbert.benchmarks.worker", name, "--bundle", str(bundle), "--checkpoint", str(checkpoint),
                 "--threads", str(threads)] + (["--quick"] if quick else [])
@@ -120,11 +165,12 @@ def run_suite(bundle: Path, checkpoint: Path | None, out: Path, quick: bool, thr
                         f"(> {MAX_RSS_GROWTH_PCT}%)")
     report = {
         "machine": cpu_description(), "versions": library_versions(), "threads": threads, "quick": quick,
-        "model": {"hidden": hidden, "layers": layers, "branches": 2}, "gemm_peak": peak,
+        "model": {"hidden": hidden, "layers": layers, "branches": 2}, "gemm_peak": peak, "skipped": skipped,
         "contestants": results, "kernel_floor": floor,
-        "cold_start": footprint.cold_start(bundle, checkpoint, threads, cpu_variant, repeats=1 if quick else 3),
+        **_cold_starts(bundle, checkpoint, threads, quick),
         "memory_growth": growth,
-        "disk_mb": {**{f"ort-{k}": round(v.size_bytes / 2**20, 1) for k, v in manifest.variants.items()},
+        "disk_mb": {**{k if k.startswith("openvino") else f"ort-{k}": round(v.size_bytes / 2**20, 1)
+                       for k, v in manifest.variants.items()},
                     "torch checkpoint": round(sum(f.stat().st_size for f in checkpoint.glob("*.safetensors")) / 2**20, 1)},
         "installed": footprint.installed_sizes(),
         "problems": problems,

@@ -15,10 +15,10 @@ import time
 def main(argv: list[str] | None = None) -> dict:
     import torch
 
+    from pairbert.builtin_data import BUILTIN_TRAIN
     from pairbert.runtime.pair_files import read_pairs
     from pairbert.runtime.tokenization import PairEncoder
     from pairbert.training.batches import encode_batch, pad_to_max_length, training_batches
-    from pairbert.builtin_data import BUILTIN_TRAIN
     from pairbert.training.loop import weight_decay_groups
     from pairbert.training.weights import build_model, tokenizer_file_for
 

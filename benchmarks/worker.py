@@ -48,6 +48,8 @@ def run(name: str, bundle: Path, checkpoint: Path, threads: int, quick: bool) ->
     encoder = PairEncoder.from_file(bundle / "tokenizer.json")
     result: dict = {"contestant": name, "family": contestant.family, "precision": contestant.precision,
                     "threads": threads, "load_s": load_s, "latency": {}, "throughput": {}}
+    if hasattr(contestant, "chosen"):
+        result["chosen"] = contestant.chosen
 
     for workload, target in LATENCY_TARGETS.items():
         if quick and workload != "short":
@@ -58,7 +60,7 @@ def run(name: str, bundle: Path, checkpoint: Path, threads: int, quick: bool) ->
         samples = timed_runs(lambda pair=pair, mode=mode: contestant.predict(pair, 1, mode),
                              warmup=3 if quick else 10, min_runs=5 if quick else 50, min_seconds=0.2 if quick else 2.0)
         result["latency"][workload] = {"tokens": tokens, **percentiles(samples)}
-        if workload == "short" and contestant.family == "ort":
+        if workload == "short" and contestant.family in ("ort", "openvino"):
             # how much of batch-1 latency is tokenization (both orders, padding included)
             tok = timed_runs(lambda q=q, a=a: encoder.collate(*encoder.tokenize([q], [a])), 10, 50,
                              0.2 if quick else 1.0)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from pairbert.builtin_data import DATA_DIR as DATA
 from pairbert.runtime.pair_files import Pair, read_pairs
 from pairbert.runtime.tokenization import PairEncoder

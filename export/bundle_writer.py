@@ -15,11 +15,11 @@ import numpy as np
 import onnx
 import torch
 
+from pairbert.builtin_data import BUILTIN_VALIDATION
 from pairbert.runtime.bundle import (
     FORMAT_VERSION,
     MANIFEST_FILE,
     TOKENIZER_FILE,
-    VARIANTS,
     Manifest,
     VariantInfo,
     sha256_file,
@@ -29,11 +29,12 @@ from pairbert.runtime.contract import CONTRACT, GraphContract
 from pairbert.runtime.devices import cuda_provider_available
 from pairbert.runtime.pair_files import read_pairs
 from pairbert.runtime.tokenization import ORDERS, input_name
+from pairbert.runtime.variants import OPENVINO_VARIANTS, ORT_VARIANTS, VARIANTS
 from pairbert.training.batches import encode_batch
 from pairbert.training.checkpoint import LABELS, load_checkpoint
-from pairbert.builtin_data import BUILTIN_VALIDATION
 
 from . import fusion, onnx_graph, precision
+from .openvino_variants import build_openvino_variants
 from .validation import (
     ExportError,
     ParityError,
@@ -46,7 +47,7 @@ from .validation import (
 
 log = logging.getLogger(__name__)
 
-FILE_NAMES = {v: f"model.{v}.onnx" for v in VARIANTS}
+FILE_NAMES = {v: f"model.{v}.onnx" for v in ORT_VARIANTS}
 PRECISION = {"fp32": "fp32", "optimized": "fp32", "int8": "int8", "fp16": "fp16"}
 DEVICE = {"fp32": "any", "optimized": "any", "int8": "cpu", "fp16": "cuda"}
 SHAPE_GRID = ((1, 4), (2, 17), (7, 64), (33, 128))
@@ -97,6 +98,8 @@ def export_bundle(checkpoint: str | Path, out_dir: str | Path, settings: ExportS
     unknown = set(settings.variants) - set(VARIANTS)
     if unknown:
         raise ExportError("settings", f"unknown variant(s) {sorted(unknown)}; choose from {VARIANTS}")
+    if set(OPENVINO_VARIANTS) & set(settings.variants) and "fp32" not in settings.variants:
+        raise ExportError("settings", "OpenVINO variants compile the fp32 graph: add fp32 to the variants")
     out_dir = Path(out_dir)
     report = StageReport(echo=echo)
     started = time.perf_counter()
@@ -148,7 +151,7 @@ def export_bundle(checkpoint: str | Path, out_dir: str | Path, settings: ExportS
             built[variant] = path
             return path
 
-        for variant in VARIANTS:
+        for variant in ORT_VARIANTS:
             if variant not in settings.variants and not (variant == "optimized" and
                                                          {"int8", "fp16"} & set(settings.variants)):
                 continue
@@ -194,6 +197,12 @@ def export_bundle(checkpoint: str | Path, out_dir: str | Path, settings: ExportS
                 path.unlink()
         if "fp32" in settings.variants and "fp32" not in variants:
             raise ParityError("fp32", "the plain export does not match torch; nothing written: " + "; ".join(failures), {})
+        if "fp32" in variants:
+            for info in build_openvino_variants(work / FILE_NAMES["fp32"], reference, feeds, report,
+                                                settings.variants):
+                variants[info.name] = info
+                if not info.passed_parity and info.validated_on != "none":
+                    failures.append(f"{info.name}: {info.notes}")
         shutil.copyfile(ckpt.path / TOKENIZER_FILE, work / TOKENIZER_FILE)
         manifest = Manifest(
             format_version=FORMAT_VERSION, labels=tuple(ckpt.settings.get("labels", LABELS)),

@@ -130,7 +130,7 @@ def plan_device(device: str) -> DevicePlan:
     if device == "cuda":
         raise DeviceError(
             "device 'cuda' asked for, but this onnxruntime has no CUDAExecutionProvider "
-            "(install pairbert[gpu], i.e. onnxruntime-gpu instead of onnxruntime); "
+            "(install the CUDA build: pip install 'pairbert[gpu]'); "
             "pass allow_fallback=True to run on the CPU instead"
         )
     return DevicePlan("cpu", (CPU,))
@@ -150,13 +150,14 @@ class ThreadLedger:
         with self._lock:
             free = max(1, cores - self._claimed)
             threads = free if requested is None else requested
-            if self._claimed + threads > cores:
+            if requested is not None and self._claimed + threads > cores:
                 log.warning(
                     "predictors in this process now use %d intra-op threads on %d physical cores: "
                     "they will compete; pass threads= to split the cores", self._claimed + threads, cores,
                 )
-            elif requested is None and self._claimed:
-                log.info("another predictor holds %d thread(s); this one takes %d", self._claimed, threads)
+            elif self._claimed:  # a default load takes what is left (at least one thread): no surprise to warn of
+                log.info("other predictors hold %d thread(s) of %d cores; this one takes %d",
+                         self._claimed, cores, threads)
             self._claimed += threads
             return threads
 

@@ -8,27 +8,48 @@
 from __future__ import annotations
 
 import logging
+import time
 import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
+from numbers import Integral
 from pathlib import Path
 
 import numpy as np
 
-from .bundle import BundleError, Manifest, read_manifest, require_variant, verify_file, verify_variant
-from .devices import LEDGER, DeviceError, plan_device
+from . import calibration
+from .bundle import (
+    MANIFEST_FILE,
+    BundleError,
+    Manifest,
+    read_manifest,
+    require_variant,
+    verify_file,
+    verify_variant,
+)
+from .devices import LEDGER, DeviceError, DevicePlan, plan_device
 from .errors import PairbertError
+from .sessions import (
+    BACKENDS,
+    CPU_ARENA_MODES,
+    CUDA_PROVIDER,
+    OPENVINO,
+    OPENVINO_EXTRA,
+    BackendError,
+    SessionSettings,
+    open_session,
+    openvino_available,
+)
 from .tokenization import PairEncoder
+from .variants import BACKEND, DEVICES, OPENVINO_PRECISION, STATIC_PREFERENCE, variant_key
 
 log = logging.getLogger(__name__)
 
-CPU_PREFERENCE = ("int8", "optimized", "fp32")
 # Padded tokens per run (8 pairs of 128 tokens). Measured on the MiniLM default, 2 cores: 128 pairs of 128
 # tokens took 2,261 ms and peaked at 748 MB RSS in one run, 1,713 ms and 295 MB split at 1,024 tokens;
 # batch-1 and batch-32 short-pair throughput are unchanged (benchmarks/results, README).
 DEFAULT_MAX_BATCH_TOKENS = 1024
-CPU_ARENA_MODES = ("off", "shrink", "keep")
-CUDA_PREFERENCE = ("fp16", "optimized", "fp32")
 
 
 class PredictorError(PairbertError, ValueError):
@@ -69,17 +90,6 @@ def _check_text(value: object, index: int, field: str) -> str:
     return value
 
 
-def _choose_variant(manifest: Manifest, variant: str, device: str, bundle: Path) -> str:
-    if variant != "auto":
-        require_variant(bundle, manifest, variant)
-        return variant
-    for name in CUDA_PREFERENCE if device == "cuda" else CPU_PREFERENCE:
-        info = manifest.variants.get(name)
-        if info is not None and info.passed_parity:
-            return name
-    raise BundleError(f"{bundle}: no variant that passed its parity gate (has: {', '.join(manifest.variants)})")
-
-
 def bucketed_batches(lengths: Sequence[int], batch_size: int, max_tokens: int | None) -> list[list[int]]:
     """Indices sorted by length, cut into batches of at most `batch_size` pairs and (when given) at most
     `max_tokens` padded tokens, so activation memory stays bounded whatever the caller's batch size."""
@@ -96,9 +106,55 @@ def bucketed_batches(lengths: Sequence[int], batch_size: int, max_tokens: int | 
     return batches
 
 
+@dataclass(frozen=True)
+class _Request:
+    """What `load` was asked for, checked once."""
+
+    variant: str
+    device: str
+    backend: str
+    threads: int | None
+    allow_fallback: bool
+    verify: bool
+    cpu_arena: str
+    max_batch_tokens: int | None
+    calibrate: bool
+
+    def check(self) -> None:
+        if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, Integral)
+                                         or self.threads < 1):
+            raise PredictorError(f"threads must be a positive int or None, got {self.threads!r}")
+        if self.cpu_arena not in CPU_ARENA_MODES:
+            raise PredictorError(f"cpu_arena must be one of {', '.join(CPU_ARENA_MODES)}, got {self.cpu_arena!r}")
+        if self.backend not in ("auto", *BACKENDS):
+            raise PredictorError(f"backend must be 'auto' or one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        if self.max_batch_tokens is not None and (not isinstance(self.max_batch_tokens, Integral)
+                                                  or self.max_batch_tokens < 1):
+            raise PredictorError(f"max_batch_tokens must be a positive int or None, got {self.max_batch_tokens!r}")
+        if self.backend == OPENVINO and not openvino_available():
+            raise BackendError(f"backend 'openvino' asked for, but OpenVINO is not installed: {OPENVINO_EXTRA}")
+
+
+def candidates(manifest: Manifest, device: str, backend: str) -> list[str]:
+    """Variants `auto` may choose on `device`: passed their parity gate, runnable here, of the asked backend."""
+    names = []
+    for name, info in manifest.variants.items():
+        kind = BACKEND.get(name)
+        if kind is None or not info.passed_parity or device not in DEVICES[name]:
+            continue
+        if backend not in ("auto", kind) or (kind == OPENVINO and not openvino_available()):
+            continue
+        names.append(name)
+    preference = STATIC_PREFERENCE[device]
+    return sorted(names, key=lambda n: preference.index(n) if n in preference else len(preference))
+
+
 class PairClassifier:
+    """Classifies (question, answer) pairs with a bundle. Use `load`; `close()` (or a `with` block) hands the
+    threads back at once instead of at garbage collection."""
+
     def __init__(self, session, encoder: PairEncoder, manifest: Manifest, variant: str, device: str, threads: int,
-                 cpu_arena: str = "off", max_batch_tokens: int | None = DEFAULT_MAX_BATCH_TOKENS):
+                 max_batch_tokens: int | None = DEFAULT_MAX_BATCH_TOKENS, choice: dict | None = None):
         self.session = session
         self.encoder = encoder
         self.manifest = manifest
@@ -106,97 +162,69 @@ class PairClassifier:
         self.device = device
         self.threads = threads
         self.label_names = tuple(manifest.labels)
-        declared = {i.name for i in session.get_inputs()}
-        # Feed only what the graph declares, so one predictor serves graphs that differ slightly.
-        self._input_names = [n for n in manifest.contract.input_names if n in declared]
-        self._output_names = manifest.contract.output_names
         self.max_batch_tokens = max_batch_tokens
-        self.cpu_arena = cpu_arena
-        self._run_options = None
-        if cpu_arena == "shrink" and device == "cpu":
-            import onnxruntime as ort
-
-            # Hand the arena's unused chunks back after each run (fragmentation still creeps: see README).
-            self._run_options = ort.RunOptions()
-            self._run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+        self.choice = choice or {"how": "asked"}  # how the variant was chosen (and the timings, if measured)
         self._finalizer = weakref.finalize(self, LEDGER.release, threads)
 
     @classmethod
     def load(
         cls, bundle: str | Path, variant: str = "auto", device: str = "auto", threads: int | None = None,
         allow_fallback: bool = False, verify: bool = True, cpu_arena: str = "off",
-        max_batch_tokens: int | None = DEFAULT_MAX_BATCH_TOKENS,
+        max_batch_tokens: int | None = DEFAULT_MAX_BATCH_TOKENS, backend: str = "auto", calibrate: bool = True,
     ) -> PairClassifier:
-        """Open a bundle. `device`: "auto" (CUDA when it really runs), "cpu" or "cuda".
+        """Open a bundle.
 
-        Asking for "cuda" where it cannot run raises DeviceError unless `allow_fallback`.
-        `max_batch_tokens` caps padded tokens per ONNX Runtime run (None: only `batch_size` limits a run).
-        `cpu_arena`: "off" (default: each run's buffers go back to the allocator; RSS stays flat over
-        varied shapes), "shrink" (ORT's arena, unused chunks handed back after each run) or "keep" (ORT's
-        default arena, which keeps what the largest batch needed).
+        `device`: "auto" (CUDA when it really runs), "cpu" or "cuda"; "cuda" where it cannot run raises
+        DeviceError unless `allow_fallback`. `backend`: "auto", "onnxruntime" or "openvino" (CPU; needs
+        `pairbert[openvino]`). `variant`: "auto" or a variant of the bundle (`clf.variant` says which runs).
+        With `variant="auto"` and `calibrate=True`, the parity-passing candidates are timed once on this CPU
+        and the fastest is remembered (see runtime/calibration.py); `calibrate=False` takes a fixed order.
+        `max_batch_tokens` caps padded tokens per run (None: only `batch_size` limits a run).
+        `cpu_arena` (ONNX Runtime): "off" (default: RSS stays flat over varied shapes), "shrink" or "keep".
         """
-        import onnxruntime as ort
-
-        if threads is not None and threads < 1:
-            raise PredictorError(f"threads must be at least 1, got {threads}")
-        if cpu_arena not in CPU_ARENA_MODES:
-            raise PredictorError(f"cpu_arena must be one of {', '.join(CPU_ARENA_MODES)}, got {cpu_arena!r}")
+        request = _Request(variant, device, backend, threads, allow_fallback, verify, cpu_arena, max_batch_tokens,
+                           calibrate)
+        request.check()
         bundle = Path(bundle)
         manifest = read_manifest(bundle)
-        try:
-            plan = plan_device(device)
-        except DeviceError:
-            if not allow_fallback:
-                raise
-            log.warning("CUDA unavailable; falling back to the CPU as allowed")
-            plan = plan_device("cpu")
-        name = _choose_variant(manifest, variant, plan.device, bundle)
-        if verify:
-            path = verify_variant(bundle, manifest, name)
-            verify_file(bundle, manifest.tokenizer_file, manifest.tokenizer_sha256)
-        else:
-            path = bundle / manifest.variants[name].file
         claimed = LEDGER.claim(threads)
         try:
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = claimed
-            options.inter_op_num_threads = 1
-            options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            # Shapes vary call to call: a memory pattern planned for one shape is waste for the next.
-            options.enable_mem_pattern = False
-            options.enable_cpu_mem_arena = cpu_arena != "off"
-            options.log_severity_level = 3
-            if LEDGER.claimed > claimed:  # other predictors live here: don't burn their cores spinning
-                options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            try:
-                session = ort.InferenceSession(str(path), options, providers=list(plan.providers))
-                active = session.get_providers()[0]
-            except Exception as exc:
-                if plan.device != "cuda":
-                    raise BundleError(f"{path}: ONNX Runtime cannot load it ({str(exc).splitlines()[0]})") from None
-                session, active = None, f"an error ({str(exc).splitlines()[0]})"
-            if plan.device == "cuda" and active != "CUDAExecutionProvider":
-                # The CUDA provider is installed but does not really run here (no GPU, missing libraries).
-                if device == "cuda" and not allow_fallback:
-                    raise DeviceError(f"CUDA was asked for but the session got {active}; pass allow_fallback=True "
-                                      "to run on the CPU")
-                log.warning("CUDA does not run here (%s); loading the CPU variant instead", active)
-                session = None
-            else:
-                log.info("pairbert predictor: variant %s on %s (%d threads)", name, active, claimed)
-                encoder = PairEncoder.from_file(bundle / manifest.tokenizer_file, manifest.max_length)
+            if verify:
+                verify_file(bundle, manifest.tokenizer_file, manifest.tokenizer_sha256)
+            encoder = PairEncoder.from_file(bundle / manifest.tokenizer_file, manifest.max_length)
+            vocab = encoder.tokenizer.get_vocab_size()
+            for plan in _device_plans(request):
+                opened = _open(bundle, manifest, plan, request, claimed, vocab)
+                if opened is not None:
+                    session, name, choice = opened
+                    log.info("pairbert predictor: variant %s on %s (%d threads)", name, session.provider, claimed)
+                    return cls(session, encoder, manifest, name, plan.device, claimed, max_batch_tokens, choice)
         except BaseException:
             LEDGER.release(claimed)
             raise
-        if session is None:
-            LEDGER.release(claimed)
-            return cls.load(bundle, variant, "cpu", threads, allow_fallback, verify, cpu_arena, max_batch_tokens)
-        return cls(session, encoder, manifest, name, plan.device, claimed, cpu_arena, max_batch_tokens)
+        LEDGER.release(claimed)  # pragma: no cover - the CPU plan always opens or raises
+        raise DeviceError("no device could run this bundle")
 
     @property
     def provider(self) -> str:
-        return self.session.get_providers()[0]
+        return self.session.provider
+
+    @property
+    def backend(self) -> str:
+        return self.session.backend
+
+    def close(self) -> None:
+        """Release the session and hand this predictor's threads back (idempotent)."""
+        if self._finalizer.alive:
+            self._finalizer()
+        if self.session is not None:
+            self.session.close()
+
+    def __enter__(self) -> PairClassifier:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
 
     def predict(self, pairs: Iterable[Sequence[str]], batch_size: int = 32) -> Prediction:
         """Classify (question, answer) pairs. Batches are length-bucketed; results keep the input order."""
@@ -238,15 +266,7 @@ class PairClassifier:
         return Prediction(probabilities.argmax(-1).astype(np.int64), probabilities, self.label_names)
 
     def _run(self, feed: dict[str, np.ndarray]) -> np.ndarray:
-        if self.device == "cuda":
-            binding = self.session.io_binding()
-            for name in self._input_names:
-                binding.bind_cpu_input(name, feed[name])
-            for name in self._output_names:
-                binding.bind_output(name, "cuda")
-            self.session.run_with_iobinding(binding)
-            return binding.copy_outputs_to_cpu()[0]
-        return self.session.run(self._output_names, {k: feed[k] for k in self._input_names}, self._run_options)[0]
+        return self.session.run(feed)
 
     def rank(self, query: str, texts: Sequence[str], top_k: int | None = None,
              batch_size: int = 32) -> list[tuple[int, float]]:
@@ -260,3 +280,100 @@ class PairClassifier:
         scores = self.predict([(query, text) for text in texts], batch_size=batch_size).match_probability
         order = sorted(range(len(scores)), key=lambda i: (-float(scores[i]), i))
         return [(i, float(scores[i])) for i in order[:top_k]]
+
+
+def _device_plans(request: _Request) -> list[DevicePlan]:
+    """CUDA first where it may run (then the CPU when allowed or when CUDA was only "auto"), else the CPU."""
+    if request.backend == OPENVINO:
+        if request.device == "cuda":
+            raise DeviceError("backend 'openvino' runs on the CPU; use device='cpu' or backend='onnxruntime'")
+        return [plan_device("cpu")]
+    try:
+        plan = plan_device(request.device)
+    except DeviceError:
+        if not request.allow_fallback:
+            raise
+        log.warning("CUDA unavailable; falling back to the CPU as allowed")
+        return [plan_device("cpu")]
+    return [plan, plan_device("cpu")] if plan.device == "cuda" else [plan]
+
+
+def _settings(plan: DevicePlan, request: _Request, threads: int, name: str) -> SessionSettings:
+    return SessionSettings(
+        threads=threads, device=plan.device, cpu_arena=request.cpu_arena,
+        spinning=LEDGER.claimed <= threads,  # other predictors live here: don't burn their cores spinning
+        precision=OPENVINO_PRECISION.get(name, "f32"),
+    )
+
+
+def _model_source(bundle: Path, manifest: Manifest, name: str, verify: bool) -> Path:
+    if verify:
+        return verify_variant(bundle, manifest, name)
+    return bundle / manifest.variants[name].file
+
+
+def _open_variant(bundle: Path, manifest: Manifest, name: str, plan: DevicePlan, request: _Request, threads: int):
+    source = _model_source(bundle, manifest, name, request.verify)
+    try:
+        return open_session(BACKEND[name], source, _settings(plan, request, threads, name))
+    except BackendError as exc:
+        raise BundleError(f"{bundle / manifest.variants[name].file}: {exc}") from None
+
+
+def _open(bundle: Path, manifest: Manifest, plan: DevicePlan, request: _Request, threads: int, vocab: int):
+    """(session, variant, how it was chosen) on `plan`'s device, or None when CUDA turns out not to run."""
+    if request.variant != "auto":
+        name = variant_key(request.backend, request.variant)
+        require_variant(bundle, manifest, name)
+        if request.backend not in ("auto", BACKEND.get(name)):
+            raise PredictorError(f"variant {name!r} runs on {BACKEND.get(name)}, not on backend {request.backend!r}")
+        names, how = [name], "asked"
+    else:
+        names = candidates(manifest, plan.device, request.backend)
+        if not names:
+            raise BundleError(f"{bundle}: no variant that passed its parity gate runs on {plan.device}"
+                              f"{'' if request.backend == 'auto' else ' with ' + request.backend} "
+                              f"(has: {', '.join(manifest.variants)})")
+        how = "fixed order"
+        if request.calibrate and plan.device == "cpu" and len(names) > 1:
+            return _calibrated(bundle, manifest, names, plan, request, threads, vocab)
+    session = _open_variant(bundle, manifest, names[0], plan, request, threads)
+    if plan.device == "cuda" and session.provider != CUDA_PROVIDER:
+        # The CUDA provider is installed but does not really run here (no GPU, missing libraries).
+        if request.device == "cuda" and not request.allow_fallback:
+            raise DeviceError(f"CUDA was asked for but the session got {session.provider}; pass allow_fallback=True "
+                              "to run on the CPU")
+        log.warning("CUDA does not run here (%s); loading the CPU variant instead", session.provider)
+        session.close()
+        return None
+    return session, names[0], {"how": how}
+
+
+def _calibrated(bundle: Path, manifest: Manifest, names: list[str], plan: DevicePlan, request: _Request,
+                threads: int, vocab: int):
+    """The fastest of `names` on this CPU: from the cache, or timed now (each candidate loaded once)."""
+    key = calibration.cache_key((bundle / MANIFEST_FILE).read_bytes(), threads, plan.device)
+    cached = calibration.read_cache().get(key)
+    if isinstance(cached, dict) and cached.get("choice") in names:
+        name = cached["choice"]
+        session = _open_variant(bundle, manifest, name, plan, request, threads)
+        return session, name, {"how": "measured (cached)", **cached}
+    timings, sessions = {}, {}
+    started = time.perf_counter()
+    for name in names:
+        session = _open_variant(bundle, manifest, name, plan, request, threads)
+        timings[name] = calibration.time_candidate(session.run, manifest.contract.input_names, vocab)
+        best = calibration.fastest(timings)
+        for other in [n for n in sessions if n != best]:
+            sessions.pop(other).close()
+        if name == best:
+            sessions[name] = session
+        else:
+            session.close()
+    best = calibration.fastest(timings)
+    entry = {"choice": best, "timings_s": timings, "cpu": calibration.cpu_signature(), "threads": threads,
+             "measured_in_s": round(time.perf_counter() - started, 2),
+             "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    calibration.remember(key, entry)
+    log.info("auto measured %s: %s", ", ".join(names), best)
+    return sessions[best], best, {"how": "measured", **entry}

@@ -22,12 +22,13 @@ except ImportError as exc:  # pragma: no cover - exercised where the extra is mi
         f"pairbert serve needs starlette, uvicorn and prometheus-client ({exc.name} is missing). "
         "Install the serving extra: pip install 'pairbert[serve]'"
     ) from exc
-from pairbert.runtime.errors import PairbertError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from pairbert.runtime.errors import PairbertError
 
 from .batcher import DynamicBatcher, NotRunning, QueueFull
 from .metrics import Metrics

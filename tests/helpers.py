@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-
 WORDS = (
     "what is the capital of france paris a spider has eight legs how many who wrote hamlet shakespeare "
     "banana potassium ocean pacific largest rich in are does do you i it and to be not yes no this that "

@@ -57,3 +57,33 @@ def test_bench_refuses_a_checkpoint_the_bundle_was_not_exported_from(tiny_bundle
     with pytest.raises(BenchmarkError, match="not the weights .* was exported from"):
         run_suite(tiny_bundle, other, tmp_path / "out", quick=True, threads=1)
     assert not (tmp_path / "out").exists()
+
+
+def test_matrix_peak_measures_every_precision_the_cpu_has_and_divides_by_the_best():
+    from pairbert.benchmarks.gemm_peak import gemm_peak_gflops
+    from pairbert.runtime.sessions import has_bf16_units
+
+    peak = gemm_peak_gflops(hidden=32, tokens=64, threads=1, seconds=0.05)
+    assert {"fp32", "int8"} <= set(peak["by_precision"])
+    assert ("bf16" in peak["by_precision"]) == has_bf16_units() == peak["bf16_units"]
+    assert peak["peak_gflops"] == max(peak["by_precision"].values())
+    assert peak["by_precision"][peak["peak_precision"]] == peak["peak_gflops"]
+
+
+def _row(name: str, family: str, b1_ms: float, b32_pairs_s: float) -> dict:
+    lat = {"tokens": 18, "p50_ms": b1_ms, "p90_ms": b1_ms * 1.1, "p99_ms": b1_ms * 1.2, "pct_of_peak": 10.0}
+    return {"contestant": name, "family": family, "precision": "fp32", "latency": {"short": lat},
+            "throughput": {"bucketed": {"32": {"pairs_per_s": b32_pairs_s, "seconds": 1.0, "pct_of_peak": 5.0}}},
+            "validation": {"accuracy": 0.9, "agreement_with_torch_fp32": 1.0}, "job_pairs": 100,
+            "peak_rss_mb": 100.0}
+
+
+def test_targets_compare_the_default_path_with_the_strongest_peer():
+    from pairbert.benchmarks.report import _targets
+
+    rows = [_row("torch-fp32", "torch", 10.0, 100.0), _row("openvino-default", "peer-openvino", 4.0, 300.0),
+            _row("torch-int8", "torch", 8.0, 150.0), {**_row("pairbert-auto", "ort", 3.0, 390.0), "chosen": "int8"}]
+    text = "\n".join(_targets({"contestants": rows}))
+    assert "chose int8" in text
+    assert "| batch-32 built-in mix, pairs/s | 390.0 | 300.0 (openvino-default) | 1.30× |" in text
+    assert "| batch-1 short p50, ms | 3.00 | 4.00 (openvino-default) | 0.75× the peer's time |" in text

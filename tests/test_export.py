@@ -105,9 +105,9 @@ def test_parity_gate_refuses_a_broken_variant(tmp_path, tiny_checkpoint, monkeyp
         export_bundle(tiny_checkpoint, out, ExportSettings(variants=("fp32", "fp16"), force=True), echo=None)
     manifest = read_manifest(out)
     assert manifest.variants["fp16"].passed_parity is False
-    from pairbert.runtime.predictor import _choose_variant
+    from pairbert.runtime.predictor import candidates
 
-    assert _choose_variant(manifest, "auto", "cuda", out) == "fp32"  # "auto" never picks a failed variant
+    assert candidates(manifest, "cuda", "auto") == ["fp32"]  # "auto" never picks a failed variant
 
 
 def test_tampered_files_and_foreign_manifests_are_refused(tiny_bundle, tmp_path):
@@ -135,10 +135,10 @@ def test_tampered_files_and_foreign_manifests_are_refused(tiny_bundle, tmp_path)
 
 
 def test_contract_stage_catches_a_fixed_axis(tmp_path, tiny_checkpoint):
+    from pairbert.builtin_data import SMOKE
     from pairbert.export.onnx_graph import LogitsOnly
     from pairbert.runtime.pair_files import read_pairs
     from pairbert.training.batches import encode_batch
-    from pairbert.builtin_data import SMOKE
 
     ckpt = load_checkpoint(tiny_checkpoint, attn_implementation="eager")
     example = encode_batch(ckpt.encoder, read_pairs(SMOKE), with_labels=False)

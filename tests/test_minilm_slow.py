@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from pairbert.builtin_data import BUILTIN_VALIDATION
 from pairbert.export.bundle_writer import ExportSettings, export_bundle
 from pairbert.export.fusion import expected_fused
 from pairbert.runtime import PairClassifier
 from pairbert.training.checkpoint import save_checkpoint
-from pairbert.builtin_data import BUILTIN_VALIDATION
 from pairbert.training.weights import build_model, tokenizer_file_for
 
 

@@ -66,9 +66,9 @@ def test_int8_agrees_on_labels(tiny_bundle, tiny_checkpoint):
     assert (got.labels == expected).mean() >= 0.99
 
 
-def test_auto_on_cpu_picks_int8_and_reports_provider(tiny_bundle):
-    clf = PairClassifier.load(tiny_bundle)
-    assert clf.variant == "int8" and clf.device == "cpu"
+def test_auto_on_cpu_without_measuring_takes_the_fixed_order_and_reports_provider(tiny_bundle):
+    clf = PairClassifier.load(tiny_bundle, backend="onnxruntime", calibrate=False)
+    assert clf.variant == "int8" and clf.device == "cpu" and clf.backend == "onnxruntime"
     assert clf.provider == "CPUExecutionProvider"
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
-import os
 import shutil
 import signal
 import socket
@@ -35,10 +34,6 @@ MAX_REQUEST_PAIRS, MAX_QUEUE_PAIRS, MAX_TEXT_CHARS = 200, 100, 500
 LIMIT_ARGS = ("--variant", VARIANT, "--threads", "1", "--max-request-pairs", str(MAX_REQUEST_PAIRS),
               "--max-queue-pairs", str(MAX_QUEUE_PAIRS), "--max-text-chars", str(MAX_TEXT_CHARS))
 
-if os.environ.get("SERVE_DEV_BUNDLE"):  # DEV-ONLY
-    @pytest.fixture(scope="session")
-    def tiny_bundle():  # DEV-ONLY
-        return Path(os.environ["SERVE_DEV_BUNDLE"])  # DEV-ONLY
 
 
 def _pairs(n: int, seed: int) -> list[tuple[str, str]]:
@@ -292,6 +287,7 @@ def test_fuzz_never_crashes_or_wedges_the_server(server, clf):
 
 def test_ready_says_503_until_the_bundle_is_loaded_and_warmed_up(tiny_bundle):
     import uvicorn
+
     from pairbert.serving.app import create_app
     from pairbert.serving.server import bind
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers import varied_pairs
+
 from pairbert.runtime.predictor import PairClassifier
 
 # Imported inside the tests, so `make test` (which deselects slow tests) never reports this file as skipped.
@@ -43,8 +44,9 @@ def _post(port: int, path: str, body: object) -> tuple[int, dict, object]:
 @pytest.fixture(scope="module")
 def ray_app(tiny_bundle):
     ray = pytest.importorskip("ray", reason="needs pairbert[ray]")
-    from pairbert.serving.ray_app import DEPLOYMENT, build_app
     from ray import serve
+
+    from pairbert.serving.ray_app import DEPLOYMENT, build_app
 
     port = _free_port()
     ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, configure_logging=False)

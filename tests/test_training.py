@@ -9,10 +9,10 @@ import sys
 import pytest
 import torch
 
+from pairbert.builtin_data import SMOKE
 from pairbert.runtime.pair_files import read_pairs
 from pairbert.training.checkpoint import load_checkpoint
 from pairbert.training.loop import TrainConfig, TrainingError, evaluate, train, weight_decay_groups
-from pairbert.builtin_data import SMOKE
 from pairbert.training.weights import build_model
 
 

@@ -1,0 +1,121 @@
+"""`auto` by measurement: time every parity-passing candidate on this CPU once, remember the fastest.
+
+The cache (a JSON file in the user's cache folder) is keyed by the bundle's manifest digest (every file's
+sha256 is in it), this CPU's signature, the thread count and the library versions, so a changed bundle, CPU
+or library is measured again. The workload is two fixed shapes, a single short pair (latency) and 16 pairs of
+48 tokens (throughput); the candidate with the smallest product of the two times wins.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+CACHE_ENV = "PAIRBERT_CACHE_DIR"
+CACHE_FILE = "calibration.json"
+SHAPES = ((1, 24), (16, 48))  # (pairs, tokens)
+REPEATS = 5
+
+
+def cache_dir() -> Path:
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "pairbert"
+
+
+def cpu_signature() -> str:
+    """The CPU model and the instruction-set features that change which kernels run."""
+    model, flags = platform.processor() or platform.machine(), ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and ":" in line:
+                model = line.split(":", 1)[1].strip()
+            elif line.startswith("flags") and ":" in line:
+                wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "avx_vnni")
+                flags = " ".join(f for f in line.split(":", 1)[1].split() if f in wanted)
+                break
+    except OSError:
+        pass
+    return f"{model} [{flags}] x{os.cpu_count()}"
+
+
+def _versions() -> str:
+    import importlib.metadata as md
+
+    found = []
+    for dist in ("onnxruntime", "onnxruntime-gpu", "openvino"):
+        try:
+            found.append(f"{dist}={md.version(dist)}")
+        except md.PackageNotFoundError:
+            continue
+    return ",".join(found)
+
+
+def cache_key(manifest_bytes: bytes, threads: int, device: str) -> str:
+    parts = [hashlib.sha256(manifest_bytes).hexdigest(), cpu_signature(), f"threads={threads}", device, _versions()]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()
+
+
+def read_cache() -> dict:
+    path = cache_dir() / CACHE_FILE
+    try:
+        data = json.loads(path.read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def remember(key: str, entry: dict) -> None:
+    """Add an entry, atomically (a failed write only costs a re-measurement next time)."""
+    folder = cache_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        data = read_cache()
+        data[key] = entry
+        tmp = folder / f".{CACHE_FILE}.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps(data, indent=1))
+        os.replace(tmp, folder / CACHE_FILE)
+    except OSError as exc:
+        log.warning("cannot write the calibration cache in %s (%s); auto will measure again next time", folder, exc)
+
+
+def synthetic_feed(input_names: list[str], pairs: int, tokens: int, vocab: int) -> dict[str, np.ndarray]:
+    """Random ids below `vocab` (the timing does not depend on which ids), full masks, two segments."""
+    rng = np.random.default_rng(pairs * 1000 + tokens)
+    ids = rng.integers(0, vocab, size=(pairs, tokens), dtype=np.int64)
+    mask = np.ones((pairs, tokens), np.int64)
+    types = np.zeros((pairs, tokens), np.int64)
+    types[:, tokens // 2 :] = 1
+    by_feature = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+    return {name: by_feature[name.split("_", 1)[1]] for name in input_names}
+
+
+def time_candidate(run: Callable[[dict], np.ndarray], input_names: list[str], vocab: int) -> dict:
+    """Median seconds per call at each calibration shape (after one warm-up call each)."""
+    timings = {}
+    for pairs, tokens in SHAPES:
+        feed = synthetic_feed(input_names, pairs, tokens, vocab)
+        run(feed)
+        samples = []
+        for _ in range(REPEATS):
+            t = time.perf_counter()
+            run(feed)
+            samples.append(time.perf_counter() - t)
+        timings[f"{pairs}x{tokens}"] = float(np.median(samples))
+    return timings
+
+
+def fastest(timings: dict[str, dict]) -> str:
+    """The candidate with the smallest product of its times (each shape weighs the same)."""
+    return min(timings, key=lambda name: float(np.prod(list(timings[name].values()))))

@@ -1,0 +1,205 @@
+"""One session factory per backend. Every place that runs a bundle's graph — the predictor, export's
+validation, the benchmarks — builds its session here, so each option is set in exactly one place.
+
+    session = open_session("onnxruntime", model_bytes_or_path, SessionSettings(threads=2))
+    logits = session.run(feed)          # feed: {input name: int64 array}; returns the first output
+    session.backend, session.provider   # what really runs
+    session.close()
+
+Backends: ONNX Runtime (CPU, CUDA) from the base install; OpenVINO (CPU) from the `openvino` extra.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import PairbertError
+
+log = logging.getLogger(__name__)
+
+ONNXRUNTIME = "onnxruntime"
+OPENVINO = "openvino"
+BACKENDS = (ONNXRUNTIME, OPENVINO)
+CPU_ARENA_MODES = ("off", "shrink", "keep")
+OPENVINO_PRECISIONS = ("f32", "bf16")
+CPU_PROVIDER = "CPUExecutionProvider"
+CUDA_PROVIDER = "CUDAExecutionProvider"
+OPENVINO_EXTRA = "pip install 'pairbert[openvino]'"
+
+
+class BackendError(PairbertError, RuntimeError):
+    """A backend that is not installed, or that cannot load or run a graph."""
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    threads: int = 1
+    device: str = "cpu"  # "cpu" or "cuda" (ONNX Runtime only)
+    cpu_arena: str = "off"  # ONNX Runtime CPU arena: "off", "shrink" or "keep" (see README: Memory)
+    spinning: bool = True  # ONNX Runtime intra-op threads spin while idle (off when cores are shared)
+    parallel_branches: bool = False  # run the two encoders concurrently (ORT_PARALLEL, one thread each)
+    precision: str = "f32"  # OpenVINO inference precision: "f32" or "bf16" (matrix units)
+    cache_dir: str | None = None  # OpenVINO compiled-model cache (faster second load)
+    optimize: bool = True  # ONNX Runtime graph optimizations (off: run the graph exactly as written)
+
+
+def _source(model: bytes | str | Path) -> bytes | str:
+    return model if isinstance(model, bytes) else str(model)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+class OrtSession:
+    backend = ONNXRUNTIME
+
+    def __init__(self, model: bytes | str | Path, settings: SessionSettings):
+        import onnxruntime as ort
+
+        if settings.cpu_arena not in CPU_ARENA_MODES:
+            raise BackendError(f"cpu_arena must be one of {', '.join(CPU_ARENA_MODES)}, got {settings.cpu_arena!r}")
+        options = ort.SessionOptions()
+        parallel = settings.parallel_branches and settings.threads >= 2
+        options.execution_mode = ort.ExecutionMode.ORT_PARALLEL if parallel else ort.ExecutionMode.ORT_SEQUENTIAL
+        options.intra_op_num_threads = max(1, settings.threads // 2) if parallel else settings.threads
+        options.inter_op_num_threads = 2 if parallel else 1
+        options.graph_optimization_level = (
+            ort.GraphOptimizationLevel.ORT_ENABLE_ALL if settings.optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        )
+        # Shapes vary call to call: a memory pattern planned for one shape is waste for the next.
+        options.enable_mem_pattern = False
+        options.enable_cpu_mem_arena = settings.cpu_arena != "off"
+        options.log_severity_level = 3
+        if not settings.spinning:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+        providers = [CUDA_PROVIDER, CPU_PROVIDER] if settings.device == "cuda" else [CPU_PROVIDER]
+        if settings.device == "cuda" and hasattr(ort, "preload_dlls"):
+            try:  # CUDA/cuDNN from the nvidia-* wheels, when that is how they were installed
+                ort.preload_dlls()
+            except Exception as exc:  # noqa: BLE001 - best effort; the session says what is missing
+                log.info("onnxruntime.preload_dlls: %s", _first_line(exc))
+        try:
+            self._session = ort.InferenceSession(_source(model), options, providers=providers)
+        except Exception as exc:  # onnxruntime raises several private types
+            raise BackendError(f"ONNX Runtime cannot load the graph ({_first_line(exc)})") from None
+        self.settings = settings
+        self.provider = self._session.get_providers()[0]
+        self.input_names = [i.name for i in self._session.get_inputs()]
+        self.output_names = [o.name for o in self._session.get_outputs()]
+        self._run_options = None
+        if settings.cpu_arena == "shrink":
+            # Hand the arena's unused chunks back after each run.
+            self._run_options = ort.RunOptions()
+            self._run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+
+    @property
+    def session(self):
+        """The onnxruntime.InferenceSession (for IO binding or inspection)."""
+        return self._session
+
+    def run(self, feed: dict[str, np.ndarray]) -> np.ndarray:
+        feed = {k: feed[k] for k in self.input_names}
+        if self.provider == CUDA_PROVIDER:
+            binding = self._session.io_binding()
+            for name, value in feed.items():
+                binding.bind_cpu_input(name, value)
+            binding.bind_output(self.output_names[0], "cuda")
+            self._session.run_with_iobinding(binding)
+            return binding.copy_outputs_to_cpu()[0]
+        return self._session.run(self.output_names[:1], feed, self._run_options)[0]
+
+    def close(self) -> None:
+        self._session = None
+
+
+def openvino_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("openvino") is not None
+
+
+def _openvino():
+    try:
+        import openvino
+    except ImportError:
+        raise BackendError(f"backend 'openvino' needs the OpenVINO runtime: {OPENVINO_EXTRA}") from None
+    return openvino
+
+
+def openvino_capabilities() -> tuple[str, ...]:
+    """What the CPU plugin can compute natively here, e.g. ('FP32', 'INT8', 'BF16', ...); () without OpenVINO."""
+    if not openvino_available():
+        return ()
+    return tuple(_openvino().Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+
+
+def has_bf16_units() -> bool:
+    """The CPU computes bf16 natively (AMX or AVX512-BF16), as OpenVINO's CPU plugin reports it."""
+    return "BF16" in openvino_capabilities()
+
+
+class OpenVinoSession:
+    """An OpenVINO CPU model compiled from the bundle's ONNX graph. Thread-safe: each concurrent call takes
+    its own infer request from a pool (requests are created on demand and reused)."""
+
+    backend = OPENVINO
+
+    def __init__(self, model: bytes | str | Path, settings: SessionSettings):
+        ov = _openvino()
+        if settings.device != "cpu":
+            raise BackendError(f"backend 'openvino' runs on the CPU here, not {settings.device!r}")
+        if settings.precision not in OPENVINO_PRECISIONS:
+            raise BackendError(f"OpenVINO precision must be one of {OPENVINO_PRECISIONS}, got {settings.precision!r}")
+        core = ov.Core()
+        config = {
+            "INFERENCE_NUM_THREADS": settings.threads,
+            "INFERENCE_PRECISION_HINT": settings.precision,
+            "PERFORMANCE_HINT": "LATENCY",
+            "NUM_STREAMS": "1",
+        }
+        if settings.cache_dir:
+            config["CACHE_DIR"] = settings.cache_dir
+        try:
+            graph = core.read_model(model) if isinstance(model, bytes) else core.read_model(str(model))
+            self._compiled = core.compile_model(graph, "CPU", config)
+        except Exception as exc:  # openvino raises RuntimeError with multi-line details
+            raise BackendError(f"OpenVINO cannot load the graph ({_first_line(exc)})") from None
+        self.settings = settings
+        self.provider = f"OpenVINO CPU ({settings.precision})"
+        self.input_names = [p.get_any_name() for p in self._compiled.inputs]
+        self._requests: queue.SimpleQueue = queue.SimpleQueue()
+        self._lock = threading.Lock()
+
+    def run(self, feed: dict[str, np.ndarray]) -> np.ndarray:
+        try:
+            request = self._requests.get_nowait()
+        except queue.Empty:
+            with self._lock:
+                request = self._compiled.create_infer_request()
+        try:
+            request.infer({k: feed[k] for k in self.input_names})
+            return np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True)
+        finally:
+            self._requests.put(request)
+
+    def close(self) -> None:
+        self._compiled = None
+        self._requests = queue.SimpleQueue()
+
+
+def open_session(backend: str, model: bytes | str | Path, settings: SessionSettings) -> OrtSession | OpenVinoSession:
+    """The one entry point: a session of `backend` over `model` (ONNX bytes or a path)."""
+    if backend == ONNXRUNTIME:
+        return OrtSession(model, settings)
+    if backend == OPENVINO:
+        return OpenVinoSession(model, settings)
+    raise BackendError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")

@@ -1,0 +1,33 @@
+"""The one list of variants: what each is, which backend runs it and where it may run.
+
+ONNX Runtime variants have their own graph file; OpenVINO variants compile the bundle's fp32 graph with an
+inference precision (bf16 runs on the CPU's matrix units where it has them).
+"""
+
+from __future__ import annotations
+
+from .sessions import ONNXRUNTIME, OPENVINO
+
+ORT_VARIANTS = ("fp32", "optimized", "int8", "fp16")
+OPENVINO_VARIANTS = ("openvino-fp32", "openvino-bf16")
+VARIANTS = ORT_VARIANTS + OPENVINO_VARIANTS
+
+BACKEND = {**{v: ONNXRUNTIME for v in ORT_VARIANTS}, **{v: OPENVINO for v in OPENVINO_VARIANTS}}
+PRECISION = {"fp32": "fp32", "optimized": "fp32", "int8": "int8", "fp16": "fp16",
+             "openvino-fp32": "fp32", "openvino-bf16": "bf16"}
+OPENVINO_PRECISION = {"openvino-fp32": "f32", "openvino-bf16": "bf16"}
+# Where a variant may run: fp16 only where CUDA runs it (ORT's CPU fp16 kernels are slow), int8 only on the
+# CPU (dynamic quantization has no CUDA kernels), OpenVINO on the CPU.
+DEVICES = {"fp32": ("cpu", "cuda"), "optimized": ("cpu", "cuda"), "int8": ("cpu",), "fp16": ("cuda",),
+           "openvino-fp32": ("cpu",), "openvino-bf16": ("cpu",)}
+# Used when `auto` may not measure (calibrate=False): the order that was fastest on the machines measured so
+# far. With calibration (the default) the fastest passing candidate on this machine wins instead.
+STATIC_PREFERENCE = {"cpu": ("openvino-bf16", "int8", "openvino-fp32", "optimized", "fp32"),
+                     "cuda": ("fp16", "optimized", "fp32")}
+
+
+def variant_key(backend: str, variant: str) -> str:
+    """Accept `variant="bf16", backend="openvino"` for the manifest key `openvino-bf16`."""
+    if backend == OPENVINO and not variant.startswith("openvino-") and variant != "auto":
+        return f"openvino-{variant}"
+    return variant

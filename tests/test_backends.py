@@ -1,0 +1,161 @@
+"""Backends: ONNX Runtime and OpenVINO sessions from one factory, every backend × variant in parity with torch,
+`auto` chosen by measurement (cached per bundle and CPU), clear errors when a backend is missing."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from helpers import varied_pairs
+
+from pairbert.runtime import BackendError, BundleError, PairClassifier, PredictorError, calibration
+from pairbert.runtime.bundle import read_manifest
+from pairbert.runtime.devices import LEDGER
+from pairbert.runtime.sessions import SessionSettings, has_bf16_units, open_session
+from pairbert.runtime.variants import BACKEND
+from pairbert.training.batches import encode_batch
+from pairbert.training.checkpoint import load_checkpoint
+
+openvino = pytest.importorskip("openvino")
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    """Each test measures into its own calibration cache."""
+    monkeypatch.setenv(calibration.CACHE_ENV, str(tmp_path / "cache"))
+
+
+def torch_logits(checkpoint, pairs) -> np.ndarray:
+    from pairbert.runtime.pair_files import Pair
+
+    ckpt = load_checkpoint(checkpoint)
+    with torch.inference_mode():
+        return ckpt.model(**encode_batch(ckpt.encoder, [Pair(q, a) for q, a in pairs], with_labels=False)).logits.numpy()
+
+
+def centred_log_probs(probabilities: np.ndarray) -> np.ndarray:
+    lp = np.log(probabilities.astype(np.float64))
+    return lp - lp.mean(-1, keepdims=True)
+
+
+def test_bundle_lists_openvino_variants_with_their_gate(tiny_bundle):
+    manifest = read_manifest(tiny_bundle)
+    fp32 = manifest.variants["openvino-fp32"]
+    assert fp32.file == "model.fp32.onnx" and fp32.sha256 == manifest.variants["fp32"].sha256
+    assert fp32.passed_parity and fp32.validated_on == "cpu"
+    assert fp32.parity["max_abs_logit_diff"] <= 1e-4
+    bf16 = manifest.variants["openvino-bf16"]
+    if has_bf16_units():
+        assert bf16.validated_on == "cpu" and bf16.parity["label_agreement"] >= 0.995
+    else:  # exported where bf16 cannot be checked: listed, marked, never chosen by auto
+        assert (bf16.validated_on, bf16.passed_parity) == ("none", False)
+
+
+@pytest.mark.parametrize("variant", ["fp32", "optimized", "int8", "openvino-fp32"])
+def test_every_backend_and_variant_matches_torch(tiny_bundle, tiny_checkpoint, variant):
+    pairs = [(r["question"], r["answer"]) for r in varied_pairs(40, seed=21)]
+    expected = torch_logits(tiny_checkpoint, pairs)
+    with PairClassifier.load(tiny_bundle, variant=variant) as clf:
+        assert clf.backend == BACKEND[variant] and clf.variant == variant
+        got = clf.predict(pairs, batch_size=8)
+    assert (got.labels == expected.argmax(-1)).mean() >= (0.99 if variant == "int8" else 1.0)
+    if variant != "int8":
+        centred = expected - expected.mean(-1, keepdims=True)
+        assert np.abs(centred_log_probs(got.probabilities) - centred).max() <= 1e-4
+
+
+def test_openvino_short_variant_name_and_provider(tiny_bundle):
+    with PairClassifier.load(tiny_bundle, backend="openvino", variant="fp32") as clf:
+        assert clf.variant == "openvino-fp32" and clf.provider.startswith("OpenVINO CPU")
+    with pytest.raises(PredictorError, match="runs on openvino, not on backend 'onnxruntime'"):
+        PairClassifier.load(tiny_bundle, backend="onnxruntime", variant="openvino-fp32")
+
+
+def test_bf16_runs_when_asked_even_if_unvalidated(tiny_bundle):
+    """An unvalidated variant is never chosen by auto, but a user may still ask for it by name."""
+    with PairClassifier.load(tiny_bundle, variant="openvino-bf16") as clf:
+        assert len(clf.predict([("who wrote hamlet?", "shakespeare wrote hamlet.")])) == 1
+
+
+def test_auto_measures_once_then_uses_the_cache(tiny_bundle):
+    with PairClassifier.load(tiny_bundle) as first:
+        assert first.choice["how"] == "measured"
+        timed = set(first.choice["timings_s"])
+        manifest = read_manifest(tiny_bundle)
+        assert timed == {n for n, v in manifest.variants.items() if v.passed_parity and n != "fp16"}
+        assert first.variant in timed and manifest.variants[first.variant].passed_parity
+    with PairClassifier.load(tiny_bundle) as second:
+        assert second.choice["how"] == "measured (cached)" and second.variant == first.variant
+
+
+def test_auto_never_picks_a_failed_variant(tiny_bundle, tmp_path):
+    bundle = tmp_path / "b"
+    shutil.copytree(tiny_bundle, bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    for name in manifest["variants"]:
+        if name != "optimized":
+            manifest["variants"][name]["passed_parity"] = False
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    with PairClassifier.load(bundle) as clf:
+        assert clf.variant == "optimized"
+    with PairClassifier.load(bundle, backend="onnxruntime", calibrate=False) as clf:
+        assert clf.variant == "optimized" and clf.choice["how"] == "fixed order"
+    with pytest.raises(BundleError, match="no variant that passed"):
+        PairClassifier.load(bundle, backend="openvino")
+
+
+def test_calibration_cache_is_keyed_by_bundle_and_cpu(tiny_bundle, monkeypatch):
+    manifest_bytes = (tiny_bundle / "manifest.json").read_bytes()
+    key = calibration.cache_key(manifest_bytes, 2, "cpu")
+    assert calibration.cache_key(manifest_bytes + b" ", 2, "cpu") != key  # a changed bundle is measured again
+    assert calibration.cache_key(manifest_bytes, 1, "cpu") != key
+    monkeypatch.setattr(calibration, "cpu_signature", lambda: "Another CPU [avx2] x64")
+    assert calibration.cache_key(manifest_bytes, 2, "cpu") != key  # so is another CPU
+
+
+def test_fastest_weighs_both_shapes():
+    timings = {"a": {"1x24": 0.004, "16x48": 0.100}, "b": {"1x24": 0.005, "16x48": 0.060}}
+    assert calibration.fastest(timings) == "b"
+    assert calibration.fastest({"a": timings["a"]}) == "a"
+
+
+def test_openvino_backend_missing_names_the_extra(tiny_bundle):
+    code = (
+        "import sys; sys.modules['openvino'] = None\n"  # as if the extra were not installed
+        "from pairbert.runtime import PairClassifier, BackendError\n"
+        f"b = {str(tiny_bundle)!r}\n"
+        "try:\n    PairClassifier.load(b, backend='openvino')\nexcept BackendError as e:\n    print('ERR', e)\n"
+        "c = PairClassifier.load(b, calibrate=False)\nprint('AUTO', c.backend, c.variant)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "ERR backend 'openvino' asked for, but OpenVINO is not installed: pip install 'pairbert[openvino]'" in done.stdout
+    assert "AUTO onnxruntime int8" in done.stdout  # auto without OpenVINO still works, on ONNX Runtime
+
+
+def test_session_factory_is_the_one_place_for_options(tiny_bundle):
+    path = tiny_bundle / "model.fp32.onnx"
+    feed = calibration.synthetic_feed(read_manifest(tiny_bundle).contract.input_names, 3, 9, vocab=50)
+    ort_logits = open_session("onnxruntime", path.read_bytes(), SessionSettings(threads=1)).run(feed)
+    parallel = open_session("onnxruntime", path, SessionSettings(threads=2, parallel_branches=True)).run(feed)
+    ov_logits = open_session("openvino", path, SessionSettings(threads=1)).run(feed)
+    assert ort_logits.shape == (3, 2)
+    assert np.abs(ort_logits - parallel).max() <= 1e-5 and np.abs(ort_logits - ov_logits).max() <= 1e-4
+    with pytest.raises(BackendError, match="backend must be one of"):
+        open_session("tensorrt", path, SessionSettings())
+    with pytest.raises(BackendError, match="cannot load"):
+        open_session("openvino", b"not a model", SessionSettings())
+
+
+def test_close_hands_threads_back_and_context_manager(tiny_bundle):
+    before = LEDGER.claimed
+    with PairClassifier.load(tiny_bundle, variant="fp32", threads=1) as clf:
+        assert LEDGER.claimed == before + 1
+    assert LEDGER.claimed == before
+    clf.close()  # idempotent
+    assert LEDGER.claimed == before
