@@ -185,27 +185,28 @@ def _default_loader(settings: ServeSettings, threads: int | None) -> Callable[[]
 
 
 async def _start(state: ServerState, loader: Callable[[], object], on_fatal: Callable[[BaseException], None]):
-    try:
-        clf = await asyncio.to_thread(loader)
-        state.classifier = clf
-        if state.settings.warmup:
-            await asyncio.to_thread(warm_up, clf)
-    except Exception as exc:
-        if not isinstance(exc, PairbertError):
-            log.exception("loading %s failed", state.settings.bundle)
-        state.status, state.error = "failed", exc
-        on_fatal(exc)
-        return
     s = state.settings
 
     def predict(questions, answers):
-        return clf.predict(list(zip(questions, answers)), batch_size=s.max_batch_pairs).probabilities
+        return state.classifier.predict(list(zip(questions, answers)), batch_size=s.max_batch_pairs).probabilities
 
-    state.batcher = DynamicBatcher(predict, batching=s.batching, max_wait_ms=s.max_wait_ms,
-                                   max_batch_tokens=s.max_batch_tokens, max_batch_pairs=s.max_batch_pairs,
-                                   max_queue_pairs=s.max_queue_pairs)
-    state.batcher.stats.observers.append(state.metrics.observe_run)
-    state.batcher.start()
+    batcher = DynamicBatcher(predict, batching=s.batching, max_wait_ms=s.max_wait_ms,
+                             max_batch_tokens=s.max_batch_tokens, max_batch_pairs=s.max_batch_pairs,
+                             max_queue_pairs=s.max_queue_pairs)
+    try:
+        clf = state.classifier = await batcher.run_on_worker(loader)
+        if s.warmup:
+            await batcher.run_on_worker(lambda: warm_up(clf))
+    except Exception as exc:
+        if not isinstance(exc, PairbertError):
+            log.exception("loading %s failed", s.bundle)
+        state.status, state.error = "failed", exc
+        await batcher.close()
+        on_fatal(exc)
+        return
+    batcher.stats.observers.append(state.metrics.observe_run)
+    state.batcher = batcher
+    batcher.start()
     state.status = "ready"
     state.metrics.ready.set(1)
     log.info("pairbert serve: ready (variant %s on %s, %d threads, batching %s)", clf.variant, clf.provider,

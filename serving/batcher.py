@@ -79,6 +79,11 @@ class DynamicBatcher:
         self._accepting = False
         self._busy = False
 
+    async def run_on_worker(self, fn: Callable[[], object]) -> object:
+        """Run `fn` on the thread that runs the predictor (warm-up: that thread's first runs allocate its
+        memory arena and ORT's per-thread state, which then count as idle, not as growth under load)."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
+
     def start(self) -> None:
         self._accepting = True
         self._task = asyncio.get_running_loop().create_task(self._serve(), name="pairbert-batcher")

@@ -448,3 +448,18 @@ def test_serving_imports_runtime_only_never_torch():
             "print(bad); sys.exit(1 if bad else 0)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_load_benchmark_runs_end_to_end_and_stops_by_itself(tiny_bundle, tmp_path):
+    from pairbert.benchmarks.serve_load import LoadSettings, run_load_benchmark
+
+    report = run_load_benchmark(LoadSettings(str(tiny_bundle), str(tmp_path), clients=(1, 32), seconds=0.5,
+                                             threads=1, rss_requests=60, pairs=16))
+    for key in ("server_batching_on", "server_batching_off"):
+        runs = report[key]["runs"]
+        assert [r["clients"] for r in runs] == [1, 32] and report[key]["exit_code"] == 0
+        assert all(r["requests"] > 0 and set(r["statuses"]) == {"200"} for r in runs)
+    on = report["server_batching_on"]
+    assert on["rss_requests"] == 60 and on["rss_idle_mb"] > 0 and on["rss_after_mb"] > 0
+    assert set(report["verdicts"]["measured"]) == set(report["verdicts"]["targets"])
+    assert (tmp_path / "serve_load.json").exists()
