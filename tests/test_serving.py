@@ -463,3 +463,17 @@ def test_load_benchmark_runs_end_to_end_and_stops_by_itself(tiny_bundle, tmp_pat
     assert on["rss_requests"] == 60 and on["rss_idle_mb"] > 0 and on["rss_after_mb"] > 0
     assert set(report["verdicts"]["measured"]) == set(report["verdicts"]["targets"])
     assert (tmp_path / "serve_load.json").exists()
+
+
+def test_rank_checks_its_arguments(clf):
+    from pairbert.runtime.predictor import PredictorError
+
+    assert clf.rank("q", []) == []
+    with pytest.raises(PredictorError, match="texts"):
+        clf.rank("q", "one string")
+    with pytest.raises(PredictorError, match="top_k"):
+        clf.rank("q", ["a"], top_k=-1)
+    with pytest.raises(PredictorError, match="query"):
+        clf.rank(None, ["a"])
+    ranked = clf.rank("what is the capital of france?", ["paris.", "eight legs.", "paris."], top_k=2)
+    assert len(ranked) == 2 and ranked[0][1] >= ranked[1][1]
