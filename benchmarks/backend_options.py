@@ -38,23 +38,29 @@ def openvino_load(bundle: Path, threads: int, repeats: int) -> dict:
 
     onnx_path = bundle / "model.fp32.onnx"
     result = {
-        "ort_fp32_load_s": _median_s(lambda: open_session("onnxruntime", onnx_path, SessionSettings(threads)), repeats),
+        "ort_fp32_load_s": _median_s(
+            lambda: open_session("onnxruntime", onnx_path, SessionSettings(threads)), repeats
+        ),
         "ort_int8_load_s": _median_s(
-            lambda: open_session("onnxruntime", bundle / "model.int8.onnx", SessionSettings(threads)), repeats),
-        "openvino_onnx_load_s": _median_s(lambda: open_session("openvino", onnx_path, SessionSettings(threads)),
-                                          repeats),
+            lambda: open_session("onnxruntime", bundle / "model.int8.onnx", SessionSettings(threads)), repeats
+        ),
+        "openvino_onnx_load_s": _median_s(
+            lambda: open_session("openvino", onnx_path, SessionSettings(threads)), repeats
+        ),
         "onnx_mb": onnx_path.stat().st_size / 2**20,
     }
     with tempfile.TemporaryDirectory() as tmp:
         xml = Path(tmp) / "model.xml"
         ov.save_model(ov.Core().read_model(str(onnx_path)), str(xml))  # fp16-compressed weights (the default)
         result["ir_mb"] = (xml.stat().st_size + xml.with_suffix(".bin").stat().st_size) / 2**20
-        result["openvino_ir_load_s"] = _median_s(lambda: open_session("openvino", xml, SessionSettings(threads)),
-                                                 repeats)
+        result["openvino_ir_load_s"] = _median_s(
+            lambda: open_session("openvino", xml, SessionSettings(threads)), repeats
+        )
         cache = str(Path(tmp) / "cache")
         open_session("openvino", onnx_path, SessionSettings(threads, cache_dir=cache))  # fills the cache
         result["openvino_onnx_cached_load_s"] = _median_s(
-            lambda: open_session("openvino", onnx_path, SessionSettings(threads, cache_dir=cache)), repeats)
+            lambda: open_session("openvino", onnx_path, SessionSettings(threads, cache_dir=cache)), repeats
+        )
     return result
 
 
@@ -90,9 +96,12 @@ def main(argv: list[str] | None = None) -> None:
     from pairbert.runtime.devices import physical_cores
 
     threads = args.threads or physical_cores()
-    report = {"machine": cpu_description(), "threads": threads,
-              "openvino_load": openvino_load(args.bundle, threads, args.repeats),
-              "parallel_branches": parallel_branches(args.bundle, threads, args.repeats)}
+    report = {
+        "machine": cpu_description(),
+        "threads": threads,
+        "openvino_load": openvino_load(args.bundle, threads, args.repeats),
+        "parallel_branches": parallel_branches(args.bundle, threads, args.repeats),
+    }
     text = json.dumps(report, indent=2)
     if args.out:
         args.out.write_text(text)

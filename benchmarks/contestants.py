@@ -27,7 +27,9 @@ Pairs = Sequence[tuple[str, str]]
 @dataclass
 class Contestant:
     name: str
-    family: str  # "torch", "ort", "openvino" (pairbert's own paths) or "peer-openvino" (OpenVINO out of the box)
+    family: (
+        str  # "torch", "ort", "openvino" (pairbert's own paths) or "peer-openvino" (OpenVINO out of the box)
+    )
     precision: str
     # (pairs, batch_size, mode) -> probabilities [n, 2]; mode: bucketed | padded | pad128
     predict: Callable[[Pairs, int, str], np.ndarray]
@@ -50,7 +52,11 @@ def torch_contestant(name: str, checkpoint: Path, threads: int) -> Contestant:
     if device.type == "cuda":
         model = model.half().to(device)
     # torch-bf16: the one line a torch user adds on a CPU with bf16 matrix units
-    autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if name == "torch-bf16" else contextlib.nullcontext
+    autocast = (
+        (lambda: torch.autocast("cpu", dtype=torch.bfloat16))
+        if name == "torch-bf16"
+        else contextlib.nullcontext
+    )
 
     def predict(pairs: Pairs, batch_size: int, mode: str) -> np.ndarray:
         n = len(pairs)
@@ -70,8 +76,7 @@ def torch_contestant(name: str, checkpoint: Path, threads: int) -> Contestant:
         return softmax(out)
 
     precision = {"torch-int8": "int8", "torch-fp16-cuda": "fp16", "torch-bf16": "bf16"}.get(name, "fp32")
-    return Contestant(name, "torch", precision, predict,
-                      ("padded", "pad128", "bucketed"))
+    return Contestant(name, "torch", precision, predict, ("padded", "pad128", "bucketed"))
 
 
 def pairbert_contestant(variant: str, bundle: Path, threads: int, device: str = "cpu") -> Contestant:
@@ -86,8 +91,12 @@ def pairbert_contestant(variant: str, bundle: Path, threads: int, device: str = 
         return clf.predict(pairs, batch_size=batch_size).probabilities
 
     family = "openvino" if clf.backend == "openvino" else "ort"
-    name = DEFAULT_PATH if variant == "auto" else (variant if variant in OPENVINO_VARIANTS else f"ort-{variant}")
-    contestant = Contestant(name, family, clf.manifest.variants[clf.variant].precision, predict, ("bucketed",))
+    name = (
+        DEFAULT_PATH if variant == "auto" else (variant if variant in OPENVINO_VARIANTS else f"ort-{variant}")
+    )
+    contestant = Contestant(
+        name, family, clf.manifest.variants[clf.variant].precision, predict, ("bucketed",)
+    )
     contestant.chosen = clf.variant  # type: ignore[attr-defined]
     return contestant
 
@@ -103,8 +112,9 @@ def openvino_default_contestant(bundle: Path, threads: int) -> Contestant:
 
     manifest = read_manifest(bundle)
     encoder = PairEncoder.from_file(bundle / manifest.tokenizer_file, manifest.max_length)
-    compiled = ov.Core().compile_model(str(bundle / manifest.variants["fp32"].file), "CPU",
-                                       {"INFERENCE_NUM_THREADS": threads})
+    compiled = ov.Core().compile_model(
+        str(bundle / manifest.variants["fp32"].file), "CPU", {"INFERENCE_NUM_THREADS": threads}
+    )
     request = compiled.create_infer_request()
     names = [p.get_any_name() for p in compiled.inputs]
 

@@ -39,9 +39,11 @@ def _matmul_session(k: int, n: int, threads: int):
 
     w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((k, n)).astype(np.float32), "w")
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["y"])], "mm",
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "mm",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["m", k])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["m", n])], [w],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["m", n])],
+        [w],
     )
     return cpu_session(onnx_model(graph), threads)
 
@@ -51,9 +53,11 @@ def _matmul_integer_session(k: int, n: int, threads: int):
 
     w = numpy_helper.from_array(np.random.default_rng(0).integers(-127, 128, (k, n)).astype(np.int8), "w")
     graph = helper.make_graph(
-        [helper.make_node("MatMulInteger", ["x", "w"], ["y"])], "mmi",
+        [helper.make_node("MatMulInteger", ["x", "w"], ["y"])],
+        "mmi",
         [helper.make_tensor_value_info("x", TensorProto.UINT8, ["m", k])],
-        [helper.make_tensor_value_info("y", TensorProto.INT32, ["m", n])], [w],
+        [helper.make_tensor_value_info("y", TensorProto.INT32, ["m", n])],
+        [w],
     )
     return cpu_session(onnx_model(graph), threads)
 
@@ -93,14 +97,25 @@ def gemm_peak_gflops(hidden: int = 384, tokens: int = 4096, threads: int = 2, se
         by_precision["int8"][key] = _rate(lambda s=int8, x=xq: s.run(None, {"x": x}), flops, seconds)
     bf16_units = has_bf16_units()
     if bf16_units:
-        by_precision["bf16"] = {f"{tokens}x{k}x{n}": _torch_bf16_rate(tokens, k, n, threads, seconds) for k, n in shapes}
+        by_precision["bf16"] = {
+            f"{tokens}x{k}x{n}": _torch_bf16_rate(tokens, k, n, threads, seconds) for k, n in shapes
+        }
     best = {p: max(v.values()) for p, v in by_precision.items()}
     peak_precision = max(best, key=best.get)
-    return {"peak_gflops": best[peak_precision], "peak_precision": peak_precision, "by_precision": best,
-            "fp32_gflops": best["fp32"], "by_shape": by_precision, "bf16_units": bf16_units, "threads": threads}
+    return {
+        "peak_gflops": best[peak_precision],
+        "peak_precision": peak_precision,
+        "by_precision": best,
+        "fp32_gflops": best["fp32"],
+        "by_shape": by_precision,
+        "bf16_units": bf16_units,
+        "threads": threads,
+    }
 
 
-if __name__ == "__main__":  # in its own process: python -m pairbert.benchmarks.gemm_peak HIDDEN THREADS SECONDS
+if (
+    __name__ == "__main__"
+):  # in its own process: python -m pairbert.benchmarks.gemm_peak HIDDEN THREADS SECONDS
     import json
     import sys
 

@@ -41,11 +41,15 @@ def matmul_only_model(hidden: int, intermediate: int, layers: int, branches: int
     for i in range(branches * layers):
         for j, (k, n) in enumerate(gemm_shapes(hidden, intermediate)):
             w = f"w{i}_{j}"
-            weights.append(numpy_helper.from_array((rng.standard_normal((k, n)) * 0.05).astype(np.float32), w))
+            weights.append(
+                numpy_helper.from_array((rng.standard_normal((k, n)) * 0.05).astype(np.float32), w)
+            )
             nodes.append(helper.make_node("MatMul", [f"x{k}", w], [f"y{i}_{j}"]))
             outputs.append(helper.make_tensor_value_info(f"y{i}_{j}", TensorProto.FLOAT, [1, "s", n]))
-    inputs = [helper.make_tensor_value_info(f"x{k}", TensorProto.FLOAT, [1, "s", k])
-              for k in sorted({hidden, intermediate})]
+    inputs = [
+        helper.make_tensor_value_info(f"x{k}", TensorProto.FLOAT, [1, "s", k])
+        for k in sorted({hidden, intermediate})
+    ]
     return onnx_model(helper.make_graph(nodes, "gemm_floor", inputs, outputs, weights))
 
 
@@ -70,7 +74,9 @@ def _p50_ms(path: Path, tokens: int, threads: int, runs: int) -> float:
     return float(np.median(times) * 1e3)
 
 
-def kernel_floor(hidden: int, intermediate: int, layers: int, tokens: int, threads: int, runs: int = 300) -> dict:
+def kernel_floor(
+    hidden: int, intermediate: int, layers: int, tokens: int, threads: int, runs: int = 300
+) -> dict:
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -78,12 +84,27 @@ def kernel_floor(hidden: int, intermediate: int, layers: int, tokens: int, threa
     with tempfile.TemporaryDirectory() as tmp:
         fp32, int8 = Path(tmp) / "floor.fp32.onnx", Path(tmp) / "floor.int8.onnx"
         onnx.save(model, str(fp32))
-        quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8, per_channel=True,
-                         op_types_to_quantize=["MatMul"])
-        result = {"fp32_ms": _p50_ms(fp32, tokens, threads, runs), "int8_ms": _p50_ms(int8, tokens, threads, runs)}
+        quantize_dynamic(
+            str(fp32),
+            str(int8),
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            op_types_to_quantize=["MatMul"],
+        )
+        result = {
+            "fp32_ms": _p50_ms(fp32, tokens, threads, runs),
+            "int8_ms": _p50_ms(int8, tokens, threads, runs),
+        }
     gflop = gemm_flops(tokens, hidden, intermediate, layers) / 1e9
-    return {"tokens": tokens, "threads": threads, "matmuls": len(model.graph.node), "gflop": gflop, **result,
-            "fp32_gflops": gflop / (result["fp32_ms"] / 1e3), "int8_gops": gflop / (result["int8_ms"] / 1e3)}
+    return {
+        "tokens": tokens,
+        "threads": threads,
+        "matmuls": len(model.graph.node),
+        "gflop": gflop,
+        **result,
+        "fp32_gflops": gflop / (result["fp32_ms"] / 1e3),
+        "int8_gops": gflop / (result["int8_ms"] / 1e3),
+    }
 
 
 if __name__ == "__main__":

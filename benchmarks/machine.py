@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import platform
-import resource
 import sys
 
 
@@ -21,16 +20,36 @@ def cpu_description() -> dict:
         pass
     from pairbert.runtime.devices import physical_cores
 
-    isa = [f for f in ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile") if f in flags]
-    return {"cpu": model, "logical_cpus": os.cpu_count(), "physical_cores": physical_cores(), "isa": isa,
-            "vnni": any("vnni" in f for f in isa), "python": sys.version.split()[0], "platform": platform.platform()}
+    isa = [
+        f
+        for f in ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile")
+        if f in flags
+    ]
+    return {
+        "cpu": model,
+        "logical_cpus": os.cpu_count(),
+        "physical_cores": physical_cores(),
+        "isa": isa,
+        "vnni": any("vnni" in f for f in isa),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+    }
 
 
 def library_versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {}
-    for name in ("pairbert", "onnxruntime", "onnxruntime-gpu", "numpy", "tokenizers", "torch", "transformers", "onnx"):
+    for name in (
+        "pairbert",
+        "onnxruntime",
+        "onnxruntime-gpu",
+        "numpy",
+        "tokenizers",
+        "torch",
+        "transformers",
+        "onnx",
+    ):
         try:
             out[name] = version(name)
         except PackageNotFoundError:
@@ -39,8 +58,8 @@ def library_versions() -> dict:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process. VmHWM, not ru_maxrss: the latter survives exec, so a
-    worker would report its parent's peak."""
+    """Peak resident set size of this process. On Linux VmHWM, not ru_maxrss: the latter survives exec, so
+    a worker would report its parent's peak. Elsewhere psutil's peak (Windows) or ru_maxrss (macOS: bytes)."""
     try:
         with open("/proc/self/status") as f:
             for line in f:
@@ -48,10 +67,17 @@ def peak_rss_mb() -> float:
                     return int(line.split()[1]) / 1024
     except OSError:
         pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    import psutil
+
+    info = psutil.Process().memory_info()
+    if hasattr(info, "peak_wset"):  # Windows
+        return info.peak_wset / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin" else 1024)
 
 
 def current_rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        pages = int(f.read().split()[1])
-    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20

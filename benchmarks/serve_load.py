@@ -35,8 +35,12 @@ HOST = "127.0.0.1"  # loopback only, never anything else
 REQUEST_TIMEOUT_S = 30.0
 MAX_REQUESTS_PER_RUN = 1_000_000  # the count bound beside the time bound
 SERVE_MAIN = "import sys; from pairbert.cli import main; sys.exit(main(sys.argv[1:]))"
-TARGETS = {"throughput_vs_inprocess_b32": 0.80, "batching_speedup_at_32": 2.0, "p50_overhead_ms_at_1": 1.5,
-           "rss_growth_pct": 5.0}
+TARGETS = {
+    "throughput_vs_inprocess_b32": 0.80,
+    "batching_speedup_at_32": 2.0,
+    "p50_overhead_ms_at_1": 1.5,
+    "rss_growth_pct": 5.0,
+}
 
 
 @dataclass(frozen=True)
@@ -84,8 +88,12 @@ def inprocess(bundle: str, threads: int | None, seconds: float, n_pairs: int) ->
         done += 32
         i += 1
     elapsed = time.perf_counter() - start
-    return {"variant": clf.variant, "threads": clf.threads, "batch1": percentiles(lat),
-            "batch32_pairs_per_s": round(done / elapsed, 1)}
+    return {
+        "variant": clf.variant,
+        "threads": clf.threads,
+        "batch1": percentiles(lat),
+        "batch32_pairs_per_s": round(done / elapsed, 1),
+    }
 
 
 class ServerProcess:
@@ -141,8 +149,10 @@ class ServerProcess:
 
 def _request_bytes(port: int, pair: tuple[str, str]) -> bytes:
     body = json.dumps({"pairs": [list(pair)]}).encode()
-    head = (f"POST /predict HTTP/1.1\r\nHost: {HOST}:{port}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n").encode()
+    head = (
+        f"POST /predict HTTP/1.1\r\nHost: {HOST}:{port}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
     return head + body
 
 
@@ -156,8 +166,15 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     return status, await reader.readexactly(length)
 
 
-async def _client(port: int, requests: list[bytes], offset: int, stop_at: float, budget: list[int],
-                  latencies: list[float], statuses: dict) -> None:
+async def _client(
+    port: int,
+    requests: list[bytes],
+    offset: int,
+    stop_at: float,
+    budget: list[int],
+    latencies: list[float],
+    statuses: dict,
+) -> None:
     reader, writer = await asyncio.open_connection(HOST, port)
     try:
         i = offset
@@ -173,19 +190,27 @@ async def _client(port: int, requests: list[bytes], offset: int, stop_at: float,
         writer.close()
 
 
-async def _load(port: int, pairs: list[tuple[str, str]], clients: int, seconds: float, max_requests: int) -> dict:
+async def _load(
+    port: int, pairs: list[tuple[str, str]], clients: int, seconds: float, max_requests: int
+) -> dict:
     requests = [_request_bytes(port, p) for p in pairs]
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     budget = [max_requests]
     start = time.perf_counter()
     stop_at = start + seconds
-    await asyncio.gather(*(_client(port, requests, k * 7, stop_at, budget, latencies, statuses)
-                           for k in range(clients)))
+    await asyncio.gather(
+        *(_client(port, requests, k * 7, stop_at, budget, latencies, statuses) for k in range(clients))
+    )
     elapsed = time.perf_counter() - start
-    return {"clients": clients, "requests": len(latencies), "seconds": round(elapsed, 2),
-            "requests_per_s": round(len(latencies) / elapsed, 1), **percentiles(latencies),
-            "statuses": {str(k): v for k, v in sorted(statuses.items())}}
+    return {
+        "clients": clients,
+        "requests": len(latencies),
+        "seconds": round(elapsed, 2),
+        "requests_per_s": round(len(latencies) / elapsed, 1),
+        **percentiles(latencies),
+        "statuses": {str(k): v for k, v in sorted(statuses.items())},
+    }
 
 
 def load(port: int, pairs, clients: int, seconds: float, max_requests: int = MAX_REQUESTS_PER_RUN) -> dict:
@@ -208,18 +233,27 @@ def measure_server(settings: LoadSettings, pairs, batching: bool, rss: bool) -> 
             rest = load(server.port, pairs, 32, seconds=1200, max_requests=settings.rss_requests - warm)
             out["rss_after_mb"] = round(server.rss_mb(), 1)
             out["rss_requests"] = first["requests"] + rest["requests"]
-            out["rss_statuses"] = {k: first["statuses"].get(k, 0) + rest["statuses"].get(k, 0)
-                                   for k in {*first["statuses"], *rest["statuses"]}}
+            out["rss_statuses"] = {
+                k: first["statuses"].get(k, 0) + rest["statuses"].get(k, 0)
+                for k in {*first["statuses"], *rest["statuses"]}
+            }
             out["rss_growth_pct"] = round(100 * (out["rss_after_mb"] / out["rss_idle_mb"] - 1), 2)
             out["rss_growth_from_warm_pct"] = round(100 * (out["rss_after_mb"] / out["rss_warm_mb"] - 1), 2)
-            print(f"  RSS idle {out['rss_idle_mb']} MB, after {warm} requests {out['rss_warm_mb']} MB, after "
-                  f"{out['rss_requests']} {out['rss_after_mb']} MB (+{out['rss_growth_pct']} %)", flush=True)
+            print(
+                f"  RSS idle {out['rss_idle_mb']} MB, after {warm} requests {out['rss_warm_mb']} MB, after "
+                f"{out['rss_requests']} {out['rss_after_mb']} MB (+{out['rss_growth_pct']} %)",
+                flush=True,
+            )
         for clients in settings.clients:
             load(server.port, pairs, clients, seconds=min(1.0, settings.seconds))  # warm the connections
             run = load(server.port, pairs, clients, settings.seconds)
             log.info("batching %s, %d clients: %s", batching, clients, run)
-            print(f"  batching {'on ' if batching else 'off'} {clients:>4} clients: {run['requests_per_s']:>8} req/s"
-                  f"  p50 {run['p50_ms']} ms  p90 {run['p90_ms']} ms  p99 {run['p99_ms']} ms", flush=True)
+            print(
+                f"  batching {'on ' if batching else 'off'} {clients:>4} clients: "
+                f"{run['requests_per_s']:>8} req/s"
+                f"  p50 {run['p50_ms']} ms  p90 {run['p90_ms']} ms  p99 {run['p99_ms']} ms",
+                flush=True,
+            )
             out["runs"].append(run)
     finally:
         out["exit_code"] = server.stop()
@@ -233,18 +267,25 @@ def verdicts(report: dict) -> dict:
     inproc = report["inprocess"]
     out = {}
     if 32 in on:
-        out["throughput_vs_inprocess_b32"] = round(on[32]["requests_per_s"] / inproc["batch32_pairs_per_s"], 3)
+        out["throughput_vs_inprocess_b32"] = round(
+            on[32]["requests_per_s"] / inproc["batch32_pairs_per_s"], 3
+        )
     if 32 in on and 32 in off:
         out["batching_speedup_at_32"] = round(on[32]["requests_per_s"] / off[32]["requests_per_s"], 2)
     if 1 in on:
         out["p50_overhead_ms_at_1"] = round(on[1]["p50_ms"] - inproc["batch1"]["p50_ms"], 3)
-    # The ceiling for on/off: how much batching itself speeds this model up here (batch-32 vs batch-1 pairs/s).
-    context = {"inprocess_batch32_over_batch1": round(
-        inproc["batch32_pairs_per_s"] * inproc["batch1"]["p50_ms"] / 1000, 2)}
+    # The ceiling for on/off: how much batching itself speeds this model up here (batch-32 / batch-1 pairs/s).
+    context = {
+        "inprocess_batch32_over_batch1": round(
+            inproc["batch32_pairs_per_s"] * inproc["batch1"]["p50_ms"] / 1000, 2
+        )
+    }
     if "rss_growth_pct" in report["server_batching_on"]:
         out["rss_growth_pct"] = report["server_batching_on"]["rss_growth_pct"]
-    met = {k: (v <= TARGETS[k] if k in ("p50_overhead_ms_at_1", "rss_growth_pct") else v >= TARGETS[k])
-           for k, v in out.items()}
+    met = {
+        k: (v <= TARGETS[k] if k in ("p50_overhead_ms_at_1", "rss_growth_pct") else v >= TARGETS[k])
+        for k, v in out.items()
+    }
     return {"measured": out, "targets": TARGETS, "met": met, "context": context}
 
 
@@ -254,16 +295,37 @@ def run_load_benchmark(settings: LoadSettings) -> dict:
     out = Path(settings.out)
     out.mkdir(parents=True, exist_ok=True)
     pairs = workload(settings.pairs)
-    print(f"bench-serve {settings.bundle}: clients {list(settings.clients)}, {settings.seconds:g} s each → {out}",
-          flush=True)
-    inproc = run_json(["-m", __name__, "--inprocess", settings.bundle, "--seconds", str(settings.seconds),
-                       "--pairs", str(settings.pairs)] + (["--threads", str(settings.threads)] if settings.threads else []))
-    print(f"  in-process: batch-1 p50 {inproc['batch1']['p50_ms']} ms, batch-32 {inproc['batch32_pairs_per_s']} pairs/s",
-          flush=True)
-    report = {"settings": asdict(settings), "machine": cpu_description(), "versions": library_versions(),
-              "inprocess": inproc,
-              "server_batching_on": measure_server(settings, pairs, batching=True, rss=settings.rss_requests > 0),
-              "server_batching_off": measure_server(settings, pairs, batching=False, rss=False)}
+    print(
+        f"bench-serve {settings.bundle}: clients {list(settings.clients)}, "
+        f"{settings.seconds:g} s each → {out}",
+        flush=True,
+    )
+    inproc = run_json(
+        [
+            "-m",
+            __name__,
+            "--inprocess",
+            settings.bundle,
+            "--seconds",
+            str(settings.seconds),
+            "--pairs",
+            str(settings.pairs),
+        ]
+        + (["--threads", str(settings.threads)] if settings.threads else [])
+    )
+    print(
+        f"  in-process: batch-1 p50 {inproc['batch1']['p50_ms']} ms, "
+        f"batch-32 {inproc['batch32_pairs_per_s']} pairs/s",
+        flush=True,
+    )
+    report = {
+        "settings": asdict(settings),
+        "machine": cpu_description(),
+        "versions": library_versions(),
+        "inprocess": inproc,
+        "server_batching_on": measure_server(settings, pairs, batching=True, rss=settings.rss_requests > 0),
+        "server_batching_off": measure_server(settings, pairs, batching=False, rss=False),
+    }
     report["verdicts"] = verdicts(report)
     (out / "serve_load.json").write_text(json.dumps(report, indent=2))
     print(json.dumps(report["verdicts"], indent=2))
@@ -289,8 +351,17 @@ def main(argv: list[str] | None = None) -> int:
     if a.inprocess:
         print(json.dumps(inprocess(a.bundle, a.threads, a.seconds, a.pairs)))
         return 0
-    run_load_benchmark(LoadSettings(a.bundle, a.out, tuple(int(c) for c in a.clients.split(",")), a.seconds,
-                                    a.threads, a.rss_requests, a.pairs))
+    run_load_benchmark(
+        LoadSettings(
+            a.bundle,
+            a.out,
+            tuple(int(c) for c in a.clients.split(",")),
+            a.seconds,
+            a.threads,
+            a.rss_requests,
+            a.pairs,
+        )
+    )
     return 0
 
 

@@ -29,7 +29,9 @@ def contestants_for(manifest) -> tuple[list[str], list[str]]:
     if has_bf16_units():
         names.append("torch-bf16")
     else:
-        skipped.append("torch-bf16 (this CPU has no bf16 matrix units: autocast would emulate bf16, slower than fp32)")
+        skipped.append(
+            "torch-bf16 (this CPU has no bf16 matrix units: autocast would emulate bf16, slower than fp32)"
+        )
     names.append("torch-int8")
     if openvino_available():
         names.append("openvino-default")
@@ -41,7 +43,9 @@ def contestants_for(manifest) -> tuple[list[str], list[str]]:
         if info is not None and info.passed_parity and openvino_available():
             names.append(v)
         elif info is not None:
-            skipped.append(f"{v} ({'OpenVINO not installed' if info.passed_parity else 'did not pass its gate here'})")
+            skipped.append(
+                f"{v} ({'OpenVINO not installed' if info.passed_parity else 'did not pass its gate here'})"
+            )
     names.append(DEFAULT_PATH)
     if gpu_present() and "fp16" in manifest.variants:  # on a GPU machine: fp16 on CUDA for both
         names += ["torch-fp16-cuda", "ort-fp16-cuda"]
@@ -50,8 +54,10 @@ def contestants_for(manifest) -> tuple[list[str], list[str]]:
 
 def gpu_present() -> bool:
     """CUDA usable by both torch and ONNX Runtime (checked in a subprocess: torch stays out of this one)."""
-    code = ("import torch, onnxruntime as o; print(torch.cuda.is_available() and "
-            "'CUDAExecutionProvider' in o.get_available_providers())")
+    code = (
+        "import torch, onnxruntime as o; print(torch.cuda.is_available() and "
+        "'CUDAExecutionProvider' in o.get_available_providers())"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     return done.stdout.strip() == "True"
 
@@ -83,7 +89,7 @@ def check_agreement(results: list[dict]) -> list[str]:
         if not r["latency"] or not r["throughput"]:
             problems.append(f"{r['contestant']}: no numbers")
         labels = r["validation"]["labels"]
-        agree = sum(a == b for a, b in zip(labels, base)) / len(base)
+        agree = sum(a == b for a, b in zip(labels, base, strict=True)) / len(base)
         r["validation"]["agreement_with_torch_fp32"] = agree
         need = 1.0 if r["precision"] == "fp32" and r["family"] != "peer-openvino" else 0.95
         if agree < need:
@@ -91,12 +97,25 @@ def check_agreement(results: list[dict]) -> list[str]:
     return problems
 
 
-def kernel_floor(results: list[dict], hidden: int, intermediate: int, layers: int, threads: int, quick: bool) -> dict:
+def kernel_floor(
+    results: list[dict], hidden: int, intermediate: int, layers: int, threads: int, quick: bool
+) -> dict:
     """ORT's time for the batch-1 short pair's GEMMs alone, and so the best speed-up over torch-fp32 that
     any ORT graph of this model could reach here (see kernel_floor.py)."""
     torch_short = next(r for r in results if r["contestant"] == "torch-fp32")["latency"]["short"]
-    floor = run_json(["-m", "pairbert.benchmarks.kernel_floor", str(hidden), str(intermediate), str(layers),
-                      str(torch_short["tokens"]), str(threads), "100" if quick else "500"], 600)
+    floor = run_json(
+        [
+            "-m",
+            "pairbert.benchmarks.kernel_floor",
+            str(hidden),
+            str(intermediate),
+            str(layers),
+            str(torch_short["tokens"]),
+            str(threads),
+            "100" if quick else "500",
+        ],
+        600,
+    )
     floor["best_possible_speedup"] = {p: torch_short["p50_ms"] / floor[f"{p}_ms"] for p in ("fp32", "int8")}
     return floor
 
@@ -125,53 +144,91 @@ def _cold_starts(bundle: Path, checkpoint: Path, threads: int, quick: bool) -> d
     return {"cold_start": warm, "cold_start_first_ever": first["runtime"]}
 
 
+def _matching_checkpoint(bundle: Path, manifest, checkpoint: Path | None) -> Path:
+    """The torch checkpoint the bundle was exported from (refused when its weights differ)."""
+    from pairbert.runtime.bundle import weights_sha256
+
+    checkpoint = Path(checkpoint or manifest.source_checkpoint)
+    if not (checkpoint / "config.json").is_file():
+        raise BenchmarkError(f"{checkpoint}: no checkpoint for the torch contestants; pass --checkpoint")
+    if manifest.source_weights_sha256 and weights_sha256(checkpoint) != manifest.source_weights_sha256:
+        raise BenchmarkError(
+            f"{checkpoint}: not the weights {bundle} was exported from "
+            f"({manifest.source_checkpoint}); torch and ORT would compare different models. "
+            "Pass the matching --checkpoint or re-export the bundle from this one"
+        )
+    return checkpoint
+
+
+def _run_worker(name: str, bundle: Path, checkpoint: Path, threads: int, quick: bool) -> dict:
+    print(f"  {name} …", flush=True)
+    args = [
+        "-m",
+        "pairbert.benchmarks.worker",
+        name,
+        "--bundle",
+        str(bundle),
+        "--checkpoint",
+        str(checkpoint),
+    ]
+    return run_json([*args, "--threads", str(threads), *(["--quick"] if quick else [])], 1800)
+
+
 def run_suite(bundle: Path, checkpoint: Path | None, out: Path, quick: bool, threads: int | None) -> dict:
-    from pairbert.runtime.bundle import read_manifest, weights_sha256
+    from pairbert.runtime.bundle import read_manifest
     from pairbert.runtime.devices import physical_cores
 
     from . import footprint
 
     manifest = read_manifest(bundle)
-    checkpoint = Path(checkpoint or manifest.source_checkpoint)
-    if not (checkpoint / "config.json").is_file():
-        raise BenchmarkError(f"{checkpoint}: no checkpoint for the torch contestants; pass --checkpoint")
-    if manifest.source_weights_sha256 and weights_sha256(checkpoint) != manifest.source_weights_sha256:
-        raise BenchmarkError(f"{checkpoint}: not the weights {bundle} was exported from "
-                             f"({manifest.source_checkpoint}); torch and ORT would compare different models. "
-                             "Pass the matching --checkpoint or re-export the bundle from this one")
+    checkpoint = _matching_checkpoint(bundle, manifest, checkpoint)
     threads = threads or physical_cores()
     config = json.loads((checkpoint / "config.json").read_text())["encoder"]
-    hidden, layers, intermediate = config["hidden_size"], config["num_hidden_layers"], config["intermediate_size"]
+    hidden, layers, intermediate = (
+        config["hidden_size"],
+        config["num_hidden_layers"],
+        config["intermediate_size"],
+    )
     started = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
 
-    peak = run_json(["-m", "pairbert.benchmarks.gemm_peak", str(hidden), str(threads),
-                             "0.3" if quick else "1.5"], 300)
-    results = []
+    peak = run_json(
+        ["-m", "pairbert.benchmarks.gemm_peak", str(hidden), str(threads), "0.3" if quick else "1.5"], 300
+    )
     names, skipped = contestants_for(manifest)
-    for name in names:
-        print(f"  {name} …", flush=True)
-        args = ["-m", "pairbert.benchmarks.worker", name, "--bundle", str(bundle), "--checkpoint", str(checkpoint),
-                "--threads", str(threads)] + (["--quick"] if quick else [])
-        results.append(run_json(args, 1800))
+    results = [_run_worker(name, bundle, checkpoint, threads, quick) for name in names]
     add_efficiency(results, hidden, layers, peak["peak_gflops"])
     problems = check_agreement(results)
     floor = kernel_floor(results, hidden, intermediate, layers, threads, quick)
 
-    cpu_variant = next(v for v in ("int8", "optimized", "fp32") if v in manifest.variants)
-    growth = footprint.memory_growth(bundle, cpu_variant, threads, 500 if quick else 10000, 100 if quick else 1000)
+    # the default path, as a service runs it (auto: the calibration cache is warm from its worker)
+    growth = footprint.memory_growth(bundle, "auto", threads, 500 if quick else 10000, 100 if quick else 1000)
     if not quick and growth["growth_pct"] > MAX_RSS_GROWTH_PCT:
-        problems.append(f"RSS grew {growth['growth_pct']:.1f}% over {growth['predictions']} predictions "
-                        f"(> {MAX_RSS_GROWTH_PCT}%)")
+        problems.append(
+            f"RSS grew {growth['growth_pct']:.1f}% over {growth['predictions']} predictions "
+            f"(> {MAX_RSS_GROWTH_PCT}%)"
+        )
     report = {
-        "machine": cpu_description(), "versions": library_versions(), "threads": threads, "quick": quick,
-        "model": {"hidden": hidden, "layers": layers, "branches": 2}, "gemm_peak": peak, "skipped": skipped,
-        "contestants": results, "kernel_floor": floor,
+        "machine": cpu_description(),
+        "versions": library_versions(),
+        "threads": threads,
+        "quick": quick,
+        "model": {"hidden": hidden, "layers": layers, "branches": 2},
+        "gemm_peak": peak,
+        "skipped": skipped,
+        "contestants": results,
+        "kernel_floor": floor,
         **_cold_starts(bundle, checkpoint, threads, quick),
         "memory_growth": growth,
-        "disk_mb": {**{k if k.startswith("openvino") else f"ort-{k}": round(v.size_bytes / 2**20, 1)
-                       for k, v in manifest.variants.items()},
-                    "torch checkpoint": round(sum(f.stat().st_size for f in checkpoint.glob("*.safetensors")) / 2**20, 1)},
+        "disk_mb": {
+            **{
+                k if k.startswith("openvino") else f"ort-{k}": round(v.size_bytes / 2**20, 1)
+                for k, v in manifest.variants.items()
+            },
+            "torch checkpoint": round(
+                sum(f.stat().st_size for f in checkpoint.glob("*.safetensors")) / 2**20, 1
+            ),
+        },
         "installed": footprint.installed_sizes(),
         "problems": problems,
         "seconds": round(time.perf_counter() - started, 1),

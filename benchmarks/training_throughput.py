@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> dict:
         else:  # the notebook: shuffled, fixed-size batches, padded to max_length
             order = list(range(len(pairs)))
             random.Random(0).shuffle(order)
-            batches = [order[i:i + args.batch_size] for i in range(0, len(order), args.batch_size)]
+            batches = [order[i : i + args.batch_size] for i in range(0, len(order), args.batch_size)]
         batches = [b for b in batches if len(b) == args.batch_size]
         batches = (batches * (args.steps // len(batches) + 2))[: args.steps + 2]
         tokens, seen, elapsed = 0, 0, 0.0
@@ -64,15 +64,27 @@ def main(argv: list[str] | None = None) -> dict:
                 elapsed += time.perf_counter() - t
                 seen += len(idx)
                 tokens += batch["qa_input_ids"].numel()
-        return {"loop": name, "pairs_per_s": seen / elapsed, "steps": len(batches) - 2,
-                "padded_tokens_per_pair": tokens / seen}
+        return {
+            "loop": name,
+            "pairs_per_s": seen / elapsed,
+            "steps": len(batches) - 2,
+            "padded_tokens_per_pair": tokens / seen,
+        }
 
     results = [loop("notebook"), loop("pairbert")]
-    report = {"source": args.source, "batch_size": args.batch_size, "threads": torch.get_num_threads(),
-              "results": results, "speedup": results[1]["pairs_per_s"] / results[0]["pairs_per_s"]}
+    report = {
+        "source": args.source,
+        "batch_size": args.batch_size,
+        "threads": torch.get_num_threads(),
+        "results": results,
+        "speedup": results[1]["pairs_per_s"] / results[0]["pairs_per_s"],
+    }
     for r in results:
-        print(f"{r['loop']:>9}: {r['pairs_per_s']:.1f} pairs/s ({r['padded_tokens_per_pair']:.0f} tokens per pair "
-              f"per branch, {r['steps']} steps)")
+        print(
+            f"{r['loop']:>9}: {r['pairs_per_s']:.1f} pairs/s ({r['padded_tokens_per_pair']:.0f} tokens "
+            f"per pair "
+            f"per branch, {r['steps']} steps)"
+        )
     print(f"speed-up: {report['speedup']:.2f}×")
     return report
 

@@ -21,8 +21,13 @@ from .workloads import LATENCY_TARGETS, mixed_job, sized_pair, validation_pairs
 
 def percentiles(samples_s: list[float]) -> dict:
     ms = np.array(samples_s) * 1e3
-    return {"p50_ms": float(np.percentile(ms, 50)), "p90_ms": float(np.percentile(ms, 90)),
-            "p99_ms": float(np.percentile(ms, 99)), "mean_ms": float(ms.mean()), "runs": len(ms)}
+    return {
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p90_ms": float(np.percentile(ms, 90)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "mean_ms": float(ms.mean()),
+        "runs": len(ms),
+    }
 
 
 def timed_runs(fn, warmup: int, min_runs: int, min_seconds: float, max_runs: int = 100000) -> list[float]:
@@ -37,41 +42,40 @@ def timed_runs(fn, warmup: int, min_runs: int, min_seconds: float, max_runs: int
     return samples
 
 
-def run(name: str, bundle: Path, checkpoint: Path, threads: int, quick: bool) -> dict:
-    from pairbert.runtime.tokenization import PairEncoder
-
-    from .contestants import build
-
-    t0 = time.perf_counter()
-    contestant = build(name, bundle, checkpoint, threads)
-    load_s = time.perf_counter() - t0
-    encoder = PairEncoder.from_file(bundle / "tokenizer.json")
-    result: dict = {"contestant": name, "family": contestant.family, "precision": contestant.precision,
-                    "threads": threads, "load_s": load_s, "latency": {}, "throughput": {}}
-    if hasattr(contestant, "chosen"):
-        result["chosen"] = contestant.chosen
-
+def _latency(contestant, encoder, quick: bool) -> dict:
+    latency: dict = {}
     for workload, target in LATENCY_TARGETS.items():
         if quick and workload != "short":
             continue
         q, a, tokens = sized_pair(encoder, target)
         pair = [(q, a)]
         mode = contestant.modes[0]
-        samples = timed_runs(lambda pair=pair, mode=mode: contestant.predict(pair, 1, mode),
-                             warmup=3 if quick else 10, min_runs=5 if quick else 50, min_seconds=0.2 if quick else 2.0)
-        result["latency"][workload] = {"tokens": tokens, **percentiles(samples)}
+        samples = timed_runs(
+            lambda pair=pair, mode=mode: contestant.predict(pair, 1, mode),
+            warmup=3 if quick else 10,
+            min_runs=5 if quick else 50,
+            min_seconds=0.2 if quick else 2.0,
+        )
+        latency[workload] = {"tokens": tokens, **percentiles(samples)}
         if workload == "short" and contestant.family in ("ort", "openvino"):
             # how much of batch-1 latency is tokenization (both orders, padding included)
-            tok = timed_runs(lambda q=q, a=a: encoder.collate(*encoder.tokenize([q], [a])), 10, 50,
-                             0.2 if quick else 1.0)
-            result["latency"][workload]["tokenize_p50_ms"] = float(np.percentile(np.array(tok) * 1e3, 50))
+            tok = timed_runs(
+                lambda q=q, a=a: encoder.collate(*encoder.tokenize([q], [a])), 10, 50, 0.2 if quick else 1.0
+            )
+            latency[workload]["tokenize_p50_ms"] = float(np.percentile(np.array(tok) * 1e3, 50))
 
-    if not quick:  # the GEMM-bound case: a full batch of maximum-length pairs
-        q, a, tokens = sized_pair(encoder, LATENCY_TARGETS["long"])
-        batch = [(q, a)] * 32
-        samples = timed_runs(lambda: contestant.predict(batch, 32, contestant.modes[0]), 2, 5, 3.0)
-        result["batch32x128"] = {"tokens": tokens, "batch": 32, **percentiles(samples)}
+    return latency
 
+
+def _batch32x128(contestant, encoder) -> dict:
+    q, a, tokens = sized_pair(encoder, LATENCY_TARGETS["long"])
+    batch = [(q, a)] * 32
+    samples = timed_runs(lambda: contestant.predict(batch, 32, contestant.modes[0]), 2, 5, 3.0)
+    return {"tokens": tokens, "batch": 32, **percentiles(samples)}
+
+
+def _throughput(contestant, encoder, quick: bool) -> dict:
+    result: dict = {"throughput": {}}
     job = mixed_job(128 if quick else 1000)
     result["job_pairs"] = len(job)
     result["job_lengths"] = encoder.lengths([p[0] for p in job], [p[1] for p in job])
@@ -81,16 +85,52 @@ def run(name: str, bundle: Path, checkpoint: Path, threads: int, quick: bool) ->
             t = time.perf_counter()
             contestant.predict(job, batch, mode)
             elapsed = time.perf_counter() - t
-            result["throughput"].setdefault(mode, {})[str(batch)] = {"pairs_per_s": len(job) / elapsed,
-                                                                     "seconds": elapsed}
+            result["throughput"].setdefault(mode, {})[str(batch)] = {
+                "pairs_per_s": len(job) / elapsed,
+                "seconds": elapsed,
+            }
 
+    return result
+
+
+def _validation(contestant, quick: bool) -> dict:
     rows = validation_pairs()[: 40 if quick else None]
     probs = contestant.predict([(r.question, r.answer) for r in rows], 32, contestant.modes[0])
     labels = probs.argmax(-1)
-    result["validation"] = {
-        "pairs": len(rows), "accuracy": float((labels == np.array([r.label for r in rows])).mean()),
-        "labels": labels.tolist(), "match_probability": probs[:, 1].round(6).tolist(),
+    return {
+        "pairs": len(rows),
+        "accuracy": float((labels == np.array([r.label for r in rows])).mean()),
+        "labels": labels.tolist(),
+        "match_probability": probs[:, 1].round(6).tolist(),
     }
+
+
+def run(name: str, bundle: Path, checkpoint: Path, threads: int, quick: bool) -> dict:
+    from pairbert.runtime.tokenization import PairEncoder
+
+    from .contestants import build
+
+    t0 = time.perf_counter()
+    contestant = build(name, bundle, checkpoint, threads)
+    load_s = time.perf_counter() - t0
+    encoder = PairEncoder.from_file(bundle / "tokenizer.json")
+    result: dict = {
+        "contestant": name,
+        "family": contestant.family,
+        "precision": contestant.precision,
+        "threads": threads,
+        "load_s": load_s,
+        "latency": {},
+        "throughput": {},
+    }
+    if hasattr(contestant, "chosen"):
+        result["chosen"] = contestant.chosen
+
+    result["latency"] = _latency(contestant, encoder, quick)
+    if not quick:  # the GEMM-bound case: a full batch of maximum-length pairs
+        result["batch32x128"] = _batch32x128(contestant, encoder)
+    result.update(_throughput(contestant, encoder, quick))
+    result["validation"] = _validation(contestant, quick)
     result["rss_mb"] = current_rss_mb()
     result["peak_rss_mb"] = peak_rss_mb()
     return result

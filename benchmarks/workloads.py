@@ -8,8 +8,10 @@ from pairbert.runtime.tokenization import PairEncoder
 
 LATENCY_TARGETS = {"short": 16, "medium": 64, "long": 128}
 
-FILLER = ("The answer depends on the season the place and the person asking but most guides agree on a few "
-          "simple rules that keep things safe cheap and easy for a beginner to follow at home every day").split()
+FILLER = (
+    "The answer depends on the season the place and the person asking but most guides agree on a few "
+    "simple rules that keep things safe cheap and easy for a beginner to follow at home every day"
+).split()
 
 
 def builtin_pairs() -> list[Pair]:

@@ -5,5 +5,6 @@ try:
     import torch  # noqa: F401
 except ImportError as exc:  # pragma: no cover
     raise ImportError(
-        f"pairbert.export needs torch and onnx ({exc.name} is missing). Install: pip install 'pairbert[train]'"
+        f"pairbert.export needs torch and onnx ({exc.name} is missing). Install: pip install "
+        f"'pairbert[train]'"
     ) from exc

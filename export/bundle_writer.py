@@ -1,4 +1,20 @@
-"""checkpoint dir → bundle dir: export, fuse, quantize, validate, gate, write (atomically)."""
+"""checkpoint dir → bundle dir, in named stages:
+
+    prepare    load the checkpoint, read the parity pairs, compute torch's reference logits
+    build      fp32 export → optimized (fusions) → int8 / fp16, each from the one before it
+    validate   per variant: structure, fusion count, session + shape grid, parity gate → VariantOutcome
+    extra      optional validators that add variants checked on another backend (e.g. OpenVINO)
+    write      manifest + tokenizer in a temporary folder, swapped into place atomically
+
+What is on disk when something fails:
+- a structure/session/shape stage fails (ExportError): nothing is written; `out_dir` is left as it was;
+- fp32 is asked for and fails its parity gate: nothing is written; ParityError;
+- another variant fails its parity gate: the bundle IS written (atomically replacing `out_dir`) with the
+  variants that passed, then `export_bundle` raises ParityError naming the failed ones. With
+  `settings.force`, the failed variants are written too, marked `passed_parity: false` in the manifest
+  (the predictor's "auto" never picks them), and ParityError still says so.
+`build_bundle` is the same without the final raise: it returns an ExportResult to inspect.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +22,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,7 +42,7 @@ from pairbert.runtime.bundle import (
     weights_sha256,
 )
 from pairbert.runtime.contract import CONTRACT, GraphContract
-from pairbert.runtime.devices import cuda_provider_available
+from pairbert.runtime.devices import CPU, CUDA, cuda_provider_available
 from pairbert.runtime.pair_files import read_pairs
 from pairbert.runtime.tokenization import ORDERS, input_name
 from pairbert.runtime.variants import OPENVINO_VARIANTS, ORT_VARIANTS, VARIANTS
@@ -50,7 +66,34 @@ log = logging.getLogger(__name__)
 FILE_NAMES = {v: f"model.{v}.onnx" for v in ORT_VARIANTS}
 PRECISION = {"fp32": "fp32", "optimized": "fp32", "int8": "int8", "fp16": "fp16"}
 DEVICE = {"fp32": "any", "optimized": "any", "int8": "cpu", "fp16": "cuda"}
+BASE = {"optimized": "fp32", "int8": "optimized", "fp16": "optimized"}  # what each variant is built from
 SHAPE_GRID = ((1, 4), (2, 17), (7, 64), (33, 128))
+
+
+@dataclass(frozen=True)
+class ParityInputs:
+    """What an extra validator gets: the fp32 graph, torch's logits and the feeds that produced them."""
+
+    fp32_path: Path
+    reference: np.ndarray  # float32 [pairs, labels]: torch's logits on the parity pairs
+    feeds: list[dict[str, np.ndarray]]  # contract-named numpy inputs, one dict per parity batch
+    work_dir: Path  # write variant files here; the manifest lists them by name
+    report: StageReport
+    force: bool
+    variants: tuple[str, ...]  # the variants asked for: a validator builds those it knows
+
+
+# Called with the parity inputs; returns the variants it built and validated (their files in work_dir). A
+# variant with passed_parity False is dropped unless settings.force, and counted as failed either way; one
+# with validated_on "none" (could not be checked here) is written, marked not passed, and is no failure.
+ExtraValidator = Callable[[ParityInputs], Sequence[VariantInfo]]
+
+
+def openvino_validator(inputs: ParityInputs) -> list[VariantInfo]:
+    """OpenVINO fp32/bf16 over the bundle's fp32 graph (export/openvino_variants.py)."""
+    return build_openvino_variants(
+        inputs.fp32_path, inputs.reference, inputs.feeds, inputs.report, inputs.variants
+    )
 
 
 @dataclass
@@ -62,6 +105,51 @@ class ExportSettings:
     external_data: bool | None = None  # None: only when the weights pass ~2 GB
     parity_batch_size: int = 16
     max_parity_pairs: int | None = None
+    extra_validators: tuple[ExtraValidator, ...] = (
+        openvino_validator,
+    )  # variants validated on other backends
+
+
+@dataclass(frozen=True)
+class VariantOutcome:
+    """One variant's fate: "passed" (written), "failed" (not written), "forced" (written, marked failed) or
+    "unvalidated" (written, marked not passed: this machine could not check it, e.g. bf16 without bf16
+    units)."""
+
+    variant: str
+    status: str
+    reasons: tuple[str, ...] = ()
+    info: VariantInfo | None = None
+
+    @property
+    def written(self) -> bool:
+        return self.status in ("passed", "forced", "unvalidated")
+
+
+@dataclass
+class ExportResult:
+    out_dir: Path
+    manifest: Manifest
+    outcomes: dict[str, VariantOutcome]
+    seconds: float
+
+    @property
+    def failed(self) -> list[VariantOutcome]:
+        return [o for o in self.outcomes.values() if o.status in ("failed", "forced")]
+
+
+@dataclass
+class _Source:
+    """The prepare stage's output: the model and the parity data every variant is checked against."""
+
+    ckpt: object
+    num_layers: int
+    num_heads: int
+    hidden: int
+    pairs: list
+    reference: np.ndarray
+    feeds: list[dict[str, np.ndarray]]
+    grid: list[dict[str, np.ndarray]]
 
 
 def _versions() -> dict:
@@ -70,8 +158,13 @@ def _versions() -> dict:
 
     import pairbert
 
-    return {"pairbert": pairbert.__version__, "torch": torch.__version__, "transformers": transformers.__version__,
-            "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
+    return {
+        "pairbert": pairbert.__version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+    }
 
 
 def shape_grid_feeds(contract: GraphContract, vocab_size: int, seed: int = 0) -> list[dict[str, np.ndarray]]:
@@ -86,142 +179,268 @@ def shape_grid_feeds(contract: GraphContract, vocab_size: int, seed: int = 0) ->
         for order in ORDERS:
             ids = rng.integers(5, vocab_size, size=(batch, length), dtype=np.int64) * mask
             types = ((np.arange(length)[None, :] >= (lengths[:, None] // 2)) * mask).astype(np.int64)
-            feed.update({input_name(order, "input_ids"): ids, input_name(order, "attention_mask"): mask,
-                         input_name(order, "token_type_ids"): types})
+            feed.update(
+                {
+                    input_name(order, "input_ids"): ids,
+                    input_name(order, "attention_mask"): mask,
+                    input_name(order, "token_type_ids"): types,
+                }
+            )
         feeds.append({name: feed[name] for name in contract.input_names})
     return feeds
 
 
-def export_bundle(checkpoint: str | Path, out_dir: str | Path, settings: ExportSettings | None = None,
-                  echo: Callable[[str], None] | None = print) -> Manifest:
-    settings = settings or ExportSettings()
-    unknown = set(settings.variants) - set(VARIANTS)
+def variants_to_build(asked: Sequence[str]) -> list[str]:
+    """The asked variants plus their bases, in build order (fp32 always: everything starts there)."""
+    unknown = set(asked) - set(VARIANTS)
     if unknown:
         raise ExportError("settings", f"unknown variant(s) {sorted(unknown)}; choose from {VARIANTS}")
-    if set(OPENVINO_VARIANTS) & set(settings.variants) and "fp32" not in settings.variants:
+    if set(OPENVINO_VARIANTS) & set(asked) and "fp32" not in asked:
         raise ExportError("settings", "OpenVINO variants compile the fp32 graph: add fp32 to the variants")
-    out_dir = Path(out_dir)
-    report = StageReport(echo=echo)
-    started = time.perf_counter()
-    ckpt = load_checkpoint(Path(checkpoint), attn_implementation="eager")
-    model, encoder = ckpt.model, ckpt.encoder
-    enc_cfg = model.config.encoder
-    num_layers, num_heads, hidden = enc_cfg["num_hidden_layers"], enc_cfg["num_attention_heads"], enc_cfg["hidden_size"]
+    needed = set(asked) | {"fp32"}
+    for variant in ORT_VARIANTS[::-1]:  # bases come earlier in the list, so one backward pass closes the set
+        if variant in needed and variant in BASE:
+            needed.add(BASE[variant])
+    return [v for v in ORT_VARIANTS if v in needed]
 
+
+def _prepare(checkpoint: Path, settings: ExportSettings, echo) -> _Source:
+    ckpt = load_checkpoint(checkpoint, attn_implementation="eager")
+    model, encoder = ckpt.model, ckpt.encoder
+    cfg = model.config.encoder
     val_file = settings.validation_file or ckpt.settings.get("train_config", {}).get("validation_file")
     if not val_file or not Path(val_file).is_file():
         val_file = str(BUILTIN_VALIDATION)
     pairs = read_pairs(val_file)[: settings.max_parity_pairs]
-    batches = [pairs[i : i + settings.parity_batch_size] for i in range(0, len(pairs), settings.parity_batch_size)]
-    torch_feeds = [encode_batch(encoder, b, with_labels=False) for b in batches]
+    size = settings.parity_batch_size
+    torch_feeds = [
+        encode_batch(encoder, pairs[i : i + size], with_labels=False) for i in range(0, len(pairs), size)
+    ]
     with torch.inference_mode():
         reference = np.concatenate([model(**f).logits.float().numpy() for f in torch_feeds])
-    feeds = [{k: v.numpy() for k, v in f.items()} for f in torch_feeds]
-    grid = shape_grid_feeds(CONTRACT, encoder.tokenizer.get_vocab_size())
     if echo:
-        echo(f"exporting {checkpoint} ({num_layers} layers × 2 branches, hidden {hidden}); "
-             f"parity on {len(pairs)} pairs from {val_file}")
+        echo(
+            f"exporting {checkpoint} ({cfg['num_hidden_layers']} layers × 2 branches, hidden "
+            f"{cfg['hidden_size']}); "
+            f"parity on {len(pairs)} pairs from {val_file}"
+        )
+    return _Source(
+        ckpt=ckpt,
+        num_layers=cfg["num_hidden_layers"],
+        num_heads=cfg["num_attention_heads"],
+        hidden=cfg["hidden_size"],
+        pairs=pairs,
+        reference=reference,
+        feeds=[{k: v.numpy() for k, v in f.items()} for f in torch_feeds],
+        grid=shape_grid_feeds(CONTRACT, encoder.tokenizer.get_vocab_size()),
+    )
 
+
+def _build(variant: str, src: _Source, work: Path, settings: ExportSettings, use_external: bool) -> Path:
+    """Write one variant's graph into `work`; its base (BASE[variant]) is already there."""
+    path = work / FILE_NAMES[variant]
+    if variant == "fp32":
+        example = encode_batch(src.ckpt.encoder, src.pairs[:4], with_labels=False)
+        onnx_graph.export_graph(src.ckpt.model, example, CONTRACT, path, external_data=settings.external_data)
+    elif variant == "optimized":
+        fusion.optimize(
+            work / FILE_NAMES["fp32"], path, src.num_heads, src.hidden, use_external_data=use_external
+        )
+    elif variant == "int8":
+        precision.quantize_int8(work / FILE_NAMES["optimized"], path, settings.int8)
+    elif variant == "fp16":
+        precision.convert_fp16(work / FILE_NAMES["optimized"], path)
+    return path
+
+
+def _fusion_stage(variant: str, path: Path, num_layers: int, report: StageReport) -> dict[str, int]:
+    """Fused-op counts of a fused variant; a shortfall is reported (✗ fusion …) but does not fail the
+    export."""
+    fused = fusion.fused_counts(fusion.count_ops(onnx.load(str(path), load_external_data=False)))
+    short = fusion.shortfall(fused, num_layers)
+    if short:
+        detail = ", ".join(f"{k} {have}/{need}" for k, (have, need) in short.items())
+        report.fail("fusion", f"FUSION SHORTFALL: {detail} — the runtime will be slower than it should")
+        log.warning("fusion shortfall in %s: %s", variant, detail)
+    else:
+        report.ok("fusion", ", ".join(f"{k} {v}" for k, v in fused.items()))
+    return fused
+
+
+def _validate(
+    variant: str, path: Path, src: _Source, settings: ExportSettings, report: StageReport
+) -> VariantOutcome:
+    """Structure → fusion → session and shapes → parity; ExportError from the first three stops the export."""
+    check_structure(path, CONTRACT, report)
+    fused = _fusion_stage(variant, path, src.num_layers, report) if variant != "fp32" else {}
+    on_cuda = variant == "fp16" and cuda_provider_available()
+    session = check_session_and_shapes(path, CONTRACT, src.grid, report, [CUDA, CPU] if on_cuda else None)
+    figures, fails = gate(variant, src.reference, run_batches(session, CONTRACT, src.feeds), report)
+    notes = []
+    if variant == "fp16" and not on_cuda:
+        notes.append("validated with ONNX Runtime's CPU kernels only; no CUDA device at export time")
+    if variant == "int8":
+        notes.append(f"int8 options: {settings.int8.label()}")
+    extra = onnx_graph.external_files(path)
+    info = VariantInfo(
+        name=variant,
+        file=path.name,
+        precision=PRECISION[variant],
+        size_bytes=path.stat().st_size + sum((path.parent / e).stat().st_size for e in extra),
+        sha256=sha256_file(path),
+        intended_device=DEVICE[variant],
+        parity=figures,
+        passed_parity=not fails,
+        validated_on="cuda" if on_cuda else "cpu",
+        fused_ops=fused,
+        external_data=tuple(extra),
+        external_sha256=tuple(sha256_file(path.parent / e) for e in extra),
+        notes="; ".join(notes),
+    )
+    status = "passed" if not fails else ("forced" if settings.force else "failed")
+    return VariantOutcome(variant, status, tuple(fails), info)
+
+
+def _build_and_validate(
+    src: _Source, work: Path, settings: ExportSettings, report: StageReport, echo
+) -> tuple[dict[str, VariantOutcome], dict[str, float]]:
+    outcomes: dict[str, VariantOutcome] = {}
+    timings: dict[str, float] = {}
+    use_external = False
+    for variant in variants_to_build(settings.variants):
+        t0 = time.perf_counter()
+        path = _build(variant, src, work, settings, use_external)
+        timings[variant] = time.perf_counter() - t0
+        if variant == "fp32":
+            use_external = bool(onnx_graph.external_files(path))
+            if "fp32" not in settings.variants:
+                continue  # a base only; the optimized graph is validated in its own right
+        if echo:
+            echo(f"{variant}:")
+        outcome = _validate(variant, path, src, settings, report)
+        if variant in settings.variants:
+            outcomes[variant] = outcome
+    return outcomes, timings
+
+
+def _run_extra_validators(
+    src: _Source, work: Path, settings: ExportSettings, report: StageReport
+) -> dict[str, VariantOutcome]:
+    """Variants validated on other backends (the lead's OpenVINO variants plug in here)."""
+    inputs = ParityInputs(
+        work / FILE_NAMES["fp32"],
+        src.reference,
+        src.feeds,
+        work,
+        report,
+        settings.force,
+        tuple(settings.variants),
+    )
+    outcomes = {}
+    for validator in settings.extra_validators:
+        for info in validator(inputs):
+            if info.passed_parity:
+                outcomes[info.name] = VariantOutcome(info.name, "passed", (), info)
+            elif info.validated_on == "none":
+                outcomes[info.name] = VariantOutcome(info.name, "unvalidated", (info.notes,), info)
+            else:
+                status = "forced" if settings.force else "failed"
+                outcomes[info.name] = VariantOutcome(
+                    info.name, status, (info.notes or "failed its parity gate",), info
+                )
+    return outcomes
+
+
+def _write(
+    src: _Source, work: Path, out_dir: Path, outcomes: dict[str, VariantOutcome], timings: dict
+) -> Manifest:
+    """Drop the files of unwritten variants and intermediates, write tokenizer + manifest, swap into place."""
+    keep = {o.info.file for o in outcomes.values() if o.written}
+    keep |= {e for o in outcomes.values() if o.written for e in o.info.external_data}
+    for path in work.iterdir():
+        if path.name in keep:
+            continue
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    ckpt = src.ckpt
+    shutil.copyfile(ckpt.path / TOKENIZER_FILE, work / TOKENIZER_FILE)
+    manifest = Manifest(
+        format_version=FORMAT_VERSION,
+        labels=tuple(ckpt.settings.get("labels", LABELS)),
+        max_length=ckpt.encoder.max_length,
+        contract=CONTRACT,
+        variants={name: o.info for name, o in outcomes.items() if o.written},
+        tokenizer_file=TOKENIZER_FILE,
+        tokenizer_sha256=sha256_file(work / TOKENIZER_FILE),
+        versions={**_versions(), "export_seconds": {k: round(v, 2) for k, v in timings.items()}},
+        source_checkpoint=str(ckpt.path.resolve()),
+        source_weights_sha256=weights_sha256(ckpt.path),
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
+    (work / MANIFEST_FILE).write_text(manifest.to_json())
+    _swap_into_place(work, out_dir)
+    return manifest
+
+
+def build_bundle(
+    checkpoint: str | Path,
+    out_dir: str | Path,
+    settings: ExportSettings | None = None,
+    echo: Callable[[str], None] | None = print,
+) -> ExportResult:
+    """Run every stage and return what happened to each variant; raises only when nothing is written
+    (see the module docstring)."""
+    settings = settings or ExportSettings()
+    variants_to_build(settings.variants)  # unknown names fail before the checkpoint is loaded
+    out_dir = Path(out_dir)
+    report = StageReport(echo=echo)
+    started = time.perf_counter()
+    src = _prepare(Path(checkpoint), settings, echo)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     work = out_dir.parent / f".tmp-{out_dir.name}-{os.getpid()}"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir()
-    variants: dict[str, VariantInfo] = {}
-    failures: list[str] = []
-    timings: dict[str, float] = {}
     try:
-        fp32_path = work / FILE_NAMES["fp32"]
-        t0 = time.perf_counter()
-        onnx_graph.export_graph(model, encode_batch(encoder, pairs[:4], with_labels=False), CONTRACT, fp32_path,
-                                external_data=settings.external_data)
-        timings["fp32"] = time.perf_counter() - t0
-        use_external = bool(onnx_graph.external_files(fp32_path))
-        built = {"fp32": fp32_path}
-
-        def build(variant: str) -> Path:
-            path = work / FILE_NAMES[variant]
-            t = time.perf_counter()
-            if variant == "optimized":
-                fusion.optimize(built["fp32"], path, num_heads, hidden, use_external_data=use_external)
-            elif variant == "int8":
-                precision.quantize_int8(built.get("optimized") or build("optimized"), path, settings.int8)
-            elif variant == "fp16":
-                precision.convert_fp16(built.get("optimized") or build("optimized"), path)
-            timings[variant] = time.perf_counter() - t
-            built[variant] = path
-            return path
-
-        for variant in ORT_VARIANTS:
-            if variant not in settings.variants and not (variant == "optimized" and
-                                                         {"int8", "fp16"} & set(settings.variants)):
-                continue
-            if echo:
-                echo(f"{variant}:")
-            path = built.get(variant) or build(variant)
-            check_structure(path, CONTRACT, report)
-            ops = fusion.count_ops(onnx.load(str(path), load_external_data=False))
-            fused = fusion.fused_counts(ops)
-            if variant != "fp32":
-                short = fusion.shortfall(fused, num_layers)
-                if short:
-                    detail = ", ".join(f"{k} {have}/{need}" for k, (have, need) in short.items())
-                    report.fail("fusion", f"FUSION SHORTFALL: {detail} — the runtime will be slower than it should")
-                    log.warning("fusion shortfall in %s: %s", variant, detail)
-                else:
-                    report.ok("fusion", ", ".join(f"{k} {v}" for k, v in fused.items()))
-            providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if variant == "fp16" and cuda_provider_available() else None
-            session = check_session_and_shapes(path, CONTRACT, grid, report, providers)
-            figures, fails = gate(variant, reference, run_batches(session, CONTRACT, feeds), report)
-            if variant not in settings.variants:
-                continue  # built only as the base of int8/fp16
-            if fails:
-                failures.append(f"{variant}: " + "; ".join(fails))
-                if not settings.force:
-                    path.unlink()
-                    continue
-            validated_on = "cuda" if providers else "cpu"
-            notes = ""
-            if variant == "fp16" and not providers:
-                notes = "validated with ONNX Runtime's CPU kernels only; no CUDA device at export time"
-            extra = onnx_graph.external_files(path)
-            variants[variant] = VariantInfo(
-                name=variant, file=path.name, precision=PRECISION[variant], size_bytes=path.stat().st_size
-                + sum((work / e).stat().st_size for e in extra),
-                sha256=sha256_file(path), intended_device=DEVICE[variant], parity=figures,
-                passed_parity=not fails, validated_on=validated_on, fused_ops=fused if variant != "fp32" else {},
-                external_data=tuple(extra), external_sha256=tuple(sha256_file(work / e) for e in extra),
-                notes=notes + (f"int8 options: {settings.int8.label()}" if variant == "int8" else ""),
+        outcomes, timings = _build_and_validate(src, work, settings, report, echo)
+        fp32 = outcomes.get("fp32")
+        if fp32 is not None and not fp32.written:
+            raise ParityError(
+                "fp32",
+                "the plain export does not match torch; nothing written: " + "; ".join(fp32.reasons),
+                fp32.info.parity,
             )
-        for variant, path in built.items():  # intermediates that were not asked for
-            if variant not in variants and path.exists():
-                path.unlink()
-        if "fp32" in settings.variants and "fp32" not in variants:
-            raise ParityError("fp32", "the plain export does not match torch; nothing written: " + "; ".join(failures), {})
-        if "fp32" in variants:
-            for info in build_openvino_variants(work / FILE_NAMES["fp32"], reference, feeds, report,
-                                                settings.variants):
-                variants[info.name] = info
-                if not info.passed_parity and info.validated_on != "none":
-                    failures.append(f"{info.name}: {info.notes}")
-        shutil.copyfile(ckpt.path / TOKENIZER_FILE, work / TOKENIZER_FILE)
-        manifest = Manifest(
-            format_version=FORMAT_VERSION, labels=tuple(ckpt.settings.get("labels", LABELS)),
-            max_length=encoder.max_length, contract=CONTRACT, variants=variants,
-            tokenizer_file=TOKENIZER_FILE, tokenizer_sha256=sha256_file(work / TOKENIZER_FILE),
-            versions={**_versions(), "export_seconds": {k: round(v, 2) for k, v in timings.items()}},
-            source_checkpoint=str(ckpt.path.resolve()), source_weights_sha256=weights_sha256(ckpt.path),
-            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        )
-        (work / MANIFEST_FILE).write_text(manifest.to_json())
-        _swap_into_place(work, out_dir)
+        # extra backends get the fp32 graph: gated above when asked for, else the base the others were
+        # built from
+        outcomes.update(_run_extra_validators(src, work, settings, report))
+        manifest = _write(src, work, out_dir, outcomes, timings)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    seconds = time.perf_counter() - started
     if echo:
-        echo(f"wrote {out_dir} ({', '.join(variants)}) in {time.perf_counter() - started:.1f}s")
-    if failures:
-        raise ParityError(",".join(f.split(":")[0] for f in failures),
-                          ("written anyway (--force): " if settings.force else "not written: ") + " | ".join(failures), {})
-    return manifest
+        echo(f"wrote {out_dir} ({', '.join(manifest.variants)}) in {seconds:.1f}s")
+    return ExportResult(out_dir, manifest, outcomes, seconds)
+
+
+def export_bundle(
+    checkpoint: str | Path,
+    out_dir: str | Path,
+    settings: ExportSettings | None = None,
+    echo: Callable[[str], None] | None = print,
+) -> Manifest:
+    """build_bundle, then ParityError if any asked-for variant failed its gate (after writing the bundle:
+    see the module docstring for what is on disk)."""
+    settings = settings or ExportSettings()
+    result = build_bundle(checkpoint, out_dir, settings, echo)
+    if result.failed:
+        detail = " | ".join(f"{o.variant}: " + "; ".join(o.reasons) for o in result.failed)
+        prefix = "written anyway (--force): " if settings.force else "not written: "
+        first = result.failed[0].info
+        raise ParityError(
+            ",".join(o.variant for o in result.failed), prefix + detail, first.parity if first else {}
+        )
+    return result.manifest
 
 
 def _swap_into_place(work: Path, out_dir: Path) -> None:
@@ -231,4 +450,3 @@ def _swap_into_place(work: Path, out_dir: Path) -> None:
         os.replace(out_dir, old)
     os.replace(work, out_dir)
     shutil.rmtree(old, ignore_errors=True)
-

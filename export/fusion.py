@@ -32,7 +32,8 @@ def expected_fused(num_layers: int, branches: int = 2) -> dict[str, int]:
 
 def fused_counts(ops: dict[str, int]) -> dict[str, int]:
     return {
-        "EmbedLayerNormalization": ops.get("EmbedLayerNormalization", 0) + ops.get("QEmbedLayerNormalization", 0),
+        "EmbedLayerNormalization": ops.get("EmbedLayerNormalization", 0)
+        + ops.get("QEmbedLayerNormalization", 0),
         "Attention": ops.get("Attention", 0) + ops.get("MultiHeadAttention", 0) + ops.get("QAttention", 0),
         "SkipLayerNormalization": ops.get("SkipLayerNormalization", 0),
         "Gelu": ops.get("Gelu", 0) + ops.get("BiasGelu", 0) + ops.get("FastGelu", 0),
@@ -51,8 +52,13 @@ def optimize(src: Path, dst: Path, num_heads: int, hidden_size: int, use_externa
 
     options = FusionOptions("bert")
     optimized = optimize_model(
-        str(src), model_type="bert", num_heads=num_heads, hidden_size=hidden_size, opt_level=0,
-        optimization_options=options, use_gpu=False,
+        str(src),
+        model_type="bert",
+        num_heads=num_heads,
+        hidden_size=hidden_size,
+        opt_level=0,
+        optimization_options=options,
+        use_gpu=False,
     )
     optimized.save_model_to_file(str(dst), use_external_data_format=use_external_data)
     return optimized

@@ -43,7 +43,10 @@ def parameter_bytes(model: nn.Module) -> int:
 
 
 def export_graph(
-    model: nn.Module, example: dict[str, torch.Tensor], contract: GraphContract, path: Path,
+    model: nn.Module,
+    example: dict[str, torch.Tensor],
+    contract: GraphContract,
+    path: Path,
     external_data: bool | None = None,
 ) -> Path:
     """Export `model` (eval mode, eager attention) to `path`. `example` must not be batch 1."""
@@ -57,9 +60,15 @@ def export_graph(
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            LogitsOnly(model), args, str(path), dynamo=False, opset_version=OPSET,
-            input_names=contract.input_names, output_names=contract.output_names,
-            dynamic_axes=contract.dynamic_axes(), do_constant_folding=True,
+            LogitsOnly(model),
+            args,
+            str(path),
+            dynamo=False,
+            opset_version=OPSET,
+            input_names=contract.input_names,
+            output_names=contract.output_names,
+            dynamic_axes=contract.dynamic_axes(),
+            do_constant_folding=True,
         )
     if external_data is None:
         external_data = parameter_bytes(model) > EXTERNAL_DATA_THRESHOLD
@@ -73,8 +82,14 @@ def save_external(model_proto: onnx.ModelProto, path: Path) -> list[str]:
     data_name = Path(path).name + ".data"
     if (Path(path).parent / data_name).exists():
         os.remove(Path(path).parent / data_name)
-    onnx.save_model(model_proto, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location=data_name, size_threshold=1024)
+    onnx.save_model(
+        model_proto,
+        str(path),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location=data_name,
+        size_threshold=1024,
+    )
     return [data_name]
 
 

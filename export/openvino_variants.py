@@ -31,10 +31,15 @@ PARITY_RULES = {
 
 
 def build_openvino_variants(
-    fp32_path: Path, reference: np.ndarray, feeds: list[dict[str, np.ndarray]], report: StageReport,
-    wanted: tuple[str, ...] = OPENVINO_VARIANTS, threads: int = 1,
+    fp32_path: Path,
+    reference: np.ndarray,
+    feeds: list[dict[str, np.ndarray]],
+    report: StageReport,
+    wanted: tuple[str, ...] = OPENVINO_VARIANTS,
+    threads: int = 1,
 ) -> list[VariantInfo]:
-    """VariantInfo for each wanted OpenVINO variant over `fp32_path` (already checked and gated as ORT fp32)."""
+    """VariantInfo for each wanted OpenVINO variant over `fp32_path` (already checked and gated as ORT
+    fp32)."""
     wanted = tuple(v for v in wanted if v in OPENVINO_VARIANTS)
     if not wanted:
         return []
@@ -44,23 +49,46 @@ def build_openvino_variants(
     digest, size = sha256_file(fp32_path), fp32_path.stat().st_size
     out = []
     for name in wanted:
-        common = dict(name=name, file=fp32_path.name, precision=PRECISION[name], size_bytes=size, sha256=digest,
-                      intended_device="cpu")
+        common = dict(
+            name=name,
+            file=fp32_path.name,
+            precision=PRECISION[name],
+            size_bytes=size,
+            sha256=digest,
+            intended_device="cpu",
+        )
         if name == "openvino-bf16" and not has_bf16_units():
-            report.fail(f"parity {name}", "this CPU has no bf16 matrix units: not validated, `auto` will not pick it")
-            out.append(VariantInfo(**common, passed_parity=False, validated_on="none",
-                                   notes="not validated: exported on a CPU without bf16 units"))
+            report.fail(
+                f"parity {name}", "this CPU has no bf16 matrix units: not validated, `auto` will not pick it"
+            )
+            out.append(
+                VariantInfo(
+                    **common,
+                    passed_parity=False,
+                    validated_on="none",
+                    notes="not validated: exported on a CPU without bf16 units",
+                )
+            )
             continue
-        session = open_session("openvino", fp32_path, SessionSettings(threads=threads,
-                                                                       precision=OPENVINO_PRECISION[name]))
+        session = open_session(
+            "openvino", fp32_path, SessionSettings(threads=threads, precision=OPENVINO_PRECISION[name])
+        )
         candidate = np.concatenate([session.run(feed) for feed in feeds])
         session.close()
         figures = parity_figures(reference, candidate)
         fails = PARITY_RULES[name].failures(figures)
-        detail = (f"{figures['pairs']} pairs, max |Δlogit| {figures['max_abs_logit_diff']:.2e}, "
-                  f"max |Δprob| {figures['max_abs_prob_diff']:.2e}, mean |Δprob| {figures['mean_abs_prob_diff']:.2e}, "
-                  f"labels agree {figures['label_agreement']:.2%}")
-        (report.fail if fails else report.ok)(f"parity {name}", detail + (" — " + "; ".join(fails) if fails else ""))
-        out.append(VariantInfo(**common, parity=figures, passed_parity=not fails, validated_on="cpu",
-                               notes="; ".join(fails)))
+        detail = (
+            f"{figures['pairs']} pairs, max |Δlogit| {figures['max_abs_logit_diff']:.2e}, "
+            f"max |Δprob| {figures['max_abs_prob_diff']:.2e}, mean |Δprob| "
+            f"{figures['mean_abs_prob_diff']:.2e}, "
+            f"labels agree {figures['label_agreement']:.2%}"
+        )
+        (report.fail if fails else report.ok)(
+            f"parity {name}", detail + (" — " + "; ".join(fails) if fails else "")
+        )
+        out.append(
+            VariantInfo(
+                **common, parity=figures, passed_parity=not fails, validated_on="cpu", notes="; ".join(fails)
+            )
+        )
     return out

@@ -26,9 +26,11 @@ class Int8Options:
     quantize_embeddings: bool = False  # int8 word embeddings (Gather / QEmbedLayerNormalization)
 
     def label(self) -> str:
-        return (f"{self.weight_type}{'-perchannel' if self.per_channel else ''}"
-                f"{'-reducerange' if self.reduce_range else ''}{'-ffnfp32' if self.ffn_output_fp32 else ''}"
-                f"{'-embeddings' if self.quantize_embeddings else ''}")
+        return (
+            f"{self.weight_type}{'-perchannel' if self.per_channel else ''}"
+            f"{'-reducerange' if self.reduce_range else ''}{'-ffnfp32' if self.ffn_output_fp32 else ''}"
+            f"{'-embeddings' if self.quantize_embeddings else ''}"
+        )
 
 
 GELU_OPS = ("Gelu", "BiasGelu", "FastGelu")
@@ -37,7 +39,8 @@ GELU_OPS = ("Gelu", "BiasGelu", "FastGelu")
 def ffn_output_matmuls(model: onnx.ModelProto) -> list[str]:
     producers = {out: node for node in model.graph.node for out in node.output}
     return [
-        n.name for n in model.graph.node
+        n.name
+        for n in model.graph.node
         if n.op_type == "MatMul" and n.input[0] in producers and producers[n.input[0]].op_type in GELU_OPS
     ]
 
@@ -45,9 +48,12 @@ def ffn_output_matmuls(model: onnx.ModelProto) -> list[str]:
 def quantize_int8(src: Path, dst: Path, options: Int8Options = Int8Options()) -> Path:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    exclude = ffn_output_matmuls(onnx.load(str(src), load_external_data=False)) if options.ffn_output_fp32 else []
+    exclude = (
+        ffn_output_matmuls(onnx.load(str(src), load_external_data=False)) if options.ffn_output_fp32 else []
+    )
     quantize_dynamic(
-        str(src), str(dst),
+        str(src),
+        str(dst),
         weight_type=getattr(QuantType, options.weight_type),
         per_channel=options.per_channel,
         reduce_range=options.reduce_range,

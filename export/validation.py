@@ -70,14 +70,28 @@ def check_structure(path: Path, contract: GraphContract, report: StageReport) ->
     names_in = [i.name for i in graph.input]
     names_out = [o.name for o in graph.output]
     if names_in != contract.input_names or names_out != contract.output_names:
-        msg = f"inputs {names_in} / outputs {names_out}, expected {contract.input_names} / {contract.output_names}"
+        msg = (
+            f"inputs {names_in} / outputs {names_out}, "
+            f"expected {contract.input_names} / {contract.output_names}"
+        )
         report.fail(stage, msg)
         raise ExportError(stage, msg)
-    for value_info, spec in zip(list(graph.input) + list(graph.output), contract.inputs + contract.outputs):
+    for value_info, spec in zip(
+        list(graph.input) + list(graph.output), contract.inputs + contract.outputs, strict=True
+    ):
         dims = _dims(value_info)
-        for axis, (have, want) in enumerate(zip(dims, spec.axes)):
-            if isinstance(want, str) and not isinstance(have, str) or not isinstance(want, str) and have != want:
-                msg = f"{spec.name} axis {axis} is {have!r}, the contract says {want!r} (a dynamic axis was fixed?)"
+        # strict=False: a wrong rank is reported by the shapes stage, with the shape it produced
+        for axis, (have, want) in enumerate(zip(dims, spec.axes, strict=False)):
+            if (
+                isinstance(want, str)
+                and not isinstance(have, str)
+                or not isinstance(want, str)
+                and have != want
+            ):
+                msg = (
+                    f"{spec.name} axis {axis} is {have!r}, the contract says {want!r} "
+                    "(a dynamic axis was fixed?)"
+                )
                 report.fail(stage, msg)
                 raise ExportError(stage, msg)
     report.ok(stage, f"{len(names_in)} inputs, {len(names_out)} output, dynamic axes as specified")
@@ -92,7 +106,10 @@ def make_session(path: Path, providers: list[str] | None = None):
 
 
 def check_session_and_shapes(
-    path: Path, contract: GraphContract, feeds: list[dict[str, np.ndarray]], report: StageReport,
+    path: Path,
+    contract: GraphContract,
+    feeds: list[dict[str, np.ndarray]],
+    report: StageReport,
     providers: list[str] | None = None,
 ):
     stage = "session"
@@ -114,7 +131,10 @@ def check_session_and_shapes(
             report.fail(stage, msg)
             raise ExportError(stage, msg) from None
         if logits.shape != (batch, contract.outputs[0].axes[1]) or not np.isfinite(logits).all():
-            msg = f"batch {batch} × length {length} gave logits of shape {logits.shape} (finite: {np.isfinite(logits).all()})"
+            msg = (
+                f"batch {batch} × length {length} gave logits of shape {logits.shape} "
+                f"(finite: {np.isfinite(logits).all()})"
+            )
             report.fail(stage, msg)
             raise ExportError(stage, msg)
         seen.append(f"{batch}×{length}")
@@ -167,12 +187,16 @@ def run_batches(session, contract: GraphContract, feeds: list[dict[str, np.ndarr
     return np.concatenate([session.run(contract.output_names, f)[0] for f in feeds])
 
 
-def gate(variant: str, reference: np.ndarray, candidate: np.ndarray, report: StageReport) -> tuple[dict, list[str]]:
+def gate(
+    variant: str, reference: np.ndarray, candidate: np.ndarray, report: StageReport
+) -> tuple[dict, list[str]]:
     figures = parity_figures(reference, candidate)
     fails = PARITY_RULES[variant].failures(figures)
-    detail = (f"{figures['pairs']} pairs, max |Δlogit| {figures['max_abs_logit_diff']:.2e}, "
-              f"max |Δprob| {figures['max_abs_prob_diff']:.2e}, mean |Δprob| {figures['mean_abs_prob_diff']:.2e}, "
-              f"labels agree {figures['label_agreement']:.2%}")
+    detail = (
+        f"{figures['pairs']} pairs, max |Δlogit| {figures['max_abs_logit_diff']:.2e}, "
+        f"max |Δprob| {figures['max_abs_prob_diff']:.2e}, mean |Δprob| {figures['mean_abs_prob_diff']:.2e}, "
+        f"labels agree {figures['label_agreement']:.2%}"
+    )
     if fails:
         report.fail(f"parity {variant}", detail + " — " + "; ".join(fails))
     else:

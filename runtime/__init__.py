@@ -5,5 +5,13 @@ from .devices import DeviceError
 from .predictor import PairClassifier, Prediction, PredictorError
 from .sessions import BackendError
 
-__all__ = ["BackendError", "BundleError", "DeviceError", "Manifest", "PairClassifier", "Prediction",
-           "PredictorError", "read_manifest"]
+__all__ = [
+    "BackendError",
+    "BundleError",
+    "DeviceError",
+    "Manifest",
+    "PairClassifier",
+    "Prediction",
+    "PredictorError",
+    "read_manifest",
+]

@@ -17,7 +17,6 @@ from .errors import PairbertError
 FORMAT_VERSION = 1
 MANIFEST_FILE = "manifest.json"
 TOKENIZER_FILE = "tokenizer.json"
-VARIANTS = ("fp32", "optimized", "int8", "fp16")
 
 
 class BundleError(PairbertError, ValueError):
@@ -52,7 +51,9 @@ class Manifest:
     tokenizer_sha256: str = ""
     versions: dict = field(default_factory=dict)
     source_checkpoint: str = ""
-    source_weights_sha256: str = ""  # of the checkpoint's weights: a benchmark checks it compares the same model
+    source_weights_sha256: str = (
+        ""  # of the checkpoint's weights: a benchmark checks it compares the same model
+    )
     created: str = ""
 
     def to_json(self) -> str:
@@ -77,12 +78,17 @@ class Manifest:
                 v["external_sha256"] = tuple(v.get("external_sha256", ()))
                 variants[name] = VariantInfo(**v)
             return cls(
-                format_version=version, labels=tuple(d["labels"]), max_length=int(d["max_length"]),
-                contract=GraphContract.from_dict(d["contract"]), variants=variants,
+                format_version=version,
+                labels=tuple(d["labels"]),
+                max_length=int(d["max_length"]),
+                contract=GraphContract.from_dict(d["contract"]),
+                variants=variants,
                 tokenizer_file=d.get("tokenizer_file", TOKENIZER_FILE),
-                tokenizer_sha256=d.get("tokenizer_sha256", ""), versions=d.get("versions", {}),
+                tokenizer_sha256=d.get("tokenizer_sha256", ""),
+                versions=d.get("versions", {}),
                 source_checkpoint=d.get("source_checkpoint", ""),
-                source_weights_sha256=d.get("source_weights_sha256", ""), created=d.get("created", ""),
+                source_weights_sha256=d.get("source_weights_sha256", ""),
+                created=d.get("created", ""),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise BundleError(f"{where}: malformed manifest ({type(exc).__name__}: {exc})") from None
@@ -143,6 +149,6 @@ def require_variant(bundle_dir: Path, manifest: Manifest, variant: str) -> Varia
 
 def verify_variant(bundle_dir: Path, manifest: Manifest, variant: str) -> Path:
     info = require_variant(bundle_dir, manifest, variant)
-    for extra, digest in zip(info.external_data, info.external_sha256):
+    for extra, digest in zip(info.external_data, info.external_sha256, strict=True):
         verify_file(bundle_dir, extra, digest)
     return verify_file(bundle_dir, info.file, info.sha256)

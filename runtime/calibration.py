@@ -63,7 +63,13 @@ def _versions() -> str:
 
 
 def cache_key(manifest_bytes: bytes, threads: int, device: str) -> str:
-    parts = [hashlib.sha256(manifest_bytes).hexdigest(), cpu_signature(), f"threads={threads}", device, _versions()]
+    parts = [
+        hashlib.sha256(manifest_bytes).hexdigest(),
+        cpu_signature(),
+        f"threads={threads}",
+        device,
+        _versions(),
+    ]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()
 
 
@@ -87,7 +93,9 @@ def remember(key: str, entry: dict) -> None:
         tmp.write_text(json.dumps(data, indent=1))
         os.replace(tmp, folder / CACHE_FILE)
     except OSError as exc:
-        log.warning("cannot write the calibration cache in %s (%s); auto will measure again next time", folder, exc)
+        log.warning(
+            "cannot write the calibration cache in %s (%s); auto will measure again next time", folder, exc
+        )
 
 
 def synthetic_feed(input_names: list[str], pairs: int, tokens: int, vocab: int) -> dict[str, np.ndarray]:

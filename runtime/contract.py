@@ -41,7 +41,8 @@ class GraphContract:
     def dynamic_axes(self) -> dict[str, dict[int, str]]:
         """In the form torch.onnx.export takes."""
         return {
-            t.name: {i: a for i, a in enumerate(t.axes) if isinstance(a, str)} for t in self.inputs + self.outputs
+            t.name: {i: a for i, a in enumerate(t.axes) if isinstance(a, str)}
+            for t in self.inputs + self.outputs
         }
 
     def to_dict(self) -> dict:
@@ -49,8 +50,10 @@ class GraphContract:
 
     @classmethod
     def from_dict(cls, d: dict) -> GraphContract:
-        return cls(tuple(TensorSpec.from_dict(t) for t in d["inputs"]),
-                   tuple(TensorSpec.from_dict(t) for t in d["outputs"]))
+        return cls(
+            tuple(TensorSpec.from_dict(t) for t in d["inputs"]),
+            tuple(TensorSpec.from_dict(t) for t in d["outputs"]),
+        )
 
 
 def pair_classifier_contract(num_labels: int = 2) -> GraphContract:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import PairbertError
+from .ort import cuda_install_hint, onnxruntime
 
 log = logging.getLogger(__name__)
 
@@ -22,9 +23,10 @@ class DeviceError(PairbertError, RuntimeError):
 
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+PROC_CGROUP = Path("/proc/self/cgroup")
 
 
-def physical_cores(cgroup_root: str | Path = CGROUP_ROOT, proc_cgroup: str | Path = "/proc/self/cgroup") -> int:
+def physical_cores(cgroup_root: str | Path = CGROUP_ROOT, proc_cgroup: str | Path = PROC_CGROUP) -> int:
     """Physical cores this process may use: the affinity mask's physical cores (hyper-threads do not help
     GEMM-bound inference), capped by the cgroup CPU quota, so a 2-CPU pod on a 64-core node gets 2."""
     try:
@@ -46,7 +48,9 @@ def physical_cores(cgroup_root: str | Path = CGROUP_ROOT, proc_cgroup: str | Pat
     return max(1, count)
 
 
-def cgroup_cpu_quota(cgroup_root: str | Path = CGROUP_ROOT, proc_cgroup: str | Path = "/proc/self/cgroup") -> float | None:
+def cgroup_cpu_quota(
+    cgroup_root: str | Path = CGROUP_ROOT, proc_cgroup: str | Path = PROC_CGROUP
+) -> float | None:
     """CPUs' worth of time the cgroup quota allows (e.g. 2.0 for `cpu.max` = "200000 100000"), the tightest
     over this process's cgroup and its parents; None where there is no quota. Reads cgroup v2 (`cpu.max`)
     and v1 (`cpu.cfs_quota_us` / `cpu.cfs_period_us`)."""
@@ -109,9 +113,7 @@ def _read_v1(directory: Path) -> float | None:
 
 
 def cuda_provider_available() -> bool:
-    import onnxruntime as ort
-
-    return CUDA in ort.get_available_providers()
+    return CUDA in onnxruntime().get_available_providers()
 
 
 @dataclass(frozen=True)
@@ -129,8 +131,8 @@ def plan_device(device: str) -> DevicePlan:
         return DevicePlan("cuda", (CUDA, CPU))
     if device == "cuda":
         raise DeviceError(
-            "device 'cuda' asked for, but this onnxruntime has no CUDAExecutionProvider "
-            "(install the CUDA build: pip install 'pairbert[gpu]'); "
+            f"device 'cuda' asked for, but this onnxruntime has no CUDAExecutionProvider "
+            f"({cuda_install_hint()}); "
             "pass allow_fallback=True to run on the CPU instead"
         )
     return DevicePlan("cpu", (CPU,))
@@ -150,14 +152,22 @@ class ThreadLedger:
         with self._lock:
             free = max(1, cores - self._claimed)
             threads = free if requested is None else requested
-            if requested is not None and self._claimed + threads > cores:
+            if requested is not None and self._claimed + threads > cores:  # a default load takes what is free
                 log.warning(
                     "predictors in this process now use %d intra-op threads on %d physical cores: "
-                    "they will compete; pass threads= to split the cores", self._claimed + threads, cores,
+                    "they will compete; pass threads= to split the cores",
+                    self._claimed + threads,
+                    cores,
                 )
-            elif self._claimed:  # a default load takes what is left (at least one thread): no surprise to warn of
-                log.info("other predictors hold %d thread(s) of %d cores; this one takes %d",
-                         self._claimed, cores, threads)
+            elif (
+                self._claimed
+            ):  # a default load takes what is left (at least one thread): no surprise to warn of
+                log.info(
+                    "other predictors hold %d thread(s) of %d cores; this one takes %d",
+                    self._claimed,
+                    cores,
+                    threads,
+                )
             self._claimed += threads
             return threads
 

@@ -50,7 +50,9 @@ def detect_format(path: str | Path, fmt: str | None = None) -> str:
         return "jsonl"
     if suffix in FORMATS:
         return suffix
-    raise PairFileError(str(path), None, None, "cannot tell the format from the extension; use .csv, .tsv or .jsonl")
+    raise PairFileError(
+        str(path), None, None, "cannot tell the format from the extension; use .csv, .tsv or .jsonl"
+    )
 
 
 def _parse_label(value: object, source: str, line: int) -> int | None:
@@ -91,13 +93,17 @@ def _iter_jsonl(stream: io.TextIOBase, source: str, require_label: bool) -> Iter
         try:
             row = json.loads(raw)
         except json.JSONDecodeError as exc:
-            raise PairFileError(source, line_no, None, f"not valid JSON ({exc.msg} at column {exc.colno})") from None
+            raise PairFileError(
+                source, line_no, None, f"not valid JSON ({exc.msg} at column {exc.colno})"
+            ) from None
         if not isinstance(row, dict):
             raise PairFileError(source, line_no, None, f"expected a JSON object, got {type(row).__name__}")
         yield _make_pair(row, source, line_no, require_label)
 
 
-def _iter_delimited(stream: io.TextIOBase, source: str, delimiter: str, require_label: bool) -> Iterator[Pair]:
+def _iter_delimited(
+    stream: io.TextIOBase, source: str, delimiter: str, require_label: bool
+) -> Iterator[Pair]:
     reader = csv.reader(stream, delimiter=delimiter, strict=True)
     try:
         header = next(reader)
@@ -121,7 +127,7 @@ def _iter_delimited(stream: io.TextIOBase, source: str, delimiter: str, require_
             continue
         if len(values) != len(header):
             raise PairFileError(source, line_no, None, f"expected {len(header)} columns, got {len(values)}")
-        yield _make_pair(dict(zip(header, values)), source, line_no, require_label)
+        yield _make_pair(dict(zip(header, values, strict=True)), source, line_no, require_label)
 
 
 def iter_pairs(path: str | Path, fmt: str | None = None, require_label: bool = False) -> Iterator[Pair]:

@@ -1,8 +1,8 @@
 """The predictor services embed: bundle in, labels and probabilities out. onnxruntime + numpy + tokenizers.
 
-    clf = PairClassifier.load("bundle/")
-    result = clf.predict([("question", "answer"), ...], batch_size=32)
-    result.labels, result.probabilities   # label index per pair, P(label) per pair and label
+clf = PairClassifier.load("bundle/")
+result = clf.predict([("question", "answer"), ...], batch_size=32)
+result.labels, result.probabilities   # label index per pair, P(label) per pair and label
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from .bundle import (
 )
 from .devices import LEDGER, DeviceError, DevicePlan, plan_device
 from .errors import PairbertError
+from .ort import GPU_LIBS_INSTALL
 from .sessions import (
     BACKENDS,
     CPU_ARENA_MODES,
@@ -97,7 +98,9 @@ def bucketed_batches(lengths: Sequence[int], batch_size: int, max_tokens: int | 
     batches: list[list[int]] = []
     current: list[int] = []
     for i in order:  # ascending: the pair being added is the batch's longest
-        if current and (len(current) >= batch_size or max_tokens and (len(current) + 1) * lengths[i] > max_tokens):
+        if current and (
+            len(current) >= batch_size or max_tokens and (len(current) + 1) * lengths[i] > max_tokens
+        ):
             batches.append(current)
             current = []
         current.append(i)
@@ -121,22 +124,33 @@ class _Request:
     calibrate: bool
 
     def check(self) -> None:
-        if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, Integral)
-                                         or self.threads < 1):
+        if self.threads is not None and (
+            isinstance(self.threads, bool) or not isinstance(self.threads, Integral) or self.threads < 1
+        ):
             raise PredictorError(f"threads must be a positive int or None, got {self.threads!r}")
         if self.cpu_arena not in CPU_ARENA_MODES:
-            raise PredictorError(f"cpu_arena must be one of {', '.join(CPU_ARENA_MODES)}, got {self.cpu_arena!r}")
+            raise PredictorError(
+                f"cpu_arena must be one of {', '.join(CPU_ARENA_MODES)}, got {self.cpu_arena!r}"
+            )
         if self.backend not in ("auto", *BACKENDS):
-            raise PredictorError(f"backend must be 'auto' or one of {', '.join(BACKENDS)}, got {self.backend!r}")
-        if self.max_batch_tokens is not None and (not isinstance(self.max_batch_tokens, Integral)
-                                                  or self.max_batch_tokens < 1):
-            raise PredictorError(f"max_batch_tokens must be a positive int or None, got {self.max_batch_tokens!r}")
+            raise PredictorError(
+                f"backend must be 'auto' or one of {', '.join(BACKENDS)}, got {self.backend!r}"
+            )
+        if self.max_batch_tokens is not None and (
+            not isinstance(self.max_batch_tokens, Integral) or self.max_batch_tokens < 1
+        ):
+            raise PredictorError(
+                f"max_batch_tokens must be a positive int or None, got {self.max_batch_tokens!r}"
+            )
         if self.backend == OPENVINO and not openvino_available():
-            raise BackendError(f"backend 'openvino' asked for, but OpenVINO is not installed: {OPENVINO_EXTRA}")
+            raise BackendError(
+                f"backend 'openvino' asked for, but OpenVINO is not installed: {OPENVINO_EXTRA}"
+            )
 
 
 def candidates(manifest: Manifest, device: str, backend: str) -> list[str]:
-    """Variants `auto` may choose on `device`: passed their parity gate, runnable here, of the asked backend."""
+    """Variants `auto` may choose on `device`: passed their parity gate, runnable here, of the asked
+    backend."""
     names = []
     for name, info in manifest.variants.items():
         kind = BACKEND.get(name)
@@ -153,8 +167,17 @@ class PairClassifier:
     """Classifies (question, answer) pairs with a bundle. Use `load`; `close()` (or a `with` block) hands the
     threads back at once instead of at garbage collection."""
 
-    def __init__(self, session, encoder: PairEncoder, manifest: Manifest, variant: str, device: str, threads: int,
-                 max_batch_tokens: int | None = DEFAULT_MAX_BATCH_TOKENS, choice: dict | None = None):
+    def __init__(
+        self,
+        session,
+        encoder: PairEncoder,
+        manifest: Manifest,
+        variant: str,
+        device: str,
+        threads: int,
+        max_batch_tokens: int | None = DEFAULT_MAX_BATCH_TOKENS,
+        choice: dict | None = None,
+    ):
         self.session = session
         self.encoder = encoder
         self.manifest = manifest
@@ -168,9 +191,17 @@ class PairClassifier:
 
     @classmethod
     def load(
-        cls, bundle: str | Path, variant: str = "auto", device: str = "auto", threads: int | None = None,
-        allow_fallback: bool = False, verify: bool = True, cpu_arena: str = "off",
-        max_batch_tokens: int | None = DEFAULT_MAX_BATCH_TOKENS, backend: str = "auto", calibrate: bool = True,
+        cls,
+        bundle: str | Path,
+        variant: str = "auto",
+        device: str = "auto",
+        threads: int | None = None,
+        allow_fallback: bool = False,
+        verify: bool = True,
+        cpu_arena: str = "off",
+        max_batch_tokens: int | None = DEFAULT_MAX_BATCH_TOKENS,
+        backend: str = "auto",
+        calibrate: bool = True,
     ) -> PairClassifier:
         """Open a bundle.
 
@@ -182,8 +213,9 @@ class PairClassifier:
         `max_batch_tokens` caps padded tokens per run (None: only `batch_size` limits a run).
         `cpu_arena` (ONNX Runtime): "off" (default: RSS stays flat over varied shapes), "shrink" or "keep".
         """
-        request = _Request(variant, device, backend, threads, allow_fallback, verify, cpu_arena, max_batch_tokens,
-                           calibrate)
+        request = _Request(
+            variant, device, backend, threads, allow_fallback, verify, cpu_arena, max_batch_tokens, calibrate
+        )
         request.check()
         bundle = Path(bundle)
         manifest = read_manifest(bundle)
@@ -197,8 +229,12 @@ class PairClassifier:
                 opened = _open(bundle, manifest, plan, request, claimed, vocab)
                 if opened is not None:
                     session, name, choice = opened
-                    log.info("pairbert predictor: variant %s on %s (%d threads)", name, session.provider, claimed)
-                    return cls(session, encoder, manifest, name, plan.device, claimed, max_batch_tokens, choice)
+                    log.info(
+                        "pairbert predictor: variant %s on %s (%d threads)", name, session.provider, claimed
+                    )
+                    return cls(
+                        session, encoder, manifest, name, plan.device, claimed, max_batch_tokens, choice
+                    )
         except BaseException:
             LEDGER.release(claimed)
             raise
@@ -233,18 +269,22 @@ class PairClassifier:
         questions, answers = [], []
         for i, pair in enumerate(pairs):
             if isinstance(pair, (str, bytes)) or not isinstance(pair, Sequence) or len(pair) != 2:
-                raise PredictorError(f"pair {i}: expected a (question, answer) pair, got {type(pair).__name__}")
+                raise PredictorError(
+                    f"pair {i}: expected a (question, answer) pair, got {type(pair).__name__}"
+                )
             questions.append(_check_text(pair[0], i, "question"))
             answers.append(_check_text(pair[1], i, "answer"))
         return self._predict(questions, answers, batch_size)
 
-    def predict_qa(self, questions: Sequence[str], answers: Sequence[str], batch_size: int = 32) -> Prediction:
+    def predict_qa(
+        self, questions: Sequence[str], answers: Sequence[str], batch_size: int = 32
+    ) -> Prediction:
         if isinstance(questions, str) or isinstance(answers, str):
             raise PredictorError("questions and answers must be sequences of str, not a single str")
         questions, answers = list(questions), list(answers)
         if len(questions) != len(answers):
             raise PredictorError(f"{len(questions)} questions but {len(answers)} answers")
-        for i, (q, a) in enumerate(zip(questions, answers)):
+        for i, (q, a) in enumerate(zip(questions, answers, strict=True)):
             _check_text(q, i, "question")
             _check_text(a, i, "answer")
         return self._predict(questions, answers, batch_size)
@@ -300,7 +340,9 @@ def _device_plans(request: _Request) -> list[DevicePlan]:
 
 def _settings(plan: DevicePlan, request: _Request, threads: int, name: str) -> SessionSettings:
     return SessionSettings(
-        threads=threads, device=plan.device, cpu_arena=request.cpu_arena,
+        threads=threads,
+        device=plan.device,
+        cpu_arena=request.cpu_arena,
         spinning=LEDGER.claimed <= threads,  # other predictors live here: don't burn their cores spinning
         precision=OPENVINO_PRECISION.get(name, "f32"),
     )
@@ -312,7 +354,9 @@ def _model_source(bundle: Path, manifest: Manifest, name: str, verify: bool) -> 
     return bundle / manifest.variants[name].file
 
 
-def _open_variant(bundle: Path, manifest: Manifest, name: str, plan: DevicePlan, request: _Request, threads: int):
+def _open_variant(
+    bundle: Path, manifest: Manifest, name: str, plan: DevicePlan, request: _Request, threads: int
+):
     source = _model_source(bundle, manifest, name, request.verify)
     try:
         return open_session(BACKEND[name], source, _settings(plan, request, threads, name))
@@ -326,14 +370,18 @@ def _open(bundle: Path, manifest: Manifest, plan: DevicePlan, request: _Request,
         name = variant_key(request.backend, request.variant)
         require_variant(bundle, manifest, name)
         if request.backend not in ("auto", BACKEND.get(name)):
-            raise PredictorError(f"variant {name!r} runs on {BACKEND.get(name)}, not on backend {request.backend!r}")
+            raise PredictorError(
+                f"variant {name!r} runs on {BACKEND.get(name)}, not on backend {request.backend!r}"
+            )
         names, how = [name], "asked"
     else:
         names = candidates(manifest, plan.device, request.backend)
         if not names:
-            raise BundleError(f"{bundle}: no variant that passed its parity gate runs on {plan.device}"
-                              f"{'' if request.backend == 'auto' else ' with ' + request.backend} "
-                              f"(has: {', '.join(manifest.variants)})")
+            raise BundleError(
+                f"{bundle}: no variant that passed its parity gate runs on {plan.device}"
+                f"{'' if request.backend == 'auto' else ' with ' + request.backend} "
+                f"(has: {', '.join(manifest.variants)})"
+            )
         how = "fixed order"
         if request.calibrate and plan.device == "cpu" and len(names) > 1:
             return _calibrated(bundle, manifest, names, plan, request, threads, vocab)
@@ -341,16 +389,26 @@ def _open(bundle: Path, manifest: Manifest, plan: DevicePlan, request: _Request,
     if plan.device == "cuda" and session.provider != CUDA_PROVIDER:
         # The CUDA provider is installed but does not really run here (no GPU, missing libraries).
         if request.device == "cuda" and not request.allow_fallback:
-            raise DeviceError(f"CUDA was asked for but the session got {session.provider}; pass allow_fallback=True "
-                              "to run on the CPU")
+            raise DeviceError(
+                f"CUDA was asked for but the session got {session.provider} (it needs a GPU, its "
+                "driver, and the CUDA and cuDNN libraries onnxruntime-gpu was built for: "
+                f"{GPU_LIBS_INSTALL} brings those); pass allow_fallback=True to run on the CPU"
+            )
         log.warning("CUDA does not run here (%s); loading the CPU variant instead", session.provider)
         session.close()
         return None
     return session, names[0], {"how": how}
 
 
-def _calibrated(bundle: Path, manifest: Manifest, names: list[str], plan: DevicePlan, request: _Request,
-                threads: int, vocab: int):
+def _calibrated(
+    bundle: Path,
+    manifest: Manifest,
+    names: list[str],
+    plan: DevicePlan,
+    request: _Request,
+    threads: int,
+    vocab: int,
+):
     """The fastest of `names` on this CPU: from the cache, or timed now (each candidate loaded once)."""
     key = calibration.cache_key((bundle / MANIFEST_FILE).read_bytes(), threads, plan.device)
     cached = calibration.read_cache().get(key)
@@ -371,9 +429,14 @@ def _calibrated(bundle: Path, manifest: Manifest, names: list[str], plan: Device
         else:
             session.close()
     best = calibration.fastest(timings)
-    entry = {"choice": best, "timings_s": timings, "cpu": calibration.cpu_signature(), "threads": threads,
-             "measured_in_s": round(time.perf_counter() - started, 2),
-             "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    entry = {
+        "choice": best,
+        "timings_s": timings,
+        "cpu": calibration.cpu_signature(),
+        "threads": threads,
+        "measured_in_s": round(time.perf_counter() - started, 2),
+        "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
     calibration.remember(key, entry)
     log.info("auto measured %s: %s", ", ".join(names), best)
     return sessions[best], best, {"how": "measured", **entry}

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import PairbertError
+from .ort import onnxruntime, prepare_cuda
 
 log = logging.getLogger(__name__)
 
@@ -62,17 +63,22 @@ class OrtSession:
     backend = ONNXRUNTIME
 
     def __init__(self, model: bytes | str | Path, settings: SessionSettings):
-        import onnxruntime as ort
-
+        ort = onnxruntime()  # an ImportError naming pairbert[cpu] / pairbert[gpu] when neither is installed
         if settings.cpu_arena not in CPU_ARENA_MODES:
-            raise BackendError(f"cpu_arena must be one of {', '.join(CPU_ARENA_MODES)}, got {settings.cpu_arena!r}")
+            raise BackendError(
+                f"cpu_arena must be one of {', '.join(CPU_ARENA_MODES)}, got {settings.cpu_arena!r}"
+            )
         options = ort.SessionOptions()
         parallel = settings.parallel_branches and settings.threads >= 2
-        options.execution_mode = ort.ExecutionMode.ORT_PARALLEL if parallel else ort.ExecutionMode.ORT_SEQUENTIAL
+        options.execution_mode = (
+            ort.ExecutionMode.ORT_PARALLEL if parallel else ort.ExecutionMode.ORT_SEQUENTIAL
+        )
         options.intra_op_num_threads = max(1, settings.threads // 2) if parallel else settings.threads
         options.inter_op_num_threads = 2 if parallel else 1
         options.graph_optimization_level = (
-            ort.GraphOptimizationLevel.ORT_ENABLE_ALL if settings.optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+            ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            if settings.optimize
+            else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         )
         # Shapes vary call to call: a memory pattern planned for one shape is waste for the next.
         options.enable_mem_pattern = False
@@ -82,11 +88,8 @@ class OrtSession:
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             options.add_session_config_entry("session.inter_op.allow_spinning", "0")
         providers = [CUDA_PROVIDER, CPU_PROVIDER] if settings.device == "cuda" else [CPU_PROVIDER]
-        if settings.device == "cuda" and hasattr(ort, "preload_dlls"):
-            try:  # CUDA/cuDNN from the nvidia-* wheels, when that is how they were installed
-                ort.preload_dlls()
-            except Exception as exc:  # noqa: BLE001 - best effort; the session says what is missing
-                log.info("onnxruntime.preload_dlls: %s", _first_line(exc))
+        if settings.device == "cuda":
+            prepare_cuda(ort)  # CUDA/cuDNN from the nvidia-* wheels, when that is how they were installed
         try:
             self._session = ort.InferenceSession(_source(model), options, providers=providers)
         except Exception as exc:  # onnxruntime raises several private types
@@ -136,7 +139,8 @@ def _openvino():
 
 
 def openvino_capabilities() -> tuple[str, ...]:
-    """What the CPU plugin can compute natively here, e.g. ('FP32', 'INT8', 'BF16', ...); () without OpenVINO."""
+    """What the CPU plugin can compute natively here, e.g. ('FP32', 'INT8', 'BF16', ...); () without
+    OpenVINO."""
     if not openvino_available():
         return ()
     return tuple(_openvino().Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
@@ -158,7 +162,9 @@ class OpenVinoSession:
         if settings.device != "cpu":
             raise BackendError(f"backend 'openvino' runs on the CPU here, not {settings.device!r}")
         if settings.precision not in OPENVINO_PRECISIONS:
-            raise BackendError(f"OpenVINO precision must be one of {OPENVINO_PRECISIONS}, got {settings.precision!r}")
+            raise BackendError(
+                f"OpenVINO precision must be one of {OPENVINO_PRECISIONS}, got {settings.precision!r}"
+            )
         core = ov.Core()
         config = {
             "INFERENCE_NUM_THREADS": settings.threads,
@@ -196,7 +202,9 @@ class OpenVinoSession:
         self._requests = queue.SimpleQueue()
 
 
-def open_session(backend: str, model: bytes | str | Path, settings: SessionSettings) -> OrtSession | OpenVinoSession:
+def open_session(
+    backend: str, model: bytes | str | Path, settings: SessionSettings
+) -> OrtSession | OpenVinoSession:
     """The one entry point: a session of `backend` over `model` (ONNX bytes or a path)."""
     if backend == ONNXRUNTIME:
         return OrtSession(model, settings)

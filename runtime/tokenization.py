@@ -52,8 +52,8 @@ class PairEncoder:
         if len(questions) == 1:  # a single pair: skip encode_batch's thread-pool hand-off
             q, a = questions[0], answers[0]
             return [self.tokenizer.encode(q, a)], [self.tokenizer.encode(a, q)]
-        qa = self.tokenizer.encode_batch(list(zip(questions, answers)))
-        aq = self.tokenizer.encode_batch(list(zip(answers, questions)))
+        qa = self.tokenizer.encode_batch(list(zip(questions, answers, strict=True)))
+        aq = self.tokenizer.encode_batch(list(zip(answers, questions, strict=True)))
         return qa, aq
 
     def collate(self, qa: Sequence, aq: Sequence) -> dict[str, np.ndarray]:
@@ -62,7 +62,7 @@ class PairEncoder:
 
     def lengths(self, questions: Sequence[str], answers: Sequence[str]) -> list[int]:
         """Token count of each pair (same in both orders), for length bucketing."""
-        return [len(e.ids) for e in self.tokenizer.encode_batch(list(zip(questions, answers)))]
+        return [len(e.ids) for e in self.tokenizer.encode_batch(list(zip(questions, answers, strict=True)))]
 
     def _pad(self, order: str, encodings) -> dict[str, np.ndarray]:
         longest = max(len(e.ids) for e in encodings)

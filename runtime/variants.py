@@ -13,17 +13,31 @@ OPENVINO_VARIANTS = ("openvino-fp32", "openvino-bf16")
 VARIANTS = ORT_VARIANTS + OPENVINO_VARIANTS
 
 BACKEND = {**{v: ONNXRUNTIME for v in ORT_VARIANTS}, **{v: OPENVINO for v in OPENVINO_VARIANTS}}
-PRECISION = {"fp32": "fp32", "optimized": "fp32", "int8": "int8", "fp16": "fp16",
-             "openvino-fp32": "fp32", "openvino-bf16": "bf16"}
+PRECISION = {
+    "fp32": "fp32",
+    "optimized": "fp32",
+    "int8": "int8",
+    "fp16": "fp16",
+    "openvino-fp32": "fp32",
+    "openvino-bf16": "bf16",
+}
 OPENVINO_PRECISION = {"openvino-fp32": "f32", "openvino-bf16": "bf16"}
 # Where a variant may run: fp16 only where CUDA runs it (ORT's CPU fp16 kernels are slow), int8 only on the
 # CPU (dynamic quantization has no CUDA kernels), OpenVINO on the CPU.
-DEVICES = {"fp32": ("cpu", "cuda"), "optimized": ("cpu", "cuda"), "int8": ("cpu",), "fp16": ("cuda",),
-           "openvino-fp32": ("cpu",), "openvino-bf16": ("cpu",)}
+DEVICES = {
+    "fp32": ("cpu", "cuda"),
+    "optimized": ("cpu", "cuda"),
+    "int8": ("cpu",),
+    "fp16": ("cuda",),
+    "openvino-fp32": ("cpu",),
+    "openvino-bf16": ("cpu",),
+}
 # Used when `auto` may not measure (calibrate=False): the order that was fastest on the machines measured so
 # far. With calibration (the default) the fastest passing candidate on this machine wins instead.
-STATIC_PREFERENCE = {"cpu": ("openvino-bf16", "int8", "openvino-fp32", "optimized", "fp32"),
-                     "cuda": ("fp16", "optimized", "fp32")}
+STATIC_PREFERENCE = {
+    "cpu": ("openvino-bf16", "int8", "openvino-fp32", "optimized", "fp32"),
+    "cuda": ("fp16", "optimized", "fp32"),
+}
 
 
 def variant_key(backend: str, variant: str) -> str:

@@ -133,8 +133,13 @@ def _routes(state: ServerState) -> list[Route]:
         body = {"status": state.status}
         if state.status == "ready":
             clf = state.classifier
-            body.update(variant=clf.variant, provider=clf.provider, threads=clf.threads,
-                        batching=state.settings.batching, pid=os.getpid())
+            body.update(
+                variant=clf.variant,
+                provider=clf.provider,
+                threads=clf.threads,
+                batching=state.settings.batching,
+                pid=os.getpid(),
+            )
             return JSONResponse(body)
         if state.error is not None:
             body["error"] = str(state.error)
@@ -144,9 +149,13 @@ def _routes(state: ServerState) -> list[Route]:
         data, content_type = state.metrics.render()
         return Response(data, media_type=content_type)
 
-    return [Route("/predict", predict, methods=["POST"]), Route("/rerank", rerank, methods=["POST"]),
-            Route("/health", health, methods=["GET"]), Route("/ready", ready, methods=["GET"]),
-            Route("/metrics", metrics, methods=["GET"])]
+    return [
+        Route("/predict", predict, methods=["POST"]),
+        Route("/rerank", rerank, methods=["POST"]),
+        Route("/health", health, methods=["GET"]),
+        Route("/ready", ready, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+    ]
 
 
 class _MetricsMiddleware:
@@ -178,8 +187,9 @@ def _default_loader(settings: ServeSettings, threads: int | None) -> Callable[[]
     def load():
         from pairbert.runtime.predictor import PairClassifier
 
-        return PairClassifier.load(settings.bundle, variant=settings.variant, device=settings.device,
-                                   threads=threads)
+        return PairClassifier.load(
+            settings.bundle, variant=settings.variant, device=settings.device, threads=threads
+        )
 
     return load
 
@@ -188,11 +198,18 @@ async def _start(state: ServerState, loader: Callable[[], object], on_fatal: Cal
     s = state.settings
 
     def predict(questions, answers):
-        return state.classifier.predict(list(zip(questions, answers)), batch_size=s.max_batch_pairs).probabilities
+        return state.classifier.predict(
+            list(zip(questions, answers, strict=True)), batch_size=s.max_batch_pairs
+        ).probabilities
 
-    batcher = DynamicBatcher(predict, batching=s.batching, max_wait_ms=s.max_wait_ms,
-                             max_batch_tokens=s.max_batch_tokens, max_batch_pairs=s.max_batch_pairs,
-                             max_queue_pairs=s.max_queue_pairs)
+    batcher = DynamicBatcher(
+        predict,
+        batching=s.batching,
+        max_wait_ms=s.max_wait_ms,
+        max_batch_tokens=s.max_batch_tokens,
+        max_batch_pairs=s.max_batch_pairs,
+        max_queue_pairs=s.max_queue_pairs,
+    )
     try:
         clf = state.classifier = await batcher.run_on_worker(loader)
         if s.warmup:
@@ -209,12 +226,21 @@ async def _start(state: ServerState, loader: Callable[[], object], on_fatal: Cal
     batcher.start()
     state.status = "ready"
     state.metrics.ready.set(1)
-    log.info("pairbert serve: ready (variant %s on %s, %d threads, batching %s)", clf.variant, clf.provider,
-             clf.threads, "on" if s.batching else "off")
+    log.info(
+        "pairbert serve: ready (variant %s on %s, %d threads, batching %s)",
+        clf.variant,
+        clf.provider,
+        clf.threads,
+        "on" if s.batching else "off",
+    )
 
 
-def create_app(settings: ServeSettings, loader: Callable[[], object] | None = None,
-               on_fatal: Callable[[BaseException], None] | None = None, threads: int | None = None):
+def create_app(
+    settings: ServeSettings,
+    loader: Callable[[], object] | None = None,
+    on_fatal: Callable[[BaseException], None] | None = None,
+    threads: int | None = None,
+):
     """The app. `loader` returns the predictor (default: PairClassifier.load with the settings and
     `threads`); it runs in a thread after the server starts listening."""
     state = ServerState(settings)
@@ -248,7 +274,10 @@ def create_app(settings: ServeSettings, loader: Callable[[], object] | None = No
         log.exception("unexpected error on %s", request.url.path)
         return _error(500, f"internal error: {type(exc).__name__}")
 
-    app = Starlette(routes=_routes(state), lifespan=lifespan, exception_handlers={
-        RequestError: request_error, HTTPException: http_error, Exception: server_error})
+    app = Starlette(
+        routes=_routes(state),
+        lifespan=lifespan,
+        exception_handlers={RequestError: request_error, HTTPException: http_error, Exception: server_error},
+    )
     app.state.pairbert = state
     return _MetricsMiddleware(app, state)

@@ -59,9 +59,16 @@ class BatcherStats:
 
 
 class DynamicBatcher:
-    def __init__(self, predict: Callable[[list[str], list[str]], np.ndarray], *, batching: bool = True,
-                 max_wait_ms: float = 5.0, max_batch_tokens: int = 4096, max_batch_pairs: int = 256,
-                 max_queue_pairs: int = 4096):
+    def __init__(
+        self,
+        predict: Callable[[list[str], list[str]], np.ndarray],
+        *,
+        batching: bool = True,
+        max_wait_ms: float = 5.0,
+        max_batch_tokens: int = 4096,
+        max_batch_pairs: int = 256,
+        max_queue_pairs: int = 4096,
+    ):
         """`predict(questions, answers)` returns float32 probabilities [n, labels]; it runs on the worker
         thread, one call at a time."""
         self._predict = predict
@@ -93,7 +100,9 @@ class DynamicBatcher:
         if not self._accepting:
             raise NotRunning("the server is stopping")
         if self.stats.queued_pairs + len(questions) > self.max_queue_pairs:
-            raise QueueFull(f"{self.stats.queued_pairs} pairs are queued; the limit is {self.max_queue_pairs}")
+            raise QueueFull(
+                f"{self.stats.queued_pairs} pairs are queued; the limit is {self.max_queue_pairs}"
+            )
         loop = asyncio.get_running_loop()
         job = _Job(questions, answers, tokens, loop.create_future(), loop.time())
         self._queue.append(job)
@@ -134,7 +143,7 @@ class DynamicBatcher:
         return min(self.max_batch_pairs, max(self._recent, default=1))
 
     async def _collect(self) -> list[_Job]:
-        """Take queued jobs in arrival order within the budgets; wait (bounded) for more to reach the target."""
+        """Take queued jobs in arrival order within the budgets; wait (bounded) for more up to the target."""
         loop = asyncio.get_running_loop()
         jobs: list[_Job] = []
         pairs = tokens = 0
@@ -149,7 +158,9 @@ class DynamicBatcher:
                 jobs.append(self._queue.popleft())
                 pairs += job.size
                 tokens += job.tokens
-                if not self.batching or over:  # a job over the budget alone runs alone (the predictor splits it)
+                if (
+                    not self.batching or over
+                ):  # a job over the budget alone runs alone (the predictor splits it)
                     return jobs
             remaining = deadline - loop.time()
             if pairs >= target or remaining <= 0:
@@ -182,7 +193,7 @@ class DynamicBatcher:
         start = 0
         for job in jobs:
             if not job.future.done():  # a client that went away cancelled its future
-                job.future.set_result(probabilities[start:start + job.size])
+                job.future.set_result(probabilities[start : start + job.size])
             start += job.size
         self.stats.runs += 1
         self.stats.pairs += pairs

@@ -15,17 +15,36 @@ class Metrics:
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
         self.registry = CollectorRegistry()
-        self.requests = Counter("pairbert_requests", "HTTP requests by endpoint and status",
-                                ["endpoint", "status"], registry=self.registry)
-        self.latency = Histogram("pairbert_request_duration_seconds", "Time from request to response",
-                                 ["endpoint"], buckets=LATENCY_BUCKETS, registry=self.registry)
-        self.batch_pairs = Histogram("pairbert_batch_pairs", "Pairs per predictor run (across requests)",
-                                     buckets=PAIR_BUCKETS, registry=self.registry)
-        self.batch_tokens = Histogram("pairbert_batch_tokens", "Tokens per predictor run",
-                                      buckets=tuple(16 * 2 ** i for i in range(12)), registry=self.registry)
+        self.requests = Counter(
+            "pairbert_requests",
+            "HTTP requests by endpoint and status",
+            ["endpoint", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "pairbert_request_duration_seconds",
+            "Time from request to response",
+            ["endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.batch_pairs = Histogram(
+            "pairbert_batch_pairs",
+            "Pairs per predictor run (across requests)",
+            buckets=PAIR_BUCKETS,
+            registry=self.registry,
+        )
+        self.batch_tokens = Histogram(
+            "pairbert_batch_tokens",
+            "Tokens per predictor run",
+            buckets=tuple(16 * 2**i for i in range(12)),
+            registry=self.registry,
+        )
         self.queue = Gauge("pairbert_queue_pairs", "Pairs waiting for a run", registry=self.registry)
         self.queue.set_function(queue_depth)
-        self.ready = Gauge("pairbert_ready", "1 once the bundle is loaded and warmed up", registry=self.registry)
+        self.ready = Gauge(
+            "pairbert_ready", "1 once the bundle is loaded and warmed up", registry=self.registry
+        )
 
     def observe_request(self, path: str, status: int, seconds: float) -> None:
         endpoint = path if path in ENDPOINTS else "other"  # bounded label values whatever clients ask for

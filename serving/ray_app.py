@@ -44,9 +44,17 @@ DEPLOYMENT = "PairbertDeployment"
 
 @serve.deployment(name=DEPLOYMENT, max_ongoing_requests=64)
 class PairbertDeployment:
-    def __init__(self, bundle: str, variant: str = "auto", threads: int | None = None, max_batch_size: int = 32,
-                 batch_wait_timeout_s: float = 0.005, max_request_pairs: int = 1024, max_text_chars: int = 20_000,
-                 max_body_bytes: int = 8 * 1024 * 1024):
+    def __init__(
+        self,
+        bundle: str,
+        variant: str = "auto",
+        threads: int | None = None,
+        max_batch_size: int = 32,
+        batch_wait_timeout_s: float = 0.005,
+        max_request_pairs: int = 1024,
+        max_text_chars: int = 20_000,
+        max_body_bytes: int = 8 * 1024 * 1024,
+    ):
         from pairbert.runtime.predictor import PairClassifier
 
         from .app import warm_up
@@ -65,10 +73,12 @@ class PairbertDeployment:
     async def predict_batch(self, requests: list[list[tuple[str, str]]]) -> list:
         """One predictor call for the pairs of every request Ray gathered; each gets its own rows back."""
         flat = [pair for pairs in requests for pair in pairs]
-        probabilities = await asyncio.to_thread(lambda: self.classifier.predict(flat, batch_size=32).probabilities)
+        probabilities = await asyncio.to_thread(
+            lambda: self.classifier.predict(flat, batch_size=32).probabilities
+        )
         out, start = [], 0
         for pairs in requests:
-            out.append(probabilities[start:start + len(pairs)])
+            out.append(probabilities[start : start + len(pairs)])
             start += len(pairs)
         return out
 

@@ -48,7 +48,9 @@ def parse_json(body: bytes) -> object:
     except RequestError:
         raise
     except json.JSONDecodeError as exc:
-        raise RequestError(422, f"body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+        raise RequestError(
+            422, f"body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
     except RecursionError:
         raise RequestError(422, "body is nested too deeply") from None
     except ValueError as exc:  # e.g. an integer literal past Python's digit limit
@@ -63,11 +65,15 @@ def _text(value: object, field: str, limits: Limits) -> str:
     if not isinstance(value, str):
         raise RequestError(422, f"{field} must be a string, got {_kind(value)}", field)
     if len(value) > limits.max_text_chars:
-        raise RequestError(413, f"{field} has {len(value)} characters; the limit is {limits.max_text_chars}", field)
+        raise RequestError(
+            413, f"{field} has {len(value)} characters; the limit is {limits.max_text_chars}", field
+        )
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as exc:
-        raise RequestError(422, f"{field} is not valid Unicode ({exc.reason} at position {exc.start})", field) from None
+        raise RequestError(
+            422, f"{field} is not valid Unicode ({exc.reason} at position {exc.start})", field
+        ) from None
     return value
 
 
@@ -81,7 +87,9 @@ def _list(value: object, field: str, limits: Limits) -> list:
     if not isinstance(value, list):
         raise RequestError(422, f"{field} must be a list, got {_kind(value)}", field)
     if len(value) > limits.max_request_pairs:
-        raise RequestError(413, f"{field} has {len(value)} items; the limit is {limits.max_request_pairs}", field)
+        raise RequestError(
+            413, f"{field} has {len(value)} items; the limit is {limits.max_request_pairs}", field
+        )
     return value
 
 
@@ -94,7 +102,9 @@ def predict_pairs(payload: object, limits: Limits) -> list[tuple[str, str]]:
     for i, pair in enumerate(_list(body["pairs"], "pairs", limits)):
         if not isinstance(pair, list) or len(pair) != 2:
             shape = f"a list of {len(pair)}" if isinstance(pair, list) else _kind(pair)
-            raise RequestError(422, f"pairs[{i}] must be a [question, answer] list, got {shape}", f"pairs[{i}]")
+            raise RequestError(
+                422, f"pairs[{i}] must be a [question, answer] list, got {shape}", f"pairs[{i}]"
+            )
         pairs.append((_text(pair[0], f"pairs[{i}][0]", limits), _text(pair[1], f"pairs[{i}][1]", limits)))
     return pairs
 
@@ -136,5 +146,7 @@ def _kind(value: object) -> str:
     if isinstance(value, bool):
         return "a boolean"
     if isinstance(value, (int, float)):
-        return "a number" if not (isinstance(value, float) and math.isinf(value)) else "an out-of-range number"
+        return (
+            "a number" if not (isinstance(value, float) and math.isinf(value)) else "an out-of-range number"
+        )
     return {dict: "an object", list: "a list", str: "a string"}.get(type(value), type(value).__name__)

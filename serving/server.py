@@ -37,7 +37,9 @@ def worker_threads(settings: ServeSettings, cores: int | None = None) -> int:
         return settings.threads
     cores = physical_cores() if cores is None else cores
     if settings.workers > cores:
-        log.warning("%d workers on %d cores: each gets one thread and they will compete", settings.workers, cores)
+        log.warning(
+            "%d workers on %d cores: each gets one thread and they will compete", settings.workers, cores
+        )
     return max(1, cores // settings.workers)
 
 
@@ -58,8 +60,16 @@ def bind(host: str, port: int) -> socket.socket:
 def _uvicorn_config(app, settings: ServeSettings, **extra):
     import uvicorn
 
-    return uvicorn.Config(app, host=settings.host, log_level="warning", access_log=False, lifespan="on",
-                          timeout_keep_alive=5, h11_max_incomplete_event_size=64 * 1024, **extra)
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        timeout_keep_alive=5,
+        h11_max_incomplete_event_size=64 * 1024,
+        **extra,
+    )
 
 
 def serve(settings: ServeSettings) -> None:
@@ -72,9 +82,12 @@ def serve(settings: ServeSettings) -> None:
         _check_bundle(settings)
     sock = bind(settings.host, settings.port)
     port = sock.getsockname()[1]
-    print(f"pairbert serve: listening on http://{settings.host}:{port} ({settings.workers} worker(s), "
-          f"{threads} thread(s) each, batching {'on' if settings.batching else 'off'}); "
-          "GET /ready says when the bundle is loaded", flush=True)
+    print(
+        f"pairbert serve: listening on http://{settings.host}:{port} ({settings.workers} worker(s), "
+        f"{threads} thread(s) each, batching {'on' if settings.batching else 'off'}); "
+        "GET /ready says when the bundle is loaded",
+        flush=True,
+    )
     # uvicorn re-raises a caught SIGTERM/SIGINT after its graceful shutdown; with this handler in place
     # that re-raise is a no-op and the process exits 0 once the requests in flight are answered.
     previous = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGTERM, signal.SIGINT)}
@@ -98,7 +111,9 @@ def _serve_one(settings: ServeSettings, sock: socket.socket, threads: int) -> No
         fatal.append(exc)
         server.should_exit = True
 
-    server = uvicorn.Server(_uvicorn_config(create_app(settings, on_fatal=on_fatal, threads=threads), settings))
+    server = uvicorn.Server(
+        _uvicorn_config(create_app(settings, on_fatal=on_fatal, threads=threads), settings)
+    )
     server.run(sockets=[sock])
     if fatal:
         exc = fatal[0]
@@ -111,7 +126,9 @@ def _serve_many(settings: ServeSettings, sock: socket.socket, threads: int) -> N
 
     os.environ[SETTINGS_ENV] = settings.to_json()
     os.environ[THREADS_ENV] = str(threads)
-    config = _uvicorn_config("pairbert.serving.server:worker_app", settings, factory=True, workers=settings.workers)
+    config = _uvicorn_config(
+        "pairbert.serving.server:worker_app", settings, factory=True, workers=settings.workers
+    )
     if "target" in inspect.signature(Multiprocess).parameters:  # older uvicorn takes the worker target itself
         supervisor = Multiprocess(config, target=uvicorn.Server(config).run, sockets=[sock])
     else:

@@ -33,8 +33,15 @@ class ServeSettings:
     warmup: bool = True  # run a few shapes before /ready says yes
 
     def __post_init__(self) -> None:
-        positive = ("workers", "max_batch_tokens", "max_batch_pairs", "max_queue_pairs", "max_request_pairs",
-                    "max_text_chars", "max_body_bytes")
+        positive = (
+            "workers",
+            "max_batch_tokens",
+            "max_batch_pairs",
+            "max_queue_pairs",
+            "max_request_pairs",
+            "max_text_chars",
+            "max_body_bytes",
+        )
         for name in positive:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:

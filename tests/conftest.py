@@ -30,4 +30,3 @@ def tiny_bundle(tmp_path_factory, tiny_checkpoint) -> Path:
     out = tmp_path_factory.mktemp("bundle") / "bundle"
     export_bundle(tiny_checkpoint, out, echo=None)
     return out
-

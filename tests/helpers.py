@@ -23,20 +23,24 @@ def build_tokenizer(path: Path) -> Path:
     tokens = list(dict.fromkeys(specials + pieces + chars + ["##" + c for c in chars]))  # unique, ordered
     vocab = {tok: i for i, tok in enumerate(tokens)}
     tok = Tokenizer(WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True, strip_accents=None, clean_text=True,
-                                                handle_chinese_chars=True)
+    tok.normalizer = normalizers.BertNormalizer(
+        lowercase=True, strip_accents=None, clean_text=True, handle_chinese_chars=True
+    )
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
         special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
     )
     tok.decoder = decoders.WordPiece()
     tok.save(str(path))
     return path
 
+
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
+
 
 def varied_pairs(n: int = 60, seed: int = 0) -> list[dict]:
     """Labeled pairs over the tiny vocabulary, with a spread of lengths (padding is where exports break)."""
@@ -50,13 +54,25 @@ def varied_pairs(n: int = 60, seed: int = 0) -> list[dict]:
         rows.append({"question": q, "answer": a, "label": i % 2})
     return rows
 
+
 def train_tiny_checkpoint(root: Path, tokenizer: Path, train_file: Path) -> Path:
     """A tiny dual-order BERT trained on the five smoke pairs (confident, so int8 keeps its labels).
     Shared by the fixture below and .ci/make_tiny_bundle.py."""
     from pairbert.training.loop import TrainConfig, train
 
     validation = write_jsonl(root / "validation.jsonl", varied_pairs())
-    train(TrainConfig(output_dir=str(root / "run"), source="random:tiny", tokenizer=str(tokenizer),
-                      train_file=str(train_file), validation_file=str(validation), epochs=40, batch_size=5,
-                      learning_rate=3e-3, warmup_ratio=0.0, progress=False))
+    train(
+        TrainConfig(
+            output_dir=str(root / "run"),
+            source="random:tiny",
+            tokenizer=str(tokenizer),
+            train_file=str(train_file),
+            validation_file=str(validation),
+            epochs=40,
+            batch_size=5,
+            learning_rate=3e-3,
+            warmup_ratio=0.0,
+            progress=False,
+        )
+    )
     return root / "run" / "last"

@@ -1,5 +1,5 @@
-"""Backends: ONNX Runtime and OpenVINO sessions from one factory, every backend × variant in parity with torch,
-`auto` chosen by measurement (cached per bundle and CPU), clear errors when a backend is missing."""
+"""Backends: ONNX Runtime and OpenVINO sessions from one factory, every backend × variant in parity with
+torch, `auto` chosen by measurement (cached per bundle and CPU), clear errors when a backend is missing."""
 
 from __future__ import annotations
 
@@ -35,7 +35,9 @@ def torch_logits(checkpoint, pairs) -> np.ndarray:
 
     ckpt = load_checkpoint(checkpoint)
     with torch.inference_mode():
-        return ckpt.model(**encode_batch(ckpt.encoder, [Pair(q, a) for q, a in pairs], with_labels=False)).logits.numpy()
+        return ckpt.model(
+            **encode_batch(ckpt.encoder, [Pair(q, a) for q, a in pairs], with_labels=False)
+        ).logits.numpy()
 
 
 def centred_log_probs(probabilities: np.ndarray) -> np.ndarray:
@@ -129,12 +131,16 @@ def test_openvino_backend_missing_names_the_extra(tiny_bundle):
         "import sys; sys.modules['openvino'] = None\n"  # as if the extra were not installed
         "from pairbert.runtime import PairClassifier, BackendError\n"
         f"b = {str(tiny_bundle)!r}\n"
-        "try:\n    PairClassifier.load(b, backend='openvino')\nexcept BackendError as e:\n    print('ERR', e)\n"
+        "try:\n    PairClassifier.load(b, backend='openvino')\nexcept BackendError as e:\n    "
+        "print('ERR', e)\n"
         "c = PairClassifier.load(b, calibrate=False)\nprint('AUTO', c.backend, c.variant)\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert "ERR backend 'openvino' asked for, but OpenVINO is not installed: pip install 'pairbert[openvino]'" in done.stdout
+    assert (
+        "ERR backend 'openvino' asked for, but OpenVINO is not installed: pip install 'pairbert[openvino]'"
+        in done.stdout
+    )
     assert "AUTO onnxruntime int8" in done.stdout  # auto without OpenVINO still works, on ONNX Runtime
 
 

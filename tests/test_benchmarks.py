@@ -16,8 +16,11 @@ from pairbert.benchmarks.kernel_floor import gemm_flops, kernel_floor, matmul_on
 def weight_matmul_sizes(model: onnx.ModelProto) -> list[int]:
     """K·N of every MatMul whose weight is an initializer (the encoders' dense layers)."""
     weights = {i.name: numpy_helper.to_array(i).shape for i in model.graph.initializer}
-    return [weights[n.input[1]][0] * weights[n.input[1]][1]
-            for n in model.graph.node if n.op_type == "MatMul" and len(weights.get(n.input[1], ())) == 2]
+    return [
+        weights[n.input[1]][0] * weights[n.input[1]][1]
+        for n in model.graph.node
+        if n.op_type == "MatMul" and len(weights.get(n.input[1], ())) == 2
+    ]
 
 
 def test_floor_graph_holds_exactly_the_exported_models_gemm_work(tiny_bundle, tiny_checkpoint):
@@ -72,17 +75,27 @@ def test_matrix_peak_measures_every_precision_the_cpu_has_and_divides_by_the_bes
 
 def _row(name: str, family: str, b1_ms: float, b32_pairs_s: float) -> dict:
     lat = {"tokens": 18, "p50_ms": b1_ms, "p90_ms": b1_ms * 1.1, "p99_ms": b1_ms * 1.2, "pct_of_peak": 10.0}
-    return {"contestant": name, "family": family, "precision": "fp32", "latency": {"short": lat},
-            "throughput": {"bucketed": {"32": {"pairs_per_s": b32_pairs_s, "seconds": 1.0, "pct_of_peak": 5.0}}},
-            "validation": {"accuracy": 0.9, "agreement_with_torch_fp32": 1.0}, "job_pairs": 100,
-            "peak_rss_mb": 100.0}
+    return {
+        "contestant": name,
+        "family": family,
+        "precision": "fp32",
+        "latency": {"short": lat},
+        "throughput": {"bucketed": {"32": {"pairs_per_s": b32_pairs_s, "seconds": 1.0, "pct_of_peak": 5.0}}},
+        "validation": {"accuracy": 0.9, "agreement_with_torch_fp32": 1.0},
+        "job_pairs": 100,
+        "peak_rss_mb": 100.0,
+    }
 
 
 def test_targets_compare_the_default_path_with_the_strongest_peer():
     from pairbert.benchmarks.report import _targets
 
-    rows = [_row("torch-fp32", "torch", 10.0, 100.0), _row("openvino-default", "peer-openvino", 4.0, 300.0),
-            _row("torch-int8", "torch", 8.0, 150.0), {**_row("pairbert-auto", "ort", 3.0, 390.0), "chosen": "int8"}]
+    rows = [
+        _row("torch-fp32", "torch", 10.0, 100.0),
+        _row("openvino-default", "peer-openvino", 4.0, 300.0),
+        _row("torch-int8", "torch", 8.0, 150.0),
+        {**_row("pairbert-auto", "ort", 3.0, 390.0), "chosen": "int8"},
+    ]
     text = "\n".join(_targets({"contestants": rows}))
     assert "chose int8" in text
     assert "| batch-32 built-in mix, pairs/s | 390.0 | 300.0 (openvino-default) | 1.30× |" in text

@@ -31,17 +31,27 @@ from pairbert.serving.settings import ServeSettings  # noqa: E402
 
 VARIANT = "optimized"  # fp32: answers independent of batch composition (dynamic int8 depends on it)
 MAX_REQUEST_PAIRS, MAX_QUEUE_PAIRS, MAX_TEXT_CHARS = 200, 100, 500
-LIMIT_ARGS = ("--variant", VARIANT, "--threads", "1", "--max-request-pairs", str(MAX_REQUEST_PAIRS),
-              "--max-queue-pairs", str(MAX_QUEUE_PAIRS), "--max-text-chars", str(MAX_TEXT_CHARS))
-
+LIMIT_ARGS = (
+    "--variant",
+    VARIANT,
+    "--threads",
+    "1",
+    "--max-request-pairs",
+    str(MAX_REQUEST_PAIRS),
+    "--max-queue-pairs",
+    str(MAX_QUEUE_PAIRS),
+    "--max-text-chars",
+    str(MAX_TEXT_CHARS),
+)
 
 
 def _pairs(n: int, seed: int) -> list[tuple[str, str]]:
     return [(r["question"], r["answer"]) for r in varied_pairs(n, seed)]
 
 
-def call(port: int, method: str, path: str, body: object | bytes | None = None,
-         headers: dict | None = None) -> tuple[int, dict, object]:
+def call(
+    port: int, method: str, path: str, body: object | bytes | None = None, headers: dict | None = None
+) -> tuple[int, dict, object]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     try:
         data = body if isinstance(body, (bytes, type(None))) else json.dumps(body).encode()
@@ -67,6 +77,7 @@ def server(tiny_bundle):
 
 
 # --- endpoints ---------------------------------------------------------------------------------------------
+
 
 def test_health_ready_and_predict_match_the_in_process_predictor(server, clf):
     assert call(server.port, "GET", "/health")[0] == 200
@@ -110,6 +121,7 @@ def test_metrics_count_requests_batches_and_queue(server):
 
 # --- batching ----------------------------------------------------------------------------------------------
 
+
 def test_concurrent_requests_each_get_their_own_results(server, clf):
     requests = [_pairs(1 + k % 4, seed=100 + k) for k in range(24)]
     results: dict[int, tuple] = {}
@@ -131,20 +143,26 @@ def test_concurrent_requests_each_get_their_own_results(server, clf):
         np.testing.assert_allclose(body["probabilities"], clf.predict(pairs).probabilities, atol=1e-5)
 
 
-def _run_batcher(clf, jobs: list[list[tuple[str, str]]], **kwargs) -> tuple[list[np.ndarray], DynamicBatcher, list]:
+def _run_batcher(
+    clf, jobs: list[list[tuple[str, str]]], **kwargs
+) -> tuple[list[np.ndarray], DynamicBatcher, list]:
     """Submit every job in the same event-loop tick to a real batcher around the real predictor."""
     runs: list[int] = []
 
     def predict(questions, answers):
         runs.append(len(questions))
-        return clf.predict(list(zip(questions, answers))).probabilities
+        return clf.predict(list(zip(questions, answers, strict=True))).probabilities
 
     async def main():
         batcher = DynamicBatcher(predict, **kwargs)
         batcher.start()
         lengths = [sum(clf.encoder.lengths([q for q, _ in j], [a for _, a in j])) for j in jobs]
-        out = await asyncio.gather(*(batcher.submit([q for q, _ in j], [a for _, a in j], n)
-                                     for j, n in zip(jobs, lengths)))
+        out = await asyncio.gather(
+            *(
+                batcher.submit([q for q, _ in j], [a for _, a in j], n)
+                for j, n in zip(jobs, lengths, strict=True)
+            )
+        )
         await batcher.close()
         return out, batcher
 
@@ -156,7 +174,7 @@ def test_batcher_coalesces_requests_and_splits_results_back(clf):
     jobs = [_pairs(1 + k % 3, seed=200 + k) for k in range(10)]
     out, batcher, runs = _run_batcher(clf, jobs, max_wait_ms=50)
     assert runs == [sum(len(j) for j in jobs)]  # one run for all ten requests
-    for job, probabilities in zip(jobs, out):
+    for job, probabilities in zip(jobs, out, strict=True):
         np.testing.assert_allclose(probabilities, clf.predict(job).probabilities, atol=1e-6)
 
 
@@ -173,7 +191,9 @@ def test_batcher_respects_token_and_pair_budgets_and_batching_off(clf):
 
 def test_batcher_refuses_past_its_queue_bound(clf):
     async def main():
-        batcher = DynamicBatcher(lambda q, a: clf.predict(list(zip(q, a))).probabilities, max_queue_pairs=3)
+        batcher = DynamicBatcher(
+            lambda q, a: clf.predict(list(zip(q, a, strict=True))).probabilities, max_queue_pairs=3
+        )
         batcher.start()
         first = asyncio.ensure_future(batcher.submit(["a", "b"], ["c", "d"], 8))
         await asyncio.sleep(0)  # queued, not yet taken
@@ -187,21 +207,25 @@ def test_batcher_refuses_past_its_queue_bound(clf):
 
 # --- limits and bad input ----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("body, status, field", [
-    (b'{"pairs": [["a", "b"]', 422, None),  # truncated JSON
-    (b"\xff\xfe{}", 422, None),  # not UTF-8
-    (b"[1, 2]", 422, None),
-    (b'{"pairs": [["a", "b"]], "x": NaN}', 422, None),
-    (b'{"pair": []}', 422, "pairs"),
-    (b'{"pairs": "a b"}', 422, "pairs"),
-    (b'{"pairs": [["a", "b"], ["c"]]}', 422, "pairs[1]"),
-    (b'{"pairs": [["a", 7]]}', 422, "pairs[0][1]"),
-    (b'{"pairs": [[null, "b"]]}', 422, "pairs[0][0]"),
-    (b'{"pairs": [["\\ud800", "b"]]}', 422, "pairs[0][0]"),  # a lone surrogate
-    (b'{"pairs": [["a", "b"]], "n": 1e999999}', 200, None),  # huge numbers in fields we ignore are fine
-    (b'{"pairs": [["a", "b"]], "n": ' + b"9" * 5000 + b"}", 422, None),  # past Python's int digit limit
-    (b'{"pairs": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", 422, None),  # nested junk
-])
+
+@pytest.mark.parametrize(
+    "body, status, field",
+    [
+        (b'{"pairs": [["a", "b"]', 422, None),  # truncated JSON
+        (b"\xff\xfe{}", 422, None),  # not UTF-8
+        (b"[1, 2]", 422, None),
+        (b'{"pairs": [["a", "b"]], "x": NaN}', 422, None),
+        (b'{"pair": []}', 422, "pairs"),
+        (b'{"pairs": "a b"}', 422, "pairs"),
+        (b'{"pairs": [["a", "b"], ["c"]]}', 422, "pairs[1]"),
+        (b'{"pairs": [["a", 7]]}', 422, "pairs[0][1]"),
+        (b'{"pairs": [[null, "b"]]}', 422, "pairs[0][0]"),
+        (b'{"pairs": [["\\ud800", "b"]]}', 422, "pairs[0][0]"),  # a lone surrogate
+        (b'{"pairs": [["a", "b"]], "n": 1e999999}', 200, None),  # huge numbers in fields we ignore are fine
+        (b'{"pairs": [["a", "b"]], "n": ' + b"9" * 5000 + b"}", 422, None),  # past Python's int digit limit
+        (b'{"pairs": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", 422, None),  # nested junk
+    ],
+)
 def test_malformed_bodies_get_a_json_error_naming_the_field(server, body, status, field):
     got, _, answer = call(server.port, "POST", "/predict", body)
     assert got == status, answer
@@ -216,12 +240,16 @@ def test_limits_answer_413_and_a_full_queue_503_with_retry_after(server):
     assert status == 413 and body["field"] == "pairs"
     status, _, body = call(server.port, "POST", "/predict", {"pairs": [["a", "b" * (MAX_TEXT_CHARS + 1)]]})
     assert status == 413 and body["field"] == "pairs[0][1]"
-    status, _, body = call(server.port, "POST", "/rerank", {"query": "q" * (MAX_TEXT_CHARS + 1), "texts": ["a"]})
+    status, _, body = call(
+        server.port, "POST", "/rerank", {"query": "q" * (MAX_TEXT_CHARS + 1), "texts": ["a"]}
+    )
     assert status == 413 and body["field"] == "query"
     status, _, body = call(server.port, "POST", "/rerank", {"query": "q", "texts": ["a"], "top_n": -1})
     assert status == 422 and body["field"] == "top_n"
     # More pairs than the queue holds: refused whole, with a hint when to come back.
-    status, headers, body = call(server.port, "POST", "/predict", {"pairs": [["a", "b"]] * (MAX_QUEUE_PAIRS + 1)})
+    status, headers, body = call(
+        server.port, "POST", "/predict", {"pairs": [["a", "b"]] * (MAX_QUEUE_PAIRS + 1)}
+    )
     assert status == 503 and headers["retry-after"] == "1" and "queued" in body["error"]
     status, _, body = call(server.port, "GET", "/nowhere")
     assert status == 404 and body["error"]
@@ -258,10 +286,18 @@ def test_fuzz_never_crashes_or_wedges_the_server(server, clf):
         head + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n",
         json.dumps({"pairs": [["a", "b"]] * 10_000}).encode(),  # not even HTTP
     ]
-    cases += [head + f"Content-Length: {n}\r\n\r\n".encode() + bytes(rng.randrange(256) for _ in range(n))
-              for n in (1, 17, 400, 5000)]
-    junk = [{"pairs": [[{"a": 1}, ["b"]]]}, {"pairs": [[1e308, -1e308]]}, {"pairs": [[True, False]]},
-            {"pairs": {"0": ["a", "b"]}}, {"query": 5, "texts": None}, {"pairs": [["a", "b"]] * 10_000}]
+    cases += [
+        head + f"Content-Length: {n}\r\n\r\n".encode() + bytes(rng.randrange(256) for _ in range(n))
+        for n in (1, 17, 400, 5000)
+    ]
+    junk = [
+        {"pairs": [[{"a": 1}, ["b"]]]},
+        {"pairs": [[1e308, -1e308]]},
+        {"pairs": [[True, False]]},
+        {"pairs": {"0": ["a", "b"]}},
+        {"query": 5, "texts": None},
+        {"pairs": [["a", "b"]] * 10_000},
+    ]
     for case in cases:
         answer = _raw(server.port, case)
         if answer:  # the server may close a connection it cannot parse; if it answers, it is an error
@@ -272,7 +308,7 @@ def test_fuzz_never_crashes_or_wedges_the_server(server, clf):
             assert status in (413, 422) and answer["error"], (path, body if len(str(body)) < 200 else "...")
     # A slow client that never finishes its body holds its own connection only.
     with socket.create_connection(("127.0.0.1", server.port), timeout=30) as slow:
-        slow.sendall(head.replace(b"Connection: close\r\n", b"") + b"Content-Length: 40\r\n\r\n{\"pai")
+        slow.sendall(head.replace(b"Connection: close\r\n", b"") + b'Content-Length: 40\r\n\r\n{"pai')
         for k in range(3):
             slow.sendall(b" ")
             pairs = _pairs(2, seed=400 + k)
@@ -284,6 +320,7 @@ def test_fuzz_never_crashes_or_wedges_the_server(server, clf):
 
 
 # --- lifecycle ---------------------------------------------------------------------------------------------
+
 
 def test_ready_says_503_until_the_bundle_is_loaded_and_warmed_up(tiny_bundle):
     import uvicorn
@@ -299,8 +336,13 @@ def test_ready_says_503_until_the_bundle_is_loaded_and_warmed_up(tiny_bundle):
 
     sock = bind("127.0.0.1", 0)
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(ServeSettings(bundle=str(tiny_bundle)), loader=gated_load),
-                                           log_level="warning", lifespan="on"))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(ServeSettings(bundle=str(tiny_bundle)), loader=gated_load),
+            log_level="warning",
+            lifespan="on",
+        )
+    )
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:
@@ -332,8 +374,10 @@ def test_sigterm_finishes_the_request_in_flight_then_exits_0(tiny_bundle, clf):
     body = json.dumps({"pairs": [list(p) for p in pairs]}).encode()
     try:
         with socket.create_connection(("127.0.0.1", server.port), timeout=60) as sock:
-            sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                         b"Expect: 100-continue\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n")
+            sock.sendall(
+                b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Expect: 100-continue\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n"
+            )
             # "100 Continue" comes when the app starts reading the body: the request is now in flight.
             assert sock.recv(1024).startswith(b"HTTP/1.1 100")
             server.proc.send_signal(signal.SIGTERM)
@@ -353,8 +397,9 @@ def test_sigterm_finishes_the_request_in_flight_then_exits_0(tiny_bundle, clf):
 
 
 def _serve_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", SERVE_MAIN, *args], capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-c", SERVE_MAIN, *args], capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_a_bad_bundle_stops_the_server_with_the_cli_one_line_error(tiny_bundle, tmp_path):
@@ -365,12 +410,14 @@ def test_a_bad_bundle_stops_the_server_with_the_cli_one_line_error(tiny_bundle, 
     predicted = _serve_cli("predict", str(bad), "-q", "a", "-a", "b")
     for extra in ((), ("--workers", "2")):
         served = _serve_cli("serve", str(bad), "--port", "0", *extra)
-        assert served.returncode == 2 == predicted.returncode, served.stderr
+        assert served.returncode == predicted.returncode == 1, served.stderr  # 1: a bad bundle (not usage)
         error = served.stderr.strip().splitlines()
         assert len(error) == 1 and error[0].startswith("pairbert serve: error: "), served.stderr
-        assert error[0].removeprefix("pairbert serve: ") == predicted.stderr.strip().removeprefix("pairbert predict: ")
+        assert error[0].removeprefix("pairbert serve: ") == predicted.stderr.strip().removeprefix(
+            "pairbert predict: "
+        )
     missing = _serve_cli("serve", str(tmp_path / "nowhere"), "--port", "0")
-    assert missing.returncode == 2 and "listening" not in missing.stdout
+    assert missing.returncode == 1 and "listening" not in missing.stdout
     assert missing.stderr.startswith("pairbert serve: error: ") and "nowhere" in missing.stderr
 
 
@@ -400,6 +447,7 @@ def test_two_workers_split_the_cores_and_both_serve(tiny_bundle, clf):
 
 # --- cores from the container ------------------------------------------------------------------------------
 
+
 def _tree(root: Path, files: dict[str, str]) -> Path:
     for name, text in files.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
@@ -408,9 +456,15 @@ def _tree(root: Path, files: dict[str, str]) -> Path:
 
 
 def test_cgroup_v2_quota_caps_the_core_count(tmp_path):
-    root = _tree(tmp_path / "cg", {"cpu.max": "max 100000\n", "kubepods/cpu.max": "max 100000\n",
-                                   "kubepods/pod1/cpu.max": "250000 100000\n",
-                                   "kubepods/pod1/ctr/cpu.max": "max 100000\n"})
+    root = _tree(
+        tmp_path / "cg",
+        {
+            "cpu.max": "max 100000\n",
+            "kubepods/cpu.max": "max 100000\n",
+            "kubepods/pod1/cpu.max": "250000 100000\n",
+            "kubepods/pod1/ctr/cpu.max": "max 100000\n",
+        },
+    )
     proc = _tree(tmp_path, {"self_cgroup": "0::/kubepods/pod1/ctr\n"}) / "self_cgroup"
     assert cgroup_cpu_quota(root, proc) == 2.5  # the parent pod's limit binds the container
     uncapped = physical_cores(tmp_path / "absent", proc)
@@ -424,11 +478,18 @@ def test_cgroup_v2_quota_caps_the_core_count(tmp_path):
 
 
 def test_cgroup_v1_quota_caps_the_core_count(tmp_path):
-    proc = _tree(tmp_path, {"self_cgroup": "4:memory:/docker/abc\n2:cpu,cpuacct:/docker/abc\n"}) / "self_cgroup"
-    root = _tree(tmp_path / "cg", {"cpu,cpuacct/docker/abc/cpu.cfs_quota_us": "100000\n",
-                                   "cpu,cpuacct/docker/abc/cpu.cfs_period_us": "100000\n",
-                                   "cpu,cpuacct/cpu.cfs_quota_us": "-1\n",
-                                   "cpu,cpuacct/cpu.cfs_period_us": "100000\n"})
+    proc = (
+        _tree(tmp_path, {"self_cgroup": "4:memory:/docker/abc\n2:cpu,cpuacct:/docker/abc\n"}) / "self_cgroup"
+    )
+    root = _tree(
+        tmp_path / "cg",
+        {
+            "cpu,cpuacct/docker/abc/cpu.cfs_quota_us": "100000\n",
+            "cpu,cpuacct/docker/abc/cpu.cfs_period_us": "100000\n",
+            "cpu,cpuacct/cpu.cfs_quota_us": "-1\n",
+            "cpu,cpuacct/cpu.cfs_period_us": "100000\n",
+        },
+    )
     assert cgroup_cpu_quota(root, proc) == 1.0 and physical_cores(root, proc) == 1
     (root / "cpu,cpuacct/docker/abc/cpu.cfs_quota_us").write_text("-1\n")
     assert cgroup_cpu_quota(root, proc) is None
@@ -443,9 +504,12 @@ def test_workers_split_the_cores():
 
 
 def test_serving_imports_runtime_only_never_torch():
-    code = ("import sys; import pairbert.serving.server, pairbert.serving.app; "
-            "bad = [m for m in ('torch', 'transformers', 'pairbert.training', 'pairbert.export') if m in sys.modules]; "
-            "print(bad); sys.exit(1 if bad else 0)")
+    code = (
+        "import sys; import pairbert.serving.server, pairbert.serving.app; "
+        "heavy = ('torch', 'transformers', 'pairbert.training', 'pairbert.export'); "
+        "bad = [m for m in heavy if m in sys.modules]; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
 
@@ -453,8 +517,17 @@ def test_serving_imports_runtime_only_never_torch():
 def test_load_benchmark_runs_end_to_end_and_stops_by_itself(tiny_bundle, tmp_path):
     from pairbert.benchmarks.serve_load import LoadSettings, run_load_benchmark
 
-    report = run_load_benchmark(LoadSettings(str(tiny_bundle), str(tmp_path), clients=(1, 32), seconds=0.5,
-                                             threads=1, rss_requests=60, pairs=16))
+    report = run_load_benchmark(
+        LoadSettings(
+            str(tiny_bundle),
+            str(tmp_path),
+            clients=(1, 32),
+            seconds=0.5,
+            threads=1,
+            rss_requests=60,
+            pairs=16,
+        )
+    )
     for key in ("server_batching_on", "server_batching_off"):
         runs = report[key]["runs"]
         assert [r["clients"] for r in runs] == [1, 32] and report[key]["exit_code"] == 0

@@ -32,8 +32,12 @@ def _free_port() -> int:
 
 
 def _post(port: int, path: str, body: object) -> tuple[int, dict, object]:
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=json.dumps(body).encode(),
-                                 headers={"Content-Type": "application/json"}, method="POST")
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
     try:
         with urllib.request.urlopen(req, timeout=60) as r:
             return r.status, dict(r.headers), json.loads(r.read())
@@ -52,8 +56,19 @@ def ray_app(tiny_bundle):
     ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        serve.run(build_app({"bundle": str(tiny_bundle), "variant": VARIANT, "threads": 1, "num_replicas": 2,
-                             "num_cpus": 1}), name="pairbert", route_prefix="/")
+        serve.run(
+            build_app(
+                {
+                    "bundle": str(tiny_bundle),
+                    "variant": VARIANT,
+                    "threads": 1,
+                    "num_replicas": 2,
+                    "num_cpus": 1,
+                }
+            ),
+            name="pairbert",
+            route_prefix="/",
+        )
         yield port, DEPLOYMENT
     finally:
         serve.shutdown()
@@ -67,7 +82,9 @@ def test_two_replicas_answer_like_the_in_process_predictor(ray_app, tiny_bundle)
     status = serve.status().applications["pairbert"].deployments[deployment]
     assert status.replica_states.get("RUNNING") == 2
     clf = PairClassifier.load(tiny_bundle, variant=VARIANT, threads=1)
-    requests = [[(r["question"], r["answer"]) for r in varied_pairs(1 + k % 3, seed=700 + k)] for k in range(32)]
+    requests = [
+        [(r["question"], r["answer"]) for r in varied_pairs(1 + k % 3, seed=700 + k)] for k in range(32)
+    ]
     answers: dict[int, tuple] = {}
 
     def send(k: int) -> None:
@@ -92,7 +109,9 @@ def test_two_replicas_answer_like_the_in_process_predictor(ray_app, tiny_bundle)
 
     query, texts = "what is the capital of france?", ["paris is the capital.", "a spider has eight legs."]
     code, _, ranked = _post(port, "/rerank", {"query": query, "texts": texts})
-    assert code == 200 and [(r["index"], pytest.approx(r["score"], abs=1e-5)) for r in ranked] == clf.rank(query, texts)
+    assert code == 200 and [(r["index"], pytest.approx(r["score"], abs=1e-5)) for r in ranked] == clf.rank(
+        query, texts
+    )
     code, _, error = _post(port, "/predict", {"pairs": [["a", 7]]})
     assert code == 422 and error["field"] == "pairs[0][1]"
 

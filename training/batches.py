@@ -11,7 +11,9 @@ from pairbert.runtime.pair_files import Pair
 from pairbert.runtime.tokenization import PairEncoder
 
 
-def encode_batch(encoder: PairEncoder, pairs: Sequence[Pair], with_labels: bool = True) -> dict[str, torch.Tensor]:
+def encode_batch(
+    encoder: PairEncoder, pairs: Sequence[Pair], with_labels: bool = True
+) -> dict[str, torch.Tensor]:
     arrays = encoder.encode([p.question for p in pairs], [p.answer for p in pairs])
     batch = {name: torch.from_numpy(a) for name, a in arrays.items()}
     if with_labels:

@@ -33,7 +33,6 @@ from .weights import DEFAULT_SOURCE, build_model, tokenizer_file_for
 log = logging.getLogger(__name__)
 
 
-
 class TrainingError(PairbertError, RuntimeError):
     pass
 
@@ -81,7 +80,11 @@ def weight_decay_groups(model: nn.Module, weight_decay: float, head_lr: float | 
         members = [(n, p) for n, p in named if is_head is None or n.startswith(HEAD_PREFIXES) == is_head]
         extra = {"lr": head_lr} if is_head else {}
         groups += [
-            {"params": [p for _, p in members if id(p) not in no_decay], "weight_decay": weight_decay, **extra},
+            {
+                "params": [p for _, p in members if id(p) not in no_decay],
+                "weight_decay": weight_decay,
+                **extra,
+            },
             {"params": [p for _, p in members if id(p) in no_decay], "weight_decay": 0.0, **extra},
         ]
     return groups
@@ -140,8 +143,9 @@ def train(cfg: TrainConfig) -> dict:
 
     steps_per_epoch = math.ceil(len(train_pairs) / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
-    optimizer = torch.optim.AdamW(weight_decay_groups(model, cfg.weight_decay, cfg.head_learning_rate),
-                                  lr=cfg.learning_rate)
+    optimizer = torch.optim.AdamW(
+        weight_decay_groups(model, cfg.weight_decay, cfg.head_learning_rate), lr=cfg.learning_rate
+    )
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
     history: list[dict] = []
     best_accuracy, start_epoch, step = -1.0, 0, 0
@@ -149,7 +153,10 @@ def train(cfg: TrainConfig) -> dict:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         history, best_accuracy, start_epoch, step = (
-            state["history"], state["best_accuracy"], state["epoch"], state["step"]
+            state["history"],
+            state["best_accuracy"],
+            state["epoch"],
+            state["step"],
         )
 
     lengths = encoder.lengths([p.question for p in train_pairs], [p.answer for p in train_pairs])
@@ -180,8 +187,12 @@ def train(cfg: TrainConfig) -> dict:
             step += 1
             running += loss.item()
             bar.set_postfix(loss=f"{running / (i + 1):.4f}")
-        record = {"epoch": epoch + 1, "step": step, "train_loss": running / max(1, len(batches)),
-                  "elapsed_s": round(time.perf_counter() - started, 2)}
+        record = {
+            "epoch": epoch + 1,
+            "step": step,
+            "train_loss": running / max(1, len(batches)),
+            "elapsed_s": round(time.perf_counter() - started, 2),
+        }
         if val_pairs:
             val = evaluate(model, encoder, val_pairs, device=device)
             record.update({f"val_{k}": v for k, v in val.items()})
@@ -192,11 +203,24 @@ def train(cfg: TrainConfig) -> dict:
         log.info("epoch %d: %s", epoch + 1, {k: v for k, v in record.items() if k != "val_confusion_matrix"})
         if improved:
             best_accuracy = record.get("val_accuracy", best_accuracy)
-            save_checkpoint(out / "best", model, tokenizer_file, {**settings, "epoch": epoch + 1, "metrics": record})
-        trainer_state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                         "history": history, "best_accuracy": best_accuracy, "epoch": epoch + 1, "step": step}
-        save_checkpoint(out / "last", model, tokenizer_file, {**settings, "epoch": epoch + 1, "metrics": record},
-                        trainer_state)
+            save_checkpoint(
+                out / "best", model, tokenizer_file, {**settings, "epoch": epoch + 1, "metrics": record}
+            )
+        trainer_state = {
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "history": history,
+            "best_accuracy": best_accuracy,
+            "epoch": epoch + 1,
+            "step": step,
+        }
+        save_checkpoint(
+            out / "last",
+            model,
+            tokenizer_file,
+            {**settings, "epoch": epoch + 1, "metrics": record},
+            trainer_state,
+        )
         _write_json(out / "metrics.json", {"history": history, "best_val_accuracy": best_accuracy})
     return {"history": history, "best_val_accuracy": best_accuracy, "output_dir": str(out)}
 
@@ -205,4 +229,3 @@ def _write_json(path: Path, data: dict) -> None:
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(data, indent=2))
     tmp.replace(path)
-

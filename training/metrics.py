@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 
 def classification_metrics(labels: Sequence[int], predictions: Sequence[int]) -> dict:
-    pairs = [(y, p) for y, p in zip(labels, predictions) if y in (0, 1)]
+    pairs = [(y, p) for y, p in zip(labels, predictions, strict=True) if y in (0, 1)]
     tp = sum(1 for y, p in pairs if y == 1 and p == 1)
     tn = sum(1 for y, p in pairs if y == 0 and p == 0)
     fp = sum(1 for y, p in pairs if y == 0 and p == 1)
@@ -26,8 +26,4 @@ def classification_metrics(labels: Sequence[int], predictions: Sequence[int]) ->
 
 def format_confusion(matrix: list[list[int]]) -> str:
     (tn, fp), (fn, tp) = matrix
-    return (
-        "                predicted 0  predicted 1\n"
-        f"  true 0 {tn:>14} {fp:>12}\n"
-        f"  true 1 {fn:>14} {tp:>12}"
-    )
+    return f"                predicted 0  predicted 1\n  true 0 {tn:>14} {fp:>12}\n  true 1 {fn:>14} {tp:>12}"

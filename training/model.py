@@ -15,7 +15,9 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 class DualOrderBertConfig(PretrainedConfig):
     model_type = "pairbert-dual-order-bert"
 
-    def __init__(self, encoder: dict | None = None, num_labels: int = 2, classifier_dropout: float = 0.1, **kwargs):
+    def __init__(
+        self, encoder: dict | None = None, num_labels: int = 2, classifier_dropout: float = 0.1, **kwargs
+    ):
         super().__init__(num_labels=num_labels, **kwargs)
         self.encoder = dict(encoder) if encoder else BertConfig().to_dict()
         self.classifier_dropout = classifier_dropout

@@ -25,8 +25,13 @@ DEFAULT_SOURCE = "minilm"
 
 RANDOM_CONFIGS = {
     "bert-base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
-    "tiny": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-                 max_position_embeddings=160),
+    "tiny": dict(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=160,
+    ),
 }
 
 
@@ -58,7 +63,9 @@ def resolve_source(source: str) -> tuple[Path | str | None, BertConfig | None]:
                 return None, BertConfig(**json.loads(path.read_text()))
             except (json.JSONDecodeError, TypeError) as exc:
                 raise WeightSourceError(f"{path}: not a BertConfig JSON ({exc})") from None
-        raise WeightSourceError(f"unknown random config {spec!r}; use one of {sorted(RANDOM_CONFIGS)} or a JSON file")
+        raise WeightSourceError(
+            f"unknown random config {spec!r}; use one of {sorted(RANDOM_CONFIGS)} or a JSON file"
+        )
     path = Path(source)
     if path.exists():
         if not (path / "config.json").is_file():
@@ -67,7 +74,9 @@ def resolve_source(source: str) -> tuple[Path | str | None, BertConfig | None]:
     return source, None  # a hub name: transformers downloads it when a network exists
 
 
-def build_model(source: str = DEFAULT_SOURCE, vocab_size: int | None = None) -> DualOrderBertForPairClassification:
+def build_model(
+    source: str = DEFAULT_SOURCE, vocab_size: int | None = None
+) -> DualOrderBertForPairClassification:
     location, random_config = resolve_source(source)
     if random_config is not None:
         if vocab_size is not None:

@@ -1,5 +1,12 @@
-"""The `pairbert` command. Each subcommand imports what it needs when it runs, so `pairbert predict`
-works in a torch-free install and `pairbert --help` is instant."""
+"""The `pairbert` command: train, evaluate, export, predict, bench.
+
+Each subcommand imports what it needs when it runs, so `pairbert predict` works in a torch-free install
+and `pairbert --help` is instant.
+
+Exit codes: 0 success; 1 a data or runtime error (a bad file, field or bundle, a failed parity gate,
+a device that cannot run), printed as one line without a traceback; 2 a usage error (an unknown flag, a
+bad value, a missing or conflicting option), with the usage line; 130 interrupted (Ctrl-C).
+"""
 
 from __future__ import annotations
 
@@ -8,27 +15,64 @@ import json
 import logging
 import sys
 
+import pairbert
 from pairbert.runtime.errors import PairbertError
+from pairbert.runtime.sessions import BACKENDS
+from pairbert.runtime.variants import VARIANTS
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EPILOG = """exit codes:
+  0    success
+  1    data or runtime error (bad file, field or bundle, failed parity gate, device that cannot run)
+  2    usage error (unknown flag, bad value, missing or conflicting option)
+  130  interrupted"""
+DEVICES = ("auto", "cpu", "cuda")
+# `pairbert train` flag (argparse dest) → TrainConfig field. tests/test_cli.py checks that every
+# TrainConfig field is either here or in TRAIN_CONFIG_NOT_ON_CLI, and that the flags' defaults equal the
+# dataclass's (train/validation default to None here, meaning the built-in split, as TrainConfig does).
+TRAIN_OPTIONS = {
+    "output_dir": "output_dir",
+    "source": "source",
+    "tokenizer": "tokenizer",
+    "train": "train_file",
+    "validation": "validation_file",
+    "epochs": "epochs",
+    "batch_size": "batch_size",
+    "lr": "learning_rate",
+    "head_lr": "head_learning_rate",
+    "weight_decay": "weight_decay",
+    "warmup_ratio": "warmup_ratio",
+    "max_grad_norm": "max_grad_norm",
+    "max_length": "max_length",
+    "seed": "seed",
+    "device": "device",
+    "resume": "resume",
+}
+TRAIN_CONFIG_NOT_ON_CLI = {"progress", "stop_after_epochs"}  # progress: --quiet; stop_after_epochs: tests
 
 
 class UserError(PairbertError):
-    """An error the user can fix; printed as one line, no traceback."""
+    """A usage error found after parsing (e.g. conflicting options): exit code 2, one line."""
 
 
 def _train(args: argparse.Namespace) -> None:
     from pairbert.training.loop import TrainConfig, train
 
     cfg = TrainConfig(
-        output_dir=args.output_dir, source=args.source, tokenizer=args.tokenizer, train_file=args.train,
-        validation_file=args.validation, epochs=args.epochs, batch_size=args.batch_size,
-        learning_rate=args.lr, head_learning_rate=args.head_lr, weight_decay=args.weight_decay, warmup_ratio=args.warmup_ratio,
-        max_length=args.max_length, seed=args.seed, device=args.device, progress=not args.quiet,
-        resume=args.resume,
+        **{field: getattr(args, dest) for dest, field in TRAIN_OPTIONS.items()}, progress=not args.quiet
     )
     result = train(cfg)
     last = result["history"][-1] if result["history"] else {}
-    print(json.dumps({"output_dir": result["output_dir"], "best_val_accuracy": result["best_val_accuracy"],
-                      "epochs_run": len(result["history"]), "elapsed_s": last.get("elapsed_s")}))
+    print(
+        json.dumps(
+            {
+                "output_dir": result["output_dir"],
+                "best_val_accuracy": result["best_val_accuracy"],
+                "epochs_run": len(result["history"]),
+                "elapsed_s": last.get("elapsed_s"),
+            }
+        )
+    )
 
 
 def _evaluate(args: argparse.Namespace) -> None:
@@ -40,6 +84,9 @@ def _evaluate(args: argparse.Namespace) -> None:
     ckpt = load_checkpoint(args.checkpoint)
     pairs = read_pairs(args.data, require_label=True)
     m = evaluate(ckpt.model, ckpt.encoder, pairs, batch_size=args.batch_size)
+    if args.json:
+        print(json.dumps(m))
+        return
     print(f"pairs: {m['count']}  accuracy: {m['accuracy']:.4f}  f1: {m['f1']:.4f}  loss: {m['loss']:.4f}")
     print(format_confusion(m["confusion_matrix"]))
 
@@ -48,11 +95,16 @@ def _export(args: argparse.Namespace) -> None:
     from pairbert.export.bundle_writer import ExportSettings, export_bundle
     from pairbert.export.precision import Int8Options
 
-    variants = tuple(v.strip() for v in args.variants.split(",") if v.strip())
     settings = ExportSettings(
-        variants=variants, validation_file=args.validation, force=args.force,
-        int8=Int8Options(weight_type=args.int8_weight_type, per_channel=not args.int8_per_tensor,
-                         reduce_range=args.int8_reduce_range, ffn_output_fp32=not args.int8_quantize_ffn_output),
+        variants=args.variants,
+        validation_file=args.validation,
+        force=args.force,
+        int8=Int8Options(
+            weight_type=args.int8_weight_type,
+            per_channel=not args.int8_per_tensor,
+            reduce_range=args.int8_reduce_range,
+            ffn_output_fp32=not args.int8_quantize_ffn_output,
+        ),
         external_data=True if args.external_data else None,
     )
     export_bundle(args.checkpoint, args.out, settings)
@@ -66,17 +118,30 @@ def _predict(args: argparse.Namespace) -> None:
         raise UserError("give both -q and -a, or --input")
     if (args.question is None) == (args.input is None):
         raise UserError("give either -q/-a or --input")
-    clf = PairClassifier.load(args.bundle, variant=args.variant, device=args.device, threads=args.threads,
-                              allow_fallback=args.allow_fallback)
+    clf = PairClassifier.load(
+        args.bundle,
+        variant=args.variant,
+        device=args.device,
+        threads=args.threads,
+        allow_fallback=args.allow_fallback,
+        backend=args.backend,
+    )
     logging.getLogger(__name__).info("variant %s on %s", clf.variant, clf.provider)
     names = clf.label_names
     out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
     try:
+
         def emit(batch) -> None:
             result = clf.predict([(p.question, p.answer) for p in batch], batch_size=args.batch_size)
-            for pair, label, prob in zip(batch, result.labels, result.match_probability):
-                row = {"question": pair.question, "answer": pair.answer, "label": int(label),
-                       "label_name": names[int(label)], "probability": round(float(prob), 6)}
+            for pair, label, probs in zip(batch, result.labels, result.probabilities, strict=True):
+                row = {
+                    "question": pair.question,
+                    "answer": pair.answer,
+                    "label": int(label),
+                    "label_name": names[int(label)],
+                    "match_probability": round(float(probs[-1]), 6),
+                    "probabilities": {n: round(float(p), 6) for n, p in zip(names, probs, strict=True)},
+                }
                 if pair.label is not None:
                     row["true_label"] = pair.label
                 out.write(json.dumps(row, ensure_ascii=False) + "\n")
@@ -111,11 +176,21 @@ def _bench(args: argparse.Namespace) -> None:
 
     out = Path(args.out)
     print(f"benchmarking {args.bundle} ({'quick' if args.quick else 'full'}) → {out}", flush=True)
-    report = run_suite(Path(args.bundle), Path(args.checkpoint) if args.checkpoint else None, out, args.quick,
-                       args.threads)
+    report = run_suite(
+        Path(args.bundle), Path(args.checkpoint) if args.checkpoint else None, out, args.quick, args.threads
+    )
     print((out / "results.md").read_text())
     if report["problems"]:
         raise BenchmarkError("; ".join(report["problems"]))
+
+
+def variant_list(text: str) -> tuple[str, ...]:
+    """--variants: a comma-separated subset of VARIANTS (argparse turns the ValueError into exit code 2)."""
+    variants = tuple(v.strip() for v in text.split(",") if v.strip())
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown or not variants:
+        raise argparse.ArgumentTypeError(f"{text!r}: choose a comma-separated subset of {','.join(VARIANTS)}")
+    return variants
 
 
 def _serve(args: argparse.Namespace) -> None:
@@ -124,11 +199,12 @@ def _serve(args: argparse.Namespace) -> None:
     try:
         from pairbert.serving.server import serve
     except ImportError as exc:  # the [serve] extra is missing: say which to install, no traceback
-        raise UserError(str(exc)) from None
+        raise PairbertError(str(exc)) from None
 
     serve(ServeSettings(
         bundle=args.bundle, host=args.host, port=args.port, variant=args.variant, device=args.device,
-        threads=args.threads, workers=args.workers, batching=not args.no_batching, max_wait_ms=args.max_wait_ms,
+        threads=args.threads, workers=args.workers, batching=not args.no_batching,
+        max_wait_ms=args.max_wait_ms,
         max_batch_tokens=args.max_batch_tokens, max_batch_pairs=args.max_batch_pairs,
         max_queue_pairs=args.max_queue_pairs, max_request_pairs=args.max_request_pairs,
         max_text_chars=args.max_text_chars, warmup=not args.no_warmup,
@@ -144,114 +220,208 @@ def _bench_serve(args: argparse.Namespace) -> None:
     ))
 
 
-def _add_serve_parsers(sub) -> None:
-    from pairbert.serving.settings import ServeSettings as S  # noqa: N817 - defaults only (torch-free, light)
-
-    s = sub.add_parser("serve", help="HTTP server with cross-request batching (needs pairbert[serve])")
-    s.add_argument("bundle")
-    s.add_argument("--host", default=S.host, help="address to listen on (default: loopback only)")
-    s.add_argument("--port", type=int, default=S.port, help="0 picks a free port (printed)")
-    s.add_argument("--variant", default="auto")
-    s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    s.add_argument("--threads", type=int, help="intra-op threads per worker (default: cores / workers)")
-    s.add_argument("--workers", type=int, default=S.workers, help="worker processes; they split the cores")
-    s.add_argument("--no-batching", action="store_true", help="run each request alone (a baseline)")
-    s.add_argument("--max-wait-ms", type=float, default=S.max_wait_ms, help="longest a pair waits for others")
-    s.add_argument("--max-batch-tokens", type=int, default=S.max_batch_tokens, help="tokens gathered per run")
-    s.add_argument("--max-batch-pairs", type=int, default=S.max_batch_pairs, help="pairs gathered per run")
-    s.add_argument("--max-queue-pairs", type=int, default=S.max_queue_pairs, help="queued pairs before 503")
-    s.add_argument("--max-request-pairs", type=int, default=S.max_request_pairs, help="pairs per request before 413")
-    s.add_argument("--max-text-chars", type=int, default=S.max_text_chars, help="characters per text before 413")
-    s.add_argument("--no-warmup", action="store_true", help="ready as soon as the bundle is loaded")
-    s.set_defaults(func=_serve)
-
-    b = sub.add_parser("bench-serve", help="load benchmark of pairbert serve on loopback (1-128 clients)")
-    b.add_argument("bundle")
-    b.add_argument("--out", default="runs/bench-serve")
-    b.add_argument("--clients", default="1,8,32,128", help="comma-separated concurrent client counts")
-    b.add_argument("--seconds", type=float, default=10.0, help="duration of each measurement")
-    b.add_argument("--threads", type=int, help="intra-op threads of server and in-process predictor")
-    b.add_argument("--rss-requests", type=int, default=20_000, help="requests between the two RSS readings")
-    b.set_defaults(func=_bench_serve)
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pairbert", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
-    sub = parser.add_subparsers(dest="command", required=True)
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults shown after every help text (unless the text already says what the default is, or the flag is
+    a switch that is off); the description and epilog keep their line breaks."""
 
-    t = sub.add_parser("train", help="train the dual-order BERT pair classifier")
-    t.add_argument("--output-dir", default="runs/default")
-    t.add_argument("--source", default="minilm",
-                   help='"minilm" (packaged, default), a local BERT folder, a hub name, or "random:NAME"')
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default is None or action.default is False:
+            return text
+        return super()._get_help_string(action)
+
+
+def _subparser(sub, name: str, help: str):
+    return sub.add_parser(name, help=help, description=help, epilog=EPILOG, formatter_class=_Formatter)
+
+
+def _add_train(sub) -> None:
+    t = _subparser(sub, "train", "train the dual-order BERT pair classifier")
+    t.add_argument("--output-dir", default="runs/default", help="run folder: last/ (resumable) and best/")
+    t.add_argument(
+        "--source",
+        default="minilm",
+        help='"minilm" (packaged), a local BERT folder, a hub name, or "random:NAME"',
+    )
     t.add_argument("--tokenizer", help="tokenizer.json (default: the source's own)")
-    t.add_argument("--train", default=None, help="training pairs (.csv/.tsv/.jsonl; default: built-in data)")
-    t.add_argument("--validation", default=None, help="validation pairs (default: built-in validation split)")
-    t.add_argument("--epochs", type=int, default=5)
-    t.add_argument("--batch-size", type=int, default=16)
-    t.add_argument("--lr", type=float, default=8e-5)
-    t.add_argument("--head-lr", type=float, default=None,
-                   help="learning rate of the head and both poolers (default: --lr)")
-    t.add_argument("--weight-decay", type=float, default=0.01)
-    t.add_argument("--warmup-ratio", type=float, default=0.1)
-    t.add_argument("--max-length", type=int, default=128)
-    t.add_argument("--seed", type=int, default=42)
-    t.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    t.add_argument("--train", help="training pairs (.csv/.tsv/.jsonl; default: the built-in training split)")
+    t.add_argument("--validation", help="validation pairs (default: the built-in validation split)")
+    t.add_argument("--epochs", type=positive_int, default=5, help="passes over the training pairs")
+    t.add_argument("--batch-size", type=positive_int, default=16, help="pairs per optimizer step")
+    t.add_argument("--lr", type=float, default=8e-5, help="peak learning rate of the encoders (AdamW)")
+    t.add_argument("--head-lr", type=float, help="learning rate of the head and both poolers (default: --lr)")
+    t.add_argument(
+        "--weight-decay", type=float, default=0.01, help="AdamW weight decay (not on biases/LayerNorm)"
+    )
+    t.add_argument("--warmup-ratio", type=float, default=0.1, help="share of the steps spent warming up")
+    t.add_argument("--max-grad-norm", type=float, default=1.0, help="gradient clipping norm")
+    t.add_argument("--max-length", type=positive_int, default=128, help="tokens per encoded pair (truncated)")
+    t.add_argument("--seed", type=int, default=42, help="seed of shuffling and initialisation")
+    t.add_argument(
+        "--device", default="auto", choices=DEVICES, help="where to train (auto: CUDA if torch sees it)"
+    )
     t.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/last")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=_train)
 
-    e = sub.add_parser("evaluate", help="accuracy, F1 and confusion matrix of a checkpoint on labeled pairs")
-    e.add_argument("checkpoint")
-    e.add_argument("--data", required=True)
-    e.add_argument("--batch-size", type=int, default=64)
+
+def _add_evaluate(sub) -> None:
+    e = _subparser(sub, "evaluate", "accuracy, F1 and confusion matrix of a checkpoint on labeled pairs")
+    e.add_argument("checkpoint", help="checkpoint folder (e.g. runs/default/best)")
+    e.add_argument("--data", required=True, help="labeled pairs (.csv/.tsv/.jsonl)")
+    e.add_argument("--batch-size", type=positive_int, default=64, help="pairs per forward pass")
+    e.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
     e.set_defaults(func=_evaluate)
 
-    x = sub.add_parser("export", help="checkpoint → one ONNX graph per variant, parity-gated, as a bundle folder")
-    x.add_argument("checkpoint")
+
+def _add_export(sub) -> None:
+    x = _subparser(sub, "export", "checkpoint → one ONNX graph per variant, parity-gated, as a bundle folder")
+    x.add_argument("checkpoint", help="checkpoint folder (e.g. runs/default/best)")
     x.add_argument("--out", required=True, help="bundle folder to write (replaced atomically)")
-    x.add_argument("--variants", default="fp32,optimized,int8,fp16")
-    x.add_argument("--validation", help="pairs for the parity gate (default: the checkpoint's validation split)")
-    x.add_argument("--force", action="store_true", help="write variants that fail the parity gate, marked failed")
-    x.add_argument("--int8-weight-type", default="QInt8", choices=["QInt8", "QUInt8"])
-    x.add_argument("--int8-per-tensor", action="store_true", help="per-tensor weight scales (default: per channel)")
-    x.add_argument("--int8-quantize-ffn-output", action="store_true",
-                   help="quantize the FFN output MatMuls too (faster, less accurate; default keeps them fp32)")
-    x.add_argument("--int8-reduce-range", action="store_true")
-    x.add_argument("--external-data", action="store_true", help="weights in a separate .data file (automatic past 2 GB)")
+    x.add_argument(
+        "--variants",
+        type=variant_list,
+        default=",".join(VARIANTS),
+        metavar="LIST",
+        help=f"comma-separated subset of {','.join(VARIANTS)}; a CPU service needs only what it loads "
+        "(e.g. int8)",
+    )
+    x.add_argument(
+        "--validation", help="pairs for the parity gate (default: the checkpoint's validation split)"
+    )
+    x.add_argument(
+        "--force", action="store_true", help="write variants that fail the parity gate, marked failed"
+    )
+    x.add_argument(
+        "--int8-weight-type", default="QInt8", choices=["QInt8", "QUInt8"], help="int8 weight type"
+    )
+    x.add_argument(
+        "--int8-per-tensor", action="store_true", help="per-tensor weight scales (default: per channel)"
+    )
+    x.add_argument(
+        "--int8-quantize-ffn-output",
+        action="store_true",
+        help="quantize the FFN output MatMuls too (faster, less accurate; default keeps them fp32)",
+    )
+    x.add_argument(
+        "--int8-reduce-range", action="store_true", help="7-bit weights (for AVX2 CPUs without VNNI)"
+    )
+    x.add_argument(
+        "--external-data", action="store_true", help="weights in a separate .data file (automatic past 2 GB)"
+    )
     x.set_defaults(func=_export)
 
-    p = sub.add_parser("predict", help="classify pairs with a bundle (torch-free); JSONL out")
-    p.add_argument("bundle")
-    p.add_argument("-q", "--question")
-    p.add_argument("-a", "--answer")
-    p.add_argument("--input", help="pairs file (.csv/.tsv/.jsonl) or - for JSONL on standard input")
+
+def _add_predict(sub) -> None:
+    p = _subparser(sub, "predict", "classify pairs with a bundle (torch-free); one JSON line per pair")
+    p.description += (
+        "\n\noutput fields: question, answer, label (index), label_name,\n"
+        "  match_probability (P(the answer fits the question), whatever the label),\n"
+        "  probabilities ({label_name: P}), true_label (when the input has one)"
+    )
+    p.add_argument("bundle", help="bundle folder written by `pairbert export`")
+    p.add_argument("-q", "--question", help="one question (with -a; or --input)")
+    p.add_argument("-a", "--answer", help="one answer (with -q)")
+    p.add_argument(
+        "--input", help="pairs file (.csv/.tsv/.jsonl) or - for JSONL on standard input (or -q/-a)"
+    )
     p.add_argument("--format", choices=["csv", "tsv", "jsonl"], help="input format (default: from extension)")
-    p.add_argument("--output", help="write JSONL here instead of standard output")
-    p.add_argument("--variant", default="auto")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--output", help="write JSONL here (default: standard output)")
+    p.add_argument(
+        "--variant",
+        default="auto",
+        choices=("auto", *VARIANTS),
+        help="graph to run (auto: the fastest that passed parity for the device)",
+    )
+    p.add_argument("--device", default="auto", choices=DEVICES, help="auto: CUDA when it really runs")
+    p.add_argument(
+        "--backend",
+        default="auto",
+        choices=("auto", *BACKENDS),
+        help="auto: what the variant needs (openvino needs pairbert[openvino])",
+    )
     p.add_argument("--allow-fallback", action="store_true", help="run on the CPU if CUDA cannot")
-    p.add_argument("--threads", type=int)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--chunk", type=int, default=512, help="pairs read before predicting and writing")
+    p.add_argument("--threads", type=positive_int, help="intra-op threads (default: the free physical cores)")
+    p.add_argument("--batch-size", type=positive_int, default=32, help="pairs per ONNX Runtime run")
+    p.add_argument("--chunk", type=positive_int, default=512, help="pairs read before predicting and writing")
     p.set_defaults(func=_predict)
 
-    b = sub.add_parser("bench", help="torch vs ONNX Runtime: latency, throughput, footprint, accuracy")
-    b.add_argument("bundle")
+
+def _add_bench(sub) -> None:
+    b = _subparser(sub, "bench", "torch vs ONNX Runtime: latency, throughput, footprint, accuracy")
+    b.add_argument("bundle", help="bundle folder written by `pairbert export`")
     b.add_argument("--checkpoint", help="torch checkpoint (default: the one the bundle was exported from)")
-    b.add_argument("--out", default="runs/bench")
+    b.add_argument("--out", default="runs/bench", help="folder for results.json, results.md and plots")
     b.add_argument("--quick", action="store_true", help="smoke run under 2 minutes (CI)")
-    b.add_argument("--threads", type=int, help="threads for every contestant (default: physical cores)")
+    b.add_argument(
+        "--threads", type=positive_int, help="threads for every contestant (default: physical cores)"
+    )
     b.set_defaults(func=_bench)
-    _add_serve_parsers(sub)
+
+
+def _add_serve(sub) -> None:
+    from pairbert.serving.settings import ServeSettings as S  # noqa: N817 - defaults only (torch-free, light)
+
+    s = _subparser(sub, "serve", "HTTP server with cross-request batching (needs pairbert[serve])")
+    s.add_argument("bundle", help="bundle folder written by `pairbert export`")
+    s.add_argument("--host", default=S.host, help="address to listen on (loopback unless you say otherwise)")
+    s.add_argument("--port", type=int, default=S.port, help="0 picks a free port (printed)")
+    s.add_argument("--variant", default="auto", help="variant to serve (auto: the fastest passing one)")
+    s.add_argument("--device", default="auto", choices=DEVICES)
+    s.add_argument("--threads", type=positive_int, help="threads per worker (default: cores / workers)")
+    s.add_argument("--workers", type=positive_int, default=S.workers, help="processes; they split the cores")
+    s.add_argument("--no-batching", action="store_true", help="run each request alone (a baseline)")
+    s.add_argument("--max-wait-ms", type=float, default=S.max_wait_ms, help="longest a pair waits for others")
+    limits = {
+        "--max-batch-tokens": (S.max_batch_tokens, "tokens gathered per run"),
+        "--max-batch-pairs": (S.max_batch_pairs, "pairs gathered per run"),
+        "--max-queue-pairs": (S.max_queue_pairs, "queued pairs before 503"),
+        "--max-request-pairs": (S.max_request_pairs, "pairs (or rerank texts) per request before 413"),
+        "--max-text-chars": (S.max_text_chars, "characters per text before 413"),
+    }
+    for flag, (default, text) in limits.items():
+        s.add_argument(flag, type=positive_int, default=default, help=text)
+    s.add_argument("--no-warmup", action="store_true", help="ready as soon as the bundle is loaded")
+    s.set_defaults(func=_serve)
+
+
+def _add_bench_serve(sub) -> None:
+    b = _subparser(sub, "bench-serve", "load benchmark of pairbert serve on loopback (1-128 clients)")
+    b.add_argument("bundle", help="bundle folder written by `pairbert export`")
+    b.add_argument("--out", default="runs/bench-serve", help="folder for serve_load.json")
+    b.add_argument("--clients", default="1,8,32,128", help="comma-separated concurrent client counts")
+    b.add_argument("--seconds", type=float, default=10.0, help="duration of each measurement")
+    b.add_argument("--threads", type=positive_int, help="threads of server and in-process predictor")
+    b.add_argument("--rss-requests", type=int, default=20_000, help="requests between RSS readings (0: skip)")
+    b.set_defaults(func=_bench_serve)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pairbert", description=__doc__, epilog=EPILOG, formatter_class=_Formatter
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {pairbert.__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_train, _add_evaluate, _add_export, _add_predict, _add_bench, _add_serve,
+                _add_bench_serve):
+        add(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    args = parser.parse_args(argv)  # exits with 2 on a usage error
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     if args.command == "train":
         from pairbert.builtin_data import BUILTIN_TRAIN, BUILTIN_VALIDATION
 
@@ -260,9 +430,16 @@ def main(argv: list[str] | None = None) -> int:
             args.validation = args.validation or str(BUILTIN_VALIDATION)
     try:
         args.func(args)
+    except UserError as exc:
+        parser.print_usage(sys.stderr)
+        print(f"pairbert {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except PairbertError as exc:
         print(f"pairbert {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_ERROR
     except BrokenPipeError:  # e.g. `pairbert predict ... | head`
-        return 0
-    return 0
+        return EXIT_OK
+    except KeyboardInterrupt:
+        print(f"pairbert {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return EXIT_OK

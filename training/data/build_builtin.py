@@ -32,8 +32,16 @@ def build(bank: list[dict], seed: int = SEED) -> tuple[list[dict], list[dict]]:
         by_topic.setdefault(row["topic"], []).append(i)
     rows = []
     for i, row in enumerate(bank):
-        rows.append({"question": row["question"], "answer": row["answer"], "label": 1, "kind": "positive",
-                     "topic": row["topic"], "qid": i})
+        rows.append(
+            {
+                "question": row["question"],
+                "answer": row["answer"],
+                "label": 1,
+                "kind": "positive",
+                "topic": row["topic"],
+                "qid": i,
+            }
+        )
         if i % 2 == 0:
             others = [j for j in by_topic[row["topic"]] if j != i]
             kind = "hard_negative"
@@ -41,8 +49,16 @@ def build(bank: list[dict], seed: int = SEED) -> tuple[list[dict], list[dict]]:
             others = [j for j in range(len(bank)) if bank[j]["topic"] != row["topic"]]
             kind = "easy_negative"
         j = rng.choice(others)
-        rows.append({"question": row["question"], "answer": bank[j]["answer"], "label": 0, "kind": kind,
-                     "topic": row["topic"], "qid": i})
+        rows.append(
+            {
+                "question": row["question"],
+                "answer": bank[j]["answer"],
+                "label": 0,
+                "kind": kind,
+                "topic": row["topic"],
+                "qid": i,
+            }
+        )
     qids = list(range(len(bank)))
     rng.shuffle(qids)
     held_out = set(qids[: round(len(bank) * VALIDATION_FRACTION)])
