@@ -308,8 +308,9 @@ class PairClassifier:
     def _run(self, feed: dict[str, np.ndarray]) -> np.ndarray:
         return self.session.run(feed)
 
-    def rank(self, query: str, texts: Sequence[str], top_k: int | None = None,
-             batch_size: int = 32) -> list[tuple[int, float]]:
+    def rank(
+        self, query: str, texts: Sequence[str], top_k: int | None = None, batch_size: int = 32
+    ) -> list[tuple[int, float]]:
         """Rerank `texts` against `query`: (index into texts, match probability) pairs, best first (ties keep
         the input order), at most `top_k` of them."""
         if isinstance(texts, str) or not isinstance(texts, Sequence):

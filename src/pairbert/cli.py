@@ -201,23 +201,40 @@ def _serve(args: argparse.Namespace) -> None:
     except ImportError as exc:  # the [serve] extra is missing: say which to install, no traceback
         raise PairbertError(str(exc)) from None
 
-    serve(ServeSettings(
-        bundle=args.bundle, host=args.host, port=args.port, variant=args.variant, device=args.device,
-        threads=args.threads, workers=args.workers, batching=not args.no_batching,
-        max_wait_ms=args.max_wait_ms,
-        max_batch_tokens=args.max_batch_tokens, max_batch_pairs=args.max_batch_pairs,
-        max_queue_pairs=args.max_queue_pairs, max_request_pairs=args.max_request_pairs,
-        max_text_chars=args.max_text_chars, warmup=not args.no_warmup,
-    ))
+    serve(
+        ServeSettings(
+            bundle=args.bundle,
+            host=args.host,
+            port=args.port,
+            variant=args.variant,
+            device=args.device,
+            threads=args.threads,
+            workers=args.workers,
+            batching=not args.no_batching,
+            max_wait_ms=args.max_wait_ms,
+            max_batch_tokens=args.max_batch_tokens,
+            max_batch_pairs=args.max_batch_pairs,
+            max_queue_pairs=args.max_queue_pairs,
+            max_request_pairs=args.max_request_pairs,
+            max_text_chars=args.max_text_chars,
+            warmup=not args.no_warmup,
+        )
+    )
 
 
 def _bench_serve(args: argparse.Namespace) -> None:
     from pairbert.benchmarks.serve_load import LoadSettings, run_load_benchmark
 
-    run_load_benchmark(LoadSettings(
-        bundle=args.bundle, out=args.out, clients=tuple(int(c) for c in args.clients.split(",")),
-        seconds=args.seconds, threads=args.threads, rss_requests=args.rss_requests,
-    ))
+    run_load_benchmark(
+        LoadSettings(
+            bundle=args.bundle,
+            out=args.out,
+            clients=tuple(int(c) for c in args.clients.split(",")),
+            seconds=args.seconds,
+            threads=args.threads,
+            rss_requests=args.rss_requests,
+        )
+    )
 
 
 def positive_int(text: str) -> int:
@@ -410,8 +427,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {pairbert.__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_train, _add_evaluate, _add_export, _add_predict, _add_bench, _add_serve,
-                _add_bench_serve):
+    for add in (
+        _add_train,
+        _add_evaluate,
+        _add_export,
+        _add_predict,
+        _add_bench,
+        _add_serve,
+        _add_bench_serve,
+    ):
         add(sub)
     return parser
 
