@@ -71,10 +71,12 @@ def installed_sizes() -> dict:
     from pairbert.runtime.ort import installed_builds
 
     runtime = _closure([*installed_builds(), "numpy", "tokenizers"])
+    with_openvino = runtime | _closure(["openvino"])
     torch_env = _closure(["torch", "transformers", "tokenizers", "numpy", "safetensors"])
     return {
         "runtime_mb": round(_size_mb(runtime), 1),
         "runtime_packages": sorted(runtime),
+        "runtime_openvino_mb": round(_size_mb(with_openvino), 1) if "openvino" in with_openvino else None,
         "torch_mb": round(_size_mb(torch_env), 1),
         "torch_packages": sorted(torch_env),
     }

@@ -24,14 +24,12 @@ def onnx_model(graph):
 
 
 def cpu_session(model, threads: int):
-    """A CPU session on `threads` intra-op threads; `model` is a ModelProto or a path."""
-    import onnxruntime as ort
+    """A CPU onnxruntime.InferenceSession on `threads` intra-op threads from the runtime's session factory
+    (arena kept: the yardstick measures kernels, not allocation); `model` is a ModelProto or a path."""
+    from pairbert.runtime.sessions import SessionSettings, open_session
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    source = model.SerializeToString() if hasattr(model, "SerializeToString") else str(model)
-    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    source = model.SerializeToString() if hasattr(model, "SerializeToString") else model
+    return open_session("onnxruntime", source, SessionSettings(threads=threads, cpu_arena="keep")).session
 
 
 def _matmul_session(k: int, n: int, threads: int):

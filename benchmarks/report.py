@@ -51,10 +51,21 @@ def _targets(r: dict) -> list[str]:
 
 
 def markdown(r: dict) -> str:
-    m = r["machine"]
+    """The whole report: header and targets, then one section per question."""
     rows = r["contestants"]
     base = next(c for c in rows if c["contestant"] == "torch-fp32")
-    lines = [
+    lines = _header(r)
+    for section in (_latency, _batch32, _kernel_floor, _throughput):
+        lines += section(r, rows, base)
+    lines += _footprint(r, rows)
+    if r["problems"]:
+        lines += ["", "**Problems:** " + "; ".join(r["problems"])]
+    return "\n".join(lines) + "\n"
+
+
+def _header(r: dict) -> list[str]:
+    m = r["machine"]
+    return [
         f"Machine: {m['cpu']}, {m['physical_cores']} physical cores, ISA {', '.join(m['isa'])}; "
         f"{r['threads']} threads for every contestant. Matrix peak on the model's GEMM shapes: "
         + ", ".join(f"{p} {v:.0f}" for p, v in r["gemm_peak"].get("by_precision", {}).items())
@@ -65,6 +76,11 @@ def markdown(r: dict) -> str:
         "",
         *_targets(r),
         *([f"Not run here: {'; '.join(r['skipped'])}.", ""] if r.get("skipped") else []),
+    ]
+
+
+def _latency(r: dict, rows: list[dict], base: dict) -> list[str]:
+    lines = [
         "### Batch-1 latency (end to end, tokenization included; p50 / p90 / p99 ms)",
         "",
         "| contestant | "
@@ -85,6 +101,11 @@ def markdown(r: dict) -> str:
             + f" | {_ratio(base['latency']['short']['p50_ms'], short['p50_ms'])}"
             + f" | {short['pct_of_peak']:.0f}% | {c['validation']['accuracy']:.1%} |"
         )
+    return lines
+
+
+def _batch32(r: dict, rows: list[dict], base: dict) -> list[str]:
+    lines: list[str] = []
     if all("batch32x128" in c for c in rows):
         lines += [
             "",
@@ -99,6 +120,11 @@ def markdown(r: dict) -> str:
                 f"| {c['contestant']} | {b['p50_ms']:.1f} | {b['gflops']:.0f} | {b['pct_of_peak']:.0f}% | "
                 f"{_ratio(base['batch32x128']['p50_ms'], b['p50_ms'])} |"
             )
+    return lines
+
+
+def _kernel_floor(r: dict, rows: list[dict], base: dict) -> list[str]:
+    lines: list[str] = []
     if "kernel_floor" in r:
         f = r["kernel_floor"]
         reached = {
@@ -134,6 +160,11 @@ def markdown(r: dict) -> str:
             f"{c['latency']['short']['tokenize_p50_ms']:.3f} ms of {c['latency']['short']['p50_ms']:.2f} ms "
             f"({100 * c['latency']['short']['tokenize_p50_ms'] / c['latency']['short']['p50_ms']:.1f}%).",
         ]
+    return lines
+
+
+def _throughput(r: dict, rows: list[dict], base: dict) -> list[str]:
+    lines: list[str] = []
     pad128 = base["throughput"].get("pad128", {})
     lines += [
         "",
@@ -152,6 +183,11 @@ def markdown(r: dict) -> str:
                 _ratio(t["pairs_per_s"], pad128[b]["pairs_per_s"]) for b, t in by_batch.items() if b in pad128
             )
             lines.append(f"| {c['contestant']} | {mode} | " + " | ".join(cells) + f" | {vs} |")
+    return lines
+
+
+def _footprint(r: dict, rows: list[dict]) -> list[str]:
+    lines: list[str] = []
     cs, mg, inst = r["cold_start"], r["memory_growth"], r["installed"]
     lines += [
         "",
@@ -180,12 +216,15 @@ def markdown(r: dict) -> str:
         f"{min(mg['first_window_mb']['low'], mg['last_window_mb']['low']):.0f} and "
         f"{max(mg['first_window_mb']['peak'], mg['last_window_mb']['peak']):.0f} MB.",
         "- Files on disk: " + ", ".join(f"{k} {v} MB" for k, v in r["disk_mb"].items()) + ".",
-        f"- Installed size: runtime environment {inst['runtime_mb']} MB vs torch environment "
-        f"{inst['torch_mb']} MB.",
+        f"- Installed size: runtime environment {inst['runtime_mb']} MB"
+        + (
+            f" ({inst['runtime_openvino_mb']} MB with the openvino extra)"
+            if inst.get("runtime_openvino_mb")
+            else ""
+        )
+        + f" vs torch environment {inst['torch_mb']} MB.",
     ]
-    if r["problems"]:
-        lines += ["", "**Problems:** " + "; ".join(r["problems"])]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def plots(r: dict, out: Path) -> list[Path]:
@@ -196,6 +235,10 @@ def plots(r: dict, out: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return [_latency_plot(plt, r, out / "latency.png"), _throughput_plot(plt, r, out / "throughput.png")]
+
+
+def _latency_plot(plt, r: dict, path: Path) -> Path:
     rows = r["contestants"]
     workloads = list(rows[0]["latency"])
     fig, axes = plt.subplots(
@@ -223,10 +266,13 @@ def plots(r: dict, out: Path) -> list[Path]:
         fontsize=9,
     )
     fig.tight_layout()
-    made = [out / "latency.png"]
-    fig.savefig(made[0], dpi=110)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
+    return path
 
+
+def _throughput_plot(plt, r: dict, path: Path) -> Path:
+    rows = r["contestants"]
     fig, ax = plt.subplots(figsize=(9, 4.8))
     batches: set[int] = set()
     for c in rows:
@@ -251,7 +297,6 @@ def plots(r: dict, out: Path) -> list[Path]:
     )
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
-    made.append(out / "throughput.png")
-    fig.savefig(made[1], dpi=110)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
-    return made
+    return path

@@ -144,13 +144,10 @@ def _cold_starts(bundle: Path, checkpoint: Path, threads: int, quick: bool) -> d
     return {"cold_start": warm, "cold_start_first_ever": first["runtime"]}
 
 
-def run_suite(bundle: Path, checkpoint: Path | None, out: Path, quick: bool, threads: int | None) -> dict:
-    from pairbert.runtime.bundle import read_manifest, weights_sha256
-    from pairbert.runtime.devices import physical_cores
+def _matching_checkpoint(bundle: Path, manifest, checkpoint: Path | None) -> Path:
+    """The torch checkpoint the bundle was exported from (refused when its weights differ)."""
+    from pairbert.runtime.bundle import weights_sha256
 
-    from . import footprint
-
-    manifest = read_manifest(bundle)
     checkpoint = Path(checkpoint or manifest.source_checkpoint)
     if not (checkpoint / "config.json").is_file():
         raise BenchmarkError(f"{checkpoint}: no checkpoint for the torch contestants; pass --checkpoint")
@@ -160,6 +157,31 @@ def run_suite(bundle: Path, checkpoint: Path | None, out: Path, quick: bool, thr
             f"({manifest.source_checkpoint}); torch and ORT would compare different models. "
             "Pass the matching --checkpoint or re-export the bundle from this one"
         )
+    return checkpoint
+
+
+def _run_worker(name: str, bundle: Path, checkpoint: Path, threads: int, quick: bool) -> dict:
+    print(f"  {name} …", flush=True)
+    args = [
+        "-m",
+        "pairbert.benchmarks.worker",
+        name,
+        "--bundle",
+        str(bundle),
+        "--checkpoint",
+        str(checkpoint),
+    ]
+    return run_json([*args, "--threads", str(threads), *(["--quick"] if quick else [])], 1800)
+
+
+def run_suite(bundle: Path, checkpoint: Path | None, out: Path, quick: bool, threads: int | None) -> dict:
+    from pairbert.runtime.bundle import read_manifest
+    from pairbert.runtime.devices import physical_cores
+
+    from . import footprint
+
+    manifest = read_manifest(bundle)
+    checkpoint = _matching_checkpoint(bundle, manifest, checkpoint)
     threads = threads or physical_cores()
     config = json.loads((checkpoint / "config.json").read_text())["encoder"]
     hidden, layers, intermediate = (
@@ -173,30 +195,14 @@ def run_suite(bundle: Path, checkpoint: Path | None, out: Path, quick: bool, thr
     peak = run_json(
         ["-m", "pairbert.benchmarks.gemm_peak", str(hidden), str(threads), "0.3" if quick else "1.5"], 300
     )
-    results = []
     names, skipped = contestants_for(manifest)
-    for name in names:
-        print(f"  {name} …", flush=True)
-        args = [
-            "-m",
-            "pairbert.benchmarks.worker",
-            name,
-            "--bundle",
-            str(bundle),
-            "--checkpoint",
-            str(checkpoint),
-            "--threads",
-            str(threads),
-        ] + (["--quick"] if quick else [])
-        results.append(run_json(args, 1800))
+    results = [_run_worker(name, bundle, checkpoint, threads, quick) for name in names]
     add_efficiency(results, hidden, layers, peak["peak_gflops"])
     problems = check_agreement(results)
     floor = kernel_floor(results, hidden, intermediate, layers, threads, quick)
 
-    cpu_variant = next(v for v in ("int8", "optimized", "fp32") if v in manifest.variants)
-    growth = footprint.memory_growth(
-        bundle, cpu_variant, threads, 500 if quick else 10000, 100 if quick else 1000
-    )
+    # the default path, as a service runs it (auto: the calibration cache is warm from its worker)
+    growth = footprint.memory_growth(bundle, "auto", threads, 500 if quick else 10000, 100 if quick else 1000)
     if not quick and growth["growth_pct"] > MAX_RSS_GROWTH_PCT:
         problems.append(
             f"RSS grew {growth['growth_pct']:.1f}% over {growth['predictions']} predictions "

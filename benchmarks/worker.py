@@ -42,6 +42,69 @@ def timed_runs(fn, warmup: int, min_runs: int, min_seconds: float, max_runs: int
     return samples
 
 
+def _latency(contestant, encoder, quick: bool) -> dict:
+    latency: dict = {}
+    for workload, target in LATENCY_TARGETS.items():
+        if quick and workload != "short":
+            continue
+        q, a, tokens = sized_pair(encoder, target)
+        pair = [(q, a)]
+        mode = contestant.modes[0]
+        samples = timed_runs(
+            lambda pair=pair, mode=mode: contestant.predict(pair, 1, mode),
+            warmup=3 if quick else 10,
+            min_runs=5 if quick else 50,
+            min_seconds=0.2 if quick else 2.0,
+        )
+        latency[workload] = {"tokens": tokens, **percentiles(samples)}
+        if workload == "short" and contestant.family in ("ort", "openvino"):
+            # how much of batch-1 latency is tokenization (both orders, padding included)
+            tok = timed_runs(
+                lambda q=q, a=a: encoder.collate(*encoder.tokenize([q], [a])), 10, 50, 0.2 if quick else 1.0
+            )
+            latency[workload]["tokenize_p50_ms"] = float(np.percentile(np.array(tok) * 1e3, 50))
+
+    return latency
+
+
+def _batch32x128(contestant, encoder) -> dict:
+    q, a, tokens = sized_pair(encoder, LATENCY_TARGETS["long"])
+    batch = [(q, a)] * 32
+    samples = timed_runs(lambda: contestant.predict(batch, 32, contestant.modes[0]), 2, 5, 3.0)
+    return {"tokens": tokens, "batch": 32, **percentiles(samples)}
+
+
+def _throughput(contestant, encoder, quick: bool) -> dict:
+    result: dict = {"throughput": {}}
+    job = mixed_job(128 if quick else 1000)
+    result["job_pairs"] = len(job)
+    result["job_lengths"] = encoder.lengths([p[0] for p in job], [p[1] for p in job])
+    for mode in contestant.modes:
+        for batch in (32,) if quick else (8, 32, 128):
+            contestant.predict(job[: batch * 2], batch, mode)  # warm-up at this batch size
+            t = time.perf_counter()
+            contestant.predict(job, batch, mode)
+            elapsed = time.perf_counter() - t
+            result["throughput"].setdefault(mode, {})[str(batch)] = {
+                "pairs_per_s": len(job) / elapsed,
+                "seconds": elapsed,
+            }
+
+    return result
+
+
+def _validation(contestant, quick: bool) -> dict:
+    rows = validation_pairs()[: 40 if quick else None]
+    probs = contestant.predict([(r.question, r.answer) for r in rows], 32, contestant.modes[0])
+    labels = probs.argmax(-1)
+    return {
+        "pairs": len(rows),
+        "accuracy": float((labels == np.array([r.label for r in rows])).mean()),
+        "labels": labels.tolist(),
+        "match_probability": probs[:, 1].round(6).tolist(),
+    }
+
+
 def run(name: str, bundle: Path, checkpoint: Path, threads: int, quick: bool) -> dict:
     from pairbert.runtime.tokenization import PairEncoder
 
@@ -63,55 +126,11 @@ def run(name: str, bundle: Path, checkpoint: Path, threads: int, quick: bool) ->
     if hasattr(contestant, "chosen"):
         result["chosen"] = contestant.chosen
 
-    for workload, target in LATENCY_TARGETS.items():
-        if quick and workload != "short":
-            continue
-        q, a, tokens = sized_pair(encoder, target)
-        pair = [(q, a)]
-        mode = contestant.modes[0]
-        samples = timed_runs(
-            lambda pair=pair, mode=mode: contestant.predict(pair, 1, mode),
-            warmup=3 if quick else 10,
-            min_runs=5 if quick else 50,
-            min_seconds=0.2 if quick else 2.0,
-        )
-        result["latency"][workload] = {"tokens": tokens, **percentiles(samples)}
-        if workload == "short" and contestant.family in ("ort", "openvino"):
-            # how much of batch-1 latency is tokenization (both orders, padding included)
-            tok = timed_runs(
-                lambda q=q, a=a: encoder.collate(*encoder.tokenize([q], [a])), 10, 50, 0.2 if quick else 1.0
-            )
-            result["latency"][workload]["tokenize_p50_ms"] = float(np.percentile(np.array(tok) * 1e3, 50))
-
+    result["latency"] = _latency(contestant, encoder, quick)
     if not quick:  # the GEMM-bound case: a full batch of maximum-length pairs
-        q, a, tokens = sized_pair(encoder, LATENCY_TARGETS["long"])
-        batch = [(q, a)] * 32
-        samples = timed_runs(lambda: contestant.predict(batch, 32, contestant.modes[0]), 2, 5, 3.0)
-        result["batch32x128"] = {"tokens": tokens, "batch": 32, **percentiles(samples)}
-
-    job = mixed_job(128 if quick else 1000)
-    result["job_pairs"] = len(job)
-    result["job_lengths"] = encoder.lengths([p[0] for p in job], [p[1] for p in job])
-    for mode in contestant.modes:
-        for batch in (32,) if quick else (8, 32, 128):
-            contestant.predict(job[: batch * 2], batch, mode)  # warm-up at this batch size
-            t = time.perf_counter()
-            contestant.predict(job, batch, mode)
-            elapsed = time.perf_counter() - t
-            result["throughput"].setdefault(mode, {})[str(batch)] = {
-                "pairs_per_s": len(job) / elapsed,
-                "seconds": elapsed,
-            }
-
-    rows = validation_pairs()[: 40 if quick else None]
-    probs = contestant.predict([(r.question, r.answer) for r in rows], 32, contestant.modes[0])
-    labels = probs.argmax(-1)
-    result["validation"] = {
-        "pairs": len(rows),
-        "accuracy": float((labels == np.array([r.label for r in rows])).mean()),
-        "labels": labels.tolist(),
-        "match_probability": probs[:, 1].round(6).tolist(),
-    }
+        result["batch32x128"] = _batch32x128(contestant, encoder)
+    result.update(_throughput(contestant, encoder, quick))
+    result["validation"] = _validation(contestant, quick)
     result["rss_mb"] = current_rss_mb()
     result["peak_rss_mb"] = peak_rss_mb()
     return result

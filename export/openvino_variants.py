@@ -19,15 +19,9 @@ from pairbert.runtime.bundle import VariantInfo, sha256_file
 from pairbert.runtime.sessions import SessionSettings, has_bf16_units, open_session, openvino_available
 from pairbert.runtime.variants import OPENVINO_PRECISION, OPENVINO_VARIANTS, PRECISION
 
-from .validation import ParityRule, StageReport, parity_figures
+from .validation import StageReport, gate
 
 log = logging.getLogger(__name__)
-
-PARITY_RULES = {
-    # OpenVINO's fp32 kernels sum in another order than torch's: same bound as ORT's fp32 graphs.
-    "openvino-fp32": ParityRule(max_abs_logit_diff=1e-4),
-    "openvino-bf16": ParityRule(min_label_agreement=0.995),
-}
 
 
 def build_openvino_variants(
@@ -75,17 +69,7 @@ def build_openvino_variants(
         )
         candidate = np.concatenate([session.run(feed) for feed in feeds])
         session.close()
-        figures = parity_figures(reference, candidate)
-        fails = PARITY_RULES[name].failures(figures)
-        detail = (
-            f"{figures['pairs']} pairs, max |Δlogit| {figures['max_abs_logit_diff']:.2e}, "
-            f"max |Δprob| {figures['max_abs_prob_diff']:.2e}, mean |Δprob| "
-            f"{figures['mean_abs_prob_diff']:.2e}, "
-            f"labels agree {figures['label_agreement']:.2%}"
-        )
-        (report.fail if fails else report.ok)(
-            f"parity {name}", detail + (" — " + "; ".join(fails) if fails else "")
-        )
+        figures, fails = gate(name, reference, candidate, report)
         out.append(
             VariantInfo(
                 **common, parity=figures, passed_parity=not fails, validated_on="cpu", notes="; ".join(fails)

@@ -318,6 +318,20 @@ class PairClassifier:
     def _run(self, feed: dict[str, np.ndarray]) -> np.ndarray:
         return self.session.run(feed)
 
+    def rank(
+        self, query: str, texts: Sequence[str], top_k: int | None = None, batch_size: int = 32
+    ) -> list[tuple[int, float]]:
+        """Rerank `texts` against `query`: (index into texts, match probability) pairs, best first (ties keep
+        the input order), at most `top_k` of them."""
+        if isinstance(texts, str) or not isinstance(texts, Sequence):
+            raise PredictorError("texts must be a sequence of str, not a single str")
+        if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 0):
+            raise PredictorError(f"top_k must be a non-negative int or None, got {top_k!r}")
+        _check_text(query, 0, "query")
+        scores = self.predict([(query, text) for text in texts], batch_size=batch_size).match_probability
+        order = sorted(range(len(scores)), key=lambda i: (-float(scores[i]), i))
+        return [(i, float(scores[i])) for i in order[:top_k]]
+
 
 def _device_plans(request: _Request) -> list[DevicePlan]:
     """CUDA first where it may run (then the CPU when allowed or when CUDA was only "auto"), else the CPU."""

@@ -357,6 +357,50 @@ def variant_list(text: str) -> tuple[str, ...]:
     return variants
 
 
+def _serve(args: argparse.Namespace) -> None:
+    from pairbert.serving.settings import ServeSettings
+
+    try:
+        from pairbert.serving.server import serve
+    except ImportError as exc:  # the [serve] extra is missing: say which to install, no traceback
+        raise PairbertError(str(exc)) from None
+
+    serve(
+        ServeSettings(
+            bundle=args.bundle,
+            host=args.host,
+            port=args.port,
+            variant=args.variant,
+            device=args.device,
+            threads=args.threads,
+            workers=args.workers,
+            batching=not args.no_batching,
+            max_wait_ms=args.max_wait_ms,
+            max_batch_tokens=args.max_batch_tokens,
+            max_batch_pairs=args.max_batch_pairs,
+            max_queue_pairs=args.max_queue_pairs,
+            max_request_pairs=args.max_request_pairs,
+            max_text_chars=args.max_text_chars,
+            warmup=not args.no_warmup,
+        )
+    )
+
+
+def _bench_serve(args: argparse.Namespace) -> None:
+    from pairbert.benchmarks.serve_load import LoadSettings, run_load_benchmark
+
+    run_load_benchmark(
+        LoadSettings(
+            bundle=args.bundle,
+            out=args.out,
+            clients=tuple(int(c) for c in args.clients.split(",")),
+            seconds=args.seconds,
+            threads=args.threads,
+            rss_requests=args.rss_requests,
+        )
+    )
+
+
 def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -512,6 +556,43 @@ def _add_bench(sub) -> None:
     b.set_defaults(func=_bench)
 
 
+def _add_serve(sub) -> None:
+    from pairbert.serving.settings import ServeSettings as S  # noqa: N817 - defaults only (torch-free, light)
+
+    s = _subparser(sub, "serve", "HTTP server with cross-request batching (needs pairbert[serve])")
+    s.add_argument("bundle", help="bundle folder written by `pairbert export`")
+    s.add_argument("--host", default=S.host, help="address to listen on (loopback unless you say otherwise)")
+    s.add_argument("--port", type=int, default=S.port, help="0 picks a free port (printed)")
+    s.add_argument("--variant", default="auto", help="variant to serve (auto: the fastest passing one)")
+    s.add_argument("--device", default="auto", choices=DEVICES)
+    s.add_argument("--threads", type=positive_int, help="threads per worker (default: cores / workers)")
+    s.add_argument("--workers", type=positive_int, default=S.workers, help="processes; they split the cores")
+    s.add_argument("--no-batching", action="store_true", help="run each request alone (a baseline)")
+    s.add_argument("--max-wait-ms", type=float, default=S.max_wait_ms, help="longest a pair waits for others")
+    limits = {
+        "--max-batch-tokens": (S.max_batch_tokens, "tokens gathered per run"),
+        "--max-batch-pairs": (S.max_batch_pairs, "pairs gathered per run"),
+        "--max-queue-pairs": (S.max_queue_pairs, "queued pairs before 503"),
+        "--max-request-pairs": (S.max_request_pairs, "pairs (or rerank texts) per request before 413"),
+        "--max-text-chars": (S.max_text_chars, "characters per text before 413"),
+    }
+    for flag, (default, text) in limits.items():
+        s.add_argument(flag, type=positive_int, default=default, help=text)
+    s.add_argument("--no-warmup", action="store_true", help="ready as soon as the bundle is loaded")
+    s.set_defaults(func=_serve)
+
+
+def _add_bench_serve(sub) -> None:
+    b = _subparser(sub, "bench-serve", "load benchmark of pairbert serve on loopback (1-128 clients)")
+    b.add_argument("bundle", help="bundle folder written by `pairbert export`")
+    b.add_argument("--out", default="runs/bench-serve", help="folder for serve_load.json")
+    b.add_argument("--clients", default="1,8,32,128", help="comma-separated concurrent client counts")
+    b.add_argument("--seconds", type=float, default=10.0, help="duration of each measurement")
+    b.add_argument("--threads", type=positive_int, help="threads of server and in-process predictor")
+    b.add_argument("--rss-requests", type=int, default=20_000, help="requests between RSS readings (0: skip)")
+    b.set_defaults(func=_bench_serve)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pairbert", description=__doc__, epilog=EPILOG, formatter_class=_Formatter
@@ -519,7 +600,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {pairbert.__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_train, _add_evaluate, _add_export, _add_predict, _add_bench):
+    for add in (
+        _add_train,
+        _add_evaluate,
+        _add_export,
+        _add_predict,
+        _add_bench,
+        _add_serve,
+        _add_bench_serve,
+    ):
         add(sub)
     return parser
 
