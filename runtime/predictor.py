@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import calibration
+from . import atomic_dir, calibration
 from .bundle import (
     MANIFEST_FILE,
     BundleError,
@@ -217,7 +217,7 @@ class PairClassifier:
             variant, device, backend, threads, allow_fallback, verify, cpu_arena, max_batch_tokens, calibrate
         )
         request.check()
-        bundle = Path(bundle)
+        bundle = atomic_dir.locate(Path(bundle))  # a complete copy, even if an export swap was interrupted
         manifest = read_manifest(bundle)
         claimed = LEDGER.claim(threads)
         try:
