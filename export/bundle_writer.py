@@ -444,9 +444,7 @@ def export_bundle(
 
 
 def _swap_into_place(work: Path, out_dir: Path) -> None:
-    old = out_dir.parent / f".old-{out_dir.name}"
-    shutil.rmtree(old, ignore_errors=True)
-    if out_dir.exists():
-        os.replace(out_dir, old)
-    os.replace(work, out_dir)
-    shutil.rmtree(old, ignore_errors=True)
+    """Crash-safe: a complete bundle stays findable at every instant (see pairbert.runtime.atomic_dir)."""
+    from pairbert.runtime.atomic_dir import swap_into_place
+
+    swap_into_place(work, out_dir)

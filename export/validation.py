@@ -154,7 +154,18 @@ def parity_figures(reference: np.ndarray, candidate: np.ndarray) -> dict:
         "max_abs_prob_diff": float(dp.max()),
         "mean_abs_prob_diff": float(dp.mean()),
         "label_agreement": float((reference.argmax(-1) == candidate.argmax(-1)).mean()),
+        "non_finite": _non_finite(reference, candidate),
     }
+
+
+def _non_finite(reference: np.ndarray, candidate: np.ndarray) -> str:
+    """ "" when all logits are finite, else which side has how many NaN/inf values."""
+    parts = [
+        f"{name} {int((~np.isfinite(a)).sum())}"
+        for name, a in (("torch", reference), ("onnx", candidate))
+        if not np.isfinite(a).all()
+    ]
+    return ", ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -163,13 +174,22 @@ class ParityRule:
     min_label_agreement: float | None = None
 
     def failures(self, figures: dict) -> list[str]:
+        """What fails the rule. Written so that NaN fails (`nan > x` is False, `nan <= x` too)."""
         out = []
-        if self.max_abs_logit_diff is not None and figures["max_abs_logit_diff"] > self.max_abs_logit_diff:
+        if figures.get("non_finite"):
+            out.append(f"non-finite logits ({figures['non_finite']}): the model or its export is broken")
+        if (
+            self.max_abs_logit_diff is not None
+            and not figures["max_abs_logit_diff"] <= self.max_abs_logit_diff
+        ):
             out.append(
                 f"max |Δlogit| {figures['max_abs_logit_diff']:.3g} > {self.max_abs_logit_diff:g} "
                 f"(over by {figures['max_abs_logit_diff'] - self.max_abs_logit_diff:.3g})"
             )
-        if self.min_label_agreement is not None and figures["label_agreement"] < self.min_label_agreement:
+        if (
+            self.min_label_agreement is not None
+            and not figures["label_agreement"] >= self.min_label_agreement
+        ):
             out.append(
                 f"label agreement {figures['label_agreement']:.2%} < {self.min_label_agreement:.0%} "
                 f"(short by {self.min_label_agreement - figures['label_agreement']:.2%})"

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 from .errors import PairbertError
 from .ort import cuda_install_hint, onnxruntime
@@ -20,8 +22,13 @@ class DeviceError(PairbertError, RuntimeError):
     pass
 
 
-def physical_cores() -> int:
-    """Physical cores this process may use (hyper-threads do not help GEMM-bound inference)."""
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+PROC_CGROUP = Path("/proc/self/cgroup")
+
+
+def physical_cores(cgroup_root: str | Path = CGROUP_ROOT, proc_cgroup: str | Path = PROC_CGROUP) -> int:
+    """Physical cores this process may use: the affinity mask's physical cores (hyper-threads do not help
+    GEMM-bound inference), capped by the cgroup CPU quota, so a 2-CPU pod on a 64-core node gets 2."""
     try:
         allowed = os.sched_getaffinity(0)
     except AttributeError:  # not Linux
@@ -36,7 +43,73 @@ def physical_cores() -> int:
             cores.add((package, core))
         except OSError:
             cores.add(("?", cpu))
-    return max(1, len(cores))
+    quota = cgroup_cpu_quota(cgroup_root, proc_cgroup)
+    count = len(cores) if quota is None else min(len(cores), math.floor(quota))
+    return max(1, count)
+
+
+def cgroup_cpu_quota(
+    cgroup_root: str | Path = CGROUP_ROOT, proc_cgroup: str | Path = PROC_CGROUP
+) -> float | None:
+    """CPUs' worth of time the cgroup quota allows (e.g. 2.0 for `cpu.max` = "200000 100000"), the tightest
+    over this process's cgroup and its parents; None where there is no quota. Reads cgroup v2 (`cpu.max`)
+    and v1 (`cpu.cfs_quota_us` / `cpu.cfs_period_us`)."""
+    root = Path(cgroup_root)
+    v2, v1 = _own_cgroups(Path(proc_cgroup))
+    limits = [q for d in _candidates(root, v2) if (q := _read_v2(d / "cpu.max")) is not None]
+    for sub in ("cpu", "cpu,cpuacct", "cpuacct,cpu"):
+        limits += [q for d in _candidates(root / sub, v1) if (q := _read_v1(d)) is not None]
+    return min(limits) if limits else None
+
+
+def _own_cgroups(proc_cgroup: Path) -> tuple[str, str]:
+    """This process's cgroup path for v2 (the `0::` line) and for v1's cpu controller ("/" when unknown)."""
+    v2 = v1 = "/"
+    try:
+        lines = proc_cgroup.read_text().splitlines()
+    except OSError:
+        return v2, v1
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        if parts[0] == "0" and parts[1] == "":
+            v2 = parts[2] or "/"
+        elif "cpu" in parts[1].split(","):
+            v1 = parts[2] or "/"
+    return v2, v1
+
+
+def _candidates(base: Path, own: str) -> list[Path]:
+    """`base` + this process's cgroup path and each parent up to `base` (a limit on a parent binds too).
+    Inside a cgroup namespace the path may not exist under `base`: then only `base` itself is read."""
+    found = [base]
+    path = base
+    for part in [p for p in own.split("/") if p]:
+        path = path / part
+        found.append(path)
+    return [d for d in found if d.is_dir()]
+
+
+def _read_v2(path: Path) -> float | None:
+    try:
+        quota, _, period = path.read_text().strip().partition(" ")
+        if quota == "max":
+            return None
+        return int(quota) / int(period or 100000)
+    except (OSError, ValueError, ZeroDivisionError):
+        return None
+
+
+def _read_v1(directory: Path) -> float | None:
+    try:
+        quota = int((directory / "cpu.cfs_quota_us").read_text().strip())
+        period = int((directory / "cpu.cfs_period_us").read_text().strip())
+    except (OSError, ValueError):
+        return None
+    if quota <= 0 or period <= 0:  # -1: no limit
+        return None
+    return quota / period
 
 
 def cuda_provider_available() -> bool:

@@ -2,6 +2,9 @@
 
 Lives in the runtime (not in training) because both sides need it and the runtime must stay torch-free.
 Every malformed row raises `PairFileError` naming the file, the line and the field; nothing is skipped.
+A line (JSONL) or a field (CSV/TSV) longer than MAX_LINE_CHARS is refused with its line number, so one huge
+row cannot exhaust memory; a UTF-8 byte-order mark is accepted at the start of any format; texts must be
+valid Unicode (a JSON "\\ud800" escape makes a lone surrogate, which is refused with its line and field).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from .errors import PairbertError
 FIELDS = ("question", "answer")
 LABEL_FIELD = "label"
 FORMATS = ("csv", "tsv", "jsonl")
+MAX_LINE_CHARS = 1 << 23  # 8,388,608 characters per JSONL line or CSV/TSV field
 
 
 class PairFileError(PairbertError, ValueError):
@@ -79,6 +83,12 @@ def _make_pair(row: dict, source: str, line: int, require_label: bool) -> Pair:
             raise PairFileError(source, line, field, f"expected text, got {type(value).__name__}")
         if not value.strip():
             raise PairFileError(source, line, field, "empty")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise PairFileError(
+                source, line, field, f"not valid Unicode ({exc.reason} at position {exc.start})"
+            ) from None
         texts.append(value)
     label = _parse_label(row.get(LABEL_FIELD), source, line)
     if require_label and label is None:
@@ -86,8 +96,20 @@ def _make_pair(row: dict, source: str, line: int, require_label: bool) -> Pair:
     return Pair(texts[0], texts[1], label, line)
 
 
+def _lines(stream: io.TextIOBase, source: str) -> Iterator[tuple[int, str]]:
+    """Numbered lines, each read with a length limit (a 50 MB line is refused, not loaded)."""
+    line_no = 0
+    while raw := stream.readline(MAX_LINE_CHARS + 2):
+        line_no += 1
+        if len(raw.rstrip("\r\n")) > MAX_LINE_CHARS:
+            raise PairFileError(
+                source, line_no, None, f"line longer than {MAX_LINE_CHARS:,} characters; refused"
+            )
+        yield line_no, raw.lstrip("\ufeff") if line_no == 1 else raw
+
+
 def _iter_jsonl(stream: io.TextIOBase, source: str, require_label: bool) -> Iterator[Pair]:
-    for line_no, raw in enumerate(stream, start=1):
+    for line_no, raw in _lines(stream, source):
         if not raw.strip():
             continue
         try:
@@ -104,6 +126,7 @@ def _iter_jsonl(stream: io.TextIOBase, source: str, require_label: bool) -> Iter
 def _iter_delimited(
     stream: io.TextIOBase, source: str, delimiter: str, require_label: bool
 ) -> Iterator[Pair]:
+    csv.field_size_limit(max(csv.field_size_limit(), MAX_LINE_CHARS))
     reader = csv.reader(stream, delimiter=delimiter, strict=True)
     try:
         header = next(reader)
@@ -121,6 +144,13 @@ def _iter_delimited(
         except StopIteration:
             return
         except csv.Error as exc:
+            if "field larger than field limit" in str(exc):
+                raise PairFileError(
+                    source,
+                    reader.line_num,
+                    None,
+                    f"a field longer than {MAX_LINE_CHARS:,} characters; refused",
+                ) from None
             raise PairFileError(source, reader.line_num, None, f"malformed row ({exc})") from None
         line_no = reader.line_num
         if not values or all(not v.strip() for v in values):

@@ -18,14 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
-from . import calibration
+from . import atomic_dir, calibration
 from .bundle import (
     MANIFEST_FILE,
     BundleError,
     Manifest,
     read_manifest,
+    read_verified,
     require_variant,
-    verify_file,
     verify_variant,
 )
 from .devices import LEDGER, DeviceError, DevicePlan, plan_device
@@ -217,13 +217,17 @@ class PairClassifier:
             variant, device, backend, threads, allow_fallback, verify, cpu_arena, max_batch_tokens, calibrate
         )
         request.check()
-        bundle = Path(bundle)
+        bundle = atomic_dir.locate(Path(bundle))  # a complete copy, even if an export swap was interrupted
         manifest = read_manifest(bundle)
         claimed = LEDGER.claim(threads)
         try:
-            if verify:
-                verify_file(bundle, manifest.tokenizer_file, manifest.tokenizer_sha256)
-            encoder = PairEncoder.from_file(bundle / manifest.tokenizer_file, manifest.max_length)
+            # Read once, check the sha256 of those bytes, hand the same bytes on: no time-of-check/use gap.
+            tokenizer_bytes = read_verified(
+                bundle, manifest.tokenizer_file, manifest.tokenizer_sha256 if verify else None
+            )
+            encoder = PairEncoder.from_str(
+                tokenizer_bytes, manifest.max_length, where=str(bundle / manifest.tokenizer_file)
+            )
             vocab = encoder.tokenizer.get_vocab_size()
             for plan in _device_plans(request):
                 opened = _open(bundle, manifest, plan, request, claimed, vocab)
@@ -264,8 +268,10 @@ class PairClassifier:
 
     def predict(self, pairs: Iterable[Sequence[str]], batch_size: int = 32) -> Prediction:
         """Classify (question, answer) pairs. Batches are length-bucketed; results keep the input order."""
-        if isinstance(pairs, (str, bytes)) or pairs is None:
-            raise PredictorError("pairs must be a sequence of (question, answer) tuples")
+        if isinstance(pairs, (str, bytes)) or not isinstance(pairs, Iterable):
+            raise PredictorError(
+                f"pairs must be a sequence of (question, answer) tuples, got {type(pairs).__name__}"
+            )
         questions, answers = [], []
         for i, pair in enumerate(pairs):
             if isinstance(pair, (str, bytes)) or not isinstance(pair, Sequence) or len(pair) != 2:
@@ -279,8 +285,9 @@ class PairClassifier:
     def predict_qa(
         self, questions: Sequence[str], answers: Sequence[str], batch_size: int = 32
     ) -> Prediction:
-        if isinstance(questions, str) or isinstance(answers, str):
-            raise PredictorError("questions and answers must be sequences of str, not a single str")
+        for name, value in (("questions", questions), ("answers", answers)):
+            if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+                raise PredictorError(f"{name} must be a sequence of str, got {type(value).__name__}")
         questions, answers = list(questions), list(answers)
         if len(questions) != len(answers):
             raise PredictorError(f"{len(questions)} questions but {len(answers)} answers")
@@ -290,8 +297,11 @@ class PairClassifier:
         return self._predict(questions, answers, batch_size)
 
     def _predict(self, questions: list[str], answers: list[str], batch_size: int) -> Prediction:
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise PredictorError(f"batch_size must be a positive int, got {batch_size!r}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, Integral) or batch_size < 1:
+            raise PredictorError(
+                f"batch_size must be a positive int, got {type(batch_size).__name__} {batch_size!r}"
+            )
+        batch_size = int(batch_size)
         n = len(questions)
         num_labels = len(self.label_names)
         if n == 0:
@@ -307,6 +317,20 @@ class PairClassifier:
 
     def _run(self, feed: dict[str, np.ndarray]) -> np.ndarray:
         return self.session.run(feed)
+
+    def rank(
+        self, query: str, texts: Sequence[str], top_k: int | None = None, batch_size: int = 32
+    ) -> list[tuple[int, float]]:
+        """Rerank `texts` against `query`: (index into texts, match probability) pairs, best first (ties keep
+        the input order), at most `top_k` of them."""
+        if isinstance(texts, str) or not isinstance(texts, Sequence):
+            raise PredictorError("texts must be a sequence of str, not a single str")
+        if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 0):
+            raise PredictorError(f"top_k must be a non-negative int or None, got {top_k!r}")
+        _check_text(query, 0, "query")
+        scores = self.predict([(query, text) for text in texts], batch_size=batch_size).match_probability
+        order = sorted(range(len(scores)), key=lambda i: (-float(scores[i]), i))
+        return [(i, float(scores[i])) for i in order[:top_k]]
 
 
 def _device_plans(request: _Request) -> list[DevicePlan]:
@@ -335,10 +359,15 @@ def _settings(plan: DevicePlan, request: _Request, threads: int, name: str) -> S
     )
 
 
-def _model_source(bundle: Path, manifest: Manifest, name: str, verify: bool) -> Path:
+def _model_source(bundle: Path, manifest: Manifest, name: str, verify: bool) -> bytes | Path:
+    """The verified bytes of the graph (what was checked is what runs), or for a graph with external data
+    (over 2 GB) its path, verified just before: the runtime must open the weight files itself."""
+    info = manifest.variants[name]
+    if not info.external_data:
+        return read_verified(bundle, info.file, info.sha256 if verify else None)
     if verify:
         return verify_variant(bundle, manifest, name)
-    return bundle / manifest.variants[name].file
+    return bundle / info.file
 
 
 def _open_variant(

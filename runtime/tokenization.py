@@ -8,38 +8,102 @@ masks and type ids the runtime feeds the graph are the ones the model was traine
 
 Truncation is longest-first to `max_length`; padding is to the longest pair in the batch, never to
 `max_length`.
+
+Memory is bounded by the token budget, whatever the text lengths. The tokenizer's own longest-first
+truncation of two long texts builds "overflow" pieces that nobody uses, and their number grows with the
+product of the lengths (8,000 words on both sides took 2.75 GB). So a pair whose text is longer than
+`8 × max_length` characters takes another path with the same result: each long text is counted in chunks cut
+before whitespace (no truncation, no overflow), the longest-first rule picks how many tokens of each side
+survive from the exact counts, and only a prefix of each text holding that many tokens is encoded (chunks
+of about 8 × max_length characters, so the overflow pieces that truncating the prefix still makes, and that
+the pair template combines with each other, stay a few dozen). Chunks are
+cut before ASCII whitespace, where WordPiece, byte-level BPE and Metaspace tokenizers split anyway; a text
+with no whitespace for a long stretch is encoded in one piece (correct, memory proportional to that stretch).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from tokenizers import Tokenizer
 
+from .errors import PairbertError
+
 ORDERS = ("qa", "aq")
 FEATURES = ("input_ids", "attention_mask", "token_type_ids")
+MIN_MAX_LENGTH, MAX_MAX_LENGTH = 8, 8192
+CHARS_PER_TOKEN_BUDGET = 8  # texts up to 8 × max_length characters take the tokenizer's own pair path
+_CUT = re.compile(r"[ \t\n\r]")
+
+
+class TokenizerError(PairbertError, ValueError):
+    """A tokenizer file or setting that cannot be used."""
 
 
 def input_name(order: str, feature: str) -> str:
     return f"{order}_{feature}"
 
 
+def longest_first(n1: int, n2: int, budget: int) -> tuple[int, int]:
+    """How many tokens of each side `tokenizers`' longest-first truncation keeps (its rule, exactly: the
+    shorter side keeps what it can; when both must shrink, each gets half and the longer side the odd one)."""
+    if n1 + n2 <= budget:
+        return n1, n2
+    swap = n1 > n2
+    if swap:
+        n1, n2 = n2, n1
+    n2 = n1 if n1 > budget else max(n1, budget - n1)
+    if n1 + n2 > budget:
+        n1 = budget // 2
+        n2 = n1 + budget % 2
+    return (n2, n1) if swap else (n1, n2)
+
+
+def check_max_length(max_length: object) -> int:
+    if isinstance(max_length, bool) or not isinstance(max_length, (int, np.integer)):
+        raise TokenizerError(f"max_length must be an int, got {type(max_length).__name__} {max_length!r}")
+    if not MIN_MAX_LENGTH <= max_length <= MAX_MAX_LENGTH:
+        raise TokenizerError(f"max_length must be in [{MIN_MAX_LENGTH}, {MAX_MAX_LENGTH}], got {max_length}")
+    return int(max_length)
+
+
 class PairEncoder:
     def __init__(self, tokenizer: Tokenizer, max_length: int = 128):
-        if max_length < 8:
-            raise ValueError(f"max_length must be at least 8, got {max_length}")
-        self.max_length = max_length
+        self.max_length = check_max_length(max_length)
         self.tokenizer = tokenizer
         self.tokenizer.no_padding()
-        self.tokenizer.enable_truncation(max_length=max_length, strategy="longest_first")
+        self.tokenizer.enable_truncation(max_length=self.max_length, strategy="longest_first")
         pad_id = tokenizer.token_to_id("[PAD]")
         self.pad_id = 0 if pad_id is None else pad_id
+        self._budget = self.max_length - tokenizer.num_special_tokens_to_add(is_pair=True)
+        self._long_chars = CHARS_PER_TOKEN_BUDGET * self.max_length
+        self._counter = None  # a copy without truncation, made on the first long text
 
     @classmethod
     def from_file(cls, path: str | Path, max_length: int = 128) -> PairEncoder:
-        return cls(Tokenizer.from_file(str(path)), max_length)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise TokenizerError(f"{path}: cannot read the tokenizer file ({exc})") from None
+        return cls.from_str(text, max_length, where=str(path))
+
+    @classmethod
+    def from_str(cls, text: str | bytes, max_length: int = 128, where: str = "tokenizer") -> PairEncoder:
+        """From the text of a tokenizer.json (a bundle hands over the bytes it verified)."""
+        if isinstance(text, bytes):
+            try:
+                text = text.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise TokenizerError(f"{where}: not UTF-8 ({exc.reason})") from None
+        try:
+            tokenizer = Tokenizer.from_str(text)
+        except Exception as exc:  # tokenizers raises a bare Exception for anything it cannot parse
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise TokenizerError(f"{where}: not a tokenizers tokenizer.json ({first})") from None
+        return cls(tokenizer, max_length)
 
     def encode(self, questions: Sequence[str], answers: Sequence[str]) -> dict[str, np.ndarray]:
         """Encode pairs in both orders; returns int64 arrays named like the graph inputs."""
@@ -49,20 +113,57 @@ class PairEncoder:
         """Unpadded encodings of each pair in both orders (QA list, AQ list)."""
         if len(questions) != len(answers):
             raise ValueError(f"{len(questions)} questions but {len(answers)} answers")
-        if len(questions) == 1:  # a single pair: skip encode_batch's thread-pool hand-off
-            q, a = questions[0], answers[0]
-            return [self.tokenizer.encode(q, a)], [self.tokenizer.encode(a, q)]
-        qa = self.tokenizer.encode_batch(list(zip(questions, answers, strict=True)))
-        aq = self.tokenizer.encode_batch(list(zip(answers, questions, strict=True)))
-        return qa, aq
+        return self._encode_order(questions, answers), self._encode_order(answers, questions)
+
+    def lengths(self, questions: Sequence[str], answers: Sequence[str]) -> list[int]:
+        """Token count of each pair (same in both orders), for length bucketing."""
+        return [len(e.ids) for e in self._encode_order(questions, answers)]
+
+    def _encode_order(self, firsts: Sequence[str], seconds: Sequence[str]) -> list:
+        limit = self._long_chars
+        long = [
+            i
+            for i, (f, s) in enumerate(zip(firsts, seconds, strict=True))
+            if len(f) > limit or len(s) > limit
+        ]
+        if not long:
+            if len(firsts) == 1:  # a single pair: skip encode_batch's thread-pool hand-off
+                return [self.tokenizer.encode(firsts[0], seconds[0])]
+            return self.tokenizer.encode_batch(list(zip(firsts, seconds, strict=True)))
+        out = [None] * len(firsts)
+        short = sorted(set(range(len(firsts))) - set(long))
+        if short:
+            encoded = self.tokenizer.encode_batch([(firsts[i], seconds[i]) for i in short])
+            for i, enc in zip(short, encoded, strict=True):
+                out[i] = enc
+        for i in long:
+            out[i] = self._encode_long(firsts[i], seconds[i])
+        return out
+
+    def _encode_long(self, first: str, second: str):
+        """The pair encoding of the full texts, built from bounded prefixes (see the module notes)."""
+        if self._counter is None:
+            self._counter = Tokenizer.from_str(self.tokenizer.to_str())
+            self._counter.no_truncation()
+            self._counter.no_padding()
+        a, b = _TokenCount(self, first), _TokenCount(self, second)
+        half = self._budget // 2
+        while not (a.done and b.done):
+            if self._budget % 2 == 0 and a.total > half and b.total > half:
+                break  # both sides shrink to budget/2 whichever is longer
+            if a.done and b.total > a.total or b.done and a.total > b.total:
+                break  # which side is longer is known; the longer one's exact length does not matter
+            (a if b.done or (not a.done and a.total <= b.total) else b).advance()
+        k1, k2 = longest_first(a.total, b.total, self._budget)
+        e1 = self._counter.encode(a.prefix(), add_special_tokens=False)
+        e2 = self._counter.encode(b.prefix(), add_special_tokens=False)
+        e1.truncate(k1)
+        e2.truncate(k2)
+        return self.tokenizer.post_process(e1, e2, add_special_tokens=True)
 
     def collate(self, qa: Sequence, aq: Sequence) -> dict[str, np.ndarray]:
         """Pad a batch of encodings to its longest member."""
         return {**self._pad("qa", qa), **self._pad("aq", aq)}
-
-    def lengths(self, questions: Sequence[str], answers: Sequence[str]) -> list[int]:
-        """Token count of each pair (same in both orders), for length bucketing."""
-        return [len(e.ids) for e in self.tokenizer.encode_batch(list(zip(questions, answers, strict=True)))]
 
     def _pad(self, order: str, encodings) -> dict[str, np.ndarray]:
         longest = max(len(e.ids) for e in encodings)
@@ -79,3 +180,37 @@ class PairEncoder:
             input_name(order, "attention_mask"): mask,
             input_name(order, "token_type_ids"): types,
         }
+
+
+class _TokenCount:
+    """Counts a text's tokens chunk by chunk (chunks of ~8 × max_length characters cut before whitespace), as
+    far as asked: `total` is exact once `done`, a lower bound before. `prefix()` holds ≥ max_length tokens."""
+
+    def __init__(self, encoder: PairEncoder, text: str):
+        self.encoder, self.text = encoder, text
+        self.pos, self.total, self.prefix_end = 0, 0, None
+        self.advance()
+        while not self.done and self.prefix_end is None:
+            self.advance()
+
+    @property
+    def done(self) -> bool:
+        return self.pos >= len(self.text)
+
+    def prefix(self) -> str:
+        return self.text[: self.prefix_end or len(self.text)]
+
+    def advance(self, chunks: int = 16) -> None:
+        text, step = self.text, self.encoder._long_chars
+        cuts = []
+        while self.pos < len(text) and len(cuts) < chunks:
+            limit = self.pos + step
+            found = _CUT.search(text, limit) if limit < len(text) else None
+            end = found.start() if found else len(text)
+            cuts.append((self.pos, end))
+            self.pos = end
+        encodings = self.encoder._counter.encode_batch([text[i:j] for i, j in cuts], add_special_tokens=False)
+        for (_, end), enc in zip(cuts, encodings, strict=True):
+            self.total += len(enc.ids)
+            if self.prefix_end is None and self.total >= self.encoder.max_length:
+                self.prefix_end = end

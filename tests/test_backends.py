@@ -14,7 +14,7 @@ import torch
 from helpers import varied_pairs
 
 from pairbert.runtime import BackendError, BundleError, PairClassifier, PredictorError, calibration
-from pairbert.runtime.bundle import read_manifest
+from pairbert.runtime.bundle import manifest_digest, read_manifest
 from pairbert.runtime.devices import LEDGER
 from pairbert.runtime.sessions import SessionSettings, has_bf16_units, open_session
 from pairbert.runtime.variants import BACKEND
@@ -102,6 +102,7 @@ def test_auto_never_picks_a_failed_variant(tiny_bundle, tmp_path):
     for name in manifest["variants"]:
         if name != "optimized":
             manifest["variants"][name]["passed_parity"] = False
+    manifest["manifest_sha256"] = manifest_digest(manifest)  # the manifest is checksummed (format 2)
     (bundle / "manifest.json").write_text(json.dumps(manifest))
     with PairClassifier.load(bundle) as clf:
         assert clf.variant == "optimized"

@@ -3,23 +3,27 @@
     config.json, model.safetensors    save_pretrained of the model (config holds the BERT config)
     tokenizer.json                    the tokenizer the model was trained with
     pairbert.json                     max_length, labels, training settings, epoch, metrics
-    trainer_state.pt                  optimizer + scheduler (only in the resumable `last` checkpoint)
+    trainer_state.pt                  optimizer + scheduler state dicts (only in the resumable `last`)
+    trainer_state.json                epoch, step, best accuracy, history (beside trainer_state.pt)
 
-Writes are atomic: a folder is written under a temporary name, then renamed into place.
+Writes are atomic and crash-safe: a folder is written under a temporary name, then swapped into place by
+runtime.atomic_dir (a kill at any point leaves a complete checkpoint findable; the next writer recovers).
+trainer_state.pt holds tensors, numbers and strings only and is read with `weights_only=True`: a checkpoint
+copied from elsewhere cannot run code on `--resume`.
 """
 
 from __future__ import annotations
 
 import json
-import os
+import math
 import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from transformers.utils import logging as hf_logging
 
+from pairbert.runtime import atomic_dir
 from pairbert.runtime.errors import PairbertError
 from pairbert.runtime.tokenization import PairEncoder
 
@@ -27,6 +31,8 @@ from .model import DualOrderBertForPairClassification
 
 SETTINGS_FILE = "pairbert.json"
 TRAINER_STATE_FILE = "trainer_state.pt"
+TRAINER_PROGRESS_FILE = "trainer_state.json"
+PROGRESS_KEYS = ("history", "best_accuracy", "epoch", "step")
 TOKENIZER_FILE = "tokenizer.json"
 LABELS = ("no_match", "match")
 
@@ -51,38 +57,56 @@ def save_checkpoint(
     trainer_state: dict | None = None,
 ) -> Path:
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    require_finite(model, target)
     hf_logging.disable_progress_bar()
-    tmp = target.parent / f".tmp-{target.name}-{os.getpid()}-{time.monotonic_ns()}"
-    model.save_pretrained(tmp, safe_serialization=True)
-    shutil.copyfile(tokenizer_file, tmp / TOKENIZER_FILE)
-    (tmp / SETTINGS_FILE).write_text(json.dumps({"labels": list(LABELS), **settings}, indent=2))
-    if trainer_state is not None:
-        torch.save(trainer_state, tmp / TRAINER_STATE_FILE)
-    old = target.parent / f".old-{target.name}"
-    if old.exists():
-        shutil.rmtree(old)
-    if target.exists():
-        os.replace(target, old)
-    os.replace(tmp, target)
-    shutil.rmtree(old, ignore_errors=True)
+    tmp = atomic_dir.temp_dir(target)
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        shutil.copyfile(tokenizer_file, tmp / TOKENIZER_FILE)
+        (tmp / SETTINGS_FILE).write_text(json.dumps({"labels": list(LABELS), **settings}, indent=2))
+        if trainer_state is not None:
+            tensors = {k: v for k, v in trainer_state.items() if k not in PROGRESS_KEYS}
+            torch.save(tensors, tmp / TRAINER_STATE_FILE)
+            progress = {k: trainer_state[k] for k in PROGRESS_KEYS if k in trainer_state}
+            (tmp / TRAINER_PROGRESS_FILE).write_text(json.dumps(progress, indent=2))
+        atomic_dir.swap_into_place(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 
+def require_finite(model: torch.nn.Module, target: Path | str = "checkpoint") -> None:
+    """Refuse to save NaN/inf weights: a diverged model must never become `best/` or `last/`."""
+    for name, p in model.named_parameters():
+        if not torch.isfinite(p).all():
+            raise CheckpointError(
+                f"{target}: parameter {name} has non-finite values (training diverged); not saved"
+            )
+
+
 def find_checkpoint(path: Path) -> Path:
-    """A checkpoint folder, or where an interrupted swap left it."""
+    """A checkpoint folder, or where an interrupted swap left it complete (never renames anything)."""
     path = Path(path)
-    if (path / SETTINGS_FILE).is_file():
-        return path
-    old = path.parent / f".old-{path.name}"
-    if (old / SETTINGS_FILE).is_file():
-        return old
+    found = atomic_dir.locate(path)
+    if (found / SETTINGS_FILE).is_file():
+        return found
     raise CheckpointError(f"{path}: not a pairbert checkpoint (no {SETTINGS_FILE})")
+
+
+def read_settings(path: Path) -> dict:
+    file = Path(path) / SETTINGS_FILE
+    try:
+        settings = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{file}: unreadable ({exc})") from None
+    if not isinstance(settings, dict):
+        raise CheckpointError(f"{file}: expected a JSON object")
+    return settings
 
 
 def load_checkpoint(path: Path, attn_implementation: str | None = None) -> Checkpoint:
     path = find_checkpoint(Path(path))
-    settings = json.loads((path / SETTINGS_FILE).read_text())
+    settings = read_settings(path)
     if not (path / TOKENIZER_FILE).is_file():
         raise CheckpointError(f"{path}: {TOKENIZER_FILE} missing")
     kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
@@ -95,7 +119,66 @@ def load_checkpoint(path: Path, attn_implementation: str | None = None) -> Check
 
 
 def load_trainer_state(path: Path) -> dict:
+    """Optimizer and scheduler state (tensors only, loaded with weights_only=True) plus progress (JSON)."""
     file = Path(path) / TRAINER_STATE_FILE
     if not file.is_file():
         raise CheckpointError(f"{path}: no {TRAINER_STATE_FILE}; only the `last` checkpoint can resume")
-    return torch.load(file, map_location="cpu", weights_only=False)
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as exc:  # UnpicklingError for anything but plain data; others for corrupt files
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            f"{file}: refused to load (it holds more than tensors and plain data, or is corrupt: {first}); "
+            "pairbert never unpickles code from a checkpoint"
+        ) from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{file}: expected a dict of optimizer and scheduler state")
+    progress_file = Path(path) / TRAINER_PROGRESS_FILE
+    if progress_file.is_file():  # checkpoints written before the split keep progress inside the .pt
+        try:
+            state.update(json.loads(progress_file.read_text(encoding="utf-8")))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise CheckpointError(f"{progress_file}: unreadable ({exc})") from None
+    missing = [k for k in ("optimizer", "scheduler", *PROGRESS_KEYS) if k not in state]
+    if missing:
+        raise CheckpointError(f"{path}: trainer state lacks {', '.join(missing)}")
+    return state
+
+
+# Settings that define a run: resuming with a different value would silently train another run.
+RUN_SETTINGS = (
+    "source",
+    "tokenizer",
+    "train_file",
+    "validation_file",
+    "epochs",
+    "batch_size",
+    "learning_rate",
+    "head_learning_rate",
+    "weight_decay",
+    "warmup_ratio",
+    "max_grad_norm",
+    "max_length",
+    "seed",
+)
+
+
+def _same(a: object, b: object) -> bool:
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    return a == b or (isinstance(a, (int, float)) and isinstance(b, (int, float)) and float(a) == float(b))
+
+
+def stored_train_config(path: Path) -> dict:
+    """The training settings a checkpoint was written with ({} when it predates recording them)."""
+    config = read_settings(find_checkpoint(Path(path))).get("train_config", {})
+    return config if isinstance(config, dict) else {}
+
+
+def resume_differences(stored: dict, given: dict, names: tuple[str, ...] = RUN_SETTINGS) -> dict:
+    """{name: (checkpoint's value, given value)} for each run setting that differs."""
+    return {
+        n: (stored[n], given.get(n))
+        for n in names
+        if n in stored and n in given and not _same(stored[n], given[n])
+    }

@@ -26,7 +26,14 @@ from pairbert.runtime.pair_files import Pair, read_pairs
 from pairbert.runtime.tokenization import PairEncoder
 
 from .batches import encode_batch, sequential_batches, training_batches
-from .checkpoint import find_checkpoint, load_checkpoint, load_trainer_state, save_checkpoint
+from .checkpoint import (
+    find_checkpoint,
+    load_checkpoint,
+    load_trainer_state,
+    resume_differences,
+    save_checkpoint,
+    stored_train_config,
+)
 from .metrics import classification_metrics, epoch_line, plot_history
 from .weights import DEFAULT_SOURCE, build_model, tokenizer_file_for
 
@@ -55,7 +62,8 @@ class TrainConfig:
     seed: int = 42
     device: str = "auto"  # "auto", "cpu", "cuda"
     progress: bool = True
-    resume: bool = False  # continue from output_dir/last
+    resume: bool = False  # continue from output_dir/last, with the settings stored there
+    resume_override: bool = False  # resume even where a setting differs from the checkpoint's (else an error)
     stop_after_epochs: int | None = None  # end early (as if interrupted) after this many epochs
     pooling: str = (
         "auto"  # "cls" (the notebook's pooler), "mean", "cls+mean"; auto: mean for towers, else cls
@@ -141,7 +149,12 @@ def train(cfg: TrainConfig) -> dict:
     val_pairs = read_pairs(cfg.validation_file, require_label=True) if cfg.validation_file else []
 
     if cfg.resume:
-        ckpt = load_checkpoint(find_checkpoint(out / "last"))
+        from pairbert.runtime.atomic_dir import recover
+
+        last = find_checkpoint(recover(out / "last"))  # finish or roll back a swap a kill interrupted
+        cfg = resolve_from_checkpoint(cfg, stored_train_config(last))
+        _check_resume_settings(last, cfg)
+        ckpt = load_checkpoint(last)
         model, encoder, state = ckpt.model, ckpt.encoder, load_trainer_state(ckpt.path)
         tokenizer_file = ckpt.path / "tokenizer.json"
         log.info("resuming from %s after epoch %d", ckpt.path, state["epoch"])
@@ -179,7 +192,13 @@ def train(cfg: TrainConfig) -> dict:
     history: list[dict] = []
     best_accuracy, start_epoch, step = -1.0, 0, 0
     if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
+        try:
+            optimizer.load_state_dict(state["optimizer"])
+        except ValueError as exc:  # e.g. --head-lr adds parameter groups the checkpoint's optimizer lacks
+            raise TrainingError(
+                f"resume: the checkpoint's optimizer state does not fit these settings ({exc}); "
+                "resume with the settings the run started with"
+            ) from None
         scheduler.load_state_dict(state["scheduler"])
         history, best_accuracy, start_epoch, step = (
             state["history"],
@@ -216,6 +235,11 @@ def train(cfg: TrainConfig) -> dict:
             step += 1
             running += loss.item()
             bar.set_postfix(loss=f"{running / (i + 1):.4f}")
+        if not all(torch.isfinite(p).all() for p in model.parameters()):  # before anything is saved as best
+            raise TrainingError(
+                f"non-finite weights after epoch {epoch + 1} (training diverged); nothing saved "
+                f"for this epoch; try a lower --lr (now {cfg.learning_rate})"
+            )
         record = {
             "epoch": epoch + 1,
             "step": step,
@@ -280,6 +304,18 @@ def resolve_auto(cfg: TrainConfig, has_teacher: bool) -> TrainConfig:
     return replace(cfg, pairing=pairing, pooling=pooling, head_learning_rate=head_lr)
 
 
+def resolve_from_checkpoint(cfg: TrainConfig, stored: dict) -> TrainConfig:
+    """On resume, 'auto' pairing/pooling and a default head rate mean what the run resolved them to."""
+    return replace(
+        cfg,
+        pairing=stored.get("pairing", cfg.pairing) if cfg.pairing == "auto" else cfg.pairing,
+        pooling=stored.get("pooling", cfg.pooling) if cfg.pooling == "auto" else cfg.pooling,
+        head_learning_rate=stored.get("head_learning_rate")
+        if cfg.head_learning_rate is None
+        else cfg.head_learning_rate,
+    )
+
+
 def _teacher(cfg: TrainConfig):
     """The zero-shot bi-encoder of the weight source, fitted on the training file; None for a random init."""
     from .baseline import Teacher, baseline_for
@@ -332,6 +368,21 @@ def pair_loss(model, batch: dict, soft: list[float] | None, idx: list[int], dist
     target = torch.stack([1 - p, p], dim=-1)
     soft_loss = -(target * torch.log_softmax(out.logits, dim=-1)).sum(-1).mean()
     return (1 - distill) * out.loss + distill * soft_loss
+
+
+def _check_resume_settings(last: Path, cfg: TrainConfig) -> None:
+    differ = resume_differences(stored_train_config(last), asdict(cfg))
+    if not differ:
+        return
+    detail = "; ".join(
+        f"{name} is {given!r}, the checkpoint's run used {kept!r}" for name, (kept, given) in differ.items()
+    )
+    if not cfg.resume_override:
+        raise TrainingError(
+            f"resume: {detail}. Resume without these settings to continue the run as it "
+            "was (they are read from the checkpoint), or pass --override to change them"
+        )
+    log.warning("resume with changed settings (--override): %s", detail)
 
 
 def _write_json(path: Path, data: dict) -> None:

@@ -47,6 +47,7 @@ TRAIN_OPTIONS = {
     "seed": "seed",
     "device": "device",
     "resume": "resume",
+    "override": "resume_override",
     "pairing": "pairing",
     "pooling": "pooling",
     "distill": "distill",
@@ -61,14 +62,87 @@ class UserError(PairbertError):
     """A usage error found after parsing (e.g. conflicting options): exit code 2, one line."""
 
 
+_UNSET = object()
+
+
+def _explicit_train_options(parser: argparse.ArgumentParser, argv: list[str] | None) -> set[str]:
+    """The `train` options the command line set (abbreviations included), as argparse dests."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices["train"]
+    probe = argparse.Namespace(**{a.dest: _UNSET for a in sub._actions})
+    sub.parse_known_args(argv[argv.index("train") + 1 :] if "train" in argv else [], probe)
+    return {k for k, v in vars(probe).items() if v is not _UNSET}
+
+
+def _check_train_args(args: argparse.Namespace) -> None:
+    import math
+    from pathlib import Path
+
+    def positive(name: str, value) -> None:
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise UserError(f"{name} must be a positive finite number, got {value}")
+
+    positive("--lr", args.lr)
+    positive("--head-lr", args.head_lr)
+    if not (math.isfinite(args.weight_decay) and args.weight_decay >= 0):
+        raise UserError(f"--weight-decay must be a finite number ≥ 0, got {args.weight_decay}")
+    if not (math.isfinite(args.warmup_ratio) and 0 <= args.warmup_ratio <= 1):
+        raise UserError(f"--warmup-ratio must be in [0, 1], got {args.warmup_ratio}")
+    if not 8 <= args.max_length <= 8192:
+        raise UserError(f"--max-length must be in [8, 8192], got {args.max_length}")
+    out = Path(args.output_dir)
+    blocked = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
+    if blocked is not None:
+        raise UserError(f"--output-dir {out}: {blocked} is a file, not a folder")
+    if args.tokenizer is not None and not Path(args.tokenizer).is_file():
+        raise UserError(f"--tokenizer {args.tokenizer}: no such file")
+    if not args.resume:
+        positions = _model_positions(args.source)
+        if positions is not None and args.max_length > positions:
+            raise UserError(
+                f"--max-length {args.max_length} exceeds the {positions} positions of --source {args.source}"
+            )
+
+
+def _model_positions(source: str) -> int | None:
+    """max_position_embeddings of a source (None when it cannot be told without loading it)."""
+    from pathlib import Path
+
+    from pairbert.training.weights import resolve_source
+
+    location, random_config = resolve_source(source)
+    if random_config is not None:
+        return random_config.max_position_embeddings
+    config = Path(location) / "config.json" if isinstance(location, Path) else None
+    if config is None or not config.is_file():
+        return None
+    try:
+        return int(json.loads(config.read_text()).get("max_position_embeddings"))
+    except (ValueError, TypeError):
+        return None
+
+
 def _train(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from pairbert.training.checkpoint import RUN_SETTINGS
     from pairbert.training.loop import TrainConfig, train
 
-    cfg = TrainConfig(
-        **{field: getattr(args, dest) for dest, field in TRAIN_OPTIONS.items()},
-        progress=not args.quiet,
-        plot=not args.no_plot,
-    )
+    _check_train_args(args)
+    values = {field: getattr(args, dest) for dest, field in TRAIN_OPTIONS.items()}
+    if args.resume:  # the run's settings come from its checkpoint; a differing option given is an error there
+        from pairbert.training.checkpoint import stored_train_config
+
+        stored = stored_train_config(Path(args.output_dir) / "last")
+        explicit = getattr(args, "explicit", set(TRAIN_OPTIONS))
+        values.update(
+            {
+                f: stored[f]
+                for d, f in TRAIN_OPTIONS.items()
+                if d not in explicit and f in stored and f in RUN_SETTINGS
+            }
+        )
+    cfg = TrainConfig(**values, progress=not args.quiet, plot=not args.no_plot)
     result = train(cfg)
     last = result["history"][-1] if result["history"] else {}
     print(
@@ -164,13 +238,20 @@ def _export(args: argparse.Namespace) -> None:
 
 
 def _predict(args: argparse.Namespace) -> None:
-    from pairbert.runtime.pair_files import iter_pairs
+    from pairbert.runtime.pair_files import Pair, iter_pairs
     from pairbert.runtime.predictor import PairClassifier
 
     if (args.question is None) != (args.answer is None):
         raise UserError("give both -q and -a, or --input")
     if (args.question is None) == (args.input is None):
         raise UserError("give either -q/-a or --input")
+    _check_output(args)
+    if args.input is not None:  # open and read the first pair before any output exists
+        reader = iter_pairs(args.input, fmt=args.format)
+        first = next(reader, None)
+        pairs = iter(()) if first is None else _chain(first, reader)
+    else:
+        pairs = iter([Pair(args.question, args.answer)])
     clf = PairClassifier.load(
         args.bundle,
         variant=args.variant,
@@ -180,46 +261,127 @@ def _predict(args: argparse.Namespace) -> None:
         backend=args.backend,
     )
     logging.getLogger(__name__).info("variant %s on %s", clf.variant, clf.provider)
-    names = clf.label_names
-    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
-    try:
-
-        def emit(batch) -> None:
-            result = clf.predict([(p.question, p.answer) for p in batch], batch_size=args.batch_size)
-            for pair, label, probs in zip(batch, result.labels, result.probabilities, strict=True):
-                row = {
-                    "question": pair.question,
-                    "answer": pair.answer,
-                    "label": int(label),
-                    "label_name": names[int(label)],
-                    "match_probability": round(float(probs[-1]), 6),
-                    "probabilities": {n: round(float(p), 6) for n, p in zip(names, probs, strict=True)},
-                }
-                if pair.label is not None:
-                    row["true_label"] = pair.label
-                out.write(json.dumps(row, ensure_ascii=False) + "\n")
-            out.flush()
-
-        if args.question is not None:
-            from pairbert.runtime.pair_files import Pair
-
-            emit([Pair(args.question, args.answer)])
-            return
-        batch = []
-        # Streams: reads and writes one chunk at a time; a malformed line stops with its line number,
-        # after everything before it was written.
+    with _Output(args.output) as out:
+        batch: list = []
         try:
-            for pair in iter_pairs(args.input, fmt=args.format):
+            for pair in pairs:
                 batch.append(pair)
                 if len(batch) >= args.chunk:
-                    emit(batch)
+                    out.write_rows(_rows(clf, batch, args.batch_size))
                     batch = []
-        finally:
+        finally:  # a malformed line stops the run after everything before it was predicted and written
             if batch:
-                emit(batch)
-    finally:
-        if out is not sys.stdout:
-            out.close()
+                out.write_rows(_rows(clf, batch, args.batch_size))
+
+
+def _chain(first, rest):
+    yield first
+    yield from rest
+
+
+def _rows(clf, batch, batch_size: int) -> list[str]:
+    result = clf.predict([(p.question, p.answer) for p in batch], batch_size=batch_size)
+    names = clf.label_names
+    rows = []
+    for pair, label, probs in zip(batch, result.labels, result.probabilities, strict=True):
+        row = {
+            "question": pair.question,
+            "answer": pair.answer,
+            "label": int(label),
+            "label_name": names[int(label)],
+            "match_probability": round(float(probs[-1]), 6),
+            "probabilities": {n: round(float(p), 6) for n, p in zip(names, probs, strict=True)},
+        }
+        if pair.label is not None:
+            row["true_label"] = pair.label
+        rows.append(json.dumps(row, ensure_ascii=False) + "\n")
+    return rows
+
+
+def _check_output(args: argparse.Namespace) -> None:
+    """Refuse an --output that would destroy the input or cannot be written, before anything is touched."""
+    import os
+    from pathlib import Path
+
+    if not args.output:
+        return
+    out = Path(args.output)
+    if out.is_dir():
+        raise UserError(f"--output {out}: is a folder; give a file name")
+    if not out.parent.is_dir():
+        raise UserError(f"--output {out}: folder {out.parent} does not exist")
+    if args.input not in (None, "-"):
+        same = out.exists() and Path(args.input).exists() and os.path.samefile(out, args.input)
+        if same or out.resolve() == Path(args.input).resolve():
+            raise UserError(f"--output {out} is the --input file; write the predictions to another file")
+
+
+class _Output:
+    """Standard output, or a file written under a temporary name beside it and renamed into place only when
+    the run succeeds: an existing --output is never truncated by a failed run. On failure the predictions made
+    so far are kept in OUTPUT.partial (named in the error). Special files (/dev/null, a pipe) are written
+    directly."""
+
+    def __init__(self, path: str | None):
+        from pathlib import Path
+
+        self.target = Path(path) if path else None
+        self.tmp = None
+        self.written = 0
+
+    def __enter__(self) -> _Output:
+        import os
+        import tempfile
+
+        if self.target is None:
+            self.stream = sys.stdout
+        elif self.target.exists() and not self.target.is_file():
+            self.stream = open(self.target, "w", encoding="utf-8")
+        else:
+            try:
+                fd, name = tempfile.mkstemp(
+                    prefix=f".{self.target.name}.", suffix=".tmp", dir=self.target.parent
+                )
+            except OSError as exc:
+                raise UserError(
+                    f"--output {self.target}: cannot write in {self.target.parent} ({exc.strerror})"
+                ) from None
+            from pathlib import Path
+
+            self.tmp = Path(name)
+            mask = os.umask(0)
+            os.umask(mask)
+            os.chmod(fd, 0o666 & ~mask)
+            self.stream = os.fdopen(fd, "w", encoding="utf-8")
+        return self
+
+    def write_rows(self, rows: list[str]) -> None:
+        self.stream.write("".join(rows))
+        self.stream.flush()
+        self.written += len(rows)
+
+    def __exit__(self, kind, exc, tb) -> None:
+        import os
+
+        if self.stream is sys.stdout:
+            return
+        self.stream.close()
+        if self.tmp is None:
+            return
+        if kind is None:
+            os.replace(self.tmp, self.target)
+            return
+        if not self.written:
+            self.tmp.unlink(missing_ok=True)
+            if isinstance(exc, PairbertError):
+                raise UserError(f"{exc} (nothing predicted; {self.target} left as it was)") from None
+            return
+        partial = self.target.with_name(self.target.name + ".partial")
+        os.replace(self.tmp, partial)
+        if isinstance(exc, PairbertError):
+            raise UserError(
+                f"{exc} ({self.written} predictions before it are in {partial}; {self.target} left as it was)"
+            ) from None
 
 
 def _bench(args: argparse.Namespace) -> None:
@@ -244,6 +406,50 @@ def variant_list(text: str) -> tuple[str, ...]:
     if unknown or not variants:
         raise argparse.ArgumentTypeError(f"{text!r}: choose a comma-separated subset of {','.join(VARIANTS)}")
     return variants
+
+
+def _serve(args: argparse.Namespace) -> None:
+    from pairbert.serving.settings import ServeSettings
+
+    try:
+        from pairbert.serving.server import serve
+    except ImportError as exc:  # the [serve] extra is missing: say which to install, no traceback
+        raise PairbertError(str(exc)) from None
+
+    serve(
+        ServeSettings(
+            bundle=args.bundle,
+            host=args.host,
+            port=args.port,
+            variant=args.variant,
+            device=args.device,
+            threads=args.threads,
+            workers=args.workers,
+            batching=not args.no_batching,
+            max_wait_ms=args.max_wait_ms,
+            max_batch_tokens=args.max_batch_tokens,
+            max_batch_pairs=args.max_batch_pairs,
+            max_queue_pairs=args.max_queue_pairs,
+            max_request_pairs=args.max_request_pairs,
+            max_text_chars=args.max_text_chars,
+            warmup=not args.no_warmup,
+        )
+    )
+
+
+def _bench_serve(args: argparse.Namespace) -> None:
+    from pairbert.benchmarks.serve_load import LoadSettings, run_load_benchmark
+
+    run_load_benchmark(
+        LoadSettings(
+            bundle=args.bundle,
+            out=args.out,
+            clients=tuple(int(c) for c in args.clients.split(",")),
+            seconds=args.seconds,
+            threads=args.threads,
+            rss_requests=args.rss_requests,
+        )
+    )
 
 
 def positive_int(text: str) -> int:
@@ -297,7 +503,16 @@ def _add_train(sub) -> None:
     t.add_argument(
         "--device", default="auto", choices=DEVICES, help="where to train (auto: CUDA if torch sees it)"
     )
-    t.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/last")
+    t.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from OUTPUT_DIR/last with the settings stored there (options given must match)",
+    )
+    t.add_argument(
+        "--override",
+        action="store_true",
+        help="with --resume: use the options given even where they differ from the checkpoint's",
+    )
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.add_argument(
         "--pairing",
@@ -443,6 +658,43 @@ def _add_bench(sub) -> None:
     b.set_defaults(func=_bench)
 
 
+def _add_serve(sub) -> None:
+    from pairbert.serving.settings import ServeSettings as S  # noqa: N817 - defaults only (torch-free, light)
+
+    s = _subparser(sub, "serve", "HTTP server with cross-request batching (needs pairbert[serve])")
+    s.add_argument("bundle", help="bundle folder written by `pairbert export`")
+    s.add_argument("--host", default=S.host, help="address to listen on (loopback unless you say otherwise)")
+    s.add_argument("--port", type=int, default=S.port, help="0 picks a free port (printed)")
+    s.add_argument("--variant", default="auto", help="variant to serve (auto: the fastest passing one)")
+    s.add_argument("--device", default="auto", choices=DEVICES)
+    s.add_argument("--threads", type=positive_int, help="threads per worker (default: cores / workers)")
+    s.add_argument("--workers", type=positive_int, default=S.workers, help="processes; they split the cores")
+    s.add_argument("--no-batching", action="store_true", help="run each request alone (a baseline)")
+    s.add_argument("--max-wait-ms", type=float, default=S.max_wait_ms, help="longest a pair waits for others")
+    limits = {
+        "--max-batch-tokens": (S.max_batch_tokens, "tokens gathered per run"),
+        "--max-batch-pairs": (S.max_batch_pairs, "pairs gathered per run"),
+        "--max-queue-pairs": (S.max_queue_pairs, "queued pairs before 503"),
+        "--max-request-pairs": (S.max_request_pairs, "pairs (or rerank texts) per request before 413"),
+        "--max-text-chars": (S.max_text_chars, "characters per text before 413"),
+    }
+    for flag, (default, text) in limits.items():
+        s.add_argument(flag, type=positive_int, default=default, help=text)
+    s.add_argument("--no-warmup", action="store_true", help="ready as soon as the bundle is loaded")
+    s.set_defaults(func=_serve)
+
+
+def _add_bench_serve(sub) -> None:
+    b = _subparser(sub, "bench-serve", "load benchmark of pairbert serve on loopback (1-128 clients)")
+    b.add_argument("bundle", help="bundle folder written by `pairbert export`")
+    b.add_argument("--out", default="runs/bench-serve", help="folder for serve_load.json")
+    b.add_argument("--clients", default="1,8,32,128", help="comma-separated concurrent client counts")
+    b.add_argument("--seconds", type=float, default=10.0, help="duration of each measurement")
+    b.add_argument("--threads", type=positive_int, help="threads of server and in-process predictor")
+    b.add_argument("--rss-requests", type=int, default=20_000, help="requests between RSS readings (0: skip)")
+    b.set_defaults(func=_bench_serve)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pairbert", description=__doc__, epilog=EPILOG, formatter_class=_Formatter
@@ -450,7 +702,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {pairbert.__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_train, _add_evaluate, _add_export, _add_predict, _add_bench):
+    for add in (
+        _add_train,
+        _add_evaluate,
+        _add_export,
+        _add_predict,
+        _add_bench,
+        _add_serve,
+        _add_bench_serve,
+    ):
         add(sub)
     return parser
 
@@ -464,6 +724,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "train":
         from pairbert.builtin_data import BUILTIN_TRAIN, BUILTIN_VALIDATION
 
+        args.explicit = _explicit_train_options(parser, argv)
         if args.train is None:
             args.train = str(BUILTIN_TRAIN)
             args.validation = args.validation or str(BUILTIN_VALIDATION)

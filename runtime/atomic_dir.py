@@ -1,0 +1,124 @@
+"""Crash-safe replacement of a whole folder (a checkpoint, a bundle), shared by training and export.
+
+A writer fills a private temporary folder, then swaps it into place. Each step is one `os.replace` (atomic on
+POSIX within a file system), and the names say at every instant where a complete copy is:
+
+    .tmp-NAME-PID-NS   being written; never complete as far as anyone knows (removed once its writer is dead)
+    .new-NAME          complete, about to become NAME
+    NAME               the current folder
+    .old-NAME          the previous NAME, between the two renames
+    .trash-NAME-…      being deleted; never read
+
+    swap:  tmp → .new-NAME;  NAME → .old-NAME;  .new-NAME → NAME;  .old-NAME → .trash-…;  delete the trash
+
+A kill between any two steps leaves NAME, .new-NAME or .old-NAME complete. `locate` finds it without changing
+anything (readers: a predictor, `evaluate`); `recover` (writers, before they write: training, resume, export)
+completes an interrupted swap forward when .new-NAME exists, otherwise rolls back to .old-NAME, and removes
+the temporary and trash folders that no live writer owns. Readers never rename: a service loading a bundle
+while an export swaps it must not race the exporter. One writer per folder at a time (two trainers on one
+output folder are not supported anyway).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+_STARTED = time.time()  # folders of our own pid older than this are from an earlier process that had our pid
+
+
+def _names(target: Path) -> tuple[Path, Path]:
+    return target.parent / f".new-{target.name}", target.parent / f".old-{target.name}"
+
+
+def temp_dir(target: str | Path) -> Path:
+    """A fresh, empty private folder beside `target` to write the new content into."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    work = target.parent / f".tmp-{target.name}-{os.getpid()}-{time.monotonic_ns()}"
+    work.mkdir()
+    return work
+
+
+def locate(target: str | Path) -> Path:
+    """Where the complete copy of `target` is right now (`target` itself unless a swap was interrupted)."""
+    target = Path(target)
+    new, old = _names(target)
+    for candidate in (target, new, old):
+        if candidate.is_dir():
+            return candidate
+    return target
+
+
+def _discard(folder: Path) -> None:
+    """Rename out of the findable names first, then delete: a kill mid-delete leaves only trash."""
+    if not folder.exists():
+        return
+    trash = folder.parent / f".trash-{folder.name.lstrip('.')}-{os.getpid()}-{time.monotonic_ns()}"
+    os.replace(folder, trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def _owner_gone(pid_text: str, folder: Path) -> bool:
+    try:
+        pid = int(pid_text)
+    except ValueError:
+        return False  # not one of ours
+    if pid == os.getpid():
+        try:
+            return folder.stat().st_mtime < _STARTED
+        except OSError:
+            return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OSError):
+        return False
+    return False
+
+
+def clean_stale(target: str | Path) -> list[Path]:
+    """Remove temporary and trash folders of `target` whose writer is no longer running."""
+    target = Path(target)
+    removed = []
+    if not target.parent.is_dir():
+        return removed
+    for prefix in (f".tmp-{target.name}-", f".trash-new-{target.name}-", f".trash-old-{target.name}-"):
+        for folder in target.parent.glob(prefix + "*"):
+            pid_text = folder.name[len(prefix) :].split("-", 1)[0]
+            if folder.is_dir() and _owner_gone(pid_text, folder):
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(folder)
+    return removed
+
+
+def recover(target: str | Path) -> Path:
+    """Finish or roll back an interrupted swap of `target` and clean stale folders; returns `target`."""
+    target = Path(target)
+    new, old = _names(target)
+    if new.is_dir():
+        if target.exists():
+            _discard(old)
+            os.replace(target, old)
+        os.replace(new, target)
+    elif not target.exists() and old.is_dir():
+        os.replace(old, target)
+    _discard(old)
+    clean_stale(target)
+    return target
+
+
+def swap_into_place(work: str | Path, target: str | Path) -> Path:
+    """Make the complete folder `work` the new `target`, keeping a complete copy findable at every instant."""
+    work, target = Path(work), Path(target)
+    recover(target)
+    new, old = _names(target)
+    os.replace(work, new)  # from here on the new content is known to be complete
+    if target.exists():
+        os.replace(target, old)
+    os.replace(new, target)
+    _discard(old)
+    return target

@@ -1,0 +1,283 @@
+"""The ASGI app of `pairbert serve`: /predict, /rerank, /health, /ready, /metrics.
+
+The bundle loads and warms up in a thread after the server is listening: /health answers at once, /ready
+says 503 until the predictor has run its first shapes. A bundle that cannot be loaded calls `on_fatal` with
+the error (the server then stops; the CLI prints it as one line)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Callable
+from contextlib import asynccontextmanager
+
+try:
+    import prometheus_client  # noqa: F401
+    import starlette  # noqa: F401
+    import uvicorn  # noqa: F401
+except ImportError as exc:  # pragma: no cover - exercised where the extra is missing
+    raise ImportError(
+        f"pairbert serve needs starlette, uvicorn and prometheus-client ({exc.name} is missing). "
+        "Install the serving extra: pip install 'pairbert[serve]'"
+    ) from exc
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from pairbert.runtime.errors import PairbertError
+
+from .batcher import DynamicBatcher, NotRunning, QueueFull
+from .metrics import Metrics
+from .schema import (
+    Limits,
+    RequestError,
+    parse_json,
+    predict_pairs,
+    prediction_body,
+    rerank_body,
+    rerank_request,
+)
+from .settings import ServeSettings
+
+log = logging.getLogger(__name__)
+
+RETRY_AFTER_S = 1
+WARMUP_PAIR = ("how long should i boil an egg?", "about six minutes for a soft yolk.")
+
+
+class ServerState:
+    def __init__(self, settings: ServeSettings):
+        self.settings = settings
+        self.limits = Limits(settings.max_request_pairs, settings.max_text_chars)
+        self.classifier = None
+        self.batcher: DynamicBatcher | None = None
+        self.error: BaseException | None = None
+        self.status = "loading"  # loading → ready → stopping; or failed
+        self.metrics = Metrics(lambda: self.batcher.stats.queued_pairs if self.batcher else 0)
+
+
+def warm_up(classifier) -> None:
+    """Run the shapes the first requests will have (1 pair, a batch, the longest pair) so they do not pay
+    ONNX Runtime's first-run costs."""
+    long_text = " ".join(["word"] * classifier.encoder.max_length)
+    classifier.predict([WARMUP_PAIR])
+    classifier.predict([WARMUP_PAIR] * 32, batch_size=32)
+    classifier.predict([(long_text, long_text)])
+
+
+def _error(status: int, message: str, field: str | None = None, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse(RequestError(status, message, field).body(), status_code=status, headers=headers)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise RequestError(413, f"body has {declared} bytes; the limit is {limit}")
+    chunks, size = [], 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise RequestError(413, f"body is over the limit of {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:  # nobody to answer; not a server error either
+        raise RequestError(400, "the client disconnected before sending the whole body") from None
+    return b"".join(chunks)
+
+
+async def _probabilities(state: ServerState, pairs: list[tuple[str, str]]):
+    """Queue the pairs with the batcher; raise RequestError for a full queue or a server not ready."""
+    if state.status != "ready" or state.batcher is None:
+        raise RequestError(503, f"not ready ({state.status})")
+    questions = [q for q, _ in pairs]
+    answers = [a for _, a in pairs]
+    encoder = state.classifier.encoder
+    if len(pairs) > 8:  # tokenizing many pairs takes milliseconds: not on the event loop
+        lengths = await asyncio.to_thread(encoder.lengths, questions, answers)
+    else:
+        lengths = encoder.lengths(questions, answers)
+    try:
+        return await state.batcher.submit(questions, answers, sum(lengths))
+    except QueueFull as exc:
+        raise RequestError(503, str(exc)) from None
+    except NotRunning as exc:
+        raise RequestError(503, str(exc)) from None
+
+
+def _routes(state: ServerState) -> list[Route]:
+    async def predict(request: Request) -> Response:
+        payload = parse_json(await _read_body(request, state.settings.max_body_bytes))
+        pairs = predict_pairs(payload, state.limits)
+        names = state.classifier.label_names if state.classifier else ()
+        if not pairs:
+            return JSONResponse(prediction_body([], [], names))
+        probabilities = await _probabilities(state, pairs)
+        return JSONResponse(prediction_body(probabilities.argmax(-1), probabilities, names))
+
+    async def rerank(request: Request) -> Response:
+        payload = parse_json(await _read_body(request, state.settings.max_body_bytes))
+        req = rerank_request(payload, state.limits)
+        if not req.texts:
+            return JSONResponse([])
+        probabilities = await _probabilities(state, [(req.query, t) for t in req.texts])
+        return JSONResponse(rerank_body(probabilities[:, -1], req.top_n))
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"status": "alive"})
+
+    async def ready(request: Request) -> Response:
+        body = {"status": state.status}
+        if state.status == "ready":
+            clf = state.classifier
+            body.update(
+                variant=clf.variant,
+                provider=clf.provider,
+                threads=clf.threads,
+                batching=state.settings.batching,
+                pid=os.getpid(),
+            )
+            return JSONResponse(body)
+        if state.error is not None:
+            body["error"] = str(state.error)
+        return JSONResponse(body, status_code=503)
+
+    async def metrics(request: Request) -> Response:
+        data, content_type = state.metrics.render()
+        return Response(data, media_type=content_type)
+
+    return [
+        Route("/predict", predict, methods=["POST"]),
+        Route("/rerank", rerank, methods=["POST"]),
+        Route("/health", health, methods=["GET"]),
+        Route("/ready", ready, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+    ]
+
+
+class _MetricsMiddleware:
+    """Counts every answer by endpoint and status, and times it (pure ASGI: sees 4xx/5xx from any layer)."""
+
+    def __init__(self, app, state: ServerState):
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start = time.perf_counter()
+        status = 500
+
+        async def record(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, record)
+        finally:
+            self.state.metrics.observe_request(scope.get("path", ""), status, time.perf_counter() - start)
+
+
+def _default_loader(settings: ServeSettings, threads: int | None) -> Callable[[], object]:
+    def load():
+        from pairbert.runtime.predictor import PairClassifier
+
+        return PairClassifier.load(
+            settings.bundle, variant=settings.variant, device=settings.device, threads=threads
+        )
+
+    return load
+
+
+async def _start(state: ServerState, loader: Callable[[], object], on_fatal: Callable[[BaseException], None]):
+    s = state.settings
+
+    def predict(questions, answers):
+        return state.classifier.predict(
+            list(zip(questions, answers, strict=True)), batch_size=s.max_batch_pairs
+        ).probabilities
+
+    batcher = DynamicBatcher(
+        predict,
+        batching=s.batching,
+        max_wait_ms=s.max_wait_ms,
+        max_batch_tokens=s.max_batch_tokens,
+        max_batch_pairs=s.max_batch_pairs,
+        max_queue_pairs=s.max_queue_pairs,
+    )
+    try:
+        clf = state.classifier = await batcher.run_on_worker(loader)
+        if s.warmup:
+            await batcher.run_on_worker(lambda: warm_up(clf))
+    except Exception as exc:
+        if not isinstance(exc, PairbertError):
+            log.exception("loading %s failed", s.bundle)
+        state.status, state.error = "failed", exc
+        await batcher.close()
+        on_fatal(exc)
+        return
+    batcher.stats.observers.append(state.metrics.observe_run)
+    state.batcher = batcher
+    batcher.start()
+    state.status = "ready"
+    state.metrics.ready.set(1)
+    log.info(
+        "pairbert serve: ready (variant %s on %s, %d threads, batching %s)",
+        clf.variant,
+        clf.provider,
+        clf.threads,
+        "on" if s.batching else "off",
+    )
+
+
+def create_app(
+    settings: ServeSettings,
+    loader: Callable[[], object] | None = None,
+    on_fatal: Callable[[BaseException], None] | None = None,
+    threads: int | None = None,
+):
+    """The app. `loader` returns the predictor (default: PairClassifier.load with the settings and
+    `threads`); it runs in a thread after the server starts listening."""
+    state = ServerState(settings)
+    loader = loader or _default_loader(settings, threads if threads is not None else settings.threads)
+    on_fatal = on_fatal or (lambda exc: None)
+
+    @asynccontextmanager
+    async def lifespan(app):
+        starting = asyncio.create_task(_start(state, loader, on_fatal))
+        try:
+            yield
+        finally:
+            state.status = "stopping" if state.status != "failed" else state.status
+            state.metrics.ready.set(0)
+            if not starting.done():
+                await asyncio.wait([starting])  # a load in its thread cannot be interrupted; let it end
+            if state.batcher is not None:
+                await state.batcher.close()
+            close = getattr(state.classifier, "close", None)
+            if callable(close):
+                close()
+
+    async def request_error(request: Request, exc: RequestError) -> Response:
+        headers = {"Retry-After": str(RETRY_AFTER_S)} if exc.status == 503 else None
+        return _error(exc.status, exc.message, exc.field, headers)
+
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        return _error(exc.status_code, exc.detail, headers=exc.headers)
+
+    async def server_error(request: Request, exc: Exception) -> Response:
+        log.exception("unexpected error on %s", request.url.path)
+        return _error(500, f"internal error: {type(exc).__name__}")
+
+    app = Starlette(
+        routes=_routes(state),
+        lifespan=lifespan,
+        exception_handlers={RequestError: request_error, HTTPException: http_error, Exception: server_error},
+    )
+    app.state.pairbert = state
+    return _MetricsMiddleware(app, state)

@@ -1,0 +1,162 @@
+"""Running the app: one process (uvicorn.Server) or several worker processes that split the cores.
+
+The listening socket is bound here, before uvicorn starts, so `--port 0` works (the chosen port is printed)
+and the workers share it. SIGTERM: uvicorn stops accepting, finishes the requests in flight, the batcher
+drains, and the process exits 0."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import signal
+import socket
+import sys
+
+from pairbert.runtime.devices import physical_cores
+from pairbert.runtime.errors import PairbertError
+
+from .app import create_app
+from .settings import ServeSettings
+
+log = logging.getLogger(__name__)
+
+SETTINGS_ENV = "PAIRBERT_SERVE_SETTINGS"
+THREADS_ENV = "PAIRBERT_SERVE_THREADS"
+WORKER_LOAD_FAILED = 3  # uvicorn's STARTUP_FAILURE exit code
+
+
+class ServeError(PairbertError, RuntimeError):
+    pass
+
+
+def worker_threads(settings: ServeSettings, cores: int | None = None) -> int:
+    """Intra-op threads for each worker: --threads, or the cores (cgroup quota and affinity honoured)
+    split evenly between the worker processes, at least one each."""
+    if settings.threads is not None:
+        return settings.threads
+    cores = physical_cores() if cores is None else cores
+    if settings.workers > cores:
+        log.warning(
+            "%d workers on %d cores: each gets one thread and they will compete", settings.workers, cores
+        )
+    return max(1, cores // settings.workers)
+
+
+def bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ServeError(f"cannot listen on {host}:{port} ({exc.strerror})") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _uvicorn_config(app, settings: ServeSettings, **extra):
+    import uvicorn
+
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        timeout_keep_alive=5,
+        h11_max_incomplete_event_size=64 * 1024,
+        **extra,
+    )
+
+
+def serve(settings: ServeSettings) -> None:
+    """Serve until SIGTERM/SIGINT. Raises the loader's PairbertError when the bundle cannot be used."""
+    from pairbert.runtime.bundle import read_manifest
+
+    read_manifest(settings.bundle)  # a missing folder or a bad manifest stops us before we listen
+    threads = worker_threads(settings)
+    if settings.workers > 1:  # check the bundle once here, so a bad one stops us before any worker starts
+        _check_bundle(settings)
+    sock = bind(settings.host, settings.port)
+    port = sock.getsockname()[1]
+    print(
+        f"pairbert serve: listening on http://{settings.host}:{port} ({settings.workers} worker(s), "
+        f"{threads} thread(s) each, batching {'on' if settings.batching else 'off'}); "
+        "GET /ready says when the bundle is loaded",
+        flush=True,
+    )
+    # uvicorn re-raises a caught SIGTERM/SIGINT after its graceful shutdown; with this handler in place
+    # that re-raise is a no-op and the process exits 0 once the requests in flight are answered.
+    previous = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        if settings.workers == 1:
+            _serve_one(settings, sock, threads)
+        else:
+            _serve_many(settings, sock, threads)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        sock.close()
+
+
+def _serve_one(settings: ServeSettings, sock: socket.socket, threads: int) -> None:
+    import uvicorn
+
+    fatal: list[BaseException] = []
+
+    def on_fatal(exc: BaseException) -> None:
+        fatal.append(exc)
+        server.should_exit = True
+
+    server = uvicorn.Server(
+        _uvicorn_config(create_app(settings, on_fatal=on_fatal, threads=threads), settings)
+    )
+    server.run(sockets=[sock])
+    if fatal:
+        exc = fatal[0]
+        raise exc if isinstance(exc, PairbertError) else ServeError(f"loading the bundle failed: {exc}")
+
+
+def _serve_many(settings: ServeSettings, sock: socket.socket, threads: int) -> None:
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    os.environ[SETTINGS_ENV] = settings.to_json()
+    os.environ[THREADS_ENV] = str(threads)
+    config = _uvicorn_config(
+        "pairbert.serving.server:worker_app", settings, factory=True, workers=settings.workers
+    )
+    if "target" in inspect.signature(Multiprocess).parameters:  # older uvicorn takes the worker target itself
+        supervisor = Multiprocess(config, target=uvicorn.Server(config).run, sockets=[sock])
+    else:
+        supervisor = Multiprocess(config, sockets=[sock])
+    supervisor.run()
+    failed = [p.pid for p in supervisor.processes if p.exitcode == WORKER_LOAD_FAILED]
+    if failed:
+        raise ServeError(f"worker(s) {', '.join(map(str, failed))} could not load the bundle (error above)")
+
+
+def worker_app():
+    """The app in each worker process (uvicorn imports this by name in the spawned process)."""
+    settings = ServeSettings.from_json(os.environ[SETTINGS_ENV])
+
+    def on_fatal(exc: BaseException) -> None:
+        # Nothing is in flight (not ready: every request was answered 503). The exit code tells uvicorn's
+        # supervisor this worker failed at start-up, so it stops instead of restarting it forever.
+        print(f"pairbert serve: worker {os.getpid()}: error: {exc}", file=sys.stderr, flush=True)
+        os._exit(WORKER_LOAD_FAILED)
+
+    return create_app(settings, on_fatal=on_fatal, threads=int(os.environ[THREADS_ENV]))
+
+
+def _check_bundle(settings: ServeSettings) -> None:
+    from pairbert.runtime.predictor import PairClassifier
+
+    clf = PairClassifier.load(settings.bundle, variant=settings.variant, device=settings.device, threads=1)
+    close = getattr(clf, "close", None)
+    if callable(close):
+        close()
+    del clf
