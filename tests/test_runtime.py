@@ -243,6 +243,9 @@ def test_concurrent_predictions_equal_sequential(tiny_bundle):
 
 
 def test_a_default_second_predictor_shares_quietly_and_an_explicit_overcommit_warns(tiny_bundle, caplog):
+    import gc
+
+    gc.collect()  # predictors other tests dropped hand their threads back now, not in the middle of this test
     cores = physical_cores()
     before = LEDGER.claimed
     with caplog.at_level("WARNING"):
@@ -256,8 +259,6 @@ def test_a_default_second_predictor_shares_quietly_and_an_explicit_overcommit_wa
         c = PairClassifier.load(tiny_bundle, variant="fp32", threads=cores)
     assert "compete" in caplog.text  # asking for more than is free is said out loud
     del a, b, c
-    import gc
-
     gc.collect()
     assert LEDGER.claimed == before
 

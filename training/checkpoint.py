@@ -160,6 +160,12 @@ RUN_SETTINGS = (
     "max_grad_norm",
     "max_length",
     "seed",
+    "pooling",
+    "pairing",
+    "distill",
+    "teacher_negatives",
+    "patience",
+    "single_order",
 )
 
 
