@@ -274,6 +274,8 @@ class PairClassifier:
             )
         questions, answers = [], []
         for i, pair in enumerate(pairs):
+            if isinstance(pair, np.ndarray) and pair.ndim == 1:  # a row of a 2-column array of pairs
+                pair = tuple(pair.tolist())
             if isinstance(pair, (str, bytes)) or not isinstance(pair, Sequence) or len(pair) != 2:
                 raise PredictorError(
                     f"pair {i}: expected a (question, answer) pair, got {type(pair).__name__}"

@@ -166,3 +166,13 @@ def test_close_hands_threads_back_and_context_manager(tiny_bundle):
     assert LEDGER.claimed == before
     clf.close()  # idempotent
     assert LEDGER.claimed == before
+
+
+def test_a_two_column_array_of_pairs_is_accepted(tiny_bundle):
+    pairs = [("who wrote hamlet?", "shakespeare wrote hamlet."), ("what is the capital of france?", "paris.")]
+    with PairClassifier.load(tiny_bundle, variant="fp32") as clf:
+        from_array = clf.predict(np.array(pairs))
+        from_list = clf.predict(pairs)
+        np.testing.assert_array_equal(from_array.probabilities, from_list.probabilities)
+        with pytest.raises(PredictorError, match="pair 0: expected a \\(question, answer\\) pair"):
+            clf.predict(np.array([["a", "b", "c"]]))
