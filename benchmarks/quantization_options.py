@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 
-def main(argv: list[str] | None = None) -> list[dict]:
+def main(argv: list[str] | None = None) -> list[dict]:  # long: one sweep script, read top to bottom
     from pairbert.builtin_data import BUILTIN_VALIDATION
     from pairbert.export.precision import Int8Options, quantize_int8
     from pairbert.export.validation import make_session, parity_figures

@@ -85,8 +85,8 @@ def _latency(r: dict, rows: list[dict], base: dict) -> list[str]:
         "",
         "| contestant | "
         + " | ".join(f"{w} ({base['latency'][w]['tokens']} tok)" for w in base["latency"])
-        + " | speed-up (short, p50) | % GEMM peak (short) | accuracy |",
-        "|---|" + "---|" * (len(base["latency"]) + 3),
+        + " | speed-up (short, p50) | % of peak (short) | accuracy | labels = torch-fp32 |",
+        "|---|" + "---|" * (len(base["latency"]) + 4),
     ]
     for c in rows:
         cells = [
@@ -99,7 +99,8 @@ def _latency(r: dict, rows: list[dict], base: dict) -> list[str]:
             f"| {c['contestant']} | "
             + " | ".join(cells)
             + f" | {_ratio(base['latency']['short']['p50_ms'], short['p50_ms'])}"
-            + f" | {short['pct_of_peak']:.0f}% | {c['validation']['accuracy']:.1%} |"
+            + f" | {short['pct_of_peak']:.0f}% | {c['validation']['accuracy']:.1%}"
+            + f" | {c['validation'].get('agreement_with_torch_fp32', float('nan')):.1%} |"
         )
     return lines
 

@@ -82,7 +82,9 @@ def add_efficiency(results: list[dict], hidden: int, layers: int, peak: float) -
 
 
 def check_agreement(results: list[dict]) -> list[str]:
-    """Every contestant produced numbers and the same predictions (quantized ones: nearly)."""
+    """Every contestant produced numbers, and pairbert's own paths the same predictions as torch-fp32
+    (quantized ones: nearly). A peer's agreement (torch-int8, OpenVINO out of the box) is recorded and shown,
+    but it is the peer's accuracy, not a fault of the bundle: it is not a problem of this run."""
     problems = []
     base = next(r for r in results if r["contestant"] == "torch-fp32")["validation"]["labels"]
     for r in results:
@@ -91,8 +93,8 @@ def check_agreement(results: list[dict]) -> list[str]:
         labels = r["validation"]["labels"]
         agree = sum(a == b for a, b in zip(labels, base, strict=True)) / len(base)
         r["validation"]["agreement_with_torch_fp32"] = agree
-        need = 1.0 if r["precision"] == "fp32" and r["family"] != "peer-openvino" else 0.95
-        if agree < need:
+        need = 1.0 if r["precision"] == "fp32" else 0.95
+        if r["family"] in ("ort", "openvino") and agree < need:
             problems.append(f"{r['contestant']}: labels agree with torch-fp32 on {agree:.1%} (< {need:.0%})")
     return problems
 
@@ -175,6 +177,7 @@ def _run_worker(name: str, bundle: Path, checkpoint: Path, threads: int, quick: 
 
 
 def run_suite(bundle: Path, checkpoint: Path | None, out: Path, quick: bool, threads: int | None) -> dict:
+    # long: the report dict is assembled in one place so its keys can be read together
     from pairbert.runtime.bundle import read_manifest
     from pairbert.runtime.devices import physical_cores
 

@@ -12,7 +12,7 @@ import random
 import time
 
 
-def main(argv: list[str] | None = None) -> dict:
+def main(argv: list[str] | None = None) -> dict:  # long: one script read top to bottom (two timed loops)
     import torch
 
     from pairbert.builtin_data import BUILTIN_TRAIN

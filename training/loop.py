@@ -142,16 +142,15 @@ def _autocast(device: torch.device):
     return torch.autocast(device.type, enabled=False)
 
 
-def train(cfg: TrainConfig) -> dict:
-    out = Path(cfg.output_dir)
-    device = pick_device(cfg.device)
-    train_pairs = read_pairs(cfg.train_file, require_label=True)
-    val_pairs = read_pairs(cfg.validation_file, require_label=True) if cfg.validation_file else []
-
+def _prepare(cfg: TrainConfig):
+    """(settings with 'auto' resolved, model, encoder, trainer state or None, tokenizer file, teacher): a new
+    run from the weight source, or the run stored in OUTPUT_DIR/last when resuming."""
     if cfg.resume:
         from pairbert.runtime.atomic_dir import recover
 
-        last = find_checkpoint(recover(out / "last"))  # finish or roll back a swap a kill interrupted
+        last = find_checkpoint(
+            recover(Path(cfg.output_dir) / "last")
+        )  # finish or roll back a swap a kill interrupted
         cfg = resolve_from_checkpoint(cfg, stored_train_config(last))
         _check_resume_settings(last, cfg)
         ckpt = load_checkpoint(last)
@@ -180,10 +179,13 @@ def train(cfg: TrainConfig) -> dict:
         teacher = _teacher(cfg) if cfg.distill else None
     if teacher is not None and state is None and cfg.pairing == "towers":
         model.init_head_from_cosine(*teacher.fit.platt)  # the untrained model is the calibrated baseline
-    model.to(device)
-    train_pairs, soft = training_targets(cfg, train_pairs, teacher)
+    return cfg, model, encoder, state, tokenizer_file, teacher
 
-    steps_per_epoch = math.ceil(len(train_pairs) / cfg.batch_size)
+
+def _optimizer(cfg: TrainConfig, model, pairs: int, state: dict | None):
+    """AdamW and the linear warm-up/decay schedule, with the stored progress when resuming:
+    (optimizer, scheduler, history, best accuracy, first epoch, step)."""
+    steps_per_epoch = math.ceil(pairs / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
     optimizer = torch.optim.AdamW(
         weight_decay_groups(model, cfg.weight_decay, cfg.head_learning_rate), lr=cfg.learning_rate
@@ -207,6 +209,64 @@ def train(cfg: TrainConfig) -> dict:
             state["step"],
         )
 
+    return optimizer, scheduler, history, best_accuracy, start_epoch, step
+
+
+def _run_epoch(
+    cfg: TrainConfig,
+    model,
+    optimizer,
+    scheduler,
+    bar,
+    encoder,
+    train_pairs,
+    soft,
+    device,
+    epoch: int,
+    step: int,
+) -> tuple[float, int]:
+    """One pass over the batches: (summed loss, step after the epoch)."""
+    running = 0.0
+    for i, idx in enumerate(bar):
+        batch = {k: v.to(device) for k, v in encode_batch(encoder, [train_pairs[j] for j in idx]).items()}
+        with _autocast(device):
+            loss = pair_loss(model, batch, soft, idx, cfg.distill)
+        if not torch.isfinite(loss):
+            raise TrainingError(
+                f"non-finite loss ({loss.item()}) at epoch {epoch + 1}, step {step + 1}; "
+                f"try a lower --lr (now {cfg.learning_rate})"
+            )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        step += 1
+        running += loss.item()
+        bar.set_postfix(loss=f"{running / (i + 1):.4f}")
+    return running, step
+
+
+def _save_epoch(out: Path, model, tokenizer_file: Path, settings: dict, improved: bool, state: dict) -> None:
+    """`best/` when validation improved (written first), then the resumable `last/`."""
+    if improved:
+        save_checkpoint(out / "best", model, tokenizer_file, settings)
+    save_checkpoint(out / "last", model, tokenizer_file, settings, state)
+
+
+def train(cfg: TrainConfig) -> dict:
+    out = Path(cfg.output_dir)
+    device = pick_device(cfg.device)
+    train_pairs = read_pairs(cfg.train_file, require_label=True)
+    val_pairs = read_pairs(cfg.validation_file, require_label=True) if cfg.validation_file else []
+
+    cfg, model, encoder, state, tokenizer_file, teacher = _prepare(cfg)
+    model.to(device)
+    train_pairs, soft = training_targets(cfg, train_pairs, teacher)
+
+    optimizer, scheduler, history, best_accuracy, start_epoch, step = _optimizer(
+        cfg, model, len(train_pairs), state
+    )
     lengths = encoder.lengths([p.question for p in train_pairs], [p.answer for p in train_pairs])
     settings = {"max_length": cfg.max_length, "train_config": {**asdict(cfg), "resume": False}}
     started = time.perf_counter()
@@ -217,24 +277,9 @@ def train(cfg: TrainConfig) -> dict:
         model.train()
         batches = training_batches(lengths, cfg.batch_size, seed=cfg.seed * 1000 + epoch)
         bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress, leave=False)
-        running = 0.0
-        for i, idx in enumerate(bar):
-            batch = {k: v.to(device) for k, v in encode_batch(encoder, [train_pairs[j] for j in idx]).items()}
-            with _autocast(device):
-                loss = pair_loss(model, batch, soft, idx, cfg.distill)
-            if not torch.isfinite(loss):
-                raise TrainingError(
-                    f"non-finite loss ({loss.item()}) at epoch {epoch + 1}, step {step + 1}; "
-                    f"try a lower --lr (now {cfg.learning_rate})"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            step += 1
-            running += loss.item()
-            bar.set_postfix(loss=f"{running / (i + 1):.4f}")
+        running, step = _run_epoch(
+            cfg, model, optimizer, scheduler, bar, encoder, train_pairs, soft, device, epoch, step
+        )
         if not all(torch.isfinite(p).all() for p in model.parameters()):  # before anything is saved as best
             raise TrainingError(
                 f"non-finite weights after epoch {epoch + 1} (training diverged); nothing saved "
@@ -258,24 +303,10 @@ def train(cfg: TrainConfig) -> dict:
             tqdm.write(epoch_line(record, cfg.epochs))
         if improved:
             best_accuracy = record.get("val_accuracy", best_accuracy)
-            save_checkpoint(
-                out / "best", model, tokenizer_file, {**settings, "epoch": epoch + 1, "metrics": record}
-            )
-        trainer_state = {
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "history": history,
-            "best_accuracy": best_accuracy,
-            "epoch": epoch + 1,
-            "step": step,
-        }
-        save_checkpoint(
-            out / "last",
-            model,
-            tokenizer_file,
-            {**settings, "epoch": epoch + 1, "metrics": record},
-            trainer_state,
-        )
+        progress = {"history": history, "best_accuracy": best_accuracy, "epoch": epoch + 1, "step": step}
+        trainer_state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), **progress}
+        saved = {**settings, "epoch": epoch + 1, "metrics": record}
+        _save_epoch(out, model, tokenizer_file, saved, improved, trainer_state)
         _write_json(out / "metrics.json", {"history": history, "best_val_accuracy": best_accuracy})
         if cfg.plot:
             plot_history(history, out / "training_curve.png")
