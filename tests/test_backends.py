@@ -121,10 +121,13 @@ def test_calibration_cache_is_keyed_by_bundle_and_cpu(tiny_bundle, monkeypatch):
     assert calibration.cache_key(manifest_bytes, 2, "cpu") != key  # so is another CPU
 
 
-def test_fastest_weighs_both_shapes():
+def test_fastest_weighs_both_shapes_and_breaks_near_ties_by_preference():
     timings = {"a": {"1x24": 0.004, "16x48": 0.100}, "b": {"1x24": 0.005, "16x48": 0.060}}
     assert calibration.fastest(timings) == "b"
     assert calibration.fastest({"a": timings["a"]}) == "a"
+    near = {"optimized": {"1x24": 0.0102, "16x48": 0.101}, "fp32": {"1x24": 0.0100, "16x48": 0.100}}
+    assert calibration.fastest(near) == "optimized"  # 2 % apart is noise: the preferred one wins
+    assert calibration.fastest(near, tolerance=0.0) == "fp32"
 
 
 def test_openvino_backend_missing_names_the_extra(tiny_bundle):
