@@ -5,6 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{value:.1%}"
+
+
 def _ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}×" if b else "–"
 
@@ -100,7 +104,7 @@ def _latency(r: dict, rows: list[dict], base: dict) -> list[str]:
             + " | ".join(cells)
             + f" | {_ratio(base['latency']['short']['p50_ms'], short['p50_ms'])}"
             + f" | {short['pct_of_peak']:.0f}% | {c['validation']['accuracy']:.1%}"
-            + f" | {c['validation'].get('agreement_with_torch_fp32', float('nan')):.1%} |"
+            + f" | {_pct(c['validation'].get('agreement_with_torch_fp32'))} |"
         )
     return lines
 

@@ -8,6 +8,23 @@ import pytest
 from helpers import build_tokenizer, train_tiny_checkpoint
 
 
+@pytest.fixture(scope="session", autouse=True)
+def calibration_cache(tmp_path_factory):
+    """`auto`'s calibration cache in a folder of this test session (subprocesses inherit it), never the
+    user's ~/.cache/pairbert: a test's choice must not depend on what an earlier run measured."""
+    import os
+
+    from pairbert.runtime.calibration import CACHE_ENV
+
+    before = os.environ.get(CACHE_ENV)
+    os.environ[CACHE_ENV] = str(tmp_path_factory.mktemp("calibration"))
+    yield
+    if before is None:
+        os.environ.pop(CACHE_ENV, None)
+    else:
+        os.environ[CACHE_ENV] = before
+
+
 @pytest.fixture(scope="session")
 def tiny_tokenizer(tmp_path_factory) -> Path:
     return build_tokenizer(tmp_path_factory.mktemp("tok") / "tokenizer.json")

@@ -83,8 +83,8 @@ def test_report_renders_rows_and_numbers():
     lines = md.splitlines()
     assert lines[0].startswith("Machine: Test CPU 9000, 4 physical cores, ISA avx2, fma; 4 threads")
     assert "fp32 250, int8 240 GFLOP/s" in lines[0] and "divides by the best, 250 (fp32)" in lines[0]
-    assert "| torch-fp32 | 10.00 / 11.00 / 12.00 | 1.00× | 10% | 90.0% |" in lines
-    assert "| ort-int8 | 4.00 / 5.00 / 6.00 | 2.50× | 25% | 87.5% |" in lines
+    assert "| torch-fp32 | 10.00 / 11.00 / 12.00 | 1.00× | 10% | 90.0% | – |" in lines
+    assert "| ort-int8 | 4.00 / 5.00 / 6.00 | 2.50× | 25% | 87.5% | – |" in lines
     assert "| ort-int8 | 160.0 | 125 | 250% | 2.50× |" in lines  # batch 32 × 128
     assert "| torch-fp32 | pad128 | 80.0 (8%) | 1.00× |" in lines
     assert "| ort-int8 | padded | 320.0 (32%) | 4.00× |" in lines  # vs torch padded to 128 at the same batch

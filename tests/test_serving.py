@@ -405,8 +405,8 @@ def _serve_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
 def test_a_bad_bundle_stops_the_server_with_the_cli_one_line_error(tiny_bundle, tmp_path):
     bad = tmp_path / "bad"
     shutil.copytree(tiny_bundle, bad)
-    onnx = bad / "model.int8.onnx"
-    onnx.write_bytes(onnx.read_bytes()[:-10] + b"0123456789")  # tampered: the checksum no longer matches
+    tokenizer = bad / "tokenizer.json"  # every load reads it, whichever variant auto picks
+    tokenizer.write_bytes(tokenizer.read_bytes()[:-10] + b"0123456789")  # tampered: no longer its checksum
     predicted = _serve_cli("predict", str(bad), "-q", "a", "-a", "b")
     for extra in ((), ("--workers", "2")):
         served = _serve_cli("serve", str(bad), "--port", "0", *extra)
