@@ -6,6 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+# The tiny-model training recipe most tests use: a high rate and no warm-up learn the smoke pairs in seconds.
+FAST = {"learning_rate": 3e-3, "warmup_ratio": 0.0}
+
 WORDS = (
     "what is the capital of france paris a spider has eight legs how many who wrote hamlet shakespeare "
     "banana potassium ocean pacific largest rich in are does do you i it and to be not yes no this that "
@@ -55,24 +58,38 @@ def varied_pairs(n: int = 60, seed: int = 0) -> list[dict]:
     return rows
 
 
+def tiny_config(run_dir: Path, tokenizer: Path, **settings):
+    """A TrainConfig for a tiny random dual-order BERT on the smoke pairs (validated on them too), batch 5,
+    no progress bar; `settings` add to or replace any field."""
+    from pairbert.builtin_data import SMOKE
+    from pairbert.training.loop import TrainConfig
+
+    base = {
+        "output_dir": str(run_dir),
+        "source": "random:tiny",
+        "tokenizer": str(tokenizer),
+        "train_file": str(SMOKE),
+        "validation_file": str(SMOKE),
+        "batch_size": 5,
+        "progress": False,
+    }
+    return TrainConfig(**{**base, **settings})
+
+
 def train_tiny_checkpoint(root: Path, tokenizer: Path, train_file: Path) -> Path:
     """A tiny dual-order BERT trained on the five smoke pairs (confident, so int8 keeps its labels).
     Shared by the fixture below and .ci/make_tiny_bundle.py."""
-    from pairbert.training.loop import TrainConfig, train
+    from pairbert.training.loop import train
 
     validation = write_jsonl(root / "validation.jsonl", varied_pairs())
     train(
-        TrainConfig(
-            output_dir=str(root / "run"),
-            source="random:tiny",
-            tokenizer=str(tokenizer),
+        tiny_config(
+            root / "run",
+            tokenizer,
             train_file=str(train_file),
             validation_file=str(validation),
             epochs=40,
-            batch_size=5,
-            learning_rate=3e-3,
-            warmup_ratio=0.0,
-            progress=False,
+            **FAST,
         )
     )
     return root / "run" / "last"

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import varied_pairs, write_jsonl
+from helpers import FAST, tiny_config, varied_pairs, write_jsonl
 
 from pairbert.builtin_data import SMOKE
 from pairbert.runtime.pair_files import read_pairs
@@ -159,19 +159,14 @@ def test_pooling_round_trips_through_save_load_export(tmp_path, tiny_tokenizer, 
 
     validation = write_jsonl(tmp_path / "val.jsonl", varied_pairs(24))
     train(
-        TrainConfig(
-            output_dir=str(tmp_path / "run"),
-            source="random:tiny",
-            tokenizer=str(tiny_tokenizer),
-            train_file=str(SMOKE),
+        tiny_config(
+            tmp_path / "run",
+            tiny_tokenizer,
             validation_file=str(validation),
             epochs=3,
-            batch_size=5,
-            learning_rate=3e-3,
-            warmup_ratio=0.0,
-            progress=False,
             pooling=pooling,
             plot=False,
+            **FAST,
         )
     )
     ckpt = load_checkpoint(tmp_path / "run" / "last")
@@ -232,18 +227,7 @@ def test_early_stopping_rule():
 
 
 def test_training_curve_png_beside_metrics(tmp_path, tiny_tokenizer):
-    train(
-        TrainConfig(
-            output_dir=str(tmp_path / "run"),
-            source="random:tiny",
-            tokenizer=str(tiny_tokenizer),
-            train_file=str(SMOKE),
-            validation_file=str(SMOKE),
-            epochs=2,
-            batch_size=5,
-            progress=False,
-        )
-    )
+    train(tiny_config(tmp_path / "run", tiny_tokenizer, epochs=2))
     png = tmp_path / "run" / "training_curve.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(json.loads((tmp_path / "run" / "metrics.json").read_text())["history"]) == 2
@@ -294,20 +278,15 @@ def test_towers_export_keeps_the_contract_and_fusions(tmp_path, tiny_tokenizer):
 
     validation = write_jsonl(tmp_path / "val.jsonl", varied_pairs(24))
     train(
-        TrainConfig(
-            output_dir=str(tmp_path / "run"),
-            source="random:tiny",
-            tokenizer=str(tiny_tokenizer),
-            train_file=str(SMOKE),
+        tiny_config(
+            tmp_path / "run",
+            tiny_tokenizer,
             validation_file=str(validation),
             epochs=2,
-            batch_size=5,
-            learning_rate=3e-3,
-            warmup_ratio=0.0,
-            progress=False,
             pooling="mean",
             pairing="towers",
             plot=False,
+            **FAST,
         )
     )
     export_bundle(
@@ -326,20 +305,7 @@ def test_single_order_ablation_trains_but_does_not_export(tmp_path, tiny_tokeniz
     from pairbert.export.bundle_writer import export_bundle
     from pairbert.export.validation import ExportError
 
-    train(
-        TrainConfig(
-            output_dir=str(tmp_path / "run"),
-            source="random:tiny",
-            tokenizer=str(tiny_tokenizer),
-            train_file=str(SMOKE),
-            validation_file=str(SMOKE),
-            epochs=1,
-            batch_size=5,
-            progress=False,
-            single_order=True,
-            plot=False,
-        )
-    )
+    train(tiny_config(tmp_path / "run", tiny_tokenizer, epochs=1, single_order=True, plot=False))
     ckpt = load_checkpoint(tmp_path / "run" / "last")
     assert ckpt.model.aq_encoder is None and ckpt.model.classifier.in_features == 32
     with pytest.raises(ExportError, match="contract"):
@@ -353,18 +319,7 @@ def test_auto_pairing_is_towers_with_a_teacher_and_cross_without(tmp_path, tiny_
     assert (cfg.pairing, cfg.pooling) == ("auto", "auto")
     assert (resolve_auto(cfg, True).pairing, resolve_auto(cfg, True).pooling) == ("towers", "mean")
     assert (resolve_auto(cfg, False).pairing, resolve_auto(cfg, False).pooling) == ("cross", "cls")
-    train(
-        TrainConfig(
-            output_dir=str(tmp_path / "random"),
-            source="random:tiny",
-            tokenizer=str(tiny_tokenizer),
-            train_file=str(SMOKE),
-            validation_file=str(SMOKE),
-            batch_size=5,
-            progress=False,
-            plot=False,
-        )
-    )
+    train(tiny_config(tmp_path / "random", tiny_tokenizer, plot=False))
     settings = json.loads((tmp_path / "random" / "last" / "pairbert.json").read_text())["train_config"]
     assert (settings["pairing"], settings["pooling"]) == ("cross", "cls")  # recorded resolved, never "auto"
     assert load_checkpoint(tmp_path / "random" / "last").model.config.pairing == "cross"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import WORDS, varied_pairs
+from helpers import WORDS, tiny_config, varied_pairs
 
 from pairbert.builtin_data import SMOKE
 from pairbert.cli import main
@@ -450,19 +450,10 @@ def test_nan_logits_fail_the_parity_gate():
 
 
 def test_diverged_training_saves_no_best_checkpoint(tmp_path, tiny_tokenizer):
-    from pairbert.training.loop import TrainConfig, TrainingError, train
+    from pairbert.training.loop import TrainingError, train
 
-    cfg = TrainConfig(
-        output_dir=str(tmp_path / "run"),
-        source="random:tiny",
-        tokenizer=str(tiny_tokenizer),
-        train_file=str(SMOKE),
-        validation_file=str(SMOKE),
-        epochs=3,
-        batch_size=5,
-        learning_rate=float("inf"),
-        warmup_ratio=0.0,
-        progress=False,
+    cfg = tiny_config(
+        tmp_path / "run", tiny_tokenizer, epochs=3, learning_rate=float("inf"), warmup_ratio=0.0
     )
     with pytest.raises(TrainingError, match="non-finite"):
         train(cfg)

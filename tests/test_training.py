@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import helpers
 import pytest
 import torch
 
@@ -17,20 +18,7 @@ from pairbert.training.weights import build_model
 
 
 def tiny_config(tmp_path, tokenizer, **overrides) -> TrainConfig:
-    base = dict(
-        output_dir=str(tmp_path / "run"),
-        source="random:tiny",
-        tokenizer=str(tokenizer),
-        train_file=str(SMOKE),
-        validation_file=str(SMOKE),
-        epochs=60,
-        batch_size=5,
-        learning_rate=3e-3,
-        warmup_ratio=0.0,
-        progress=False,
-    )
-    base.update(overrides)
-    return TrainConfig(**base)
+    return helpers.tiny_config(tmp_path / "run", tokenizer, **{**helpers.FAST, "epochs": 60, **overrides})
 
 
 def test_five_examples_are_learned(tmp_path, tiny_tokenizer):
