@@ -45,7 +45,7 @@ from pairbert.runtime.contract import CONTRACT, GraphContract
 from pairbert.runtime.devices import CPU, CUDA, cuda_provider_available
 from pairbert.runtime.pair_files import read_pairs
 from pairbert.runtime.tokenization import ORDERS, input_name
-from pairbert.runtime.variants import OPENVINO_VARIANTS, ORT_VARIANTS, VARIANTS
+from pairbert.runtime.variants import OPENVINO_VARIANTS, ORT_VARIANTS, PRECISION, VARIANTS
 from pairbert.training.batches import encode_batch
 from pairbert.training.checkpoint import LABELS, load_checkpoint
 
@@ -64,7 +64,6 @@ from .validation import (
 log = logging.getLogger(__name__)
 
 FILE_NAMES = {v: f"model.{v}.onnx" for v in ORT_VARIANTS}
-PRECISION = {"fp32": "fp32", "optimized": "fp32", "int8": "int8", "fp16": "fp16"}
 DEVICE = {"fp32": "any", "optimized": "any", "int8": "cpu", "fp16": "cuda"}
 BASE = {"optimized": "fp32", "int8": "optimized", "fp16": "optimized"}  # what each variant is built from
 SHAPE_GRID = ((1, 4), (2, 17), (7, 64), (33, 128))

@@ -63,6 +63,7 @@ def _versions() -> str:
 
 
 def cache_key(manifest_bytes: bytes, threads: int, device: str) -> str:
+    """Changes with the bundle (its manifest), the CPU, the thread count, the device and the libraries."""
     parts = [
         hashlib.sha256(manifest_bytes).hexdigest(),
         cpu_signature(),

@@ -20,7 +20,6 @@ import numpy as np
 
 from . import atomic_dir, calibration
 from .bundle import (
-    MANIFEST_FILE,
     BundleError,
     Manifest,
     read_manifest,
@@ -428,7 +427,8 @@ def _calibrated(
     vocab: int,
 ):
     """The fastest of `names` on this CPU: from the cache, or timed now (each candidate loaded once)."""
-    key = calibration.cache_key((bundle / MANIFEST_FILE).read_bytes(), threads, plan.device)
+    # the manifest as loaded and checked (it lists every file's sha256): no second read of manifest.json
+    key = calibration.cache_key(manifest.to_json().encode(), threads, plan.device)
     cached = calibration.read_cache().get(key)
     if isinstance(cached, dict) and cached.get("choice") in names:
         name = cached["choice"]
