@@ -36,10 +36,21 @@ class Contestant:
     modes: tuple[str, ...]
 
 
+def peer_batches(encodings: list, batch_size: int, mode: str) -> list[list[int]]:
+    """How a peer batches the caller's pairs: "bucketed" sorts by token count as the runtime does (keeping
+    the caller's batch size, no token cap); otherwise consecutive slices in the caller's order."""
+    from pairbert.runtime.predictor import bucketed_batches
+
+    if mode == "bucketed":
+        return bucketed_batches([len(e.ids) for e in encodings], batch_size, max_tokens=None)
+    n = len(encodings)
+    return [list(range(s, min(n, s + batch_size))) for s in range(0, n, batch_size)]
+
+
 def torch_contestant(name: str, checkpoint: Path, threads: int) -> Contestant:
     import torch
 
-    from pairbert.runtime.predictor import bucketed_batches, softmax
+    from pairbert.runtime.predictor import softmax
     from pairbert.training.batches import pad_to_max_length
     from pairbert.training.checkpoint import load_checkpoint
 
@@ -61,10 +72,7 @@ def torch_contestant(name: str, checkpoint: Path, threads: int) -> Contestant:
     def predict(pairs: Pairs, batch_size: int, mode: str) -> np.ndarray:
         n = len(pairs)
         qa, aq = encoder.tokenize([p[0] for p in pairs], [p[1] for p in pairs])  # once, as the runtime does
-        if mode == "bucketed":  # sorted by token count as the runtime does, but the caller's batch size kept
-            batches = bucketed_batches([len(e.ids) for e in qa], batch_size, max_tokens=None)
-        else:
-            batches = [list(range(s, min(n, s + batch_size))) for s in range(0, n, batch_size)]
+        batches = peer_batches(qa, batch_size, mode)
         out = np.empty((n, 2), np.float32)
         with torch.inference_mode(), autocast():
             for idx in batches:
@@ -107,7 +115,7 @@ def openvino_default_contestant(bundle: Path, threads: int) -> Contestant:
     import openvino as ov
 
     from pairbert.runtime.bundle import read_manifest
-    from pairbert.runtime.predictor import bucketed_batches, softmax
+    from pairbert.runtime.predictor import softmax
     from pairbert.runtime.tokenization import PairEncoder
 
     manifest = read_manifest(bundle)
@@ -121,10 +129,7 @@ def openvino_default_contestant(bundle: Path, threads: int) -> Contestant:
     def predict(pairs: Pairs, batch_size: int, mode: str) -> np.ndarray:
         n = len(pairs)
         qa, aq = encoder.tokenize([p[0] for p in pairs], [p[1] for p in pairs])
-        if mode == "bucketed":
-            batches = bucketed_batches([len(e.ids) for e in qa], batch_size, max_tokens=None)
-        else:
-            batches = [list(range(s, min(n, s + batch_size))) for s in range(0, n, batch_size)]
+        batches = peer_batches(qa, batch_size, mode)
         out = np.empty((n, 2), np.float32)
         for idx in batches:
             feed = encoder.collate([qa[i] for i in idx], [aq[i] for i in idx])
