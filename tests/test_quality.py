@@ -250,6 +250,23 @@ def test_builtin_and_heldout_files_are_what_the_builder_writes():
         assert all(row["answer"] for row in csv.DictReader(f, delimiter="\t"))
 
 
+def test_casual_chat_dev_file_is_built_and_unseen():
+    """The dev proxy for the hidden set: built by the builder, half positives, negatives are other questions'
+    answers of the same file, and none of its questions is in the bank or in the held-out file."""
+    spec = importlib.util.spec_from_file_location("build_builtin", DATA / "build_builtin.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    dev = mod.build_dev(mod.load_bank(mod.DEV_BANK))
+    assert mod.DEV_FILE.read_text() == mod.render(dev)
+    assert len(dev) >= 200 and sum(r["label"] for r in dev) * 2 == len(dev)
+    true_answer = {r["question"]: r["answer"] for r in dev if r["label"] == 1}
+    assert all(r["answer"] != true_answer[r["question"]] for r in dev if r["label"] == 0)
+    assert {r["answer"] for r in dev if r["label"] == 0} <= set(true_answer.values())
+    seen = {r["question"].lower() for r in mod.load_bank()}
+    seen |= {r["question"].lower() for r in mod.load_bank(mod.HELDOUT_BANK)}
+    assert not seen & {q.lower() for q in true_answer}
+
+
 def test_towers_untrained_is_the_calibrated_baseline(tmp_path, tiny_source):
     """pairing='towers' with the head initialised from the baseline's logistic fit reproduces the baseline."""
     from pairbert.training.baseline import Teacher

@@ -100,13 +100,36 @@ def build_heldout(bank: list[dict], seed: int = 7) -> list[dict]:
     return rows
 
 
+DEV_BANK = HERE / "dev" / "casual_chat_bank.tsv"
+DEV_FILE = HERE / "dev" / "casual_chat.jsonl"
+
+
+def build_dev(bank: list[dict], seed: int = 11) -> list[dict]:
+    """The development proxy for the team's hidden set: everyday questions in casual register with casual
+    true answers, one positive and one negative per question, the negative being ANOTHER question's answer
+    from the same file. Unlike the held-out file, it may be used for choices (recipe, levers).
+    """
+    rng = random.Random(seed)
+    rows = []
+    for i, row in enumerate(bank):
+        rows.append({"question": row["question"], "answer": row["answer"], "label": 1, "kind": "positive"})
+        j = rng.choice([j for j in range(len(bank)) if j != i])
+        rows.append(
+            {"question": row["question"], "answer": bank[j]["answer"], "label": 0, "kind": "other_answer"}
+        )
+    rng.shuffle(rows)
+    return rows
+
+
 def main() -> None:
     train, validation = build(load_bank())
     (HERE / "train.jsonl").write_text(render(train), encoding="utf-8")
     (HERE / "validation.jsonl").write_text(render(validation), encoding="utf-8")
     heldout = build_heldout(load_bank(HELDOUT_BANK))
     HELDOUT_FILE.write_text(render(heldout), encoding="utf-8")
-    print(f"train: {len(train)} pairs, validation: {len(validation)} pairs, held-out: {len(heldout)} pairs")
+    dev = build_dev(load_bank(DEV_BANK))
+    DEV_FILE.write_text(render(dev), encoding="utf-8")
+    print(f"train: {len(train)} pairs, validation: {len(validation)} pairs, held-out: {len(heldout)} pairs, dev: {len(dev)} pairs")
 
 
 if __name__ == "__main__":
