@@ -365,3 +365,73 @@ def test_towers_resume_matches_uninterrupted_run(tmp_path, tiny_source):
     b = load_checkpoint(tmp_path / "part" / "last").model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert load_checkpoint(tmp_path / "full" / "last").model.config.pairing == "towers"
+
+
+def test_in_batch_loss_prefers_each_question_own_answer():
+    from pairbert.training.loop import in_batch_loss
+
+    u = torch.nn.functional.normalize(torch.eye(4, 8) + 0.01, dim=-1)
+    labels = torch.tensor([1, 1, 1, 1])
+    matched = in_batch_loss(u, u.clone(), labels)
+    shuffled = in_batch_loss(u, u[[1, 2, 3, 0]], labels)
+    assert matched < 0.01 < shuffled
+    # negatives are not rows of the ranking; fewer than two positives: nothing to rank
+    assert in_batch_loss(u, u[[1, 2, 3, 0]], torch.tensor([1, 1, 0, 0])) > 1.0
+    assert in_batch_loss(u, u, torch.tensor([1, 0, 0, 0])) == 0.0
+
+
+def test_contrastive_and_frozen_embeddings_train_deterministically(tmp_path, tiny_source):
+    """--contrastive (towers) and --freeze-embeddings: finite, reproducible, and the tables stay as loaded."""
+    train_file = write_jsonl(tmp_path / "train.jsonl", varied_pairs(20, seed=3))
+    common = dict(
+        source=str(tiny_source),
+        train_file=str(train_file),
+        validation_file=str(SMOKE),
+        batch_size=8,
+        progress=False,
+        plot=False,
+        contrastive=1.0,
+        freeze_embeddings=True,
+    )
+    first = train(TrainConfig(output_dir=str(tmp_path / "a"), **common))["history"]
+    second = train(TrainConfig(output_dir=str(tmp_path / "b"), **common))["history"]
+    assert [h["train_loss"] for h in first] == [h["train_loss"] for h in second]
+    assert all(np.isfinite(h["train_loss"]) for h in first)
+    model = load_checkpoint(tmp_path / "a" / "last").model
+    from transformers import BertModel
+
+    source = BertModel.from_pretrained(str(tiny_source)).embeddings.word_embeddings.weight
+    assert model.config.pairing == "towers"
+    assert torch.equal(model.qa_encoder.embeddings.word_embeddings.weight, source)
+    assert torch.equal(model.aq_encoder.embeddings.word_embeddings.weight, source)
+    assert not torch.equal(model.qa_encoder.encoder.layer[0].output.dense.weight, _source_layer(tiny_source))
+
+
+def _source_layer(source: Path) -> torch.Tensor:
+    from transformers import BertModel
+
+    return BertModel.from_pretrained(str(source)).encoder.layer[0].output.dense.weight
+
+
+def test_contrastive_needs_towers(tmp_path, tiny_tokenizer):
+    from pairbert.training.loop import TrainingError
+
+    with pytest.raises(TrainingError, match="contrastive"):
+        train(tiny_config(tmp_path / "run", tiny_tokenizer, contrastive=1.0))
+
+
+def test_builder_variants_leave_validation_unchanged():
+    """Extra training negatives and the train-only bank add training rows only; the split is the same."""
+    spec = importlib.util.spec_from_file_location("build_builtin", DATA / "build_builtin.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    bank, extra = mod.load_bank(), mod.load_bank(mod.EXTRA_BANK)
+    train_rows, validation = mod.build(bank)
+    for kwargs in ({"extra_train_negatives": True}, {"train_only": extra}):
+        more, same = mod.build(bank, **kwargs)
+        assert same == validation and len(more) > len(train_rows)
+        assert {json.dumps(r) for r in train_rows} <= {json.dumps(r) for r in more}
+    seen = {
+        r["question"].lower() for r in bank + mod.load_bank(mod.HELDOUT_BANK) + mod.load_bank(mod.DEV_BANK)
+    }
+    assert not seen & {r["question"].lower() for r in extra}  # the train-only bank repeats no other question

@@ -78,6 +78,8 @@ class TrainConfig:
     plot: bool = True  # training_curve.png beside metrics.json
     single_order: bool = False  # ablation: the QA branch only (what the second order buys); not exportable
     pairing: str = "auto"  # "cross" or "towers" (model.py); auto: towers when the source has a baseline
+    contrastive: float = 0.0  # towers: weight of the in-batch loss (each question vs the batch's answers)
+    freeze_embeddings: bool = False  # keep both encoders' embedding tables as the source has them
 
 
 TOWERS_HEAD_LR = 1e-3  # the towers' head starts at the baseline's fit and moves faster than the encoders
@@ -177,6 +179,14 @@ def _prepare(cfg: TrainConfig):
     else:  # resuming: the checkpoint's model says what 'auto' became
         cfg = resolve_auto(replace(cfg, pairing=model.config.pairing, pooling=model.config.pooling), True)
         teacher = _teacher(cfg) if cfg.distill else None
+    if cfg.freeze_embeddings:
+        for branch in (model.qa_encoder, model.aq_encoder):
+            if branch is not None:
+                branch.embeddings.requires_grad_(False)
+    if cfg.contrastive and cfg.pairing != "towers":
+        raise TrainingError(
+            "--contrastive needs --pairing towers (it compares question and answer embeddings)"
+        )
     if teacher is not None and state is None and cfg.pairing == "towers":
         model.init_head_from_cosine(*teacher.fit.platt)  # the untrained model is the calibrated baseline
     return cfg, model, encoder, state, tokenizer_file, teacher
@@ -230,7 +240,7 @@ def _run_epoch(
     for i, idx in enumerate(bar):
         batch = {k: v.to(device) for k, v in encode_batch(encoder, [train_pairs[j] for j in idx]).items()}
         with _autocast(device):
-            loss = pair_loss(model, batch, soft, idx, cfg.distill)
+            loss = pair_loss(model, batch, soft, idx, cfg.distill, cfg.contrastive)
         if not torch.isfinite(loss):
             raise TrainingError(
                 f"non-finite loss ({loss.item()}) at epoch {epoch + 1}, step {step + 1}; "
@@ -390,15 +400,49 @@ def training_targets(
     return pairs, soft
 
 
-def pair_loss(model, batch: dict, soft: list[float] | None, idx: list[int], distill: float) -> torch.Tensor:
-    """Cross-entropy on the hard labels, mixed with the teacher's soft targets when distilling."""
-    out = model(**batch)
+INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+CONTRASTIVE_SCALE = (
+    20.0  # cosine → logit scale of the in-batch loss (the one all-MiniLM-L6-v2 was trained with)
+)
+
+
+def pair_loss(
+    model,
+    batch: dict,
+    soft: list[float] | None,
+    idx: list[int],
+    distill: float,
+    contrastive: float = 0.0,
+) -> torch.Tensor:
+    """Cross-entropy on the hard labels, mixed with the teacher's soft targets when distilling, plus (towers,
+    `contrastive` > 0) the in-batch loss: each positive pair's question must pick its own answer among the
+    batch's other positive answers."""
+    if contrastive:
+        labels = batch["labels"]
+        u, v = model.tower_embeddings(
+            *(batch[f"{order}_{name}"] for order in ("qa", "aq") for name in INPUTS)
+        )
+        out = model._head(u * v, labels)
+        loss = out.loss + contrastive * in_batch_loss(u, v, labels)
+    else:
+        out = model(**batch)
+        loss = out.loss
     if soft is None or not distill:
-        return out.loss
+        return loss
     p = torch.tensor([soft[i] for i in idx], dtype=out.logits.dtype, device=out.logits.device)
     target = torch.stack([1 - p, p], dim=-1)
     soft_loss = -(target * torch.log_softmax(out.logits, dim=-1)).sum(-1).mean()
-    return (1 - distill) * out.loss + distill * soft_loss
+    return loss - distill * out.loss + distill * soft_loss
+
+
+def in_batch_loss(u: torch.Tensor, v: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Multiple-negatives ranking loss over the batch's positive pairs (zero with fewer than two)."""
+    positive = labels == 1
+    if int(positive.sum()) < 2:
+        return u.sum() * 0.0
+    q, a = u[positive], v[positive]
+    scores = CONTRASTIVE_SCALE * q @ a.T
+    return nn.functional.cross_entropy(scores, torch.arange(len(q), device=scores.device))
 
 
 def _check_resume_settings(last: Path, cfg: TrainConfig) -> None:

@@ -147,6 +147,11 @@ class DualOrderBertForPairClassification(PreTrainedModel):
         self, qa_ids, qa_mask, qa_types, aq_ids, aq_mask, aq_types, labels
     ) -> SequenceClassifierOutput:
         """Each branch encodes only its first segment (question in QA, answer in AQ); see the module notes."""
+        u, v = self.tower_embeddings(qa_ids, qa_mask, qa_types, aq_ids, aq_mask, aq_types)
+        return self._head(u * v, labels)
+
+    def tower_embeddings(self, qa_ids, qa_mask, qa_types, aq_ids, aq_mask, aq_types):
+        """Towers only: the normalised question (QA branch) and answer (AQ branch) embeddings."""
         q_mask = qa_mask * (qa_types == 0).to(qa_mask.dtype)
         a_mask = aq_mask * (aq_types == 0).to(aq_mask.dtype)
         u = self._pool(
@@ -155,8 +160,7 @@ class DualOrderBertForPairClassification(PreTrainedModel):
         v = self._pool(
             self.aq_encoder(input_ids=aq_ids, attention_mask=a_mask, token_type_ids=aq_types), a_mask
         )
-        u, v = nn.functional.normalize(u, dim=-1), nn.functional.normalize(v, dim=-1)
-        return self._head(u * v, labels)
+        return nn.functional.normalize(u, dim=-1), nn.functional.normalize(v, dim=-1)
 
     @torch.no_grad()
     def init_head_from_cosine(self, slope: float, intercept: float) -> None:

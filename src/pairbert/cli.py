@@ -54,6 +54,8 @@ TRAIN_OPTIONS = {
     "teacher_negatives": "teacher_negatives",
     "patience": "patience",
     "single_order": "single_order",
+    "contrastive": "contrastive",
+    "freeze_embeddings": "freeze_embeddings",
 }
 TRAIN_CONFIG_NOT_ON_CLI = {"progress", "stop_after_epochs", "plot"}  # --quiet; tests; --no-plot
 
@@ -551,6 +553,18 @@ def _add_train(sub) -> None:  # long: one flat declaration per train flag, nothi
         "--single-order",
         action="store_true",
         help="ablation: train the QA branch only (measures what the second order buys; not exportable)",
+    )
+    t.add_argument(
+        "--contrastive",
+        type=float,
+        default=0.0,
+        help="towers: weight of the in-batch loss (each question must pick its own answer among the batch's "
+        "other answers)",
+    )
+    t.add_argument(
+        "--freeze-embeddings",
+        action="store_true",
+        help="keep both encoders' embedding tables as the weight source has them",
     )
     t.add_argument("--no-plot", action="store_true", help="no training_curve.png")
     t.set_defaults(func=_train)

@@ -18,6 +18,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 SEED = 13
 VALIDATION_FRACTION = 0.2
+EXTRA_BANK = HERE / "qa_bank_extra.tsv"  # train-only questions (casual register), see build(train_only=)
 
 
 def load_bank(path: Path = HERE / "qa_bank.tsv") -> list[dict]:
@@ -25,7 +26,15 @@ def load_bank(path: Path = HERE / "qa_bank.tsv") -> list[dict]:
         return list(csv.DictReader(f, delimiter="\t"))
 
 
-def build(bank: list[dict], seed: int = SEED) -> tuple[list[dict], list[dict]]:
+def build(
+    bank: list[dict],
+    seed: int = SEED,
+    extra_train_negatives: bool = False,
+    train_only: list[dict] | None = None,
+) -> tuple[list[dict], list[dict]]:
+    """(train, validation). `extra_train_negatives`: every training question also gets a negative of the
+    other kind (so one hard and one easy). `train_only`: a second bank whose questions all go to train, with
+    negatives drawn from that bank. Both use separate random streams: validation is unchanged by them."""
     rng = random.Random(seed)
     by_topic: dict[str, list[int]] = {}
     for i, row in enumerate(bank):
@@ -66,7 +75,53 @@ def build(bank: list[dict], seed: int = SEED) -> tuple[list[dict], list[dict]]:
     validation = [r for r in rows if r["qid"] in held_out]
     rng.shuffle(train)
     rng.shuffle(validation)
+    if extra_train_negatives:
+        extra_rng = random.Random(seed + 1)
+        train += [_negative(bank, by_topic, i, i % 2 == 1, extra_rng) for i in sorted(set(qids) - held_out)]
+    if train_only:
+        train += train_only_rows(train_only, len(bank), extra_train_negatives, random.Random(seed + 2))
+    if extra_train_negatives or train_only:
+        random.Random(seed + 3).shuffle(train)
     return train, validation
+
+
+def train_only_rows(bank: list[dict], qid_offset: int, both: bool, rng: random.Random) -> list[dict]:
+    """A positive and a negative (both kinds when `both`) per question of a train-only bank."""
+    by_topic: dict[str, list[int]] = {}
+    for i, row in enumerate(bank):
+        by_topic.setdefault(row["topic"], []).append(i)
+    rows = []
+    for i, row in enumerate(bank):
+        rows.append(
+            {
+                "question": row["question"],
+                "answer": row["answer"],
+                "label": 1,
+                "kind": "positive",
+                "topic": row["topic"],
+                "qid": qid_offset + i,
+            }
+        )
+        for hard in (True, False) if both else (i % 2 == 0,):
+            rows.append({**_negative(bank, by_topic, i, hard, rng), "qid": qid_offset + i})
+    return rows
+
+
+def _negative(bank: list[dict], by_topic: dict, i: int, hard: bool, rng: random.Random) -> dict:
+    row = bank[i]
+    if hard:
+        others, kind = [j for j in by_topic[row["topic"]] if j != i], "hard_negative"
+    else:
+        others, kind = [j for j in range(len(bank)) if bank[j]["topic"] != row["topic"]], "easy_negative"
+    answer = bank[rng.choice(others)]["answer"]
+    return {
+        "question": row["question"],
+        "answer": answer,
+        "label": 0,
+        "kind": kind,
+        "topic": row["topic"],
+        "qid": i,
+    }
 
 
 def render(rows: list[dict]) -> str:
@@ -129,7 +184,8 @@ def main() -> None:
     HELDOUT_FILE.write_text(render(heldout), encoding="utf-8")
     dev = build_dev(load_bank(DEV_BANK))
     DEV_FILE.write_text(render(dev), encoding="utf-8")
-    print(f"train: {len(train)} pairs, validation: {len(validation)} pairs, held-out: {len(heldout)} pairs, dev: {len(dev)} pairs")
+    sizes = {"train": train, "validation": validation, "held-out": heldout, "dev": dev}
+    print(", ".join(f"{name}: {len(rows)} pairs" for name, rows in sizes.items()))
 
 
 if __name__ == "__main__":
