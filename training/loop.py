@@ -51,7 +51,7 @@ class TrainConfig:
     tokenizer: str | None = None  # tokenizer.json; defaults to the source's own
     train_file: str = str(BUILTIN_TRAIN)
     validation_file: str | None = str(BUILTIN_VALIDATION)
-    epochs: int = 1
+    epochs: int = 2
     batch_size: int = 16
     learning_rate: float = 2e-5
     head_learning_rate: float | None = None  # head + poolers; None: 1e-3 for towers, learning_rate for cross
@@ -78,10 +78,11 @@ class TrainConfig:
     plot: bool = True  # training_curve.png beside metrics.json
     single_order: bool = False  # ablation: the QA branch only (what the second order buys); not exportable
     pairing: str = "auto"  # "cross" or "towers" (model.py); auto: towers when the source has a baseline
-    contrastive: float = 0.0  # towers: weight of the in-batch loss (each question vs the batch's answers)
+    contrastive: float | None = None  # towers: weight of the in-batch loss; None: 1.0 for towers, 0 for cross
     freeze_embeddings: bool = False  # keep both encoders' embedding tables as the source has them
 
 
+TOWERS_CONTRASTIVE = 1.0  # in-batch loss weight for the towers by default (measured: notes/quality2)
 TOWERS_HEAD_LR = 1e-3  # the towers' head starts at the baseline's fit and moves faster than the encoders
 HEAD_PREFIXES = ("classifier.", "qa_encoder.pooler.", "aq_encoder.pooler.")
 
@@ -342,7 +343,10 @@ def resolve_auto(cfg: TrainConfig, has_teacher: bool) -> TrainConfig:
     head_lr = cfg.head_learning_rate
     if head_lr is None and pairing == "towers":
         head_lr = TOWERS_HEAD_LR
-    return replace(cfg, pairing=pairing, pooling=pooling, head_learning_rate=head_lr)
+    contrastive = cfg.contrastive
+    if contrastive is None:
+        contrastive = TOWERS_CONTRASTIVE if pairing == "towers" else 0.0
+    return replace(cfg, pairing=pairing, pooling=pooling, head_learning_rate=head_lr, contrastive=contrastive)
 
 
 def resolve_from_checkpoint(cfg: TrainConfig, stored: dict) -> TrainConfig:
@@ -354,6 +358,7 @@ def resolve_from_checkpoint(cfg: TrainConfig, stored: dict) -> TrainConfig:
         head_learning_rate=stored.get("head_learning_rate")
         if cfg.head_learning_rate is None
         else cfg.head_learning_rate,
+        contrastive=stored.get("contrastive", 0.0) if cfg.contrastive is None else cfg.contrastive,
     )
 
 

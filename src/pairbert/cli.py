@@ -487,7 +487,7 @@ def _add_train(sub) -> None:  # long: one flat declaration per train flag, nothi
     t.add_argument("--tokenizer", help="tokenizer.json (default: the source's own)")
     t.add_argument("--train", help="training pairs (.csv/.tsv/.jsonl; default: the built-in training split)")
     t.add_argument("--validation", help="validation pairs (default: the built-in validation split)")
-    t.add_argument("--epochs", type=positive_int, default=1, help="passes over the training pairs")
+    t.add_argument("--epochs", type=positive_int, default=2, help="passes over the training pairs")
     t.add_argument("--batch-size", type=positive_int, default=16, help="pairs per optimizer step")
     t.add_argument("--lr", type=float, default=2e-5, help="peak learning rate of the encoders (AdamW)")
     t.add_argument(
@@ -557,9 +557,9 @@ def _add_train(sub) -> None:  # long: one flat declaration per train flag, nothi
     t.add_argument(
         "--contrastive",
         type=float,
-        default=0.0,
+        default=None,
         help="towers: weight of the in-batch loss (each question must pick its own answer among the batch's "
-        "other answers)",
+        "other answers) (default: 1.0 for towers, 0 for cross)",
     )
     t.add_argument(
         "--freeze-embeddings",

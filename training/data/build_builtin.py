@@ -5,7 +5,10 @@
 Each bank row gives one positive pair. Negatives, one per question, alternate between an *easy* one (the
 answer to a question from another topic) and a *hard* one (the answer to another question on the same
 topic). The split is by question (20 % held out), so validation questions are never seen in training.
-A test checks that the committed files are what this script writes.
+qa_bank_extra.tsv adds casual-register questions to TRAIN only (their negatives come from that bank), from
+separate random streams, so validation is exactly the split of qa_bank.tsv. It also writes the held-out file
+(heldout/, never used for choices) and the casual_chat dev proxy (dev/, used for choices); neither ships in
+the wheel. A test checks that the committed files are what this script writes.
 """
 
 from __future__ import annotations
@@ -177,7 +180,7 @@ def build_dev(bank: list[dict], seed: int = 11) -> list[dict]:
 
 
 def main() -> None:
-    train, validation = build(load_bank())
+    train, validation = build(load_bank(), train_only=load_bank(EXTRA_BANK))
     (HERE / "train.jsonl").write_text(render(train), encoding="utf-8")
     (HERE / "validation.jsonl").write_text(render(validation), encoding="utf-8")
     heldout = build_heldout(load_bank(HELDOUT_BANK))
