@@ -16,7 +16,8 @@ import numpy as np
 from pairbert.runtime.variants import OPENVINO_VARIANTS, ORT_VARIANTS
 
 TORCH_CONTESTANTS = ("torch-fp32", "torch-bf16", "torch-int8", "torch-fp16-cuda")
-GPU_CONTESTANTS = ("torch-fp16-cuda", "ort-fp16-cuda")
+# On CUDA: pairbert's ONNX Runtime variants (IO binding inside the predictor) and torch fp16 eager.
+GPU_CONTESTANTS = ("ort-fp16-cuda", "ort-optimized-cuda", "ort-fp32-cuda", "torch-fp16-cuda")
 # What a user would pick instead of pairbert: torch in its best modes and OpenVINO out of the box.
 PEERS = ("torch-fp32", "torch-bf16", "torch-int8", "openvino-default")
 DEFAULT_PATH = "pairbert-auto"  # PairClassifier.load(bundle): what a pairbert user gets by default
@@ -102,6 +103,7 @@ def pairbert_contestant(variant: str, bundle: Path, threads: int, device: str = 
     name = (
         DEFAULT_PATH if variant == "auto" else (variant if variant in OPENVINO_VARIANTS else f"ort-{variant}")
     )
+    name += "-cuda" if device == "cuda" else ""
     contestant = Contestant(
         name, family, clf.manifest.variants[clf.variant].precision, predict, ("bucketed",)
     )
@@ -149,8 +151,8 @@ def build(name: str, bundle: Path, checkpoint: Path, threads: int) -> Contestant
         return openvino_default_contestant(bundle, threads)
     if name == DEFAULT_PATH:
         return pairbert_contestant("auto", bundle, threads)
-    if name == "ort-fp16-cuda":  # IO binding happens inside the predictor on CUDA
-        return pairbert_contestant("fp16", bundle, threads, device="cuda")
+    if name.startswith("ort-") and name.endswith("-cuda") and name[4:-5] in ORT_VARIANTS:
+        return pairbert_contestant(name[4:-5], bundle, threads, device="cuda")  # IO binding in the predictor
     if name.startswith("ort-") and name[4:] in ORT_VARIANTS:
         return pairbert_contestant(name[4:], bundle, threads)
     if name in OPENVINO_VARIANTS:
