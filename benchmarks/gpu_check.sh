@@ -92,9 +92,9 @@ for k, v in m['variants'].items()}, open('$OUT/parity.json', 'w'), indent=1); pr
 
 bench() {
   local name rc=0
-  for name in ${CONTESTANTS:-ort-fp16-cuda torch-fp16-cuda ort-optimized-cuda ort-fp32-cuda}; do
+  for name in ${CONTESTANTS:-ort-fp16-cuda ort-fp16-cuda-nographs torch-fp16-cuda ort-optimized-cuda ort-fp32-cuda}; do
     echo "--- $name"
-    timeout 150 $PY -m pairbert.benchmarks.worker "$name" --bundle "$WORK/bundle" \
+    timeout 90 $PY -m pairbert.benchmarks.worker "$name" --bundle "$WORK/bundle" \
       --checkpoint "$WORK/checkpoint" --threads "$THREADS" > "$OUT/bench-$name.json" 2> "$OUT/bench-$name.err" \
       || { rc=1; tail -3 "$OUT/bench-$name.err"; }
   done
@@ -132,16 +132,16 @@ export -f environment install cuda_session export_bundle bench gpu_peak tensorrt
 
 step environment 60 environment
 # gpu_carry.py needs only torch and safetensors: run as a file, before pairbert is installed.
-[ -d "$WORK/wheels" ] || step unpack 300 $PY benchmarks/gpu_carry.py unpack "$CARRY" --out "$WORK"
-step install 180 install
+[ -d "$WORK/wheels" ] || step unpack 120 $PY benchmarks/gpu_carry.py unpack "$CARRY" --out "$WORK"
+step install 120 install
 step cuda_session 60 cuda_session
-step export 240 export_bundle
-step bench 660 bench
-step gpu_peak 90 gpu_peak
+step export 180 export_bundle
+step bench 330 bench
+step gpu_peak 60 gpu_peak
 step report 30 $PY -m pairbert.benchmarks.gpu_report "$OUT"
-step pytest_gpu 180 $PY -m pytest -m gpu -q -p no:cacheprovider --junitxml "$OUT/pytest-gpu.xml"
-step tensorrt 60 tensorrt
-step autocast_training 180 autocast_training
+step pytest_gpu 150 $PY -m pytest -m gpu -q -p no:cacheprovider --junitxml "$OUT/pytest-gpu.xml"
+step tensorrt 45 tensorrt
+step autocast_training 120 autocast_training
 
 echo "=== summary"
 for k in environment unpack install cuda_session export bench gpu_peak report pytest_gpu tensorrt autocast_training; do

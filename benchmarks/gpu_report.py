@@ -28,6 +28,7 @@ def _row(result: dict, hidden: int, layers: int, peak: dict | None) -> dict:
         "b1_p50_ms": {k: round(v["p50_ms"], 3) for k, v in result["latency"].items()},
         "b1_p99_ms": {k: round(v["p99_ms"], 3) for k, v in result["latency"].items()},
         "validation_accuracy": result["validation"]["accuracy"],
+        "cuda_graphs": result.get("cuda_graphs"),
     }
     throughput = next(iter(result["throughput"].values()), {})  # the contestant's first (best-known) mode
     row["mix_pairs_per_s"] = {b: round(t["pairs_per_s"], 1) for b, t in throughput.items()}

@@ -48,7 +48,11 @@ def contestants_for(manifest) -> tuple[list[str], list[str]]:
             )
     names.append(DEFAULT_PATH)
     if gpu_present():  # on a GPU machine: pairbert's variants on CUDA and torch fp16 eager
-        names += [n for n in GPU_CONTESTANTS if not n.startswith("ort-") or n[4:-5] in manifest.variants]
+        names += [
+            n
+            for n in GPU_CONTESTANTS
+            if not n.startswith("ort-") or n[4:].partition("-cuda")[0] in manifest.variants
+        ]
     return names, skipped
 
 
