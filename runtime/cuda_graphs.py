@@ -92,7 +92,7 @@ class CudaGraphRunner:
                     self._input_names,
                     self._output_name,
                     key,
-                    graph_id=len(self._slots),
+                    graph_id=len(self._slots) + 1,  # 0 is ONNX Runtime's own
                 )
             try:
                 for name, value in pad_feed(feed, *key).items():
