@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Issue 14 part 2: the CUDA path on a lent GPU machine (no network), in one run that writes under $OUT.
 #
-# Before (CPU side):  python -m pairbert.benchmarks.gpu_carry pack runs/default/best \
-#                         onnxruntime_gpu-<ver>-cp<device python>-…whl --out .gpu-carry
-#   then carry .gpu-carry/b1, .gpu-carry/b2, … one per device call on one warm machine (`run` with
-#   carry=[".gpu-carry/bN"], command "true"), and carry the last folder with this script:
-#                     bash benchmarks/gpu_check.sh
+# Before (CPU side): a cp312 onnxruntime-gpu wheel for CUDA 13 (PyPI's 1.31.1 is), repacked with LZMA
+#   (255 → 205 MB; pip reads it) to save a call, and the checkpoint, cut into 60 MiB folders:
+#     python -m pairbert.benchmarks.gpu_carry pack runs/default/best onnxruntime_gpu-…whl --out .gpu-carry
+# Device calls on ONE warm machine (it is given back after 30 s idle): a call's carry REPLACES what the
+# previous call carried, so each call copies its folder out of the tree:
+#     run(carry=[".gpu-carry/bN"], command="mkdir -p /root/carry && cp -r .gpu-carry/b* /root/carry/")
+#   and the last one (with the last folder) runs this script with CARRY=/root/carry WORK=/root/gpu-work
+#   OUT=/tmp/gc, then tars /tmp/gc into $OUT (at most 8 files come back). Reruns on the same warm machine:
+#   STEPS="export bench report" CONTESTANTS="ort-fp16-cuda …". Measured figures: benchmarks/results/gpu-h200/.
 # Steps (each logged, timed and allowed to fail without stopping the others; a summary at the end;
 # STEPS="export bench" runs only those, e.g. for a rerun on the same warm machine):
 #   1 environment   nvidia-smi, python, the ML packages already there

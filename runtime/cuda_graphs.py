@@ -19,7 +19,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-BATCH_BUCKETS = (1, 2, 4, 8, 16, 32)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 SEQUENCE_BUCKETS = (16, 32, 64, 128, 256, 512)
 NO_GRAPH = "-1"
 PROVIDER_OPTIONS = {"enable_cuda_graph": "1"}
@@ -61,7 +61,7 @@ class _Slot:
 
 
 class CudaGraphRunner:
-    def __init__(self, ort, session, input_names: list[str], output_name: str, max_graphs: int = 24):
+    def __init__(self, ort, session, input_names: list[str], output_name: str, max_graphs: int = 32):
         self._ort, self._session = ort, session
         self._input_names, self._output_name = input_names, output_name
         self._slots: dict[tuple[int, int], _Slot] = {}

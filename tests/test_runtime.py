@@ -338,7 +338,7 @@ def test_cuda_fp16_parity_with_io_binding(tiny_bundle, tiny_checkpoint):
         PairClassifier.load(tiny_bundle, device="cpu", variant="optimized")
         .predict([(p.question, p.answer) for p in pairs])
         .probabilities,
-        atol=1e-4,
+        atol=1e-3,  # fp32 GEMMs on CUDA may run in TF32 (an H200 gave 1.4e-4)
     )
 
 
