@@ -121,6 +121,7 @@ class _Request:
     cpu_arena: str
     max_batch_tokens: int | None
     calibrate: bool
+    cuda_graphs: bool = True
 
     def check(self) -> None:
         if self.threads is not None and (
@@ -201,6 +202,7 @@ class PairClassifier:
         max_batch_tokens: int | None = DEFAULT_MAX_BATCH_TOKENS,
         backend: str = "auto",
         calibrate: bool = True,
+        cuda_graphs: bool = True,
     ) -> PairClassifier:
         """Open a bundle.
 
@@ -211,9 +213,19 @@ class PairClassifier:
         and the fastest is remembered (see runtime/calibration.py); `calibrate=False` takes a fixed order.
         `max_batch_tokens` caps padded tokens per run (None: only `batch_size` limits a run).
         `cpu_arena` (ONNX Runtime): "off" (default: RSS stays flat over varied shapes), "shrink" or "keep".
+        `cuda_graphs` (CUDA): replay a captured CUDA graph per padded shape (see runtime/cuda_graphs.py).
         """
         request = _Request(
-            variant, device, backend, threads, allow_fallback, verify, cpu_arena, max_batch_tokens, calibrate
+            variant,
+            device,
+            backend,
+            threads,
+            allow_fallback,
+            verify,
+            cpu_arena,
+            max_batch_tokens,
+            calibrate,
+            cuda_graphs,
         )
         request.check()
         bundle = atomic_dir.locate(Path(bundle))  # a complete copy, even if an export swap was interrupted
@@ -357,6 +369,7 @@ def _settings(plan: DevicePlan, request: _Request, threads: int, name: str) -> S
         cpu_arena=request.cpu_arena,
         spinning=LEDGER.claimed <= threads,  # other predictors live here: don't burn their cores spinning
         precision=OPENVINO_PRECISION.get(name, "f32"),
+        cuda_graphs=request.cuda_graphs,
     )
 
 
