@@ -90,6 +90,14 @@ def _check_text(value: object, index: int, field: str) -> str:
     return value
 
 
+def _batch_size(batch_size: object) -> int:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, Integral) or batch_size < 1:
+        raise PredictorError(
+            f"batch_size must be a positive int, got {type(batch_size).__name__} {batch_size!r}"
+        )
+    return int(batch_size)
+
+
 def bucketed_batches(lengths: Sequence[int], batch_size: int, max_tokens: int | None) -> list[list[int]]:
     """Indices sorted by length, cut into batches of at most `batch_size` pairs and (when given) at most
     `max_tokens` padded tokens, so activation memory stays bounded whatever the caller's batch size."""
@@ -297,17 +305,25 @@ class PairClassifier:
             _check_text(a, i, "answer")
         return self._predict(questions, answers, batch_size)
 
+    def predict_encoded(self, qa: Sequence, aq: Sequence, batch_size: int = 32) -> Prediction:
+        """Classify pairs already tokenized by `self.encoder.tokenize(questions, answers)` (both orders).
+        A server tokenizes each request once on arrival (it needs the token counts to size its batches)
+        and hands the encodings here instead of tokenizing the same texts a second time."""
+        if len(qa) != len(aq):
+            raise PredictorError(f"{len(qa)} question-first encodings but {len(aq)} answer-first ones")
+        return self._predict_encoded(list(qa), list(aq), _batch_size(batch_size))
+
     def _predict(self, questions: list[str], answers: list[str], batch_size: int) -> Prediction:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, Integral) or batch_size < 1:
-            raise PredictorError(
-                f"batch_size must be a positive int, got {type(batch_size).__name__} {batch_size!r}"
-            )
-        batch_size = int(batch_size)
-        n = len(questions)
+        batch_size = _batch_size(batch_size)
+        if not questions:
+            return self._predict_encoded([], [], batch_size)
+        return self._predict_encoded(*self.encoder.tokenize(questions, answers), batch_size)
+
+    def _predict_encoded(self, qa: list, aq: list, batch_size: int) -> Prediction:
+        n = len(qa)
         num_labels = len(self.label_names)
         if n == 0:
             return Prediction(np.zeros(0, np.int64), np.zeros((0, num_labels), np.float32), self.label_names)
-        qa, aq = self.encoder.tokenize(questions, answers)
         logits = np.empty((n, num_labels), dtype=np.float32)
         lengths = [len(e.ids) for e in qa]
         for idx in bucketed_batches(lengths, batch_size, self.max_batch_tokens):

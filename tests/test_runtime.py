@@ -383,3 +383,18 @@ def test_cpu_arena_modes_reach_the_session_and_give_the_same_answers(tiny_bundle
     np.testing.assert_allclose(answers["off"], answers["keep"], atol=1e-6)
     with pytest.raises(PredictorError, match="cpu_arena must be one of off, shrink, keep, got 'big'"):
         PairClassifier.load(tiny_bundle, variant="fp32", cpu_arena="big")
+
+
+def test_predict_encoded_equals_predict_and_checks_its_arguments(tiny_bundle):
+    clf = PairClassifier.load(tiny_bundle, variant="optimized", threads=1)
+    pairs = [(r["question"], r["answer"]) for r in varied_pairs(9, seed=5)]
+    qa, aq = clf.encoder.tokenize([q for q, _ in pairs], [a for _, a in pairs])
+    got = clf.predict_encoded(qa, aq, batch_size=4)
+    want = clf.predict(pairs, batch_size=4)
+    np.testing.assert_array_equal(got.probabilities, want.probabilities)
+    assert got.labels.tolist() == want.labels.tolist()
+    assert clf.predict_encoded([], []).probabilities.shape == (0, len(clf.label_names))
+    with pytest.raises(PredictorError, match="9 question-first encodings but 8 answer-first"):
+        clf.predict_encoded(qa, aq[:8])
+    with pytest.raises(PredictorError, match="batch_size"):
+        clf.predict_encoded(qa, aq, batch_size=0)
