@@ -581,6 +581,8 @@ def test_load_benchmark_runs_end_to_end_and_stops_by_itself(tiny_bundle, tmp_pat
             threads=1,
             rss_requests=60,
             pairs=16,
+            overhead_rounds=2,
+            overhead_requests=5,
         )
     )
     for key in ("server_batching_on", "server_batching_off"):
@@ -590,6 +592,11 @@ def test_load_benchmark_runs_end_to_end_and_stops_by_itself(tiny_bundle, tmp_pat
     on = report["server_batching_on"]
     assert on["rss_requests"] == 60 and on["rss_idle_mb"] > 0 and on["rss_after_mb"] > 0
     assert set(report["verdicts"]["measured"]) == set(report["verdicts"]["targets"])
+    over = on["overhead_at_1"]  # alternating rounds; the 1-client verdict is their median difference
+    assert len(over["rounds"]) == 2
+    assert all(r["server_p50_ms"] > 0 and r["inprocess_p50_ms"] > 0 for r in over["rounds"])
+    assert report["verdicts"]["measured"]["p50_overhead_ms_at_1"] == over["overhead_ms"]
+    assert "p50_overhead_ms_at_1_sequential" in report["verdicts"]["context"]
     assert (tmp_path / "serve_load.json").exists()
 
 
