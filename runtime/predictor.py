@@ -373,7 +373,15 @@ def _settings(plan: DevicePlan, request: _Request, threads: int, name: str) -> S
         cpu_arena=request.cpu_arena,
         spinning=LEDGER.claimed <= threads,  # other predictors live here: don't burn their cores spinning
         precision=OPENVINO_PRECISION.get(name, "f32"),
+        cache_dir=_openvino_cache(name),
     )
+
+
+def _openvino_cache(name: str) -> str | None:
+    if BACKEND.get(name) != OPENVINO:
+        return None
+    folder = calibration.openvino_cache_dir()
+    return None if folder is None else str(folder)
 
 
 def _model_source(bundle: Path, manifest: Manifest, name: str, verify: bool) -> bytes | Path:
