@@ -7,10 +7,13 @@ result.labels, result.probabilities   # label index per pair, P(label) per pair 
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import threading
 import time
 import weakref
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from numbers import Integral
@@ -384,25 +387,56 @@ def _openvino_cache(name: str) -> str | None:
     return None if folder is None else str(folder)
 
 
-def _model_source(bundle: Path, manifest: Manifest, name: str, verify: bool) -> bytes | Path:
-    """The verified bytes of the graph (what was checked is what runs), or for a graph with external data
-    (over 2 GB) its path, verified just before: the runtime must open the weight files itself."""
-    info = manifest.variants[name]
-    if not info.external_data:
-        return read_verified(bundle, info.file, info.sha256 if verify else None)
-    if verify:
-        return verify_variant(bundle, manifest, name)
-    return bundle / info.file
-
-
 def _open_variant(
     bundle: Path, manifest: Manifest, name: str, plan: DevicePlan, request: _Request, threads: int
 ):
-    source = _model_source(bundle, manifest, name, request.verify)
+    info = manifest.variants[name]
+    settings = _settings(plan, request, threads, name)
     try:
-        return open_session(BACKEND[name], source, _settings(plan, request, threads, name))
+        if info.external_data:  # over 2 GB: the runtime opens the weight files itself, checked just before
+            source = verify_variant(bundle, manifest, name) if request.verify else bundle / info.file
+            return open_session(BACKEND[name], source, settings)
+        return _open_checked_bytes(bundle, info, name, settings, request.verify)
     except BackendError as exc:
-        raise BundleError(f"{bundle / manifest.variants[name].file}: {exc}") from None
+        raise BundleError(f"{bundle / info.file}: {exc}") from None
+
+
+def _open_checked_bytes(bundle: Path, info, name: str, settings: SessionSettings, verify: bool):
+    """A session over the graph's bytes, read once. Their sha256 is computed on a second thread while the
+    runtime builds the session from those same bytes (hashlib lets go of the GIL: the 0.1 s of hashing
+    172 MB hides behind the build). The session is handed out only once the digest matches the manifest;
+    on a mismatch it is closed and the load fails as before, whatever the build made of the bytes."""
+    data = read_verified(bundle, info.file, None)
+    if not verify:
+        return open_session(BACKEND[name], data, settings)
+    started = threading.Event()
+
+    def sha256() -> str:
+        started.set()
+        return hashlib.sha256(data).hexdigest()  # lets go of the GIL for the whole of the hashing
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pairbert-sha256") as pool:
+        digest = pool.submit(sha256)
+        started.wait()  # ONNX Runtime keeps the GIL while it builds: the hashing must be under way first
+        try:
+            session = open_session(BACKEND[name], data, settings)
+        except BaseException:
+            _check_digest(bundle, info, digest.result())  # a damaged file: say so, not what the parser hit
+            raise
+        try:
+            _check_digest(bundle, info, digest.result())
+        except BundleError:
+            session.close()
+            raise
+    return session
+
+
+def _check_digest(bundle: Path, info, actual: str) -> None:
+    if actual != info.sha256:
+        raise BundleError(
+            f"{bundle / info.file}: checksum mismatch (manifest {info.sha256[:12]}…, file {actual[:12]}…); "
+            "the file was changed or corrupted after export"
+        )
 
 
 def _open(bundle: Path, manifest: Manifest, plan: DevicePlan, request: _Request, threads: int, vocab: int):

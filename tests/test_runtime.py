@@ -398,3 +398,28 @@ def test_predict_encoded_equals_predict_and_checks_its_arguments(tiny_bundle):
         clf.predict_encoded(qa, aq[:8])
     with pytest.raises(PredictorError, match="batch_size"):
         clf.predict_encoded(qa, aq, batch_size=0)
+
+
+@pytest.mark.parametrize("damage", ["flip a weight byte", "truncate"])
+def test_a_damaged_graph_is_refused_as_a_checksum_mismatch_though_hashed_while_building(
+    tiny_bundle, tmp_path, damage
+):
+    """The digest is computed while the session is built from the same bytes; a file that still parses and
+    one that no longer does both fail on the checksum, and no predictor comes back."""
+    import shutil
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, copy)
+    data = bytearray((copy / "model.optimized.onnx").read_bytes())
+    if damage == "truncate":
+        data = data[: len(data) // 2]
+    else:
+        data[-10] ^= 0xFF
+    (copy / "model.optimized.onnx").write_bytes(bytes(data))
+    claimed = LEDGER.claimed
+    with pytest.raises(BundleError, match=r"model\.optimized\.onnx: checksum mismatch"):
+        PairClassifier.load(copy, variant="optimized", threads=1)
+    assert LEDGER.claimed == claimed  # the threads of the refused load were handed back
+    if damage == "truncate":  # unchecked, the parser's complaint is what is left to say
+        with pytest.raises(BundleError, match="ONNX Runtime cannot load the graph"):
+            PairClassifier.load(copy, variant="optimized", threads=1, verify=False)
