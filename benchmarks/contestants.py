@@ -16,7 +16,15 @@ import numpy as np
 from pairbert.runtime.variants import OPENVINO_VARIANTS, ORT_VARIANTS
 
 TORCH_CONTESTANTS = ("torch-fp32", "torch-bf16", "torch-int8", "torch-fp16-cuda")
-GPU_CONTESTANTS = ("torch-fp16-cuda", "ort-fp16-cuda")
+# On CUDA: pairbert's ONNX Runtime variants (IO binding inside the predictor) and torch fp16 eager.
+# "-nographs": the same without CUDA graph replay (what graphs buy at small batches).
+GPU_CONTESTANTS = (
+    "ort-fp16-cuda",
+    "ort-fp16-cuda-nographs",
+    "ort-optimized-cuda",
+    "ort-fp32-cuda",
+    "torch-fp16-cuda",
+)
 # What a user would pick instead of pairbert: torch in its best modes and OpenVINO out of the box.
 PEERS = ("torch-fp32", "torch-bf16", "torch-int8", "openvino-default")
 DEFAULT_PATH = "pairbert-auto"  # PairClassifier.load(bundle): what a pairbert user gets by default
@@ -87,11 +95,15 @@ def torch_contestant(name: str, checkpoint: Path, threads: int) -> Contestant:
     return Contestant(name, "torch", precision, predict, ("padded", "pad128", "bucketed"))
 
 
-def pairbert_contestant(variant: str, bundle: Path, threads: int, device: str = "cpu") -> Contestant:
+def pairbert_contestant(
+    variant: str, bundle: Path, threads: int, device: str = "cpu", cuda_graphs: bool = True
+) -> Contestant:
     """pairbert's runtime on one variant, or on `auto` (the default path: what `load` chooses here)."""
     from pairbert.runtime import PairClassifier
 
-    clf = PairClassifier.load(bundle, variant=variant, device=device, threads=threads)
+    clf = PairClassifier.load(
+        bundle, variant=variant, device=device, threads=threads, cuda_graphs=cuda_graphs
+    )
 
     def predict(pairs: Pairs, batch_size: int, mode: str) -> np.ndarray:
         if mode != "bucketed":
@@ -102,10 +114,12 @@ def pairbert_contestant(variant: str, bundle: Path, threads: int, device: str = 
     name = (
         DEFAULT_PATH if variant == "auto" else (variant if variant in OPENVINO_VARIANTS else f"ort-{variant}")
     )
+    name += ("-cuda" if cuda_graphs else "-cuda-nographs") if device == "cuda" else ""
     contestant = Contestant(
         name, family, clf.manifest.variants[clf.variant].precision, predict, ("bucketed",)
     )
     contestant.chosen = clf.variant  # type: ignore[attr-defined]
+    contestant.session = clf.session  # type: ignore[attr-defined]  (the worker reports CUDA graphs in use)
     return contestant
 
 
@@ -149,8 +163,12 @@ def build(name: str, bundle: Path, checkpoint: Path, threads: int) -> Contestant
         return openvino_default_contestant(bundle, threads)
     if name == DEFAULT_PATH:
         return pairbert_contestant("auto", bundle, threads)
-    if name == "ort-fp16-cuda":  # IO binding happens inside the predictor on CUDA
-        return pairbert_contestant("fp16", bundle, threads, device="cuda")
+    if name.startswith("ort-") and name.endswith(("-cuda", "-cuda-nographs")):
+        variant, _, how = name[4:].partition("-cuda")
+        if variant in ORT_VARIANTS:  # IO binding (and CUDA graphs unless -nographs) in the runtime
+            return pairbert_contestant(
+                variant, bundle, threads, device="cuda", cuda_graphs=how != "-nographs"
+            )
     if name.startswith("ort-") and name[4:] in ORT_VARIANTS:
         return pairbert_contestant(name[4:], bundle, threads)
     if name in OPENVINO_VARIANTS:

@@ -1,22 +1,28 @@
 #!/usr/bin/env bash
 # Issue 14 part 2: the CUDA path on a lent GPU machine (no network), in one run that writes under $OUT.
 #
-# Before (CPU side):  python -m pairbert.benchmarks.gpu_carry pack runs/default/best \
-#                         onnxruntime_gpu-<ver>-cp<device python>-…whl --out .gpu-carry
-#   then carry .gpu-carry/b1, .gpu-carry/b2, … one per device call on one warm machine (`run` with
-#   carry=[".gpu-carry/bN"], command "true"), and carry the last folder with this script:
-#                     bash benchmarks/gpu_check.sh
+# Before (CPU side): a cp312 onnxruntime-gpu wheel for CUDA 13 (PyPI's 1.31.1 is), repacked with LZMA
+#   (255 → 205 MB; pip reads it) to save a call, and the checkpoint, cut into 60 MiB folders:
+#     python -m pairbert.benchmarks.gpu_carry pack runs/default/best onnxruntime_gpu-…whl --out .gpu-carry
+# Device calls on ONE warm machine (it is given back after 30 s idle): a call's carry REPLACES what the
+# previous call carried, so each call copies its folder out of the tree:
+#     run(carry=[".gpu-carry/bN"], command="mkdir -p /root/carry && cp -r .gpu-carry/b* /root/carry/")
+#   and the last one (with the last folder) runs this script with CARRY=/root/carry WORK=/root/gpu-work
+#   OUT=/tmp/gc, then tars /tmp/gc into $OUT (at most 8 files come back). Reruns on the same warm machine:
+#   STEPS="export bench report" CONTESTANTS="ort-fp16-cuda …". Measured figures: benchmarks/results/gpu-h200/.
 # Steps (each logged, timed and allowed to fail without stopping the others; a summary at the end;
 # STEPS="export bench" runs only those, e.g. for a rerun on the same warm machine):
 #   1 environment   nvidia-smi, python, the ML packages already there
 #   2 unpack        join the carried parts, check sha256, float32 weights again
 #   3 install       onnxruntime-gpu in place of onnxruntime (no index), pairbert without deps
 #   4 cuda session  the CUDA provider really runs (preload_dlls from nvidia-* wheels first)
-#   5 pytest -m gpu CUDA fp16 parity with IO binding, on the tiny test model
-#   6 export        the carried checkpoint → optimized + fp16, fp16 parity-gated ON CUDA (validated_on)
-#   7 bench         worker per CUDA contestant (ORT fp16/IO binding, torch fp16 eager, …), full mode
-#   8 tensorrt      whether the TensorRT execution provider loads
-#   9 autocast      a few steps of bf16 autocast training on CUDA (random BERT-base, built-in data)
+#   5 export        the carried checkpoint → fp32, optimized, fp16; fp16 parity-gated ON CUDA (validated_on)
+#   6 bench         a worker per CUDA contestant (ORT fp16/optimized/fp32 with IO binding, torch fp16 eager)
+#   7 gpu_peak      the card's fp16/bf16 matrix rate (torch.matmul), model shapes and 8192³
+#   8 report        gpu_summary.json: the issue's targets from the files above
+#   9 pytest -m gpu CUDA fp16 parity with IO binding, on the tiny test model
+#  10 tensorrt      whether the TensorRT execution provider loads
+#  11 autocast      a few steps of bf16 autocast training on CUDA (random BERT-base, 256 built-in pairs)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/gpu-check}
@@ -55,7 +61,7 @@ install() {
   if ! $PY -m pip install --no-index --no-deps --no-build-isolation -e .; then
     echo "editable install failed (setuptools>=69 missing?); using a PYTHONPATH shim"
     rm -rf "$WORK/shim" && mkdir -p "$WORK/shim" && cp -r src/pairbert "$WORK/shim/pairbert"
-    for stage in training export runtime benchmarks; do ln -s "$PWD/$stage" "$WORK/shim/pairbert/$stage"; done
+    for stage in training export runtime benchmarks serving; do ln -s "$PWD/$stage" "$WORK/shim/pairbert/$stage"; done
   fi
   $PY -c "from pairbert.runtime.ort import installed_builds; import onnxruntime as o; \
 print(installed_builds(), o.__version__, o.get_available_providers())" | tee "$OUT/onnxruntime.txt"
@@ -81,7 +87,7 @@ PY
 }
 
 export_bundle() {
-  $PY -m pairbert export "$WORK/checkpoint" --out "$WORK/bundle" --variants fp32,optimized,int8,fp16 || return 1
+  $PY -m pairbert export "$WORK/checkpoint" --out "$WORK/bundle" --variants fp32,optimized,fp16 || return 1
   $PY -c "import json,sys; m=json.load(open('$WORK/bundle/manifest.json')); \
 json.dump({k: {'validated_on': v['validated_on'], 'passed': v['passed_parity'], **v['parity']} \
 for k, v in m['variants'].items()}, open('$OUT/parity.json', 'w'), indent=1); print(open('$OUT/parity.json').read())"
@@ -90,13 +96,17 @@ for k, v in m['variants'].items()}, open('$OUT/parity.json', 'w'), indent=1); pr
 
 bench() {
   local name rc=0
-  for name in ort-fp16-cuda torch-fp16-cuda ort-optimized-cuda ort-fp32-cuda ort-int8; do
+  for name in ${CONTESTANTS:-ort-fp16-cuda ort-fp16-cuda-nographs torch-fp16-cuda ort-optimized-cuda ort-fp32-cuda}; do
     echo "--- $name"
-    timeout 240 $PY -m pairbert.benchmarks.worker "$name" --bundle "$WORK/bundle" \
+    timeout 90 $PY -m pairbert.benchmarks.worker "$name" --bundle "$WORK/bundle" \
       --checkpoint "$WORK/checkpoint" --threads "$THREADS" > "$OUT/bench-$name.json" 2> "$OUT/bench-$name.err" \
       || { rc=1; tail -3 "$OUT/bench-$name.err"; }
   done
   return $rc
+}
+
+gpu_peak() {
+  $PY -m pairbert.benchmarks.gpu_peak --hidden 384 > "$OUT/gpu_peak.json" && cat "$OUT/gpu_peak.json"
 }
 
 tensorrt() {
@@ -114,25 +124,30 @@ PY
 }
 
 autocast_training() {
+  head -256 training/data/train.jsonl > "$WORK/train256.jsonl"
   $PY -m pairbert train --source random:bert-base --tokenizer "$WORK/checkpoint/tokenizer.json" --device cuda \
-    --epochs 1 --batch-size 32 --output-dir "$WORK/train-cuda" --quiet | tee "$OUT/autocast_train.json"
+    --train "$WORK/train256.jsonl" --epochs 1 --batch-size 32 --output-dir "$WORK/train-cuda" --quiet \
+    | tee "$OUT/autocast_train.txt"
+  cp "$WORK/train-cuda/best/pairbert.json" "$OUT/autocast_pairbert.json" 2>/dev/null || true
 }
 
 export PY OUT WORK CARRY THREADS PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$(realpath -m "$WORK")/shim"
-export -f environment install cuda_session export_bundle bench tensorrt autocast_training
+export -f environment install cuda_session export_bundle bench gpu_peak tensorrt autocast_training
 
 step environment 60 environment
 # gpu_carry.py needs only torch and safetensors: run as a file, before pairbert is installed.
-[ -d "$WORK/wheels" ] || step unpack 300 $PY benchmarks/gpu_carry.py unpack "$CARRY" --out "$WORK"
-step install 180 install
+[ -d "$WORK/wheels" ] || step unpack 120 $PY benchmarks/gpu_carry.py unpack "$CARRY" --out "$WORK"
+step install 120 install
 step cuda_session 60 cuda_session
-step pytest_gpu 300 $PY -m pytest -m gpu -q -p no:cacheprovider --junitxml "$OUT/pytest-gpu.xml"
-step export 300 export_bundle
-step bench 1200 bench
-step tensorrt 120 tensorrt
-step autocast_training 300 autocast_training
+step export 180 export_bundle
+step bench 330 bench
+step gpu_peak 60 gpu_peak
+step report 30 $PY -m pairbert.benchmarks.gpu_report "$OUT"
+step pytest_gpu 150 $PY -m pytest -m gpu -q -p no:cacheprovider --junitxml "$OUT/pytest-gpu.xml"
+step tensorrt 45 tensorrt
+step autocast_training 120 autocast_training
 
 echo "=== summary"
-for k in environment unpack install cuda_session pytest_gpu export bench tensorrt autocast_training; do
+for k in environment unpack install cuda_session export bench gpu_peak report pytest_gpu tensorrt autocast_training; do
   echo "$k: ${STATUS[$k]:-not run}"
 done | tee "$OUT/summary.txt"

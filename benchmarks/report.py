@@ -139,10 +139,13 @@ def _kernel_floor(r: dict, rows: list[dict], base: dict) -> list[str]:
                     for c in rows
                     if c["family"] == "ort" and c["precision"] == p
                 ),
-                default=0,
+                default=None,
             )
             for p in ("fp32", "int8")
         }
+        reached_text = " and ".join(
+            f"{v:.2f}×" if v is not None else f"no {p} contestant ran" for p, v in reached.items()
+        )
         lines += [
             "",
             f"### The kernel floor (batch-1 short, {f['tokens']} tokens)",
@@ -154,7 +157,7 @@ def _kernel_floor(r: dict, rows: list[dict], base: dict) -> list[str]:
             f"can beat "
             f"torch-fp32 ({base['latency']['short']['p50_ms']:.2f} ms) by more than "
             f"{f['best_possible_speedup']['fp32']:.2f}× in fp32 or {f['best_possible_speedup']['int8']:.2f}× "
-            f"in int8 on this machine; reached: {reached['fp32']:.2f}× and {reached['int8']:.2f}×.",
+            f"in int8 on this machine; reached: {reached_text}.",
         ]
     ort_short = [c for c in rows if "tokenize_p50_ms" in c["latency"]["short"]]
     if ort_short:

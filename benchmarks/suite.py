@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from .contestants import DEFAULT_PATH
+from .contestants import DEFAULT_PATH, GPU_CONTESTANTS
 from .flops import batch_flops, useful_flops
 from .machine import cpu_description, library_versions
 from .processes import BenchmarkError, run_json
@@ -47,8 +47,12 @@ def contestants_for(manifest) -> tuple[list[str], list[str]]:
                 f"{v} ({'OpenVINO not installed' if info.passed_parity else 'did not pass its gate here'})"
             )
     names.append(DEFAULT_PATH)
-    if gpu_present() and "fp16" in manifest.variants:  # on a GPU machine: fp16 on CUDA for both
-        names += ["torch-fp16-cuda", "ort-fp16-cuda"]
+    if gpu_present():  # on a GPU machine: pairbert's variants on CUDA and torch fp16 eager
+        names += [
+            n
+            for n in GPU_CONTESTANTS
+            if not n.startswith("ort-") or n[4:].partition("-cuda")[0] in manifest.variants
+        ]
     return names, skipped
 
 

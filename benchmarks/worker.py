@@ -131,6 +131,9 @@ def run(name: str, bundle: Path, checkpoint: Path, threads: int, quick: bool) ->
         result["batch32x128"] = _batch32x128(contestant, encoder)
     result.update(_throughput(contestant, encoder, quick))
     result["validation"] = _validation(contestant, quick)
+    graphs = getattr(getattr(contestant, "session", None), "graphs", None)
+    if graphs is not None:  # CUDA graphs: how many shapes were captured, and whether they stayed on
+        result["cuda_graphs"] = {"enabled": graphs.enabled, "captured": graphs.graphs}
     result["rss_mb"] = current_rss_mb()
     result["peak_rss_mb"] = peak_rss_mb()
     return result

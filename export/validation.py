@@ -104,7 +104,9 @@ def make_session(path: Path, providers: list[str] | None = None):
     from pairbert.runtime.sessions import CUDA_PROVIDER, SessionSettings, open_session
 
     device = "cuda" if providers and CUDA_PROVIDER in providers else "cpu"
-    return open_session("onnxruntime", path, SessionSettings(threads=physical_cores(), device=device)).session
+    return open_session(
+        "onnxruntime", path, SessionSettings(threads=physical_cores(), device=device, cuda_graphs=False)
+    ).session
 
 
 def check_session_and_shapes(

@@ -132,6 +132,7 @@ class _Request:
     cpu_arena: str
     max_batch_tokens: int | None
     calibrate: bool
+    cuda_graphs: bool = True
 
     def check(self) -> None:
         if self.threads is not None and (
@@ -212,6 +213,7 @@ class PairClassifier:
         max_batch_tokens: int | None = DEFAULT_MAX_BATCH_TOKENS,
         backend: str = "auto",
         calibrate: bool = True,
+        cuda_graphs: bool = True,
     ) -> PairClassifier:
         """Open a bundle.
 
@@ -222,9 +224,19 @@ class PairClassifier:
         and the fastest is remembered (see runtime/calibration.py); `calibrate=False` takes a fixed order.
         `max_batch_tokens` caps padded tokens per run (None: only `batch_size` limits a run).
         `cpu_arena` (ONNX Runtime): "off" (default: RSS stays flat over varied shapes), "shrink" or "keep".
+        `cuda_graphs` (CUDA): replay a captured CUDA graph per padded shape (see runtime/cuda_graphs.py).
         """
         request = _Request(
-            variant, device, backend, threads, allow_fallback, verify, cpu_arena, max_batch_tokens, calibrate
+            variant,
+            device,
+            backend,
+            threads,
+            allow_fallback,
+            verify,
+            cpu_arena,
+            max_batch_tokens,
+            calibrate,
+            cuda_graphs,
         )
         request.check()
         bundle = atomic_dir.locate(Path(bundle))  # a complete copy, even if an export swap was interrupted
@@ -377,6 +389,7 @@ def _settings(plan: DevicePlan, request: _Request, threads: int, name: str) -> S
         spinning=LEDGER.claimed <= threads,  # other predictors live here: don't burn their cores spinning
         precision=OPENVINO_PRECISION.get(name, "f32"),
         cache_dir=_openvino_cache(name),
+        cuda_graphs=request.cuda_graphs,
     )
 
 

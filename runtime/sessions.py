@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .cuda_graphs import PROVIDER_OPTIONS
 from .errors import PairbertError
 from .ort import onnxruntime, prepare_cuda
 
@@ -48,6 +49,7 @@ class SessionSettings:
     precision: str = "f32"  # OpenVINO inference precision: "f32" or "bf16" (matrix units)
     cache_dir: str | None = None  # OpenVINO compiled-model cache (faster second load)
     optimize: bool = True  # ONNX Runtime graph optimizations (off: run the graph exactly as written)
+    cuda_graphs: bool = True  # on CUDA: replay captured CUDA graphs per padded shape (runtime/cuda_graphs.py)
 
 
 def _source(model: bytes | str | Path) -> bytes | str:
@@ -87,22 +89,40 @@ class OrtSession:
         if not settings.spinning:
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-        providers = [CUDA_PROVIDER, CPU_PROVIDER] if settings.device == "cuda" else [CPU_PROVIDER]
+        graphs = settings.device == "cuda" and settings.cuda_graphs
         if settings.device == "cuda":
             prepare_cuda(ort)  # CUDA/cuDNN from the nvidia-* wheels, when that is how they were installed
-        try:
-            self._session = ort.InferenceSession(_source(model), options, providers=providers)
-        except Exception as exc:  # onnxruntime raises several private types
-            raise BackendError(f"ONNX Runtime cannot load the graph ({_first_line(exc)})") from None
+        self._session = self._load(ort, model, options, settings.device, graphs)
         self.settings = settings
         self.provider = self._session.get_providers()[0]
         self.input_names = [i.name for i in self._session.get_inputs()]
         self.output_names = [o.name for o in self._session.get_outputs()]
         self._run_options = None
+        self.graphs = None  # a CudaGraphRunner when CUDA runs with graphs
+        if graphs and self.provider == CUDA_PROVIDER and self._graph_option_taken():
+            from .cuda_graphs import CudaGraphRunner
+
+            self.graphs = CudaGraphRunner(ort, self._session, self.input_names, self.output_names[0])
         if settings.cpu_arena == "shrink":
             # Hand the arena's unused chunks back after each run.
             self._run_options = ort.RunOptions()
             self._run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+
+    @staticmethod
+    def _load(ort, model, options, device: str, graphs: bool):
+        cuda = (CUDA_PROVIDER, PROVIDER_OPTIONS) if graphs else CUDA_PROVIDER
+        providers = [cuda, CPU_PROVIDER] if device == "cuda" else [CPU_PROVIDER]
+        try:
+            return ort.InferenceSession(_source(model), options, providers=providers)
+        except Exception as exc:  # onnxruntime raises several private types
+            if graphs:  # a build or graph that refuses CUDA graphs still runs without them
+                log.warning("CUDA graphs unavailable (%s); running without them", _first_line(exc))
+                return OrtSession._load(ort, model, options, device, graphs=False)
+            raise BackendError(f"ONNX Runtime cannot load the graph ({_first_line(exc)})") from None
+
+    def _graph_option_taken(self) -> bool:
+        options = self._session.get_provider_options().get(CUDA_PROVIDER, {})
+        return options.get("enable_cuda_graph") == "1"
 
     @property
     def session(self):
@@ -112,11 +132,15 @@ class OrtSession:
     def run(self, feed: dict[str, np.ndarray]) -> np.ndarray:
         feed = {k: feed[k] for k in self.input_names}
         if self.provider == CUDA_PROVIDER:
+            if self.graphs is not None:
+                logits = self.graphs.run(feed)
+                if logits is not None:
+                    return logits
             binding = self._session.io_binding()
             for name, value in feed.items():
                 binding.bind_cpu_input(name, value)
             binding.bind_output(self.output_names[0], "cuda")
-            self._session.run_with_iobinding(binding)
+            self._session.run_with_iobinding(binding, self.graphs.plain_options if self.graphs else None)
             return binding.copy_outputs_to_cpu()[0]
         return self._session.run(self.output_names[:1], feed, self._run_options)[0]
 

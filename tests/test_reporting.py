@@ -114,3 +114,20 @@ def test_footprint_programs_run_as_modules(tiny_bundle, module):
         assert 0 < result["import_load_s"] < result["total_s"]
     else:
         assert result["predictions"] >= 40 and result["first_window_mb"]["peak"] > 0
+
+
+def test_kernel_floor_says_which_precision_had_no_contestant():
+    r = synthetic_results()
+    r["kernel_floor"] = {
+        "tokens": 18,
+        "matmuls": 48,
+        "fp32_ms": 2.0,
+        "fp32_gflops": 100.0,
+        "int8_ms": 1.0,
+        "int8_gops": 200.0,
+        "best_possible_speedup": {"fp32": 5.0, "int8": 10.0},
+    }
+    md = markdown(r)
+    assert "reached: no fp32 contestant ran and 2.50×." in md  # only ort-int8 ran (10 ms / 4 ms)
+    r["contestants"] = [c for c in r["contestants"] if c["contestant"] != "ort-int8"]
+    assert "reached: no fp32 contestant ran and no int8 contestant ran." in markdown(r)
