@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import platform
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -32,6 +33,22 @@ def cache_dir() -> Path:
         return Path(os.environ[CACHE_ENV])
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "pairbert"
+
+
+def openvino_cache_dir() -> Path | None:
+    """Where OpenVINO keeps the models it compiled (CACHE_DIR: a second load reads the compiled blob
+    instead of compiling again), made if need be: `openvino/` in the cache folder above. None, with a
+    warning, when that folder cannot be written (read-only home, a file in the way): OpenVINO then compiles
+    without a cache, as before."""
+    folder = cache_dir() / "openvino"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".probe-"):
+            pass
+    except OSError as exc:
+        log.warning("cannot write the OpenVINO model cache in %s (%s); compiling without it", folder, exc)
+        return None
+    return folder
 
 
 def cpu_signature() -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-from importlib.metadata import distributions
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +32,8 @@ def onnxruntime():
 
 def installed_builds() -> list[str]:
     """Distributions that provide the `onnxruntime` module (onnxruntime, onnxruntime-gpu, …), sorted."""
+    from importlib.metadata import distributions  # ~20 ms of import: only when an install is diagnosed
+
     names = {(d.metadata["Name"] or "").lower().replace("_", "-") for d in distributions()}
     return sorted(n for n in names if n == "onnxruntime" or n.startswith("onnxruntime-"))
 

@@ -7,10 +7,13 @@ result.labels, result.probabilities   # label index per pair, P(label) per pair 
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import threading
 import time
 import weakref
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from numbers import Integral
@@ -88,6 +91,14 @@ def _check_text(value: object, index: int, field: str) -> str:
             f"pair {index}: {field} is not valid Unicode ({exc.reason} at position {exc.start})"
         ) from None
     return value
+
+
+def _batch_size(batch_size: object) -> int:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, Integral) or batch_size < 1:
+        raise PredictorError(
+            f"batch_size must be a positive int, got {type(batch_size).__name__} {batch_size!r}"
+        )
+    return int(batch_size)
 
 
 def bucketed_batches(lengths: Sequence[int], batch_size: int, max_tokens: int | None) -> list[list[int]]:
@@ -309,17 +320,25 @@ class PairClassifier:
             _check_text(a, i, "answer")
         return self._predict(questions, answers, batch_size)
 
+    def predict_encoded(self, qa: Sequence, aq: Sequence, batch_size: int = 32) -> Prediction:
+        """Classify pairs already tokenized by `self.encoder.tokenize(questions, answers)` (both orders).
+        A server tokenizes each request once on arrival (it needs the token counts to size its batches)
+        and hands the encodings here instead of tokenizing the same texts a second time."""
+        if len(qa) != len(aq):
+            raise PredictorError(f"{len(qa)} question-first encodings but {len(aq)} answer-first ones")
+        return self._predict_encoded(list(qa), list(aq), _batch_size(batch_size))
+
     def _predict(self, questions: list[str], answers: list[str], batch_size: int) -> Prediction:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, Integral) or batch_size < 1:
-            raise PredictorError(
-                f"batch_size must be a positive int, got {type(batch_size).__name__} {batch_size!r}"
-            )
-        batch_size = int(batch_size)
-        n = len(questions)
+        batch_size = _batch_size(batch_size)
+        if not questions:
+            return self._predict_encoded([], [], batch_size)
+        return self._predict_encoded(*self.encoder.tokenize(questions, answers), batch_size)
+
+    def _predict_encoded(self, qa: list, aq: list, batch_size: int) -> Prediction:
+        n = len(qa)
         num_labels = len(self.label_names)
         if n == 0:
             return Prediction(np.zeros(0, np.int64), np.zeros((0, num_labels), np.float32), self.label_names)
-        qa, aq = self.encoder.tokenize(questions, answers)
         logits = np.empty((n, num_labels), dtype=np.float32)
         lengths = [len(e.ids) for e in qa]
         for idx in bucketed_batches(lengths, batch_size, self.max_batch_tokens):
@@ -369,29 +388,68 @@ def _settings(plan: DevicePlan, request: _Request, threads: int, name: str) -> S
         cpu_arena=request.cpu_arena,
         spinning=LEDGER.claimed <= threads,  # other predictors live here: don't burn their cores spinning
         precision=OPENVINO_PRECISION.get(name, "f32"),
+        cache_dir=_openvino_cache(name),
         cuda_graphs=request.cuda_graphs,
     )
 
 
-def _model_source(bundle: Path, manifest: Manifest, name: str, verify: bool) -> bytes | Path:
-    """The verified bytes of the graph (what was checked is what runs), or for a graph with external data
-    (over 2 GB) its path, verified just before: the runtime must open the weight files itself."""
-    info = manifest.variants[name]
-    if not info.external_data:
-        return read_verified(bundle, info.file, info.sha256 if verify else None)
-    if verify:
-        return verify_variant(bundle, manifest, name)
-    return bundle / info.file
+def _openvino_cache(name: str) -> str | None:
+    if BACKEND.get(name) != OPENVINO:
+        return None
+    folder = calibration.openvino_cache_dir()
+    return None if folder is None else str(folder)
 
 
 def _open_variant(
     bundle: Path, manifest: Manifest, name: str, plan: DevicePlan, request: _Request, threads: int
 ):
-    source = _model_source(bundle, manifest, name, request.verify)
+    info = manifest.variants[name]
+    settings = _settings(plan, request, threads, name)
     try:
-        return open_session(BACKEND[name], source, _settings(plan, request, threads, name))
+        if info.external_data:  # over 2 GB: the runtime opens the weight files itself, checked just before
+            source = verify_variant(bundle, manifest, name) if request.verify else bundle / info.file
+            return open_session(BACKEND[name], source, settings)
+        return _open_checked_bytes(bundle, info, name, settings, request.verify)
     except BackendError as exc:
-        raise BundleError(f"{bundle / manifest.variants[name].file}: {exc}") from None
+        raise BundleError(f"{bundle / info.file}: {exc}") from None
+
+
+def _open_checked_bytes(bundle: Path, info, name: str, settings: SessionSettings, verify: bool):
+    """A session over the graph's bytes, read once. Their sha256 is computed on a second thread while the
+    runtime builds the session from those same bytes (hashlib lets go of the GIL: the 0.1 s of hashing
+    172 MB hides behind the build). The session is handed out only once the digest matches the manifest;
+    on a mismatch it is closed and the load fails as before, whatever the build made of the bytes."""
+    data = read_verified(bundle, info.file, None)
+    if not verify:
+        return open_session(BACKEND[name], data, settings)
+    started = threading.Event()
+
+    def sha256() -> str:
+        started.set()
+        return hashlib.sha256(data).hexdigest()  # lets go of the GIL for the whole of the hashing
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pairbert-sha256") as pool:
+        digest = pool.submit(sha256)
+        started.wait()  # ONNX Runtime keeps the GIL while it builds: the hashing must be under way first
+        try:
+            session = open_session(BACKEND[name], data, settings)
+        except BaseException:
+            _check_digest(bundle, info, digest.result())  # a damaged file: say so, not what the parser hit
+            raise
+        try:
+            _check_digest(bundle, info, digest.result())
+        except BundleError:
+            session.close()
+            raise
+    return session
+
+
+def _check_digest(bundle: Path, info, actual: str) -> None:
+    if actual != info.sha256:
+        raise BundleError(
+            f"{bundle / info.file}: checksum mismatch (manifest {info.sha256[:12]}…, file {actual[:12]}…); "
+            "the file was changed or corrupted after export"
+        )
 
 
 def _open(bundle: Path, manifest: Manifest, plan: DevicePlan, request: _Request, threads: int, vocab: int):

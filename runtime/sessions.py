@@ -196,13 +196,11 @@ class OpenVinoSession:
             "PERFORMANCE_HINT": "LATENCY",
             "NUM_STREAMS": "1",
         }
-        if settings.cache_dir:
-            config["CACHE_DIR"] = settings.cache_dir
         try:
             graph = core.read_model(model) if isinstance(model, bytes) else core.read_model(str(model))
-            self._compiled = core.compile_model(graph, "CPU", config)
         except Exception as exc:  # openvino raises RuntimeError with multi-line details
             raise BackendError(f"OpenVINO cannot load the graph ({_first_line(exc)})") from None
+        self._compiled = _compile(core, graph, config, settings.cache_dir)
         self.settings = settings
         self.provider = f"OpenVINO CPU ({settings.precision})"
         self.input_names = [p.get_any_name() for p in self._compiled.inputs]
@@ -224,6 +222,23 @@ class OpenVinoSession:
     def close(self) -> None:
         self._compiled = None
         self._requests = queue.SimpleQueue()
+
+
+def _compile(core, graph, config: dict, cache_dir: str | None):
+    """compile_model, through OpenVINO's model cache when there is one (the cached blob is the compiled
+    form of this same graph: OpenVINO keys it by the graph's hash, the device and the options). A cache
+    that fails (full disk, a damaged blob) costs a compilation without it, not the load."""
+    if cache_dir:
+        try:
+            return core.compile_model(graph, "CPU", {**config, "CACHE_DIR": cache_dir})
+        except Exception as exc:
+            log.warning(
+                "OpenVINO model cache %s failed (%s); compiling without it", cache_dir, _first_line(exc)
+            )
+    try:
+        return core.compile_model(graph, "CPU", config)
+    except Exception as exc:  # openvino raises RuntimeError with multi-line details
+        raise BackendError(f"OpenVINO cannot load the graph ({_first_line(exc)})") from None
 
 
 def open_session(

@@ -96,12 +96,13 @@ async def _probabilities(state: ServerState, pairs: list[tuple[str, str]]):
     questions = [q for q, _ in pairs]
     answers = [a for _, a in pairs]
     encoder = state.classifier.encoder
+    # Tokenized once, here: the token count sizes the batch, and the encodings go on to the predictor.
     if len(pairs) > 8:  # tokenizing many pairs takes milliseconds: not on the event loop
-        lengths = await asyncio.to_thread(encoder.lengths, questions, answers)
+        qa, aq = await asyncio.to_thread(encoder.tokenize, questions, answers)
     else:
-        lengths = encoder.lengths(questions, answers)
+        qa, aq = encoder.tokenize(questions, answers)
     try:
-        return await state.batcher.submit(questions, answers, sum(lengths))
+        return await state.batcher.submit(qa, aq, sum(len(e.ids) for e in qa))
     except QueueFull as exc:
         raise RequestError(503, str(exc)) from None
     except NotRunning as exc:
@@ -197,10 +198,8 @@ def _default_loader(settings: ServeSettings, threads: int | None) -> Callable[[]
 async def _start(state: ServerState, loader: Callable[[], object], on_fatal: Callable[[BaseException], None]):
     s = state.settings
 
-    def predict(questions, answers):
-        return state.classifier.predict(
-            list(zip(questions, answers, strict=True)), batch_size=s.max_batch_pairs
-        ).probabilities
+    def predict(qa, aq):
+        return state.classifier.predict_encoded(qa, aq, batch_size=s.max_batch_pairs).probabilities
 
     batcher = DynamicBatcher(
         predict,

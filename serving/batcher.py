@@ -70,7 +70,8 @@ class DynamicBatcher:
         max_queue_pairs: int = 4096,
     ):
         """`predict(questions, answers)` returns float32 probabilities [n, labels]; it runs on the worker
-        thread, one call at a time."""
+        thread, one call at a time. The batcher only concatenates the per-pair items it is given (texts, or
+        as in the app the encodings made on arrival) and splits the rows back."""
         self._predict = predict
         self.batching = batching
         self.max_wait = max_wait_ms / 1000

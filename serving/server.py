@@ -57,11 +57,60 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+class _OneSendTransport:
+    """The connection's transport, except that what is written in one event-loop step leaves in one send():
+    uvicorn writes a response's status line and headers, then its body, as two writes, which on loopback
+    is two segments and two wake-ups of the client for every answer. Everything else is the transport's."""
+
+    def __init__(self, transport, loop):
+        self._transport = transport
+        self._loop = loop
+        self._pending: list[bytes] = []
+
+    def write(self, data) -> None:
+        if not self._pending:
+            self._loop.call_soon(self._flush)
+        self._pending.append(bytes(data))
+
+    def _flush(self) -> None:
+        data, self._pending = b"".join(self._pending), []
+        if data and not self._transport.is_closing():
+            self._transport.write(data)
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def __getattr__(self, name):
+        return getattr(self._transport, name)
+
+
+try:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+except ImportError:  # pragma: no cover - httptools is in the serve extra; uvicorn then uses h11
+    HttpToolsProtocol = None
+
+
+if HttpToolsProtocol is not None:
+
+    class OneSendHttpToolsProtocol(HttpToolsProtocol):
+        """uvicorn's httptools protocol writing each answer in one send() (module level: worker processes
+        receive the config pickled)."""
+
+        def connection_made(self, transport) -> None:
+            super().connection_made(_OneSendTransport(transport, self.loop))
+
+
+def _http_protocol():
+    return "auto" if HttpToolsProtocol is None else OneSendHttpToolsProtocol
+
+
 def _uvicorn_config(app, settings: ServeSettings, **extra):
     import uvicorn
 
     return uvicorn.Config(
         app,
+        http=_http_protocol(),
         host=settings.host,
         log_level="warning",
         access_log=False,

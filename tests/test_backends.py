@@ -179,3 +179,33 @@ def test_a_two_column_array_of_pairs_is_accepted(tiny_bundle):
         np.testing.assert_array_equal(from_array.probabilities, from_list.probabilities)
         with pytest.raises(PredictorError, match="pair 0: expected a \\(question, answer\\) pair"):
             clf.predict(np.array([["a", "b", "c"]]))
+
+
+def test_openvino_compiles_once_into_the_cache_and_a_second_load_reuses_it(tiny_bundle, tmp_path):
+    pairs = [(r["question"], r["answer"]) for r in varied_pairs(7, seed=3)]
+    folder = tmp_path / "cache" / "openvino"  # under PAIRBERT_CACHE_DIR (the private_cache fixture)
+    with PairClassifier.load(tiny_bundle, variant="openvino-fp32", threads=1) as first:
+        expected = first.predict(pairs).probabilities
+    blobs = {p.name: p.stat().st_mtime_ns for p in folder.iterdir() if p.suffix == ".blob"}
+    assert blobs, f"no compiled model in {folder}: {list(folder.iterdir())}"
+    with PairClassifier.load(tiny_bundle, variant="openvino-fp32", threads=1) as second:
+        again = second.predict(pairs).probabilities
+    assert {
+        p.name: p.stat().st_mtime_ns for p in folder.iterdir() if p.suffix == ".blob"
+    } == blobs  # read, not rewritten
+    np.testing.assert_array_equal(again, expected)
+    with PairClassifier.load(tiny_bundle, variant="fp32", threads=1) as ort:
+        np.testing.assert_allclose(again, ort.predict(pairs).probabilities, atol=1e-5)
+
+
+def test_an_unwritable_openvino_cache_warns_and_loads_without_it(tiny_bundle, tmp_path, monkeypatch, caplog):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv(calibration.CACHE_ENV, str(blocker / "cache"))  # mkdir fails (root ignores modes)
+    with (
+        caplog.at_level("WARNING"),
+        PairClassifier.load(tiny_bundle, variant="openvino-fp32", threads=1) as clf,
+    ):
+        assert clf.predict([("a question?", "an answer.")]).probabilities.shape == (1, len(clf.label_names))
+    assert any("cannot write the OpenVINO model cache" in r.getMessage() for r in caplog.records)
+    assert calibration.openvino_cache_dir() is None

@@ -385,6 +385,46 @@ def test_cpu_arena_modes_reach_the_session_and_give_the_same_answers(tiny_bundle
         PairClassifier.load(tiny_bundle, variant="fp32", cpu_arena="big")
 
 
+def test_predict_encoded_equals_predict_and_checks_its_arguments(tiny_bundle):
+    clf = PairClassifier.load(tiny_bundle, variant="optimized", threads=1)
+    pairs = [(r["question"], r["answer"]) for r in varied_pairs(9, seed=5)]
+    qa, aq = clf.encoder.tokenize([q for q, _ in pairs], [a for _, a in pairs])
+    got = clf.predict_encoded(qa, aq, batch_size=4)
+    want = clf.predict(pairs, batch_size=4)
+    np.testing.assert_array_equal(got.probabilities, want.probabilities)
+    assert got.labels.tolist() == want.labels.tolist()
+    assert clf.predict_encoded([], []).probabilities.shape == (0, len(clf.label_names))
+    with pytest.raises(PredictorError, match="9 question-first encodings but 8 answer-first"):
+        clf.predict_encoded(qa, aq[:8])
+    with pytest.raises(PredictorError, match="batch_size"):
+        clf.predict_encoded(qa, aq, batch_size=0)
+
+
+@pytest.mark.parametrize("damage", ["flip a weight byte", "truncate"])
+def test_a_damaged_graph_is_refused_as_a_checksum_mismatch_though_hashed_while_building(
+    tiny_bundle, tmp_path, damage
+):
+    """The digest is computed while the session is built from the same bytes; a file that still parses and
+    one that no longer does both fail on the checksum, and no predictor comes back."""
+    import shutil
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, copy)
+    data = bytearray((copy / "model.optimized.onnx").read_bytes())
+    if damage == "truncate":
+        data = data[: len(data) // 2]
+    else:
+        data[-10] ^= 0xFF
+    (copy / "model.optimized.onnx").write_bytes(bytes(data))
+    claimed = LEDGER.claimed
+    with pytest.raises(BundleError, match=r"model\.optimized\.onnx: checksum mismatch"):
+        PairClassifier.load(copy, variant="optimized", threads=1)
+    assert LEDGER.claimed == claimed  # the threads of the refused load were handed back
+    if damage == "truncate":  # unchecked, the parser's complaint is what is left to say
+        with pytest.raises(BundleError, match="ONNX Runtime cannot load the graph"):
+            PairClassifier.load(copy, variant="optimized", threads=1, verify=False)
+
+
 def test_cuda_graph_padding_keeps_every_answer(tiny_bundle):
     """What CUDA graph replay feeds the model — batch padded to a power of two, sequence to a bucket — gives
     the unpadded answers (checked with the CPU session: the padding, not the GPU, is under test)."""

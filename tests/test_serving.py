@@ -143,6 +143,61 @@ def test_concurrent_requests_each_get_their_own_results(server, clf):
         np.testing.assert_allclose(body["probabilities"], clf.predict(pairs).probabilities, atol=1e-5)
 
 
+def test_one_send_transport_joins_a_steps_writes_and_flushes_before_close():
+    from pairbert.serving.server import _OneSendTransport
+
+    class Recording(asyncio.Transport):  # a real Transport subclass that keeps what it is given
+        def __init__(self):
+            super().__init__()
+            self.sent, self.closed = [], False
+
+        def write(self, data):
+            self.sent.append(bytes(data))
+
+        def is_closing(self):
+            return self.closed
+
+        def close(self):
+            self.closed = True
+
+    async def main():
+        inner = Recording()
+        transport = _OneSendTransport(inner, asyncio.get_running_loop())
+        transport.write(b"HTTP/1.1 200 OK\r\n\r\n")
+        transport.write(memoryview(b"body"))
+        assert inner.sent == []  # nothing leaves before the step ends
+        await asyncio.sleep(0)
+        assert inner.sent == [b"HTTP/1.1 200 OK\r\n\r\nbody"]  # one send for both
+        transport.write(b"last")
+        transport.close()  # what is pending leaves before the close
+        assert inner.sent[-1] == b"last" and inner.closed and transport.is_closing()
+
+    asyncio.run(main())
+
+
+def test_answers_stay_intact_on_a_kept_alive_connection(server, clf):
+    """Each answer whole and in order through the one-send transport, several on one connection."""
+    pairs = _pairs(3, seed=7)
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+    try:
+        for pair in pairs:  # several requests on one connection: the buffering must not mix answers up
+            body = json.dumps({"pairs": [list(pair)]}).encode()
+            sock.sendall(
+                b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+            data = sock.recv(1 << 16)  # returns as soon as the first segment is in
+            head, _, rest = data.partition(b"\r\n\r\n")
+            length = int(next(h for h in head.split(b"\r\n") if h.lower().startswith(b"content-length"))[15:])
+            assert head.startswith(b"HTTP/1.1 200") and len(rest) == length
+            np.testing.assert_allclose(
+                json.loads(rest)["probabilities"], clf.predict([pair]).probabilities, atol=1e-5
+            )
+    finally:
+        sock.close()
+
+
 def _run_batcher(
     clf, jobs: list[list[tuple[str, str]]], **kwargs
 ) -> tuple[list[np.ndarray], DynamicBatcher, list]:
@@ -526,6 +581,8 @@ def test_load_benchmark_runs_end_to_end_and_stops_by_itself(tiny_bundle, tmp_pat
             threads=1,
             rss_requests=60,
             pairs=16,
+            overhead_rounds=2,
+            overhead_requests=5,
         )
     )
     for key in ("server_batching_on", "server_batching_off"):
@@ -535,6 +592,11 @@ def test_load_benchmark_runs_end_to_end_and_stops_by_itself(tiny_bundle, tmp_pat
     on = report["server_batching_on"]
     assert on["rss_requests"] == 60 and on["rss_idle_mb"] > 0 and on["rss_after_mb"] > 0
     assert set(report["verdicts"]["measured"]) == set(report["verdicts"]["targets"])
+    over = on["overhead_at_1"]  # alternating rounds; the 1-client verdict is their median difference
+    assert len(over["rounds"]) == 2
+    assert all(r["server_p50_ms"] > 0 and r["inprocess_p50_ms"] > 0 for r in over["rounds"])
+    assert report["verdicts"]["measured"]["p50_overhead_ms_at_1"] == over["overhead_ms"]
+    assert "p50_overhead_ms_at_1_sequential" in report["verdicts"]["context"]
     assert (tmp_path / "serve_load.json").exists()
 
 
