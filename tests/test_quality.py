@@ -342,18 +342,23 @@ def test_auto_pairing_is_towers_with_a_teacher_and_cross_without(tmp_path, tiny_
     assert load_checkpoint(tmp_path / "random" / "last").model.config.pairing == "cross"
 
 
-def test_towers_resume_matches_uninterrupted_run(tmp_path, tiny_source):
-    """The auto recipe (towers, distillation, a separate head rate) resumes exactly."""
+def _tiny_run(tmp_path, tiny_source, **settings) -> dict:
+    """TrainConfig fields for a quick towers run on 20 varied pairs (plus `settings`)."""
     train_file = write_jsonl(tmp_path / "train.jsonl", varied_pairs(20, seed=3))
-    common = dict(
+    return dict(
         source=str(tiny_source),
         train_file=str(train_file),
         validation_file=str(SMOKE),
-        epochs=3,
         batch_size=8,
         progress=False,
         plot=False,
+        **settings,
     )
+
+
+def test_towers_resume_matches_uninterrupted_run(tmp_path, tiny_source):
+    """The auto recipe (towers, distillation, a separate head rate) resumes exactly."""
+    common = _tiny_run(tmp_path, tiny_source, epochs=3)
     full = train(TrainConfig(output_dir=str(tmp_path / "full"), **common))
     part = TrainConfig(output_dir=str(tmp_path / "part"), stop_after_epochs=1, **common)
     train(part)
@@ -382,17 +387,7 @@ def test_in_batch_loss_prefers_each_question_own_answer():
 
 def test_contrastive_and_frozen_embeddings_train_deterministically(tmp_path, tiny_source):
     """--contrastive (towers) and --freeze-embeddings: finite, reproducible, and the tables stay as loaded."""
-    train_file = write_jsonl(tmp_path / "train.jsonl", varied_pairs(20, seed=3))
-    common = dict(
-        source=str(tiny_source),
-        train_file=str(train_file),
-        validation_file=str(SMOKE),
-        batch_size=8,
-        progress=False,
-        plot=False,
-        contrastive=1.0,
-        freeze_embeddings=True,
-    )
+    common = _tiny_run(tmp_path, tiny_source, contrastive=1.0, freeze_embeddings=True)
     first = train(TrainConfig(output_dir=str(tmp_path / "a"), **common))["history"]
     second = train(TrainConfig(output_dir=str(tmp_path / "b"), **common))["history"]
     assert [h["train_loss"] for h in first] == [h["train_loss"] for h in second]

@@ -39,38 +39,10 @@ def build(
     other kind (so one hard and one easy). `train_only`: a second bank whose questions all go to train, with
     negatives drawn from that bank. Both use separate random streams: validation is unchanged by them."""
     rng = random.Random(seed)
-    by_topic: dict[str, list[int]] = {}
-    for i, row in enumerate(bank):
-        by_topic.setdefault(row["topic"], []).append(i)
+    by_topic = _by_topic(bank)
     rows = []
-    for i, row in enumerate(bank):
-        rows.append(
-            {
-                "question": row["question"],
-                "answer": row["answer"],
-                "label": 1,
-                "kind": "positive",
-                "topic": row["topic"],
-                "qid": i,
-            }
-        )
-        if i % 2 == 0:
-            others = [j for j in by_topic[row["topic"]] if j != i]
-            kind = "hard_negative"
-        else:
-            others = [j for j in range(len(bank)) if bank[j]["topic"] != row["topic"]]
-            kind = "easy_negative"
-        j = rng.choice(others)
-        rows.append(
-            {
-                "question": row["question"],
-                "answer": bank[j]["answer"],
-                "label": 0,
-                "kind": kind,
-                "topic": row["topic"],
-                "qid": i,
-            }
-        )
+    for i, row in enumerate(bank):  # one positive, then one negative: hard for even rows, easy for odd
+        rows += [_positive(row, i), _negative(bank, by_topic, i, i % 2 == 0, rng)]
     qids = list(range(len(bank)))
     rng.shuffle(qids)
     held_out = set(qids[: round(len(bank) * VALIDATION_FRACTION)])
@@ -90,24 +62,31 @@ def build(
 
 def train_only_rows(bank: list[dict], qid_offset: int, both: bool, rng: random.Random) -> list[dict]:
     """A positive and a negative (both kinds when `both`) per question of a train-only bank."""
-    by_topic: dict[str, list[int]] = {}
-    for i, row in enumerate(bank):
-        by_topic.setdefault(row["topic"], []).append(i)
+    by_topic = _by_topic(bank)
     rows = []
     for i, row in enumerate(bank):
-        rows.append(
-            {
-                "question": row["question"],
-                "answer": row["answer"],
-                "label": 1,
-                "kind": "positive",
-                "topic": row["topic"],
-                "qid": qid_offset + i,
-            }
-        )
+        rows.append(_positive(row, qid_offset + i))
         for hard in (True, False) if both else (i % 2 == 0,):
             rows.append({**_negative(bank, by_topic, i, hard, rng), "qid": qid_offset + i})
     return rows
+
+
+def _by_topic(bank: list[dict]) -> dict[str, list[int]]:
+    by_topic: dict[str, list[int]] = {}
+    for i, row in enumerate(bank):
+        by_topic.setdefault(row["topic"], []).append(i)
+    return by_topic
+
+
+def _positive(row: dict, qid: int) -> dict:
+    return {
+        "question": row["question"],
+        "answer": row["answer"],
+        "label": 1,
+        "kind": "positive",
+        "topic": row["topic"],
+        "qid": qid,
+    }
 
 
 def _negative(bank: list[dict], by_topic: dict, i: int, hard: bool, rng: random.Random) -> dict:
