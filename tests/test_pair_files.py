@@ -82,7 +82,7 @@ def test_builtin_dataset_is_what_the_builder_writes():
     spec = importlib.util.spec_from_file_location("build_builtin", DATA / "build_builtin.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    train, validation = mod.build(mod.load_bank())
+    train, validation = mod.builtin_split()  # what main() writes
     assert (DATA / "train.jsonl").read_text() == mod.render(train)
     assert (DATA / "validation.jsonl").read_text() == mod.render(validation)
     rows = train + validation

@@ -237,7 +237,7 @@ def test_builtin_and_heldout_files_are_what_the_builder_writes():
     spec = importlib.util.spec_from_file_location("build_builtin", DATA / "build_builtin.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    train_rows, validation = mod.build(mod.load_bank(), train_only=mod.load_bank(mod.EXTRA_BANK))
+    train_rows, validation = mod.builtin_split()
     assert (DATA / "train.jsonl").read_text() == mod.render(train_rows)
     assert (DATA / "validation.jsonl").read_text() == mod.render(validation)
     heldout = mod.build_heldout(mod.load_bank(mod.HELDOUT_BANK))

@@ -158,8 +158,13 @@ def build_dev(bank: list[dict], seed: int = 11) -> list[dict]:
     return rows
 
 
+def builtin_split() -> tuple[list[dict], list[dict]]:
+    """The shipped (train, validation): the bank's split plus the train-only casual bank."""
+    return build(load_bank(), train_only=load_bank(EXTRA_BANK))
+
+
 def main() -> None:
-    train, validation = build(load_bank(), train_only=load_bank(EXTRA_BANK))
+    train, validation = builtin_split()
     (HERE / "train.jsonl").write_text(render(train), encoding="utf-8")
     (HERE / "validation.jsonl").write_text(render(validation), encoding="utf-8")
     heldout = build_heldout(load_bank(HELDOUT_BANK))
