@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 
 from pairbert.runtime.contract import GraphContract
-from pairbert.runtime.errors import PairbertError
+from pairbert.runtime.errors import PairbertError, first_line
 from pairbert.runtime.predictor import softmax
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ def check_structure(path: Path, contract: GraphContract, report: StageReport) ->
     try:
         onnx.checker.check_model(str(path), full_check=True)
     except Exception as exc:  # onnx raises several types
-        report.fail(stage, str(exc).splitlines()[0])
+        report.fail(stage, first_line(exc))
         raise ExportError(stage, str(exc)) from None
     report.ok(stage, "full check")
 
@@ -120,7 +120,7 @@ def check_session_and_shapes(
     try:
         session = make_session(path, providers)
     except Exception as exc:
-        report.fail(stage, str(exc).splitlines()[0])
+        report.fail(stage, first_line(exc))
         raise ExportError(stage, str(exc)) from None
     report.ok(stage, ", ".join(session.get_providers()))
 
@@ -131,7 +131,7 @@ def check_session_and_shapes(
         try:
             (logits,) = session.run(contract.output_names, feed)
         except Exception as exc:
-            msg = f"batch {batch} × length {length}: {str(exc).splitlines()[0]}"
+            msg = f"batch {batch} × length {length}: {first_line(exc)}"
             report.fail(stage, msg)
             raise ExportError(stage, msg) from None
         if logits.shape != (batch, contract.outputs[0].axes[1]) or not np.isfinite(logits).all():

@@ -17,6 +17,8 @@ import threading
 
 import numpy as np
 
+from .errors import first_line
+
 log = logging.getLogger(__name__)
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
@@ -101,5 +103,5 @@ class CudaGraphRunner:
                 return slot.output.numpy()[:b]
             except Exception as exc:  # onnxruntime raises several private types
                 self.enabled = False
-                log.warning("CUDA graphs turned off for this session (%s)", str(exc).strip().splitlines()[0])
+                log.warning("CUDA graphs turned off for this session (%s)", first_line(exc))
                 return None

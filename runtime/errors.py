@@ -5,3 +5,10 @@ traceback."""
 
 class PairbertError(Exception):
     pass
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (libraries put pages of detail below it), or its type's
+    name when the message is empty."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .cuda_graphs import PROVIDER_OPTIONS
-from .errors import PairbertError
+from .errors import PairbertError, first_line
 from .ort import onnxruntime, prepare_cuda
 
 log = logging.getLogger(__name__)
@@ -54,11 +54,6 @@ class SessionSettings:
 
 def _source(model: bytes | str | Path) -> bytes | str:
     return model if isinstance(model, bytes) else str(model)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 class OrtSession:
@@ -116,9 +111,9 @@ class OrtSession:
             return ort.InferenceSession(_source(model), options, providers=providers)
         except Exception as exc:  # onnxruntime raises several private types
             if graphs:  # a build or graph that refuses CUDA graphs still runs without them
-                log.warning("CUDA graphs unavailable (%s); running without them", _first_line(exc))
+                log.warning("CUDA graphs unavailable (%s); running without them", first_line(exc))
                 return OrtSession._load(ort, model, options, device, graphs=False)
-            raise BackendError(f"ONNX Runtime cannot load the graph ({_first_line(exc)})") from None
+            raise BackendError(f"ONNX Runtime cannot load the graph ({first_line(exc)})") from None
 
     def _graph_option_taken(self) -> bool:
         options = self._session.get_provider_options().get(CUDA_PROVIDER, {})
@@ -199,7 +194,7 @@ class OpenVinoSession:
         try:
             graph = core.read_model(model) if isinstance(model, bytes) else core.read_model(str(model))
         except Exception as exc:  # openvino raises RuntimeError with multi-line details
-            raise BackendError(f"OpenVINO cannot load the graph ({_first_line(exc)})") from None
+            raise BackendError(f"OpenVINO cannot load the graph ({first_line(exc)})") from None
         self._compiled = _compile(core, graph, config, settings.cache_dir)
         self.settings = settings
         self.provider = f"OpenVINO CPU ({settings.precision})"
@@ -233,12 +228,12 @@ def _compile(core, graph, config: dict, cache_dir: str | None):
             return core.compile_model(graph, "CPU", {**config, "CACHE_DIR": cache_dir})
         except Exception as exc:
             log.warning(
-                "OpenVINO model cache %s failed (%s); compiling without it", cache_dir, _first_line(exc)
+                "OpenVINO model cache %s failed (%s); compiling without it", cache_dir, first_line(exc)
             )
     try:
         return core.compile_model(graph, "CPU", config)
     except Exception as exc:  # openvino raises RuntimeError with multi-line details
-        raise BackendError(f"OpenVINO cannot load the graph ({_first_line(exc)})") from None
+        raise BackendError(f"OpenVINO cannot load the graph ({first_line(exc)})") from None
 
 
 def open_session(

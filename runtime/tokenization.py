@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
-from .errors import PairbertError
+from .errors import PairbertError, first_line
 
 ORDERS = ("qa", "aq")
 FEATURES = ("input_ids", "attention_mask", "token_type_ids")
@@ -101,8 +101,7 @@ class PairEncoder:
         try:
             tokenizer = Tokenizer.from_str(text)
         except Exception as exc:  # tokenizers raises a bare Exception for anything it cannot parse
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise TokenizerError(f"{where}: not a tokenizers tokenizer.json ({first})") from None
+            raise TokenizerError(f"{where}: not a tokenizers tokenizer.json ({first_line(exc)})") from None
         return cls(tokenizer, max_length)
 
     def encode(self, questions: Sequence[str], answers: Sequence[str]) -> dict[str, np.ndarray]:
