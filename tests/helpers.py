@@ -76,6 +76,30 @@ def tiny_config(run_dir: Path, tokenizer: Path, **settings):
     return TrainConfig(**{**base, **settings})
 
 
+def tiny_train_args(out: Path, tokenizer: Path, *extra: str) -> list[str]:
+    """`pairbert train` arguments for a tiny random dual-order BERT on the smoke pairs (the CLI twin of
+    tiny_config), on the CPU, quiet; `extra` appends flags."""
+    from pairbert.builtin_data import SMOKE
+
+    return [
+        "train",
+        "--output-dir",
+        str(out),
+        "--source",
+        "random:tiny",
+        "--tokenizer",
+        str(tokenizer),
+        "--train",
+        str(SMOKE),
+        "--validation",
+        str(SMOKE),
+        "--device",
+        "cpu",
+        "--quiet",
+        *extra,
+    ]
+
+
 def train_tiny_checkpoint(root: Path, tokenizer: Path, train_file: Path) -> Path:
     """A tiny dual-order BERT trained on the five smoke pairs (confident, so int8 keeps its labels).
     Shared by the fixture below and .ci/make_tiny_bundle.py."""

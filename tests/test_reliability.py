@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import WORDS, tiny_config, varied_pairs
+from helpers import WORDS, tiny_config, tiny_train_args, varied_pairs
 
 from pairbert.builtin_data import SMOKE
 from pairbert.cli import main
@@ -21,26 +21,6 @@ from pairbert.runtime.bundle import manifest_digest, read_manifest, read_verifie
 from pairbert.runtime.errors import PairbertError
 from pairbert.runtime.pair_files import MAX_LINE_CHARS, PairFileError, read_pairs
 from pairbert.runtime.tokenization import PairEncoder, TokenizerError, longest_first
-
-
-def tiny_train_args(out: Path, tokenizer: Path, *extra: str) -> list[str]:
-    return [
-        "train",
-        "--output-dir",
-        str(out),
-        "--source",
-        "random:tiny",
-        "--tokenizer",
-        str(tokenizer),
-        "--train",
-        str(SMOKE),
-        "--validation",
-        str(SMOKE),
-        "--device",
-        "cpu",
-        "--quiet",
-        *extra,
-    ]
 
 
 def run_cli(argv: list[str]) -> int:

@@ -106,22 +106,7 @@ def test_cli_train_and_evaluate(tmp_path, tiny_tokenizer):
         sys.executable,
         "-m",
         "pairbert",
-        "train",
-        "--output-dir",
-        str(out),
-        "--source",
-        "random:tiny",
-        "--tokenizer",
-        str(tiny_tokenizer),
-        "--train",
-        str(SMOKE),
-        "--validation",
-        str(SMOKE),
-        "--epochs",
-        "2",
-        "--batch-size",
-        "5",
-        "--quiet",
+        *helpers.tiny_train_args(out, tiny_tokenizer, "--epochs", "2", "--batch-size", "5"),
     ]
     done = subprocess.run(cmd, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
