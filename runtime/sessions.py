@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .cuda_graphs import PROVIDER_OPTIONS
+from .cuda_graphs import PROVIDER_OPTIONS, CudaGraphRunner
 from .errors import PairbertError, first_line
 from .ort import onnxruntime, prepare_cuda
 
@@ -95,8 +95,6 @@ class OrtSession:
         self._run_options = None
         self.graphs = None  # a CudaGraphRunner when CUDA runs with graphs
         if graphs and self.provider == CUDA_PROVIDER and self._graph_option_taken():
-            from .cuda_graphs import CudaGraphRunner
-
             self.graphs = CudaGraphRunner(ort, self._session, self.input_names, self.output_names[0])
         if settings.cpu_arena == "shrink":
             # Hand the arena's unused chunks back after each run.
