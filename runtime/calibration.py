@@ -81,14 +81,16 @@ def _versions() -> str:
     return ",".join(found)
 
 
-def cache_key(manifest_bytes: bytes, threads: int, device: str) -> str:
-    """Changes with the bundle (its manifest), the CPU, the thread count, the device and the libraries."""
+def cache_key(manifest_bytes: bytes, threads: int, device: str, candidates: list[str]) -> str:
+    """Changes with the bundle (its manifest), the CPU, the thread count, the device, the libraries and the
+    way of choosing (the candidates in their tie-break order, the timed shapes)."""
     parts = [
         hashlib.sha256(manifest_bytes).hexdigest(),
         cpu_signature(),
         f"threads={threads}",
         device,
         _versions(),
+        f"candidates={','.join(candidates)} shapes={SHAPES}",
     ]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()
 

@@ -114,11 +114,19 @@ def test_auto_never_picks_a_failed_variant(tiny_bundle, tmp_path):
 
 def test_calibration_cache_is_keyed_by_bundle_and_cpu(tiny_bundle, monkeypatch):
     manifest_bytes = (tiny_bundle / "manifest.json").read_bytes()
-    key = calibration.cache_key(manifest_bytes, 2, "cpu")
-    assert calibration.cache_key(manifest_bytes + b" ", 2, "cpu") != key  # a changed bundle is measured again
-    assert calibration.cache_key(manifest_bytes, 1, "cpu") != key
+    names = ["optimized", "openvino-fp32"]
+    key = calibration.cache_key(manifest_bytes, 2, "cpu", names)
+    assert (
+        calibration.cache_key(manifest_bytes + b" ", 2, "cpu", names) != key
+    )  # a changed bundle is measured again
+    assert calibration.cache_key(manifest_bytes, 1, "cpu", names) != key
+    # another tie-break order or set of candidates is a different question: measured again
+    assert calibration.cache_key(manifest_bytes, 2, "cpu", names[::-1]) != key
+    monkeypatch.setattr(calibration, "SHAPES", ((1, 8),))
+    assert calibration.cache_key(manifest_bytes, 2, "cpu", names) != key  # so are other timed shapes
+    monkeypatch.undo()
     monkeypatch.setattr(calibration, "cpu_signature", lambda: "Another CPU [avx2] x64")
-    assert calibration.cache_key(manifest_bytes, 2, "cpu") != key  # so is another CPU
+    assert calibration.cache_key(manifest_bytes, 2, "cpu", names) != key  # so is another CPU
 
 
 def test_fastest_weighs_both_shapes_and_breaks_near_ties_by_preference():
