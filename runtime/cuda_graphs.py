@@ -18,6 +18,7 @@ import threading
 import numpy as np
 
 from .errors import first_line
+from .shapes import bucket, pad_feed
 
 log = logging.getLogger(__name__)
 
@@ -25,24 +26,6 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 SEQUENCE_BUCKETS = (16, 32, 64, 128, 256, 512)
 NO_GRAPH = "-1"
 PROVIDER_OPTIONS = {"enable_cuda_graph": "1"}
-
-
-def bucket(value: int, buckets: tuple[int, ...]) -> int | None:
-    return next((b for b in buckets if b >= value), None)
-
-
-def pad_feed(feed: dict[str, np.ndarray], batch: int, length: int) -> dict[str, np.ndarray]:
-    """Each [b, s] int64 input as [batch, length]: extra positions are 0 (so masked out), extra rows copy
-    row 0 (a real sequence, so no empty mask divides by zero; their outputs are dropped)."""
-    padded = {}
-    for name, value in feed.items():
-        b, s = value.shape
-        out = np.zeros((batch, length), dtype=np.int64)
-        out[:b, :s] = value
-        if batch > b:
-            out[b:, :s] = value[0]
-        padded[name] = out
-    return padded
 
 
 class _Slot:

@@ -499,7 +499,7 @@ def _calibrated(
 ):
     """The fastest of `names` on this CPU: from the cache, or timed now (each candidate loaded once)."""
     # the manifest as loaded and checked (it lists every file's sha256): no second read of manifest.json
-    key = calibration.cache_key(manifest.to_json().encode(), threads, plan.device)
+    key = calibration.cache_key(manifest.to_json().encode(), threads, plan.device, names)
     cached = calibration.read_cache().get(key)
     if isinstance(cached, dict) and cached.get("choice") in names:
         name = cached["choice"]

@@ -22,6 +22,7 @@ import numpy as np
 from .cuda_graphs import PROVIDER_OPTIONS, CudaGraphRunner
 from .errors import PairbertError, first_line
 from .ort import onnxruntime, prepare_cuda
+from .shapes import CPU_SEQUENCE_BUCKETS, pad_length
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ class SessionSettings:
     cache_dir: str | None = None  # OpenVINO compiled-model cache (faster second load)
     optimize: bool = True  # ONNX Runtime graph optimizations (off: run the graph exactly as written)
     cuda_graphs: bool = True  # on CUDA: replay captured CUDA graphs per padded shape (runtime/cuda_graphs.py)
+    length_buckets: bool = True  # OpenVINO: pad sequences to CPU_SEQUENCE_BUCKETS (bounded memory, shapes.py)
 
 
 def _source(model: bytes | str | Path) -> bytes | str:
@@ -170,7 +172,9 @@ def has_bf16_units() -> bool:
 
 class OpenVinoSession:
     """An OpenVINO CPU model compiled from the bundle's ONNX graph. Thread-safe: each concurrent call takes
-    its own infer request from a pool (requests are created on demand and reused)."""
+    its own infer request from a pool (requests are created on demand and reused). Sequence lengths are
+    padded to a few buckets (`SessionSettings.length_buckets`): OpenVINO keeps state per input shape, and
+    unbucketed lengths made a long-running service's memory creep (runtime/shapes.py)."""
 
     backend = OPENVINO
 
@@ -206,8 +210,11 @@ class OpenVinoSession:
         except queue.Empty:
             with self._lock:
                 request = self._compiled.create_infer_request()
+        feed = {k: feed[k] for k in self.input_names}
+        if self.settings.length_buckets:
+            feed = pad_length(feed, CPU_SEQUENCE_BUCKETS)
         try:
-            request.infer({k: feed[k] for k in self.input_names})
+            request.infer(feed)
             return np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True)
         finally:
             self._requests.put(request)

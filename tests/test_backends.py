@@ -114,11 +114,19 @@ def test_auto_never_picks_a_failed_variant(tiny_bundle, tmp_path):
 
 def test_calibration_cache_is_keyed_by_bundle_and_cpu(tiny_bundle, monkeypatch):
     manifest_bytes = (tiny_bundle / "manifest.json").read_bytes()
-    key = calibration.cache_key(manifest_bytes, 2, "cpu")
-    assert calibration.cache_key(manifest_bytes + b" ", 2, "cpu") != key  # a changed bundle is measured again
-    assert calibration.cache_key(manifest_bytes, 1, "cpu") != key
+    names = ["optimized", "openvino-fp32"]
+    key = calibration.cache_key(manifest_bytes, 2, "cpu", names)
+    assert (
+        calibration.cache_key(manifest_bytes + b" ", 2, "cpu", names) != key
+    )  # a changed bundle is measured again
+    assert calibration.cache_key(manifest_bytes, 1, "cpu", names) != key
+    # another tie-break order or set of candidates is a different question: measured again
+    assert calibration.cache_key(manifest_bytes, 2, "cpu", names[::-1]) != key
+    monkeypatch.setattr(calibration, "SHAPES", ((1, 8),))
+    assert calibration.cache_key(manifest_bytes, 2, "cpu", names) != key  # so are other timed shapes
+    monkeypatch.undo()
     monkeypatch.setattr(calibration, "cpu_signature", lambda: "Another CPU [avx2] x64")
-    assert calibration.cache_key(manifest_bytes, 2, "cpu") != key  # so is another CPU
+    assert calibration.cache_key(manifest_bytes, 2, "cpu", names) != key  # so is another CPU
 
 
 def test_fastest_weighs_both_shapes_and_breaks_near_ties_by_preference():
@@ -160,6 +168,33 @@ def test_session_factory_is_the_one_place_for_options(tiny_bundle):
         open_session("tensorrt", path, SessionSettings())
     with pytest.raises(BackendError, match="cannot load"):
         open_session("openvino", b"not a model", SessionSettings())
+
+
+def test_openvino_pads_lengths_to_buckets_and_answers_as_unpadded(tiny_bundle):
+    """OpenVINO keeps state per input shape; its session pads sequence lengths to a few buckets so a service
+    sees a bounded set of shapes. The padded runs must give the unpadded answers."""
+    from pairbert.runtime.shapes import CPU_SEQUENCE_BUCKETS, pad_length
+
+    path = tiny_bundle / "model.fp32.onnx"
+    names = read_manifest(tiny_bundle).contract.input_names
+    bucketed = open_session("openvino", path, SessionSettings(threads=1))
+    exact = open_session("openvino", path, SessionSettings(threads=1, length_buckets=False))
+    for batch, length in ((1, 9), (3, 13), (2, 33), (4, 64)):
+        feed = calibration.synthetic_feed(names, batch, length, vocab=50)
+        np.testing.assert_allclose(bucketed.run(feed), exact.run(feed), atol=1e-5)
+        request = bucketed._requests.get_nowait()  # the request that just ran: what OpenVINO was fed
+        assert tuple(request.get_input_tensor(0).shape) == (
+            batch,
+            pad_length(feed, CPU_SEQUENCE_BUCKETS)[names[0]].shape[1],
+        )
+        bucketed._requests.put(request)
+    assert pad_length(calibration.synthetic_feed(names, 2, 13, vocab=50), CPU_SEQUENCE_BUCKETS)[
+        names[0]
+    ].shape == (2, 16)
+    on_bucket = calibration.synthetic_feed(names, 2, 24, vocab=50)
+    assert pad_length(on_bucket, CPU_SEQUENCE_BUCKETS) is on_bucket  # already a bucket: no copy
+    beyond = calibration.synthetic_feed(names, 1, 600, vocab=50)
+    assert pad_length(beyond, CPU_SEQUENCE_BUCKETS) is beyond  # beyond the largest bucket: run as it is
 
 
 def test_close_hands_threads_back_and_context_manager(tiny_bundle):

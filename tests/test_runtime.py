@@ -428,7 +428,8 @@ def test_a_damaged_graph_is_refused_as_a_checksum_mismatch_though_hashed_while_b
 def test_cuda_graph_padding_keeps_every_answer(tiny_bundle):
     """What CUDA graph replay feeds the model — batch padded to a power of two, sequence to a bucket — gives
     the unpadded answers (checked with the CPU session: the padding, not the GPU, is under test)."""
-    from pairbert.runtime.cuda_graphs import BATCH_BUCKETS, SEQUENCE_BUCKETS, bucket, pad_feed
+    from pairbert.runtime.cuda_graphs import BATCH_BUCKETS, SEQUENCE_BUCKETS
+    from pairbert.runtime.shapes import bucket, pad_feed
 
     clf = PairClassifier.load(tiny_bundle, variant="fp32", device="cpu")
     assert clf.session.graphs is None  # graphs are a CUDA feature only

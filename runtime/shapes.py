@@ -1,0 +1,65 @@
+"""Shape buckets: pad a batch's [batch, sequence] inputs up to one of a few fixed shapes.
+
+Backends that keep state per input shape grow with every new shape they see: CUDA graphs capture one graph
+per shape (runtime/cuda_graphs.py), and OpenVINO's CPU plugin keeps compiled kernels and buffers per shape,
+so a service fed every sequence length from 1 to 512 creeps in memory for thousands of requests (measured:
+openvino-fp32 RSS 588 → 653 MB over 6,000 varied predictions and still rising; with lengths padded to
+CPU_SEQUENCE_BUCKETS, 579 → 582 MB, flat). Padded positions have attention mask 0, so they change nothing.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# CPU: at most 8 tokens of padding up to 64, then at most 25 %: the padding costs compute on the CPU.
+CPU_SEQUENCE_BUCKETS = (
+    8,
+    16,
+    24,
+    32,
+    40,
+    48,
+    56,
+    64,
+    80,
+    96,
+    112,
+    128,
+    160,
+    192,
+    224,
+    256,
+    320,
+    384,
+    448,
+    512,
+)
+
+
+def bucket(value: int, buckets: tuple[int, ...]) -> int | None:
+    """The smallest bucket that holds `value`; None beyond the largest."""
+    return next((b for b in buckets if b >= value), None)
+
+
+def pad_feed(feed: dict[str, np.ndarray], batch: int, length: int) -> dict[str, np.ndarray]:
+    """Each [b, s] int64 input as [batch, length]: extra positions are 0 (so masked out), extra rows copy
+    row 0 (a real sequence, so no empty mask divides by zero; their outputs are dropped)."""
+    padded = {}
+    for name, value in feed.items():
+        b, s = value.shape
+        out = np.zeros((batch, length), dtype=np.int64)
+        out[:b, :s] = value
+        if batch > b:
+            out[b:, :s] = value[0]
+        padded[name] = out
+    return padded
+
+
+def pad_length(feed: dict[str, np.ndarray], buckets: tuple[int, ...]) -> dict[str, np.ndarray]:
+    """The feed with its sequence axis padded to the next bucket (unchanged when already there, or beyond
+    the largest bucket)."""
+    batch, length = next(iter(feed.values())).shape
+    target = bucket(length, buckets)
+    if target is None or target == length:
+        return feed
+    return pad_feed(feed, batch, target)
