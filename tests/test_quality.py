@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -430,3 +431,42 @@ def test_builder_variants_leave_validation_unchanged():
         r["question"].lower() for r in bank + mod.load_bank(mod.HELDOUT_BANK) + mod.load_bank(mod.DEV_BANK)
     }
     assert not seen & {r["question"].lower() for r in extra}  # the train-only bank repeats no other question
+
+
+_TEXTSPEAK = {"u": "you", "ur": "your", "r": "are", "ya": "you", "wat": "what", "wanna": "want"}
+
+
+def _question_key(question: str) -> tuple[str, ...]:
+    """A question's words: lower case, no punctuation, text-speak spelt out ('What's up?' == 'whats up')."""
+    words = re.sub(r"[^a-z0-9 ]+", "", question.lower().replace("-", " ")).split()
+    return tuple(_TEXTSPEAK.get(w, w) for w in words)
+
+
+def _near(a: tuple[str, ...], b: tuple[str, ...], threshold: float = 0.7) -> bool:
+    """Equal keys, or a token Jaccard of `threshold` or more."""
+    sa, sb = set(a), set(b)
+    return a == b or len(sa & sb) / max(len(sa | sb), 1) >= threshold
+
+
+def test_train_only_bank_neither_repeats_nor_nearly_repeats_an_evaluated_question():
+    """The train-only casual bank must not teach the validation, dev or held-out questions: none equal to one
+    of theirs up to case, punctuation and text-speak, none with a token Jaccard of 0.7 or more, and no
+    question twice in the bank itself."""
+    spec = importlib.util.spec_from_file_location("build_builtin", DATA / "build_builtin.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    extra = [_question_key(r["question"]) for r in mod.load_bank(mod.EXTRA_BANK)]
+    assert len(extra) >= 500 and all(extra)
+    assert len(set(extra)) == len(extra), [q for q in extra if extra.count(q) > 1]
+    lines = (DATA / "validation.jsonl").read_text().splitlines()
+    evaluated = [json.loads(line)["question"] for line in lines]
+    evaluated += [r["question"] for r in mod.load_bank(mod.DEV_BANK) + mod.load_bank(mod.HELDOUT_BANK)]
+    keys = {_question_key(q) for q in evaluated}
+    assert not [(" ".join(q), " ".join(e)) for q in extra for e in keys if _near(q, e)]
+
+
+def test_near_duplicate_rule_catches_rewordings_only():
+    key = _question_key
+    assert key("What's a VPN?") == key("whats a vpn") and key("how do u do it") == key("How do you do it?")
+    assert _near(key("how do i stop my dog barking at night"), key("how do i stop my dog barking"))
+    assert not _near(key("how do i stop my dog barking"), key("how do i stop my cat scratching"))
