@@ -4,6 +4,7 @@ distillation, early stopping, the training curve, and the built-in/held-out data
 from __future__ import annotations
 
 import csv
+import difflib
 import importlib.util
 import json
 import re
@@ -433,40 +434,106 @@ def test_builder_variants_leave_validation_unchanged():
     assert not seen & {r["question"].lower() for r in extra}  # the train-only bank repeats no other question
 
 
-_TEXTSPEAK = {"u": "you", "ur": "your", "r": "are", "ya": "you", "wat": "what", "wanna": "want"}
+_TEXTSPEAK = {
+    **{"u": "you", "ur": "your", "r": "are", "ya": "you", "wat": "what", "wanna": "want", "whats": "what"},
+    **{"cant": "can", "dont": "do", "doesnt": "does", "im": "i", "its": "it", "isnt": "is", "wont": "will"},
+}
+# the same thing said with another word, as rewordings of a question do
+_SYNONYMS = {
+    **{
+        "biggest": "largest",
+        "sofa": "couch",
+        "bedsheets": "sheets",
+        "bedsheet": "sheets",
+        "trainers": "shoes",
+    },
+    **{
+        "trainer": "shoes",
+        "sneakers": "shoes",
+        "kids": "children",
+        "kid": "children",
+        "fridge": "refrigerator",
+    },
+    **{"telly": "tv", "television": "tv", "mobile": "phone", "cellphone": "phone", "laptop": "computer"},
+    **{"pc": "computer", "quickly": "fast", "quick": "fast", "fix": "stop", "cure": "stop", "shift": "stop"},
+    **{"rid": "stop", "eat": "have", "pills": "medicine", "tablets": "medicine", "overripe": "brown"},
+}
+_STOP = set(
+    "a an the i me my you your we our it is are was be been do does did doing how what why when where which "
+    "who can could should would will to of in on at for with from by about into and or but if so that this "
+    "these those there get got any some much many very really just up out off over then than too also "
+    "one".split()
+)
 
 
-def _question_key(question: str) -> tuple[str, ...]:
-    """A question's words: lower case, no punctuation, text-speak spelt out ('What's up?' == 'whats up')."""
-    words = re.sub(r"[^a-z0-9 ]+", "", question.lower().replace("-", " ")).split()
-    return tuple(_TEXTSPEAK.get(w, w) for w in words)
+def _words(text: str) -> list[str]:
+    """Lower case, no punctuation, text-speak and contractions spelt out ('Whats up?' == 'what up')."""
+    words = re.sub(r"[^a-z0-9 ]+", "", text.lower().replace("-", " ").replace("'", "")).split()
+    return [_TEXTSPEAK.get(w, w) for w in words]
 
 
-def _near(a: tuple[str, ...], b: tuple[str, ...], threshold: float = 0.7) -> bool:
-    """Equal keys, or a token Jaccard of `threshold` or more."""
-    sa, sb = set(a), set(b)
-    return a == b or len(sa & sb) / max(len(sa | sb), 1) >= threshold
+def _stem(word: str) -> str:
+    return next(
+        (word[: -len(s)] for s in ("ing", "ed", "es", "s", "y") if len(word) > 4 and word.endswith(s)), word
+    )
+
+
+def _content(text: str) -> set[str]:
+    """What a question is about: its words less the function words, synonyms merged, crudely stemmed."""
+    return {_stem(_SYNONYMS.get(w, w)) for w in _words(text) if w not in _STOP}
+
+
+def _near_question(a: str, b: str) -> bool:
+    """Half or more of the two questions' content words shared (or, for all-function-word questions, the
+    same words): a rewording, or the same subject asked about."""
+    ca, cb = _content(a), _content(b)
+    if not ca or not cb:
+        return _words(a) == _words(b)
+    return len(ca & cb) / len(ca | cb) >= 0.5
+
+
+def _near_answer(a: str, b: str) -> bool:
+    return difflib.SequenceMatcher(None, " ".join(_words(a)), " ".join(_words(b))).ratio() >= 0.75
 
 
 def test_train_only_bank_neither_repeats_nor_nearly_repeats_an_evaluated_question():
-    """The train-only casual bank must not teach the validation, dev or held-out questions: none equal to one
-    of theirs up to case, punctuation and text-speak, none with a token Jaccard of 0.7 or more, and no
-    question twice in the bank itself."""
+    """The train-only casual bank must not teach what validation, dev or held-out evaluate: no question about
+    the same thing as one of theirs (half its content words, after text-speak, contractions and synonyms), no
+    answer worded like one of their true answers, no question twice. A failure names the bank's row only, so
+    the held-out file stays unread."""
     spec = importlib.util.spec_from_file_location("build_builtin", DATA / "build_builtin.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    extra = [_question_key(r["question"]) for r in mod.load_bank(mod.EXTRA_BANK)]
-    assert len(extra) >= 500 and all(extra)
-    assert len(set(extra)) == len(extra), [q for q in extra if extra.count(q) > 1]
-    lines = (DATA / "validation.jsonl").read_text().splitlines()
-    evaluated = [json.loads(line)["question"] for line in lines]
-    evaluated += [r["question"] for r in mod.load_bank(mod.DEV_BANK) + mod.load_bank(mod.HELDOUT_BANK)]
-    keys = {_question_key(q) for q in evaluated}
-    assert not [(" ".join(q), " ".join(e)) for q in extra for e in keys if _near(q, e)]
+    extra = mod.load_bank(mod.EXTRA_BANK)
+    assert len(extra) >= 450
+    questions = [tuple(_words(r["question"])) for r in extra]
+    assert len(set(questions)) == len(questions), [q for q in questions if questions.count(q) > 1]
+    rows = [json.loads(line) for line in (DATA / "validation.jsonl").read_text().splitlines()]
+    evaluated = [(r["question"], r["answer"] if r["label"] == 1 else "") for r in rows]
+    evaluated += [
+        (r["question"], r["answer"]) for r in mod.load_bank(mod.DEV_BANK) + mod.load_bank(mod.HELDOUT_BANK)
+    ]
+    leaks = [
+        f"{r['question']} / {r['answer']}"
+        for r in extra
+        if any(_near_question(r["question"], q) or (a and _near_answer(r["answer"], a)) for q, a in evaluated)
+    ]
+    assert not leaks, leaks
 
 
 def test_near_duplicate_rule_catches_rewordings_only():
-    key = _question_key
-    assert key("What's a VPN?") == key("whats a vpn") and key("how do u do it") == key("How do you do it?")
-    assert _near(key("how do i stop my dog barking at night"), key("how do i stop my dog barking"))
-    assert not _near(key("how do i stop my dog barking"), key("how do i stop my cat scratching"))
+    assert _words("What's a VPN?") == _words("whats a vpn") and _words("how do u do it") == _words(
+        "How do you do it?"
+    )
+    assert _near_question("what is the cloud", "What's the cloud?")
+    assert _near_question("whats the biggest ocean", "What is the largest ocean?")
+    assert _near_question("how do i stop my trainers smelling", "How do I stop my shoes from smelling?")
+    assert _near_question("how do i fix a squeaky door", "How do I stop a door from squeaking?")
+    assert _near_question("how do i stop my dog barking at night", "how do i stop my dog barking")
+    assert not _near_question("how do i stop my dog barking", "how do i stop my cat scratching")
+    assert not _near_question("how do i get rid of a stye", "how do i get rid of hiccups")
+    assert _near_answer(
+        "hold ur breath and swallow a few times, works for me every time",
+        "hold your breath and swallow a few times, works for me every time",
+    )
+    assert not _near_answer("banana bread, every time", "Six minutes in boiling water.")
