@@ -1,8 +1,9 @@
 """`auto` by measurement: time every parity-passing candidate on this CPU once, remember the fastest.
 
 The cache (a JSON file in the user's cache folder) is keyed by the bundle's manifest digest (every file's
-sha256 is in it), this CPU's signature, the thread count and the library versions, so a changed bundle, CPU
-or library is measured again. The workload is two fixed shapes, a single short pair (latency) and 16 pairs of
+sha256 is in it), this CPU's signature, the thread count, the library versions and the way of choosing (the
+candidates in their tie-break order, the timed shapes, `rule()`), so a changed bundle, CPU, library or rule
+is measured again. The workload is two fixed shapes, a single short pair (latency) and 16 pairs of
 45 tokens (throughput); the candidate with the smallest product of the two times wins.
 """
 
@@ -28,6 +29,7 @@ CACHE_FILE = "calibration.json"
 # length buckets (24, 48), as real traffic does, so its padding is part of what is timed.
 SHAPES = ((1, 21), (16, 45))
 REPEATS = 5
+TOLERANCE = 0.05  # candidates within 5 % of the fastest are tied; the preference order breaks the tie
 
 
 def cache_dir() -> Path:
@@ -90,9 +92,18 @@ def cache_key(manifest_bytes: bytes, threads: int, device: str, candidates: list
         f"threads={threads}",
         device,
         _versions(),
-        f"candidates={','.join(candidates)} shapes={SHAPES}",
+        f"candidates={','.join(candidates)} {rule()}",
     ]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()
+
+
+def rule() -> str:
+    """How `auto` chooses, as part of the cache key: a changed rule is measured again. Includes the lengths
+    the timed shapes are padded to (OpenVINO's buckets), since they change what is timed."""
+    from .shapes import CPU_SEQUENCE_BUCKETS, bucket
+
+    padded = [bucket(tokens, CPU_SEQUENCE_BUCKETS) for _, tokens in SHAPES]
+    return f"shapes={SHAPES} padded={padded} fastest-of-{REPEATS} tolerance={TOLERANCE}"
 
 
 def read_cache() -> dict:
@@ -149,12 +160,24 @@ def time_candidate(run: Callable[[dict], np.ndarray], input_names: list[str], vo
     return timings
 
 
-def fastest(timings: dict[str, dict], tolerance: float = 0.05) -> str:
+def _relative(timings: dict[str, dict]) -> dict[str, float]:
+    """Each candidate's time over the best one's, per shape (the geometric mean of its per-shape ratios)."""
+    score = {name: float(np.prod(list(t.values()))) for name, t in timings.items()}
+    best = min(score.values())
+    shapes = max(1, len(next(iter(timings.values()))))  # each score is a product of len(SHAPES) times
+    return {name: (score[name] / best) ** (1 / shapes) for name in timings}
+
+
+def fastest(timings: dict[str, dict], tolerance: float | None = None) -> str:
     """The candidate with the smallest product of its times (each shape weighs the same). Candidates within
     `tolerance` of the best count as tied (timing noise): the first of them in `timings`' order wins, which
     is the fixed preference order (for example the pre-fused `optimized` graph loads faster than `fp32`)."""
-    score = {name: float(np.prod(list(t.values()))) for name, t in timings.items()}
-    best = min(score.values())
-    # each score is a product of len(SHAPES) times: compare per-shape (geometric mean) ratios
-    shapes = max(1, len(next(iter(timings.values()))))
-    return next(n for n in timings if (score[n] / best) ** (1 / shapes) <= 1 + tolerance)
+    relative, tolerance = _relative(timings), TOLERANCE if tolerance is None else tolerance
+    return next(n for n in timings if relative[n] <= 1 + tolerance)
+
+
+def contenders(timings: dict[str, dict], tolerance: float | None = None) -> set[str]:
+    """The candidates that can still win once more are timed: those within `tolerance` of the best so far
+    (the best time only goes down, so one outside it now stays outside)."""
+    relative, tolerance = _relative(timings), TOLERANCE if tolerance is None else tolerance
+    return {n for n in timings if relative[n] <= 1 + tolerance}

@@ -510,14 +510,13 @@ def _calibrated(
     for name in names:
         session = _open_variant(bundle, manifest, name, plan, request, threads)
         timings[name] = calibration.time_candidate(session.run, manifest.contract.input_names, vocab)
-        best = calibration.fastest(timings)
-        for other in [n for n in sessions if n != best]:
+        sessions[name] = session
+        alive = calibration.contenders(timings)  # a candidate tied now can still win the tie at the end
+        for other in [n for n in sessions if n not in alive]:
             sessions.pop(other).close()
-        if name == best:
-            sessions[name] = session
-        else:
-            session.close()
     best = calibration.fastest(timings)
+    for other in [n for n in sessions if n != best]:
+        sessions.pop(other).close()
     entry = {
         "choice": best,
         "timings_s": timings,

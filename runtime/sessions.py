@@ -205,14 +205,14 @@ class OpenVinoSession:
         self._lock = threading.Lock()
 
     def run(self, feed: dict[str, np.ndarray]) -> np.ndarray:
+        feed = {k: feed[k] for k in self.input_names}  # built first: a bad feed must not lose a request
+        if self.settings.length_buckets:
+            feed = pad_length(feed, CPU_SEQUENCE_BUCKETS)
         try:
             request = self._requests.get_nowait()
         except queue.Empty:
             with self._lock:
                 request = self._compiled.create_infer_request()
-        feed = {k: feed[k] for k in self.input_names}
-        if self.settings.length_buckets:
-            feed = pad_length(feed, CPU_SEQUENCE_BUCKETS)
         try:
             request.infer(feed)
             return np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True)

@@ -112,19 +112,48 @@ def test_auto_never_picks_a_failed_variant(tiny_bundle, tmp_path):
         PairClassifier.load(bundle, backend="openvino")
 
 
+def test_auto_keeps_every_candidate_that_can_still_win_a_tie(tiny_bundle, monkeypatch):
+    """Timed in preference order, a candidate that loses a near-tie now can win it once a faster one arrives
+    (it is then within 5 % of the new best while the earlier winner is not): it must still be open."""
+    from pairbert.runtime import predictor
+
+    names = predictor.candidates(read_manifest(tiny_bundle), "cpu", "auto")
+    assert names[:3] == ["int8", "optimized", "openvino-fp32"]
+    # optimized ties int8, then openvino-fp32 ties optimized but not int8; the rest are slow
+    seconds = {name: ([1.04, 1.00, 0.98] + [2.0] * len(names))[i] for i, name in enumerate(names)}
+    order = iter(names)
+
+    def fake_timing(run, input_names, vocab):
+        run(calibration.synthetic_feed(input_names, 1, 8, vocab))  # the session handed over is open
+        s = seconds[next(order)]
+        return {"1x21": s, "16x45": s}
+
+    monkeypatch.setattr(calibration, "time_candidate", fake_timing)
+    with PairClassifier.load(tiny_bundle, threads=1) as clf:
+        assert (
+            clf.variant == "optimized" and clf.choice["how"] == "measured"
+        )  # tied with 0.98, first in order
+        assert len(clf.predict([("who wrote hamlet?", "shakespeare.")])) == 1
+    assert calibration.contenders({"a": {"x": 1.0}, "b": {"x": 1.04}, "c": {"x": 1.2}}) == {"a", "b"}
+
+
 def test_calibration_cache_is_keyed_by_bundle_and_cpu(tiny_bundle, monkeypatch):
     manifest_bytes = (tiny_bundle / "manifest.json").read_bytes()
     names = ["optimized", "openvino-fp32"]
     key = calibration.cache_key(manifest_bytes, 2, "cpu", names)
-    assert (
-        calibration.cache_key(manifest_bytes + b" ", 2, "cpu", names) != key
-    )  # a changed bundle is measured again
+    # a changed bundle is measured again
+    assert calibration.cache_key(manifest_bytes + b" ", 2, "cpu", names) != key
     assert calibration.cache_key(manifest_bytes, 1, "cpu", names) != key
     # another tie-break order or set of candidates is a different question: measured again
     assert calibration.cache_key(manifest_bytes, 2, "cpu", names[::-1]) != key
-    monkeypatch.setattr(calibration, "SHAPES", ((1, 8),))
-    assert calibration.cache_key(manifest_bytes, 2, "cpu", names) != key  # so are other timed shapes
-    monkeypatch.undo()
+    with monkeypatch.context() as m:
+        m.setattr(calibration, "SHAPES", ((1, 8),))
+        assert calibration.cache_key(manifest_bytes, 2, "cpu", names) != key  # so are other timed shapes
+    for constant, value in (("REPEATS", 9), ("TOLERANCE", 0.1)):  # and another way of timing or of tying
+        with monkeypatch.context() as m:
+            m.setattr(calibration, constant, value)
+            assert calibration.cache_key(manifest_bytes, 2, "cpu", names) != key
+    assert calibration.cache_key(manifest_bytes, 2, "cpu", names) == key  # the same question: the same key
     monkeypatch.setattr(calibration, "cpu_signature", lambda: "Another CPU [avx2] x64")
     assert calibration.cache_key(manifest_bytes, 2, "cpu", names) != key  # so is another CPU
 
