@@ -174,10 +174,3 @@ def fastest(timings: dict[str, dict], tolerance: float | None = None) -> str:
     is the fixed preference order (for example the pre-fused `optimized` graph loads faster than `fp32`)."""
     relative, tolerance = _relative(timings), TOLERANCE if tolerance is None else tolerance
     return next(n for n in timings if relative[n] <= 1 + tolerance)
-
-
-def contenders(timings: dict[str, dict], tolerance: float | None = None) -> set[str]:
-    """The candidates that can still win once more are timed: those within `tolerance` of the best so far
-    (the best time only goes down, so one outside it now stays outside)."""
-    relative, tolerance = _relative(timings), TOLERANCE if tolerance is None else tolerance
-    return {n for n in timings if relative[n] <= 1 + tolerance}

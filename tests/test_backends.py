@@ -114,7 +114,7 @@ def test_auto_never_picks_a_failed_variant(tiny_bundle, tmp_path):
 
 def test_auto_keeps_every_candidate_that_can_still_win_a_tie(tiny_bundle, monkeypatch):
     """Timed in preference order, a candidate that loses a near-tie now can win it once a faster one arrives
-    (it is then within 5 % of the new best while the earlier winner is not): it must still be open."""
+    (it is then within 5 % of the new best while the earlier winner is not): it is opened again."""
     from pairbert.runtime import predictor
 
     names = predictor.candidates(read_manifest(tiny_bundle), "cpu", "auto")
@@ -134,7 +134,6 @@ def test_auto_keeps_every_candidate_that_can_still_win_a_tie(tiny_bundle, monkey
             clf.variant == "optimized" and clf.choice["how"] == "measured"
         )  # tied with 0.98, first in order
         assert len(clf.predict([("who wrote hamlet?", "shakespeare.")])) == 1
-    assert calibration.contenders({"a": {"x": 1.0}, "b": {"x": 1.04}, "c": {"x": 1.2}}) == {"a", "b"}
 
 
 def test_calibration_cache_is_keyed_by_bundle_and_cpu(tiny_bundle, monkeypatch):
