@@ -316,7 +316,8 @@ def _inside(bundle_dir: Path, name: str) -> Path:
     return path
 
 
-def _mismatch(path: Path, expected: str, actual: str) -> BundleError:
+def checksum_mismatch(path: Path, expected: str, actual: str) -> BundleError:
+    """The error for a bundle file whose sha256 is not the manifest's."""
     return BundleError(
         f"{path}: checksum mismatch (manifest {expected[:12]}…, file {actual[:12]}…); "
         "the file was changed or corrupted after export"
@@ -332,7 +333,7 @@ def read_verified(bundle_dir: str | Path, name: str, expected_sha256: str | None
     if expected_sha256 is not None:
         actual = hashlib.sha256(data).hexdigest()
         if actual != expected_sha256:
-            raise _mismatch(bundle_dir / name, expected_sha256, actual)
+            raise checksum_mismatch(bundle_dir / name, expected_sha256, actual)
     return data
 
 
@@ -342,7 +343,7 @@ def verify_file(bundle_dir: Path, name: str, expected_sha256: str) -> Path:
     path = _inside(bundle_dir, name)
     actual = sha256_file(path)
     if actual != expected_sha256:
-        raise _mismatch(bundle_dir / name, expected_sha256, actual)
+        raise checksum_mismatch(bundle_dir / name, expected_sha256, actual)
     return bundle_dir / name
 
 

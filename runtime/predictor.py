@@ -25,6 +25,7 @@ from . import atomic_dir, calibration
 from .bundle import (
     BundleError,
     Manifest,
+    checksum_mismatch,
     read_manifest,
     read_verified,
     require_variant,
@@ -446,10 +447,7 @@ def _open_checked_bytes(bundle: Path, info, name: str, settings: SessionSettings
 
 def _check_digest(bundle: Path, info, actual: str) -> None:
     if actual != info.sha256:
-        raise BundleError(
-            f"{bundle / info.file}: checksum mismatch (manifest {info.sha256[:12]}…, file {actual[:12]}…); "
-            "the file was changed or corrupted after export"
-        )
+        raise checksum_mismatch(bundle / info.file, info.sha256, actual)
 
 
 def _open(bundle: Path, manifest: Manifest, plan: DevicePlan, request: _Request, threads: int, vocab: int):
@@ -497,7 +495,8 @@ def _calibrated(
     threads: int,
     vocab: int,
 ):
-    """The fastest of `names` on this CPU: from the cache, or timed now (each candidate loaded once)."""
+    """The fastest of `names` on this CPU: from the cache, or timed now (each candidate loaded once, one
+    open at a time; the winner is loaded again if a later candidate moved a near-tie back to it)."""
     # the manifest as loaded and checked (it lists every file's sha256): no second read of manifest.json
     key = calibration.cache_key(manifest.to_json().encode(), threads, plan.device, names)
     cached = calibration.read_cache().get(key)

@@ -112,7 +112,7 @@ def test_auto_never_picks_a_failed_variant(tiny_bundle, tmp_path):
         PairClassifier.load(bundle, backend="openvino")
 
 
-def test_auto_keeps_every_candidate_that_can_still_win_a_tie(tiny_bundle, monkeypatch):
+def test_auto_reopens_a_near_tie_winner_it_closed_earlier(tiny_bundle, monkeypatch):
     """Timed in preference order, a candidate that loses a near-tie now can win it once a faster one arrives
     (it is then within 5 % of the new best while the earlier winner is not): it is opened again."""
     from pairbert.runtime import predictor
