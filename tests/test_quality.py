@@ -505,7 +505,7 @@ def test_train_only_bank_neither_repeats_nor_nearly_repeats_an_evaluated_questio
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     extra = mod.load_bank(mod.EXTRA_BANK)
-    assert len(extra) >= 450
+    assert len(extra) >= 750
     questions = [tuple(_words(r["question"])) for r in extra]
     assert len(set(questions)) == len(questions), [q for q in questions if questions.count(q) > 1]
     rows = [json.loads(line) for line in (DATA / "validation.jsonl").read_text().splitlines()]
