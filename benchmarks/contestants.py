@@ -44,14 +44,15 @@ class Contestant:
     modes: tuple[str, ...]
 
 
-def peer_batches(encodings: list, batch_size: int, mode: str) -> list[list[int]]:
+def peer_batches(encoder, qa: list, aq: list, batch_size: int, mode: str) -> list[list[int]]:
     """How a peer batches the caller's pairs: "bucketed" sorts by token count as the runtime does (keeping
     the caller's batch size, no token cap); otherwise consecutive slices in the caller's order."""
     from pairbert.runtime.predictor import bucketed_batches
 
     if mode == "bucketed":
-        return bucketed_batches([len(e.ids) for e in encodings], batch_size, max_tokens=None)
-    n = len(encodings)
+        lengths = list(map(encoder.fed_length, qa, aq))
+        return bucketed_batches(lengths, batch_size, max_tokens=None)
+    n = len(qa)
     return [list(range(s, min(n, s + batch_size))) for s in range(0, n, batch_size)]
 
 
@@ -80,7 +81,7 @@ def torch_contestant(name: str, checkpoint: Path, threads: int) -> Contestant:
     def predict(pairs: Pairs, batch_size: int, mode: str) -> np.ndarray:
         n = len(pairs)
         qa, aq = encoder.tokenize([p[0] for p in pairs], [p[1] for p in pairs])  # once, as the runtime does
-        batches = peer_batches(qa, batch_size, mode)
+        batches = peer_batches(encoder, qa, aq, batch_size, mode)
         out = np.empty((n, 2), np.float32)
         with torch.inference_mode(), autocast():
             for idx in batches:
@@ -133,7 +134,7 @@ def openvino_default_contestant(bundle: Path, threads: int) -> Contestant:
     from pairbert.runtime.tokenization import PairEncoder
 
     manifest = read_manifest(bundle)
-    encoder = PairEncoder.from_file(bundle / manifest.tokenizer_file, manifest.max_length)
+    encoder = PairEncoder.from_file(bundle / manifest.tokenizer_file, manifest.max_length, manifest.feed)
     compiled = ov.Core().compile_model(
         str(bundle / manifest.variants["fp32"].file), "CPU", {"INFERENCE_NUM_THREADS": threads}
     )
@@ -143,7 +144,7 @@ def openvino_default_contestant(bundle: Path, threads: int) -> Contestant:
     def predict(pairs: Pairs, batch_size: int, mode: str) -> np.ndarray:
         n = len(pairs)
         qa, aq = encoder.tokenize([p[0] for p in pairs], [p[1] for p in pairs])
-        batches = peer_batches(qa, batch_size, mode)
+        batches = peer_batches(encoder, qa, aq, batch_size, mode)
         out = np.empty((n, 2), np.float32)
         for idx in batches:
             feed = encoder.collate([qa[i] for i in idx], [aq[i] for i in idx])

@@ -35,7 +35,7 @@ def _row(result: dict, hidden: int, layers: int, peak: dict | None) -> dict:
     if "batch32x128" in result:
         b = result["batch32x128"]
         seconds = b["p50_ms"] / 1e3
-        tflops = batch_flops(b["tokens"], b["batch"], hidden, layers) / seconds / 1e12
+        tflops = batch_flops(b.get("fed_tokens", b["tokens"]), b["batch"], hidden, layers) / seconds / 1e12
         row["batch32x128"] = {
             "p50_ms": round(b["p50_ms"], 3),
             "pairs_per_s": round(b["batch"] / seconds, 1),

@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> list[dict]:  # long: one sweep script
     args = ap.parse_args(argv)
     bundle = Path(args.bundle)
     manifest = read_manifest(bundle)
-    encoder = PairEncoder.from_file(bundle / manifest.tokenizer_file, manifest.max_length)
+    encoder = PairEncoder.from_file(bundle / manifest.tokenizer_file, manifest.max_length, manifest.feed)
     pairs = read_pairs(args.data)
     feeds = [
         encoder.encode([p.question for p in pairs[i : i + 32]], [p.answer for p in pairs[i : i + 32]])

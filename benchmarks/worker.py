@@ -42,12 +42,23 @@ def timed_runs(fn, warmup: int, min_runs: int, min_seconds: float, max_runs: int
     return samples
 
 
+def branch_lengths(encoder, questions: list[str], answers: list[str]) -> list[int]:
+    """Tokens each branch needs for each pair under the bundle's feed (both branches, one list): the work
+    the pairs really need, before padding."""
+    from pairbert.runtime.tokenization import first_segment_length
+
+    qa, aq = encoder.tokenize(questions, answers)
+    count = (lambda e: len(e.ids)) if encoder.feed == "pair" else first_segment_length
+    return [count(e) for e in qa + aq]
+
+
 def _latency(contestant, encoder, quick: bool) -> dict:
     latency: dict = {}
     for workload, target in LATENCY_TARGETS.items():
         if quick and workload != "short":
             continue
         q, a, tokens = sized_pair(encoder, target)
+        fed = encoder.fed_lengths([q], [a])[0]
         pair = [(q, a)]
         mode = contestant.modes[0]
         samples = timed_runs(
@@ -56,7 +67,7 @@ def _latency(contestant, encoder, quick: bool) -> dict:
             min_runs=5 if quick else 50,
             min_seconds=0.2 if quick else 2.0,
         )
-        latency[workload] = {"tokens": tokens, **percentiles(samples)}
+        latency[workload] = {"tokens": tokens, "fed_tokens": fed, **percentiles(samples)}
         if workload == "short" and contestant.family in ("ort", "openvino"):
             # how much of batch-1 latency is tokenization (both orders, padding included)
             tok = timed_runs(
@@ -71,7 +82,8 @@ def _batch32x128(contestant, encoder) -> dict:
     q, a, tokens = sized_pair(encoder, LATENCY_TARGETS["long"])
     batch = [(q, a)] * 32
     samples = timed_runs(lambda: contestant.predict(batch, 32, contestant.modes[0]), 2, 5, 3.0)
-    return {"tokens": tokens, "batch": 32, **percentiles(samples)}
+    fed = encoder.fed_lengths([q], [a])[0]
+    return {"tokens": tokens, "fed_tokens": fed, "batch": 32, **percentiles(samples)}
 
 
 def _throughput(contestant, encoder, quick: bool) -> dict:
@@ -79,6 +91,7 @@ def _throughput(contestant, encoder, quick: bool) -> dict:
     job = mixed_job(128 if quick else 1000)
     result["job_pairs"] = len(job)
     result["job_lengths"] = encoder.lengths([p[0] for p in job], [p[1] for p in job])
+    result["job_branch_lengths"] = branch_lengths(encoder, [p[0] for p in job], [p[1] for p in job])
     for mode in contestant.modes:
         for batch in (32,) if quick else (8, 32, 128):
             contestant.predict(job[: batch * 2], batch, mode)  # warm-up at this batch size
@@ -106,6 +119,7 @@ def _validation(contestant, quick: bool) -> dict:
 
 
 def run(name: str, bundle: Path, checkpoint: Path, threads: int, quick: bool) -> dict:
+    from pairbert.runtime.bundle import read_manifest
     from pairbert.runtime.tokenization import PairEncoder
 
     from .contestants import build
@@ -113,7 +127,8 @@ def run(name: str, bundle: Path, checkpoint: Path, threads: int, quick: bool) ->
     t0 = time.perf_counter()
     contestant = build(name, bundle, checkpoint, threads)
     load_s = time.perf_counter() - t0
-    encoder = PairEncoder.from_file(bundle / "tokenizer.json")
+    manifest = read_manifest(bundle)
+    encoder = PairEncoder.from_file(bundle / manifest.tokenizer_file, manifest.max_length, manifest.feed)
     result: dict = {
         "contestant": name,
         "family": contestant.family,

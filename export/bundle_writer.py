@@ -373,6 +373,7 @@ def _write(
         variants={name: o.info for name, o in outcomes.items() if o.written},
         tokenizer_file=TOKENIZER_FILE,
         tokenizer_sha256=sha256_file(work / TOKENIZER_FILE),
+        feed=ckpt.encoder.feed,
         versions={**_versions(), "export_seconds": {k: round(v, 2) for k, v in timings.items()}},
         source_checkpoint=str(ckpt.path.resolve()),
         source_weights_sha256=weights_sha256(ckpt.path),

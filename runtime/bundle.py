@@ -23,7 +23,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from . import atomic_dir
 from .contract import GraphContract, TensorSpec
 from .errors import PairbertError
-from .tokenization import MAX_MAX_LENGTH, MIN_MAX_LENGTH
+from .tokenization import FEEDS, MAX_MAX_LENGTH, MIN_MAX_LENGTH
 from .variants import PRECISION
 
 FORMAT_VERSION = 2
@@ -68,6 +68,7 @@ class Manifest:
     variants: dict[str, VariantInfo]
     tokenizer_file: str = TOKENIZER_FILE
     tokenizer_sha256: str = ""
+    feed: str = "pair"  # what the runtime feeds each order (runtime/tokenization.py FEEDS)
     versions: dict = field(default_factory=dict)
     source_checkpoint: str = ""
     source_weights_sha256: str = (
@@ -120,6 +121,7 @@ class Manifest:
                 d.get("tokenizer_file", TOKENIZER_FILE), f"{where}: field 'tokenizer_file'"
             ),
             tokenizer_sha256=_sha(d.get("tokenizer_sha256"), f"{where}: field 'tokenizer_sha256'"),
+            feed=_feed(d.get("feed", "pair"), where),
             versions=_typed(d, "versions", dict, {}, where),
             source_checkpoint=_typed(d, "source_checkpoint", str, "", where),
             source_weights_sha256=_typed(d, "source_weights_sha256", str, "", where),
@@ -148,6 +150,12 @@ def _max_length(value: object, where: str) -> int:
             f"{where}: field 'max_length' must be an int in [{MIN_MAX_LENGTH}, {MAX_MAX_LENGTH}], "
             f"got {value!r:.60}"
         )
+    return value
+
+
+def _feed(value: object, where: str) -> str:
+    if value not in FEEDS:
+        raise BundleError(f"{where}: field 'feed' must be one of {list(FEEDS)}, got {value!r:.60}")
     return value
 
 

@@ -249,7 +249,10 @@ class PairClassifier:
                 bundle, manifest.tokenizer_file, manifest.tokenizer_sha256 if verify else None
             )
             encoder = PairEncoder.from_str(
-                tokenizer_bytes, manifest.max_length, where=str(bundle / manifest.tokenizer_file)
+                tokenizer_bytes,
+                manifest.max_length,
+                where=str(bundle / manifest.tokenizer_file),
+                feed=manifest.feed,
             )
             vocab = encoder.tokenizer.get_vocab_size()
             for plan in _device_plans(request):
@@ -341,7 +344,7 @@ class PairClassifier:
         if n == 0:
             return Prediction(np.zeros(0, np.int64), np.zeros((0, num_labels), np.float32), self.label_names)
         logits = np.empty((n, num_labels), dtype=np.float32)
-        lengths = [len(e.ids) for e in qa]
+        lengths = [self.encoder.fed_length(a, b) for a, b in zip(qa, aq, strict=True)]
         for idx in bucketed_batches(lengths, batch_size, self.max_batch_tokens):
             feed = self.encoder.collate([qa[i] for i in idx], [aq[i] for i in idx])
             logits[idx] = self._run(feed)

@@ -9,6 +9,13 @@ masks and type ids the runtime feeds the graph are the ones the model was traine
 Truncation is longest-first to `max_length`; padding is to the longest pair in the batch, never to
 `max_length`.
 
+What is fed (`feed`, recorded in a bundle's manifest): "pair" feeds each order whole. "first-segment" feeds
+each order only up to its first [SEP] (QA: `[CLS] question [SEP]`, AQ: `[CLS] answer [SEP]`), both orders
+padded to one common length: for the "towers" pairing, whose branches attend only within their first segment,
+the logits are the same as with the whole pair (the cut tokens were computed and then masked out), for about
+half the work. The pair is truncated as a pair first either way, so the segments are the ones it was trained
+on.
+
 Memory is bounded by the token budget, whatever the text lengths. The tokenizer's own longest-first
 truncation of two long texts builds "overflow" pieces that nobody uses, and their number grows with the
 product of the lengths (8,000 words on both sides took 2.75 GB). So a pair whose text is longer than
@@ -23,6 +30,7 @@ with no whitespace for a long stretch is encoded in one piece (correct, memory p
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,6 +41,8 @@ from tokenizers import Tokenizer
 from .errors import PairbertError, first_line
 
 ORDERS = ("qa", "aq")
+FEEDS = ("pair", "first-segment")
+PAIRING_FEEDS = {"cross": "pair", "towers": "first-segment"}  # what each model pairing needs fed
 FEATURES = ("input_ids", "attention_mask", "token_type_ids")
 MIN_MAX_LENGTH, MAX_MAX_LENGTH = 8, 8192
 CHARS_PER_TOKEN_BUDGET = 8  # texts up to 8 × max_length characters take the tokenizer's own pair path
@@ -70,9 +80,24 @@ def check_max_length(max_length: object) -> int:
     return int(max_length)
 
 
+def check_feed(feed: object) -> str:
+    if feed not in FEEDS:
+        raise TokenizerError(f"feed must be one of {FEEDS}, got {feed!r:.60}")
+    return feed
+
+
+def first_segment_length(encoding) -> int:
+    """Tokens before the second segment ([CLS] first [SEP] for BERT's pair template)."""
+    try:
+        return encoding.type_ids.index(1)
+    except ValueError:
+        return len(encoding.ids)
+
+
 class PairEncoder:
-    def __init__(self, tokenizer: Tokenizer, max_length: int = 128):
+    def __init__(self, tokenizer: Tokenizer, max_length: int = 128, feed: str = "pair"):
         self.max_length = check_max_length(max_length)
+        self.feed = check_feed(feed)
         self.tokenizer = tokenizer
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(max_length=self.max_length, strategy="longest_first")
@@ -82,16 +107,24 @@ class PairEncoder:
         self._long_chars = CHARS_PER_TOKEN_BUDGET * self.max_length
         self._counter = None  # a copy without truncation, made on the first long text
 
+    def with_feed(self, feed: str) -> PairEncoder:
+        """The same tokenizer and settings with another feed."""
+        encoder = copy.copy(self)
+        encoder.feed = check_feed(feed)
+        return encoder
+
     @classmethod
-    def from_file(cls, path: str | Path, max_length: int = 128) -> PairEncoder:
+    def from_file(cls, path: str | Path, max_length: int = 128, feed: str = "pair") -> PairEncoder:
         try:
             text = Path(path).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise TokenizerError(f"{path}: cannot read the tokenizer file ({exc})") from None
-        return cls.from_str(text, max_length, where=str(path))
+        return cls.from_str(text, max_length, where=str(path), feed=feed)
 
     @classmethod
-    def from_str(cls, text: str | bytes, max_length: int = 128, where: str = "tokenizer") -> PairEncoder:
+    def from_str(
+        cls, text: str | bytes, max_length: int = 128, where: str = "tokenizer", feed: str = "pair"
+    ) -> PairEncoder:
         """From the text of a tokenizer.json (a bundle hands over the bytes it verified)."""
         if isinstance(text, bytes):
             try:
@@ -102,7 +135,7 @@ class PairEncoder:
             tokenizer = Tokenizer.from_str(text)
         except Exception as exc:  # tokenizers raises a bare Exception for anything it cannot parse
             raise TokenizerError(f"{where}: not a tokenizers tokenizer.json ({first_line(exc)})") from None
-        return cls(tokenizer, max_length)
+        return cls(tokenizer, max_length, feed)
 
     def encode(self, questions: Sequence[str], answers: Sequence[str]) -> dict[str, np.ndarray]:
         """Encode pairs in both orders; returns int64 arrays named like the graph inputs."""
@@ -115,8 +148,18 @@ class PairEncoder:
         return self._encode_order(questions, answers), self._encode_order(answers, questions)
 
     def lengths(self, questions: Sequence[str], answers: Sequence[str]) -> list[int]:
-        """Token count of each pair (same in both orders), for length bucketing."""
+        """Token count of each pair (same in both orders)."""
         return [len(e.ids) for e in self._encode_order(questions, answers)]
+
+    def fed_length(self, qa, aq) -> int:
+        """Tokens fed for one pair's encodings (before padding): what a batch's cost grows with."""
+        if self.feed == "pair":
+            return len(qa.ids)
+        return max(first_segment_length(qa), first_segment_length(aq))
+
+    def fed_lengths(self, questions: Sequence[str], answers: Sequence[str]) -> list[int]:
+        """`fed_length` of each pair, for length bucketing."""
+        return [self.fed_length(a, b) for a, b in zip(*self.tokenize(questions, answers), strict=True)]
 
     def _encode_order(self, firsts: Sequence[str], seconds: Sequence[str]) -> list:
         limit = self._long_chars
@@ -161,19 +204,26 @@ class PairEncoder:
         return self.tokenizer.post_process(e1, e2, add_special_tokens=True)
 
     def collate(self, qa: Sequence, aq: Sequence) -> dict[str, np.ndarray]:
-        """Pad a batch of encodings to its longest member."""
-        return {**self._pad("qa", qa), **self._pad("aq", aq)}
+        """Pad a batch of encodings to its longest member (both orders to one length)."""
+        if self.feed == "pair":
+            return {**self._pad("qa", qa, None), **self._pad("aq", aq, None)}
+        qa_n = [first_segment_length(e) for e in qa]
+        aq_n = [first_segment_length(e) for e in aq]
+        longest = max(max(qa_n), max(aq_n))
+        return {**self._pad("qa", qa, qa_n, longest), **self._pad("aq", aq, aq_n, longest)}
 
-    def _pad(self, order: str, encodings) -> dict[str, np.ndarray]:
-        longest = max(len(e.ids) for e in encodings)
+    def _pad(self, order: str, encodings, kept: list[int] | None, longest: int | None = None) -> dict:
+        kept = kept if kept is not None else [len(e.ids) for e in encodings]
+        longest = longest or max(kept)
         ids = np.full((len(encodings), longest), self.pad_id, dtype=np.int64)
         mask = np.zeros((len(encodings), longest), dtype=np.int64)
         types = np.zeros((len(encodings), longest), dtype=np.int64)
-        for row, enc in enumerate(encodings):
-            n = len(enc.ids)
-            ids[row, :n] = enc.ids
+        whole = self.feed == "pair"
+        for row, (enc, n) in enumerate(zip(encodings, kept, strict=True)):
+            ids[row, :n] = enc.ids if whole else enc.ids[:n]
             mask[row, :n] = 1
-            types[row, :n] = enc.type_ids
+            if whole:
+                types[row, :n] = enc.type_ids
         return {
             input_name(order, "input_ids"): ids,
             input_name(order, "attention_mask"): mask,

@@ -102,7 +102,7 @@ async def _probabilities(state: ServerState, pairs: list[tuple[str, str]]):
     else:
         qa, aq = encoder.tokenize(questions, answers)
     try:
-        return await state.batcher.submit(qa, aq, sum(len(e.ids) for e in qa))
+        return await state.batcher.submit(qa, aq, sum(map(encoder.fed_length, qa, aq)))
     except QueueFull as exc:
         raise RequestError(503, str(exc)) from None
     except NotRunning as exc:

@@ -18,8 +18,10 @@ import torch
 from helpers import FAST, tiny_config, varied_pairs, write_jsonl
 
 from pairbert.builtin_data import SMOKE
-from pairbert.runtime.pair_files import read_pairs
+from pairbert.runtime.pair_files import Pair, read_pairs
+from pairbert.runtime.predictor import PairClassifier
 from pairbert.training.baseline import SentenceEmbedder, baseline_for, evaluate_baseline, tune_threshold
+from pairbert.training.batches import encode_batch
 from pairbert.training.checkpoint import load_checkpoint
 from pairbert.training.loop import TrainConfig, should_stop, train
 
@@ -317,7 +319,46 @@ def test_towers_export_keeps_the_contract_and_fusions(tmp_path, tiny_tokenizer):
     manifest = read_manifest(tmp_path / "bundle")
     assert manifest.variants["fp32"].parity["max_abs_logit_diff"] <= 1e-4
     assert manifest.variants["optimized"].parity["max_abs_logit_diff"] <= 1e-4
-    print(manifest.variants["optimized"])
+    # the runtime feeds each branch only its own segment; the answers are torch's on the WHOLE pair
+    assert manifest.feed == "first-segment"
+    ckpt = load_checkpoint(tmp_path / "run" / "last")
+    assert ckpt.encoder.feed == "first-segment"
+    rows = varied_pairs(30, seed=3) + [{"question": "why " * 90, "answer": "because " * 70, "label": 0}]
+    pairs = read_pairs(write_jsonl(tmp_path / "eval.jsonl", rows))
+    whole = ckpt.encoder.with_feed("pair")
+    with torch.no_grad():
+        reference = torch.softmax(ckpt.model(**encode_batch(whole, pairs, with_labels=False)).logits, -1)
+    for variant in ("fp32", "optimized"):
+        with PairClassifier.load(tmp_path / "bundle", variant=variant) as clf:
+            assert clf.encoder.feed == "first-segment"
+            got = clf.predict([(p.question, p.answer) for p in pairs], batch_size=8).probabilities
+        assert np.abs(got - reference.numpy()).max() < 1e-4, variant
+
+
+def test_first_segment_feed_gives_the_towers_the_same_logits_for_less_work(tiny_source):
+    """Towers attend only within each order's first segment, so cutting the rest changes nothing."""
+    from pairbert.runtime.tokenization import PairEncoder
+    from pairbert.training.batches import encode_batch
+    from pairbert.training.weights import build_model
+
+    model = build_model(str(tiny_source), pooling="mean", pairing="towers").eval()
+    pairs = [
+        Pair("how long is a marathon", "42.195 kilometres, a bit over 26 miles, most people take four hours"),
+        Pair("what is the capital of australia and why not sydney", "canberra"),
+        Pair("ok?", "yes"),
+    ]
+    whole = PairEncoder.from_file(tiny_source / "tokenizer.json", 24)  # the first pair is truncated
+    cut = whole.with_feed("first-segment")
+    full_batch, cut_batch = (encode_batch(e, pairs, with_labels=False) for e in (whole, cut))
+    assert cut_batch["qa_input_ids"].shape == cut_batch["aq_input_ids"].shape
+    assert cut_batch["qa_input_ids"].shape[1] < full_batch["qa_input_ids"].shape[1]
+    assert int(cut_batch["qa_token_type_ids"].sum()) == 0
+    with torch.no_grad():
+        a, b = (model(**batch).logits for batch in (full_batch, cut_batch))
+    assert float((a - b).abs().max()) < 1e-6
+    cross = build_model(str(tiny_source), pairing="cross").eval()  # the cross pairing needs the whole pair
+    with torch.no_grad():
+        assert float((cross(**full_batch).logits - cross(**cut_batch).logits).abs().max()) > 1e-5
 
 
 def test_single_order_ablation_trains_but_does_not_export(tmp_path, tiny_tokenizer):

@@ -388,6 +388,8 @@ def test_swapped_label_names_are_detected(tiny_bundle, tmp_path):
         ("passed_parity", lambda d: d["variants"]["int8"].update(passed_parity="false")),
         ("size_bytes", lambda d: d["variants"]["fp32"].update(size_bytes="big")),
         ("contract", lambda d: d.update(contract={"inputs": []})),
+        ("feed", lambda d: d.update(feed="half")),
+        ("feed", lambda d: d.update(feed=["pair"])),
     ],
 )
 def test_malformed_manifest_fields_are_named(tiny_bundle, tmp_path, field, change):
@@ -395,6 +397,15 @@ def test_malformed_manifest_fields_are_named(tiny_bundle, tmp_path, field, chang
     edit_manifest(bundle, change)
     with pytest.raises(BundleError, match=f"field '{field}'"):
         PairClassifier.load(bundle)
+
+
+def test_a_manifest_without_a_feed_feeds_whole_pairs(tiny_bundle, tmp_path):
+    """Bundles written before the field existed were fed whole pairs, whatever their pairing."""
+    bundle = copy_bundle(tiny_bundle, tmp_path)
+    edit_manifest(bundle, lambda d: d.pop("feed"))
+    with PairClassifier.load(bundle, variant="fp32") as clf:
+        assert clf.manifest.feed == "pair" and clf.encoder.feed == "pair"
+        assert clf.predict([("a question", "an answer")]).probabilities.shape == (1, 2)
 
 
 def test_a_tokenizer_json_that_is_not_one_is_a_clear_error(tiny_bundle, tmp_path):

@@ -23,7 +23,7 @@ from transformers import get_linear_schedule_with_warmup
 from pairbert.builtin_data import BUILTIN_TRAIN, BUILTIN_VALIDATION
 from pairbert.runtime.errors import PairbertError
 from pairbert.runtime.pair_files import Pair, read_pairs
-from pairbert.runtime.tokenization import PairEncoder
+from pairbert.runtime.tokenization import PAIRING_FEEDS, PairEncoder
 
 from .batches import encode_batch, sequential_batches, training_batches
 from .checkpoint import (
@@ -180,6 +180,7 @@ def _prepare(cfg: TrainConfig):
     else:  # resuming: the checkpoint's model says what 'auto' became
         cfg = resolve_auto(replace(cfg, pairing=model.config.pairing, pooling=model.config.pooling), True)
         teacher = _teacher(cfg) if cfg.distill else None
+    encoder = encoder.with_feed(PAIRING_FEEDS[cfg.pairing])  # towers: each branch gets only its segment
     if cfg.freeze_embeddings:
         for branch in (model.qa_encoder, model.aq_encoder):
             if branch is not None:
@@ -278,7 +279,7 @@ def train(cfg: TrainConfig) -> dict:
     optimizer, scheduler, history, best_accuracy, start_epoch, step = _optimizer(
         cfg, model, len(train_pairs), state
     )
-    lengths = encoder.lengths([p.question for p in train_pairs], [p.answer for p in train_pairs])
+    lengths = encoder.fed_lengths([p.question for p in train_pairs], [p.answer for p in train_pairs])
     settings = {"max_length": cfg.max_length, "train_config": {**asdict(cfg), "resume": False}}
     started = time.perf_counter()
     for epoch in range(start_epoch, cfg.epochs):
