@@ -333,6 +333,11 @@ def test_towers_export_keeps_the_contract_and_fusions(tmp_path, tiny_tokenizer):
             assert clf.encoder.feed == "first-segment"
             got = clf.predict([(p.question, p.answer) for p in pairs], batch_size=8).probabilities
         assert np.abs(got - reference.numpy()).max() < 1e-4, variant
+    from pairbert.benchmarks.feed_ab import compare
+
+    ab = compare(tmp_path / "bundle", "optimized", threads=1, rounds=1)
+    assert ab["labels_agree"] == 1.0 and ab["max_abs_prob_diff"] < 1e-4
+    assert set(ab["best"]) == {"pair", "first-segment"}
 
 
 def test_first_segment_feed_gives_the_towers_the_same_logits_for_less_work(tiny_source):

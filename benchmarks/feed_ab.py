@@ -1,0 +1,81 @@
+"""What the first-segment feed buys a towers bundle: one loaded session, fed whole pairs and cut pairs in
+alternating rounds (so load drift hits both alike), end to end through `PairClassifier.predict`.
+
+    python -m pairbert.benchmarks.feed_ab BUNDLE [--variant optimized] [--rounds 5] [--out feed_ab.json]
+
+Reports label agreement and max |Δprob| between the two feeds on the validation split, batch-1 p50 over 60
+validation pairs and batch-32 throughput on 256 mixed built-in pairs; per feed the best round (the least
+disturbed by other load) and every round.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _timed(clf, encoder, pairs, batch_size: int):
+    clf.encoder = encoder
+    start = time.perf_counter()
+    out = clf.predict(pairs, batch_size=batch_size)
+    return time.perf_counter() - start, out
+
+
+def compare(bundle: Path, variant: str, threads: int, rounds: int) -> dict:
+    from pairbert.runtime import PairClassifier
+
+    from .machine import cpu_description
+    from .workloads import mixed_job, validation_pairs
+
+    clf = PairClassifier.load(bundle, variant=variant, threads=threads)
+    if clf.encoder.feed == "pair":
+        raise SystemExit(f"{bundle}: fed whole pairs (manifest feed 'pair'): nothing to compare")
+    feeds = {"pair": clf.encoder.with_feed("pair"), clf.encoder.feed: clf.encoder}
+    validation = [(p.question, p.answer) for p in validation_pairs()]
+    job = mixed_job(256)
+    _, whole = _timed(clf, feeds["pair"], validation, 32)
+    _, cut = _timed(clf, clf.encoder, validation, 32)
+    result = {
+        "bundle": str(bundle),
+        "variant": clf.variant,
+        "cpu": cpu_description(),
+        "labels_agree": float((whole.labels == cut.labels).mean()),
+        "max_abs_prob_diff": float(np.abs(whole.probabilities - cut.probabilities).max()),
+        "rounds": {name: {"b1_p50_ms": [], "b32_pairs_per_s": []} for name in feeds},
+    }
+    for _ in range(rounds):
+        for name, encoder in feeds.items():
+            singles = [_timed(clf, encoder, [pair], 1)[0] for pair in validation[:60]]
+            rec = result["rounds"][name]
+            rec["b1_p50_ms"].append(round(statistics.median(singles) * 1e3, 3))
+            rec["b32_pairs_per_s"].append(round(len(job) / _timed(clf, encoder, job, 32)[0], 1))
+    result["best"] = {
+        name: {"b1_p50_ms": min(r["b1_p50_ms"]), "b32_pairs_per_s": max(r["b32_pairs_per_s"])}
+        for name, r in result["rounds"].items()
+    }
+    clf.close()
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("bundle", type=Path)
+    ap.add_argument("--variant", default="optimized")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args(argv)
+    result = compare(args.bundle, args.variant, args.threads, args.rounds)
+    text = json.dumps(result, indent=2)
+    if args.out:
+        args.out.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
