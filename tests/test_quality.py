@@ -433,6 +433,46 @@ def test_in_batch_loss_prefers_each_question_own_answer():
     assert in_batch_loss(u, u, torch.tensor([1, 0, 0, 0])) == 0.0
 
 
+def test_in_batch_negatives_rank_wrong_answers_but_never_the_right_text():
+    """negatives=True adds the batch's negative pairs' answers as candidates; one with the same text as a
+    row's own answer is left out; symmetric=True also ranks questions for each answer."""
+    from pairbert.training.loop import CONTRASTIVE_SCALE, in_batch_loss
+
+    torch.manual_seed(0)
+    u = torch.nn.functional.normalize(torch.randn(4, 8), dim=-1)
+    v = torch.nn.functional.normalize(torch.randn(4, 8), dim=-1)
+    labels = torch.tensor([1, 1, 0, 0])
+    answer_ids = torch.tensor([[5, 6], [7, 8], [5, 6], [9, 9]])  # pair 2's answer is pair 0's answer
+    batch = {"aq_input_ids": answer_ids, "qa_input_ids": torch.tensor([[1, 1], [2, 2], [1, 1], [3, 3]])}
+    scores = CONTRASTIVE_SCALE * u[:2] @ v.T
+    scores[0, 2] = float("-inf")  # the same text as row 0's own answer: not a wrong answer
+    expected = torch.nn.functional.cross_entropy(scores, torch.tensor([0, 1]))
+    got = in_batch_loss(u, v, labels, batch, negatives=True)
+    assert torch.allclose(got, expected)
+    assert not torch.allclose(got, in_batch_loss(u, v, labels, batch))  # positives only: other candidates
+    back = torch.nn.functional.cross_entropy(CONTRASTIVE_SCALE * v[:2] @ u[:2].T, torch.tensor([0, 1]))
+    both = in_batch_loss(u, v, labels, batch, negatives=True, symmetric=True)
+    assert torch.allclose(both, (expected + back) / 2)
+
+
+def test_training_batches_keep_a_question_together_when_keyed():
+    from pairbert.training.batches import training_batches
+
+    lengths = [(i * 7) % 30 + 3 for i in range(101)]
+    keys = [f"q{i // 3}" for i in range(101)]  # three pairs per question (the last has two)
+    plain = training_batches(lengths, 16, seed=4)
+    keyed = training_batches(lengths, 16, seed=4, keys=keys)
+    for batches in (plain, keyed):
+        assert sorted(i for b in batches for i in b) == list(range(101)) and max(map(len, batches)) <= 16
+
+    def owners(batches):
+        return {i: n for n, b in enumerate(batches) for i in b}
+
+    keyed_owner, plain_owner = owners(keyed), owners(plain)
+    assert all(keyed_owner[i] == keyed_owner[3 * (i // 3)] for i in range(101))
+    assert any(plain_owner[i] != plain_owner[3 * (i // 3)] for i in range(101))  # unkeyed: spread out
+
+
 def test_contrastive_and_frozen_embeddings_train_deterministically(tmp_path, tiny_source):
     """--contrastive (towers) and --freeze-embeddings: finite, reproducible, and the tables stay as loaded."""
     common = _tiny_run(tmp_path, tiny_source, contrastive=1.0, freeze_embeddings=True)

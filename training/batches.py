@@ -32,21 +32,46 @@ def pad_to_max_length(batch: dict[str, torch.Tensor], max_length: int) -> dict[s
 
 
 def training_batches(
-    lengths: Sequence[int], batch_size: int, seed: int, group_size: int = 50
+    lengths: Sequence[int],
+    batch_size: int,
+    seed: int,
+    group_size: int = 50,
+    keys: Sequence[str] | None = None,
 ) -> list[list[int]]:
     """Shuffled batches of indices whose members have similar lengths (less padding).
 
     Indices are shuffled, cut into groups of `group_size` batches, sorted by length inside each group,
-    batched, and the batches shuffled again: randomness for SGD, little padding for speed.
+    batched, and the batches shuffled again: randomness for SGD, little padding for speed. With `keys`
+    (e.g. each pair's question), pairs that share a key stay in one batch (a key with more pairs than
+    `batch_size` is split), so batches hold up to `batch_size` pairs.
     """
     rng = random.Random(seed)
-    order = list(range(len(lengths)))
-    rng.shuffle(order)
+    units: list[list[int]]
+    if keys is None:
+        units = [[i] for i in range(len(lengths))]
+    else:
+        by_key: dict[str, list[int]] = {}
+        for i, key in enumerate(keys):
+            by_key.setdefault(key, []).append(i)
+        units = [u[s : s + batch_size] for u in by_key.values() for s in range(0, len(u), batch_size)]
+    rng.shuffle(units)
     batches: list[list[int]] = []
-    span = batch_size * group_size
-    for start in range(0, len(order), span):
-        group = sorted(order[start : start + span], key=lambda i: lengths[i])
-        batches.extend(group[i : i + batch_size] for i in range(0, len(group), batch_size))
+    start = 0
+    while start < len(units):
+        group, size = [], 0
+        while start < len(units) and size < batch_size * group_size:
+            group.append(units[start])
+            size += len(units[start])
+            start += 1
+        group.sort(key=lambda unit: max(lengths[i] for i in unit))
+        batch: list[int] = []
+        for unit in group:
+            if len(batch) + len(unit) > batch_size:
+                batches.append(batch)
+                batch = []
+            batch.extend(unit)
+        if batch:
+            batches.append(batch)
     rng.shuffle(batches)
     return batches
 

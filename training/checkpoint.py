@@ -168,6 +168,8 @@ RUN_SETTINGS = (
     "teacher_negatives",
     "patience",
     "single_order",
+    "contrastive_negatives",
+    "contrastive_symmetric",
 )
 
 

@@ -80,6 +80,8 @@ class TrainConfig:
     pairing: str = "auto"  # "cross" or "towers" (model.py); auto: towers when the source has a baseline
     contrastive: float | None = None  # towers: weight of the in-batch loss; None: 1.0 for towers, 0 for cross
     freeze_embeddings: bool = False  # keep both encoders' embedding tables as the source has them
+    contrastive_negatives: bool = False  # in-batch loss: rank against the batch's negative answers too
+    contrastive_symmetric: bool = False  # in-batch loss: each answer must also pick its own question
 
 
 TOWERS_CONTRASTIVE = 1.0  # in-batch loss weight for the towers by default (measured: notes/quality2)
@@ -242,7 +244,15 @@ def _run_epoch(
     for i, idx in enumerate(bar):
         batch = {k: v.to(device) for k, v in encode_batch(encoder, [train_pairs[j] for j in idx]).items()}
         with _autocast(device):
-            loss = pair_loss(model, batch, soft, idx, cfg.distill, cfg.contrastive)
+            loss = pair_loss(
+                model,
+                batch,
+                soft,
+                idx,
+                cfg.distill,
+                cfg.contrastive,
+                (cfg.contrastive_negatives, cfg.contrastive_symmetric),
+            )
         if not torch.isfinite(loss):
             raise TrainingError(
                 f"non-finite loss ({loss.item()}) at epoch {epoch + 1}, step {step + 1}; "
@@ -280,6 +290,9 @@ def train(cfg: TrainConfig) -> dict:
         cfg, model, len(train_pairs), state
     )
     lengths = encoder.fed_lengths([p.question for p in train_pairs], [p.answer for p in train_pairs])
+    # with the batch's negative answers in the in-batch loss, a question's pairs share a batch: its own wrong
+    # answer (often a same-topic one) is then among the answers it must rank below its true one
+    keys = [p.question for p in train_pairs] if cfg.contrastive and cfg.contrastive_negatives else None
     settings = {"max_length": cfg.max_length, "train_config": {**asdict(cfg), "resume": False}}
     started = time.perf_counter()
     for epoch in range(start_epoch, cfg.epochs):
@@ -287,7 +300,7 @@ def train(cfg: TrainConfig) -> dict:
             break
         torch.manual_seed(cfg.seed * 1000 + epoch)  # dropout stream per epoch: resume-exact
         model.train()
-        batches = training_batches(lengths, cfg.batch_size, seed=cfg.seed * 1000 + epoch)
+        batches = training_batches(lengths, cfg.batch_size, seed=cfg.seed * 1000 + epoch, keys=keys)
         bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress, leave=False)
         running, step = _run_epoch(
             cfg, model, optimizer, scheduler, bar, encoder, train_pairs, soft, device, epoch, step
@@ -419,6 +432,7 @@ def pair_loss(
     idx: list[int],
     distill: float,
     contrastive: float = 0.0,
+    in_batch: tuple[bool, bool] = (False, False),
 ) -> torch.Tensor:
     """Cross-entropy on the hard labels, mixed with the teacher's soft targets when distilling, plus (towers,
     `contrastive` > 0) the in-batch loss: each positive pair's question must pick its own answer among the
@@ -429,7 +443,7 @@ def pair_loss(
             *(batch[f"{order}_{name}"] for order in ("qa", "aq") for name in INPUTS)
         )
         out = model._head(u * v, labels)
-        loss = out.loss + contrastive * in_batch_loss(u, v, labels)
+        loss = out.loss + contrastive * in_batch_loss(u, v, labels, batch, *in_batch)
     else:
         out = model(**batch)
         loss = out.loss
@@ -441,14 +455,41 @@ def pair_loss(
     return loss - distill * out.loss + distill * soft_loss
 
 
-def in_batch_loss(u: torch.Tensor, v: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Multiple-negatives ranking loss over the batch's positive pairs (zero with fewer than two)."""
+def in_batch_loss(
+    u: torch.Tensor,
+    v: torch.Tensor,
+    labels: torch.Tensor,
+    batch: dict | None = None,
+    negatives: bool = False,
+    symmetric: bool = False,
+) -> torch.Tensor:
+    """Multiple-negatives ranking loss over the batch's positive pairs (zero with fewer than two): each
+    positive question must pick its own answer among the batch's other positive answers (`negatives`: and
+    the answers of the batch's negative pairs, often a same-topic answer to the same question); `symmetric`:
+    each positive answer must also pick its own question. A candidate with the same text as the right one
+    (the same answer in another pair) is left out rather than counted as wrong."""
     positive = labels == 1
     if int(positive.sum()) < 2:
         return u.sum() * 0.0
-    q, a = u[positive], v[positive]
-    scores = CONTRASTIVE_SCALE * q @ a.T
-    return nn.functional.cross_entropy(scores, torch.arange(len(q), device=scores.device))
+    rows = positive.nonzero().squeeze(1)
+    columns = torch.arange(len(labels), device=u.device) if negatives else rows
+    scores = CONTRASTIVE_SCALE * u[rows] @ v[columns].T
+    target = (columns.unsqueeze(0) == rows.unsqueeze(1)).float().argmax(1)
+    if batch is not None:
+        scores = scores.masked_fill(_same_text(batch["aq_input_ids"], rows, columns), float("-inf"))
+    loss = nn.functional.cross_entropy(scores, target)
+    if symmetric:
+        back = CONTRASTIVE_SCALE * v[rows] @ u[rows].T
+        if batch is not None:
+            back = back.masked_fill(_same_text(batch["qa_input_ids"], rows, rows), float("-inf"))
+        loss = (loss + nn.functional.cross_entropy(back, torch.arange(len(rows), device=u.device))) / 2
+    return loss
+
+
+def _same_text(ids: torch.Tensor, rows: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
+    """[rows, columns]: True where column j, another pair, holds the same tokens as row i's own pair."""
+    same = (ids[rows].unsqueeze(1) == ids[columns].unsqueeze(0)).all(-1)
+    return same & (rows.unsqueeze(1) != columns.unsqueeze(0))
 
 
 def _check_resume_settings(last: Path, cfg: TrainConfig) -> None:

@@ -56,6 +56,8 @@ TRAIN_OPTIONS = {
     "single_order": "single_order",
     "contrastive": "contrastive",
     "freeze_embeddings": "freeze_embeddings",
+    "contrastive_negatives": "contrastive_negatives",
+    "contrastive_symmetric": "contrastive_symmetric",
 }
 TRAIN_CONFIG_NOT_ON_CLI = {"progress", "stop_after_epochs", "plot"}  # --quiet; tests; --no-plot
 
@@ -560,6 +562,19 @@ def _add_train(sub) -> None:  # long: one flat declaration per train flag, nothi
         default=None,
         help="towers: weight of the in-batch loss (each question must pick its own answer among the batch's "
         "other answers) (default: 1.0 for towers, 0 for cross)",
+    )
+    t.add_argument(
+        "--contrastive-negatives",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="towers: the in-batch loss also ranks each question's answer above the batch's negative pairs' "
+        "answers, and a question's pairs share a batch (so its own wrong answer is among them)",
+    )
+    t.add_argument(
+        "--contrastive-symmetric",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="towers: the in-batch loss also makes each answer pick its own question",
     )
     t.add_argument(
         "--freeze-embeddings",
