@@ -10,6 +10,7 @@ import json
 import re
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -384,6 +385,11 @@ def test_auto_pairing_is_towers_with_a_teacher_and_cross_without(tmp_path, tiny_
     assert (cfg.pairing, cfg.pooling) == ("auto", "auto")
     assert (resolve_auto(cfg, True).pairing, resolve_auto(cfg, True).pooling) == ("towers", "mean")
     assert (resolve_auto(cfg, False).pairing, resolve_auto(cfg, False).pooling) == ("cross", "cls")
+    towers, cross = resolve_auto(cfg, True), resolve_auto(cfg, False)  # the in-batch loss's shape follows it
+    assert (towers.contrastive_negatives, towers.contrastive_symmetric) == (True, True)
+    assert (cross.contrastive_negatives, cross.contrastive_symmetric) == (False, False)
+    off = resolve_auto(replace(cfg, contrastive=0.0), True)
+    assert (off.contrastive_negatives, off.contrastive_symmetric) == (False, False)
     train(tiny_config(tmp_path / "random", tiny_tokenizer, plot=False))
     settings = json.loads((tmp_path / "random" / "last" / "pairbert.json").read_text())["train_config"]
     assert (settings["pairing"], settings["pooling"]) == ("cross", "cls")  # recorded resolved, never "auto"
@@ -501,6 +507,8 @@ def test_contrastive_needs_towers(tmp_path, tiny_tokenizer):
 
     with pytest.raises(TrainingError, match="contrastive"):
         train(tiny_config(tmp_path / "run", tiny_tokenizer, contrastive=1.0))
+    with pytest.raises(TrainingError, match="--contrastive-negatives .* needs --contrastive > 0"):
+        train(tiny_config(tmp_path / "run2", tiny_tokenizer, contrastive_negatives=True))
 
 
 def test_builder_variants_leave_validation_unchanged():

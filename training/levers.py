@@ -47,15 +47,15 @@ RECIPES: dict[str, dict] = {
     "contrastive1-seed2": {"contrastive": 1.0, "seed": 2},
     "contrastive2": {"contrastive": 2.0},
     "contrastive1-bs32": {"contrastive": 1.0, "batch_size": 32},
-    "inbatch-neg": {"contrastive_negatives": True},
-    "inbatch-sym": {"contrastive_symmetric": True},
+    "inbatch-neg": {"contrastive_negatives": True, "contrastive_symmetric": False},
+    "inbatch-sym": {"contrastive_negatives": False, "contrastive_symmetric": True},
     "inbatch-neg-sym": {"contrastive_negatives": True, "contrastive_symmetric": True},
     "inbatch-neg-sym-seed1": {"contrastive_negatives": True, "contrastive_symmetric": True, "seed": 1},
-    "grouped-neg-sym": {"contrastive_negatives": True, "contrastive_symmetric": True},  # batches keyed
-    "grouped-neg-sym-seed1": {"contrastive_negatives": True, "contrastive_symmetric": True, "seed": 1},
+    "plain-inbatch": {"contrastive_negatives": False, "contrastive_symmetric": False},  # the default before
+    "plain-inbatch-seed1": {"contrastive_negatives": False, "contrastive_symmetric": False, "seed": 1},
     "epochs3": {"epochs": 3},
     "inbatch-neg-sym-epochs3": {"contrastive_negatives": True, "contrastive_symmetric": True, "epochs": 3},
-    "inbatch-neg-epochs3": {"contrastive_negatives": True, "epochs": 3},
+    "inbatch-neg-epochs3": {"contrastive_negatives": True, "contrastive_symmetric": False, "epochs": 3},
 }
 
 

@@ -80,8 +80,10 @@ class TrainConfig:
     pairing: str = "auto"  # "cross" or "towers" (model.py); auto: towers when the source has a baseline
     contrastive: float | None = None  # towers: weight of the in-batch loss; None: 1.0 for towers, 0 for cross
     freeze_embeddings: bool = False  # keep both encoders' embedding tables as the source has them
-    contrastive_negatives: bool = False  # in-batch loss: rank against the batch's negative answers too
-    contrastive_symmetric: bool = False  # in-batch loss: each answer must also pick its own question
+    # in-batch loss (None: on whenever it runs): also rank against the batch's negative answers, a question's
+    # pairs in one batch; and each answer must also pick its own question
+    contrastive_negatives: bool | None = None
+    contrastive_symmetric: bool | None = None
 
 
 TOWERS_CONTRASTIVE = 1.0  # in-batch loss weight for the towers by default (measured: notes/quality2)
@@ -360,7 +362,16 @@ def resolve_auto(cfg: TrainConfig, has_teacher: bool) -> TrainConfig:
     contrastive = cfg.contrastive
     if contrastive is None:
         contrastive = TOWERS_CONTRASTIVE if pairing == "towers" else 0.0
-    return replace(cfg, pairing=pairing, pooling=pooling, head_learning_rate=head_lr, contrastive=contrastive)
+    shape = {}
+    for name in ("contrastive_negatives", "contrastive_symmetric"):
+        value = getattr(cfg, name)
+        if value and not contrastive:
+            flag = "--" + name.replace("_", "-")
+            raise TrainingError(f"{flag} shapes the in-batch loss: it needs --contrastive > 0 (towers)")
+        shape[name] = bool(contrastive) if value is None else value
+    return replace(
+        cfg, pairing=pairing, pooling=pooling, head_learning_rate=head_lr, contrastive=contrastive, **shape
+    )
 
 
 def resolve_from_checkpoint(cfg: TrainConfig, stored: dict) -> TrainConfig:
@@ -373,6 +384,10 @@ def resolve_from_checkpoint(cfg: TrainConfig, stored: dict) -> TrainConfig:
         if cfg.head_learning_rate is None
         else cfg.head_learning_rate,
         contrastive=stored.get("contrastive", 0.0) if cfg.contrastive is None else cfg.contrastive,
+        **{
+            name: stored.get(name, False) if getattr(cfg, name) is None else getattr(cfg, name)
+            for name in ("contrastive_negatives", "contrastive_symmetric")
+        },
     )
 
 

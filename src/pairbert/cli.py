@@ -566,15 +566,16 @@ def _add_train(sub) -> None:  # long: one flat declaration per train flag, nothi
     t.add_argument(
         "--contrastive-negatives",
         action=argparse.BooleanOptionalAction,
-        default=False,
-        help="towers: the in-batch loss also ranks each question's answer above the batch's negative pairs' "
-        "answers, and a question's pairs share a batch (so its own wrong answer is among them)",
+        default=None,
+        help="the in-batch loss also ranks each question's answer above the batch's negative pairs' "
+        "answers, and a question's pairs share a batch (so its own wrong answer is among them) "
+        "(default: on when the in-batch loss runs)",
     )
     t.add_argument(
         "--contrastive-symmetric",
         action=argparse.BooleanOptionalAction,
-        default=False,
-        help="towers: the in-batch loss also makes each answer pick its own question",
+        default=None,
+        help="the in-batch loss also makes each answer pick its own question (default: on when it runs)",
     )
     t.add_argument(
         "--freeze-embeddings",
