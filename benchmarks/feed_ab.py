@@ -71,10 +71,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
     result = compare(args.bundle, args.variant, args.threads, args.rounds)
-    text = json.dumps(result, indent=2)
     if args.out:
-        args.out.write_text(text)
-    print(text)
+        args.out.write_text(json.dumps(result, indent=2))
+    whole, cut = result["best"]["pair"], result["best"]["first-segment"]
+    print(
+        f"{result['variant']}: labels agree {100 * result['labels_agree']:.1f} %, max |dprob| "
+        f"{result['max_abs_prob_diff']:.1e}; batch 1 p50 {whole['b1_p50_ms']} -> {cut['b1_p50_ms']} ms "
+        f"({cut['b1_p50_ms'] / whole['b1_p50_ms']:.2f}x); batch 32 {whole['b32_pairs_per_s']} -> "
+        f"{cut['b32_pairs_per_s']} pairs/s ({cut['b32_pairs_per_s'] / whole['b32_pairs_per_s']:.2f}x)"
+    )
 
 
 if __name__ == "__main__":

@@ -294,7 +294,7 @@ def test_towers_untrained_is_the_calibrated_baseline(tmp_path, tiny_source):
     assert np.allclose(probs.numpy(), teacher.probabilities(pairs), atol=1e-5)
 
 
-def test_towers_export_keeps_the_contract_and_fusions(tmp_path, tiny_tokenizer):
+def test_towers_export_keeps_the_contract_and_fusions(tmp_path, tiny_tokenizer, capsys):
     from pairbert.export.bundle_writer import ExportSettings, export_bundle
     from pairbert.runtime.bundle import read_manifest
 
@@ -334,11 +334,13 @@ def test_towers_export_keeps_the_contract_and_fusions(tmp_path, tiny_tokenizer):
             assert clf.encoder.feed == "first-segment"
             got = clf.predict([(p.question, p.answer) for p in pairs], batch_size=8).probabilities
         assert np.abs(got - reference.numpy()).max() < 1e-4, variant
-    from pairbert.benchmarks.feed_ab import compare
+    from pairbert.benchmarks.feed_ab import main as feed_ab
 
-    ab = compare(tmp_path / "bundle", "optimized", threads=1, rounds=1)
+    feed_ab([str(tmp_path / "bundle"), "--threads", "1", "--rounds", "1", "--out", str(tmp_path / "ab.json")])
+    ab = json.loads((tmp_path / "ab.json").read_text())
     assert ab["labels_agree"] == 1.0 and ab["max_abs_prob_diff"] < 1e-4
     assert set(ab["best"]) == {"pair", "first-segment"}
+    assert "labels agree 100.0 %" in capsys.readouterr().out
 
 
 def test_first_segment_feed_gives_the_towers_the_same_logits_for_less_work(tiny_source):
