@@ -66,10 +66,12 @@ def openvino_load(bundle: Path, threads: int, repeats: int) -> dict:
 
 def parallel_branches(bundle: Path, threads: int, repeats: int) -> dict:
     from pairbert.benchmarks.workloads import sized_pair
+    from pairbert.runtime.bundle import read_manifest
     from pairbert.runtime.sessions import SessionSettings, open_session
     from pairbert.runtime.tokenization import PairEncoder
 
-    encoder = PairEncoder.from_file(bundle / "tokenizer.json")
+    manifest = read_manifest(bundle)
+    encoder = PairEncoder.from_file(bundle / manifest.tokenizer_file, manifest.max_length, manifest.feed)
     q, a, tokens = sized_pair(encoder, 16)
     feed = encoder.encode([q], [a])
     result = {"tokens": tokens}

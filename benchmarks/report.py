@@ -83,12 +83,18 @@ def _header(r: dict) -> list[str]:
     ]
 
 
+def _tokens(latency: dict) -> str:
+    """A workload's token count: the pair's, and what each branch was fed when the feed cut it."""
+    fed = latency.get("fed_tokens", latency["tokens"])
+    return f"{latency['tokens']} tok" + (f", {fed} fed" if fed != latency["tokens"] else "")
+
+
 def _latency(r: dict, rows: list[dict], base: dict) -> list[str]:
     lines = [
         "### Batch-1 latency (end to end, tokenization included; p50 / p90 / p99 ms)",
         "",
         "| contestant | "
-        + " | ".join(f"{w} ({base['latency'][w]['tokens']} tok)" for w in base["latency"])
+        + " | ".join(f"{w} ({_tokens(base['latency'][w])})" for w in base["latency"])
         + " | speed-up (short, p50) | % of peak (short) | accuracy | labels = torch-fp32 |",
         "|---|" + "---|" * (len(base["latency"]) + 4),
     ]
@@ -148,7 +154,7 @@ def _kernel_floor(r: dict, rows: list[dict], base: dict) -> list[str]:
         )
         lines += [
             "",
-            f"### The kernel floor (batch-1 short, {f['tokens']} tokens)",
+            f"### The kernel floor (batch-1 short, {f['tokens']} tokens fed)",
             "",
             f"ONNX Runtime needs {f['fp32_ms']:.2f} ms for the model's {f['matmuls']} weight GEMMs "
             f"alone in fp32 "
@@ -267,7 +273,7 @@ def _latency_plot(plt, r: dict, path: Path) -> Path:
         ax.invert_yaxis()
         ax.set_xlim(0, max(p99) * 1.6)
         ax.set_xlabel("ms (p50 bar, p90 |, p99 x; lower is better)", fontsize=8)
-        ax.set_title(f"{w} ({rows[0]['latency'][w]['tokens']} tokens)", fontsize=9)
+        ax.set_title(f"{w} ({_tokens(rows[0]['latency'][w])})", fontsize=9)
     fig.suptitle(
         f"Batch-1 latency, end to end, {r['threads']} threads, {r['machine']['cpu']} "
         "(blue: pairbert, grey: peers)",

@@ -120,7 +120,7 @@ def kernel_floor(
             str(hidden),
             str(intermediate),
             str(layers),
-            str(torch_short["tokens"]),
+            str(torch_short.get("fed_tokens", torch_short["tokens"])),
             str(threads),
             "100" if quick else "500",
         ],

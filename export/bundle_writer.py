@@ -212,11 +212,15 @@ def _prepare(checkpoint: Path, settings: ExportSettings, echo) -> _Source:
         val_file = str(BUILTIN_VALIDATION)
     pairs = read_pairs(val_file)[: settings.max_parity_pairs]
     size = settings.parity_batch_size
-    torch_feeds = [
-        encode_batch(encoder, pairs[i : i + size], with_labels=False) for i in range(0, len(pairs), size)
-    ]
+    chunks = [pairs[i : i + size] for i in range(0, len(pairs), size)]
+    # the reference is torch on WHOLE pairs; the graph is fed as the bundle will feed it (the towers' cut
+    # feed included), so the gate also checks that the feed changes nothing
+    whole = encoder.with_feed("pair")
     with torch.inference_mode():
-        reference = np.concatenate([model(**f).logits.float().numpy() for f in torch_feeds])
+        reference = np.concatenate(
+            [model(**encode_batch(whole, c, with_labels=False)).logits.float().numpy() for c in chunks]
+        )
+    torch_feeds = [encode_batch(encoder, c, with_labels=False) for c in chunks]
     if echo:
         echo(
             f"exporting {checkpoint} ({cfg['num_hidden_layers']} layers × 2 branches, hidden "

@@ -88,10 +88,15 @@ def check_feed(feed: object) -> str:
 
 def first_segment_length(encoding) -> int:
     """Tokens before the second segment ([CLS] first [SEP] for BERT's pair template)."""
-    try:
-        return encoding.type_ids.index(1)
-    except ValueError:
-        return len(encoding.ids)
+    return first_segment_length_of(encoding.type_ids)
+
+
+def first_segment_length_of(type_ids: list[int]) -> int:
+    """Leading type ids 0 (all of them when none is non-zero)."""
+    for i, t in enumerate(type_ids):
+        if t:
+            return i
+    return len(type_ids)
 
 
 class PairEncoder:
@@ -106,11 +111,35 @@ class PairEncoder:
         self._budget = self.max_length - tokenizer.num_special_tokens_to_add(is_pair=True)
         self._long_chars = CHARS_PER_TOKEN_BUDGET * self.max_length
         self._counter = None  # a copy without truncation, made on the first long text
+        if self.feed != "pair" and not self.cuttable():
+            raise TokenizerError(
+                "feed 'first-segment' needs a pair template whose type ids are 0 up to the end of the first "
+                "segment and non-zero after it (BERT's [CLS] A [SEP] B:1 [SEP]:1); this one is not"
+            )
+
+    def cuttable(self) -> bool:
+        """Whether cutting after the first segment keeps exactly the tokens a towers branch reads (those of
+        type id 0): the pair template's type ids must be 0 … 0 then non-zero only."""
+        types = self.tokenizer.encode("a", "b").type_ids
+        first = first_segment_length_of(types)
+        return first > 0 and all(t != 0 for t in types[first:])
+
+    def for_pairing(self, pairing: str) -> PairEncoder:
+        """This encoder with the feed a model pairing needs: the towers' cut feed where the template allows
+        it (whole pairs otherwise: the same results, more work), whole pairs for the cross pairing."""
+        feed = PAIRING_FEEDS[pairing]
+        if feed != "pair" and not self.cuttable():
+            feed = "pair"
+        return self.with_feed(feed)
 
     def with_feed(self, feed: str) -> PairEncoder:
         """The same tokenizer and settings with another feed."""
         encoder = copy.copy(self)
         encoder.feed = check_feed(feed)
+        if feed != "pair" and not encoder.cuttable():
+            raise TokenizerError(
+                f"feed {feed!r}: this tokenizer's pair template cannot be cut (see cuttable)"
+            )
         return encoder
 
     @classmethod

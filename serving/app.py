@@ -67,6 +67,7 @@ def warm_up(classifier) -> None:
     classifier.predict([WARMUP_PAIR])
     classifier.predict([WARMUP_PAIR] * 32, batch_size=32)
     classifier.predict([(long_text, long_text)])
+    classifier.predict([("hi", long_text)])  # the longest a cut (towers) feed gets: one side near max_length
 
 
 def _error(status: int, message: str, field: str | None = None, headers: dict | None = None) -> JSONResponse:

@@ -364,6 +364,23 @@ def test_first_segment_feed_gives_the_towers_the_same_logits_for_less_work(tiny_
     with torch.no_grad():
         a, b = (model(**batch).logits for batch in (full_batch, cut_batch))
     assert float((a - b).abs().max()) < 1e-6
+    assert whole.for_pairing("towers").feed == "first-segment" and whole.for_pairing("cross").feed == "pair"
+    # a template whose last [SEP] has type id 0 would be attended by the towers: such a pair cannot be cut
+    from tokenizers import Tokenizer
+    from tokenizers.processors import TemplateProcessing
+
+    from pairbert.runtime.tokenization import TokenizerError
+
+    slip = Tokenizer.from_file(str(tiny_source / "tokenizer.json"))
+    cls, sep = (slip.token_to_id(t) for t in ("[CLS]", "[SEP]"))
+    slip.post_processor = TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]",
+        special_tokens=[("[CLS]", cls), ("[SEP]", sep)],
+    )
+    assert PairEncoder(slip, 24).for_pairing("towers").feed == "pair"
+    with pytest.raises(TokenizerError, match="cannot be cut|needs a pair template"):
+        PairEncoder(slip, 24, feed="first-segment")
     cross = build_model(str(tiny_source), pairing="cross").eval()  # the cross pairing needs the whole pair
     with torch.no_grad():
         assert float((cross(**full_batch).logits - cross(**cut_batch).logits).abs().max()) > 1e-5
@@ -428,6 +445,29 @@ def test_towers_resume_matches_uninterrupted_run(tmp_path, tiny_source):
     assert load_checkpoint(tmp_path / "full" / "last").model.config.pairing == "towers"
 
 
+def test_a_run_recorded_before_the_in_batch_options_resumes_without_them(tmp_path, tiny_source):
+    """A checkpoint whose settings lack the options ran without them: resuming keeps them off, and asking
+    for one is a changed setting (an error without --override)."""
+    from pairbert.training.loop import TrainingError
+
+    common = _tiny_run(tmp_path, tiny_source, epochs=2)
+    part = TrainConfig(output_dir=str(tmp_path / "run"), stop_after_epochs=1, **common)
+    train(part)
+    settings_file = tmp_path / "run" / "last" / "pairbert.json"
+    settings = json.loads(settings_file.read_text())
+    assert settings["train_config"]["contrastive_negatives"] is True  # recorded resolved
+    for name in ("contrastive_negatives", "contrastive_symmetric"):
+        del settings["train_config"][name]
+    settings_file.write_text(json.dumps(settings))
+    asked = replace(part, stop_after_epochs=None, resume=True, contrastive_negatives=True)
+    with pytest.raises(TrainingError, match="contrastive_negatives is True, the checkpoint's run used False"):
+        train(asked)
+    resumed = train(replace(part, stop_after_epochs=None, resume=True))
+    assert resumed["history"][-1]["epoch"] == 2
+    stored = json.loads(settings_file.read_text())["train_config"]
+    assert (stored["contrastive_negatives"], stored["contrastive_symmetric"]) == (False, False)
+
+
 def test_in_batch_loss_prefers_each_question_own_answer():
     from pairbert.training.loop import in_batch_loss
 
@@ -441,26 +481,36 @@ def test_in_batch_loss_prefers_each_question_own_answer():
     assert in_batch_loss(u, u, torch.tensor([1, 0, 0, 0])) == 0.0
 
 
-def test_in_batch_negatives_rank_wrong_answers_but_never_the_right_text():
-    """negatives=True adds the batch's negative pairs' answers as candidates; one with the same text as a
-    row's own answer is left out; symmetric=True also ranks questions for each answer."""
+def test_in_batch_negatives_rank_wrong_answers_but_never_a_right_one():
+    """negatives=True adds the batch's negative pairs' answers as candidates, a question's own wrong answer
+    included; a candidate that is right too (the same answer text, a second right answer to the question) is
+    left out; symmetric=True also ranks questions for each answer, with the same rule."""
     from pairbert.training.loop import CONTRASTIVE_SCALE, in_batch_loss
 
     torch.manual_seed(0)
-    u = torch.nn.functional.normalize(torch.randn(4, 8), dim=-1)
-    v = torch.nn.functional.normalize(torch.randn(4, 8), dim=-1)
-    labels = torch.tensor([1, 1, 0, 0])
-    answer_ids = torch.tensor([[5, 6], [7, 8], [5, 6], [9, 9]])  # pair 2's answer is pair 0's answer
-    batch = {"aq_input_ids": answer_ids, "qa_input_ids": torch.tensor([[1, 1], [2, 2], [1, 1], [3, 3]])}
-    scores = CONTRASTIVE_SCALE * u[:2] @ v.T
-    scores[0, 2] = float("-inf")  # the same text as row 0's own answer: not a wrong answer
-    expected = torch.nn.functional.cross_entropy(scores, torch.tensor([0, 1]))
+    u = torch.nn.functional.normalize(torch.randn(5, 8), dim=-1)
+    v = torch.nn.functional.normalize(torch.randn(5, 8), dim=-1)
+    # pairs: (qA, aA, 1) (qB, aB, 1) (qA, aC, 0) (qD, aA, 0) (qB, aE, 1)
+    labels = torch.tensor([1, 1, 0, 0, 1])
+    questions = torch.tensor([[11, 12], [13, 14], [11, 12], [15, 16], [13, 14]])
+    answers = torch.tensor([[21, 22], [23, 24], [25, 26], [21, 22], [27, 28]])
+    ones, zeros = torch.ones_like(questions), torch.zeros_like(questions)
+    batch = {"qa_input_ids": questions, "aq_input_ids": answers}
+    batch.update({f"{o}_attention_mask": ones for o in ("qa", "aq")})
+    batch.update({f"{o}_token_type_ids": zeros for o in ("qa", "aq")})
+    rows = [0, 1, 4]
+    scores = CONTRASTIVE_SCALE * u[rows] @ v.T
+    scores[0, 3] = float("-inf")  # aA again: right for qA
+    scores[1, 4] = scores[2, 1] = float("-inf")  # qB has two right answers
+    expected = torch.nn.functional.cross_entropy(scores, torch.tensor([0, 1, 4]))
     got = in_batch_loss(u, v, labels, batch, negatives=True)
     assert torch.allclose(got, expected)
-    assert not torch.allclose(got, in_batch_loss(u, v, labels, batch))  # positives only: other candidates
-    back = torch.nn.functional.cross_entropy(CONTRASTIVE_SCALE * v[:2] @ u[:2].T, torch.tensor([0, 1]))
+    assert float(scores[0, 2]) > float("-inf")  # qA's own wrong answer stays a candidate
+    back = CONTRASTIVE_SCALE * v[rows] @ u[rows].T
+    back[1, 2] = back[2, 1] = float("-inf")
+    back_loss = torch.nn.functional.cross_entropy(back, torch.arange(3))
     both = in_batch_loss(u, v, labels, batch, negatives=True, symmetric=True)
-    assert torch.allclose(both, (expected + back) / 2)
+    assert torch.allclose(both, (expected + back_loss) / 2)
 
 
 def test_training_batches_keep_a_question_together_when_keyed():

@@ -25,7 +25,7 @@ from transformers.utils import logging as hf_logging
 
 from pairbert.runtime import atomic_dir
 from pairbert.runtime.errors import PairbertError
-from pairbert.runtime.tokenization import PAIRING_FEEDS, PairEncoder
+from pairbert.runtime.tokenization import PairEncoder
 
 from .model import DualOrderBertForPairClassification
 
@@ -114,9 +114,8 @@ def load_checkpoint(path: Path, attn_implementation: str | None = None) -> Check
     if attn_implementation:
         model.set_attention(attn_implementation)
     model.eval()
-    encoder = PairEncoder.from_file(
-        path / TOKENIZER_FILE, settings.get("max_length", 128), feed=PAIRING_FEEDS[model.config.pairing]
-    )
+    encoder = PairEncoder.from_file(path / TOKENIZER_FILE, settings.get("max_length", 128))
+    encoder = encoder.for_pairing(model.config.pairing)
     return Checkpoint(model, encoder, settings, path)
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -23,7 +22,7 @@ from transformers import get_linear_schedule_with_warmup
 from pairbert.builtin_data import BUILTIN_TRAIN, BUILTIN_VALIDATION
 from pairbert.runtime.errors import PairbertError
 from pairbert.runtime.pair_files import Pair, read_pairs
-from pairbert.runtime.tokenization import PAIRING_FEEDS, PairEncoder
+from pairbert.runtime.tokenization import PairEncoder
 
 from .batches import encode_batch, sequential_batches, training_batches
 from .checkpoint import (
@@ -184,7 +183,7 @@ def _prepare(cfg: TrainConfig):
     else:  # resuming: the checkpoint's model says what 'auto' became
         cfg = resolve_auto(replace(cfg, pairing=model.config.pairing, pooling=model.config.pooling), True)
         teacher = _teacher(cfg) if cfg.distill else None
-    encoder = encoder.with_feed(PAIRING_FEEDS[cfg.pairing])  # towers: each branch gets only its segment
+    encoder = encoder.for_pairing(cfg.pairing)  # towers: each branch gets only its segment
     if cfg.freeze_embeddings:
         for branch in (model.qa_encoder, model.aq_encoder):
             if branch is not None:
@@ -198,11 +197,9 @@ def _prepare(cfg: TrainConfig):
     return cfg, model, encoder, state, tokenizer_file, teacher
 
 
-def _optimizer(cfg: TrainConfig, model, pairs: int, state: dict | None):
-    """AdamW and the linear warm-up/decay schedule, with the stored progress when resuming:
-    (optimizer, scheduler, history, best accuracy, first epoch, step)."""
-    steps_per_epoch = math.ceil(pairs / cfg.batch_size)
-    total_steps = steps_per_epoch * cfg.epochs
+def _optimizer(cfg: TrainConfig, model, total_steps: int, state: dict | None):
+    """AdamW and the linear warm-up/decay schedule over `total_steps`, with the stored progress when
+    resuming: (optimizer, scheduler, history, best accuracy, first epoch, step)."""
     optimizer = torch.optim.AdamW(
         weight_decay_groups(model, cfg.weight_decay, cfg.head_learning_rate), lr=cfg.learning_rate
     )
@@ -288,13 +285,17 @@ def train(cfg: TrainConfig) -> dict:
     model.to(device)
     train_pairs, soft = training_targets(cfg, train_pairs, teacher)
 
-    optimizer, scheduler, history, best_accuracy, start_epoch, step = _optimizer(
-        cfg, model, len(train_pairs), state
-    )
     lengths = encoder.fed_lengths([p.question for p in train_pairs], [p.answer for p in train_pairs])
     # with the batch's negative answers in the in-batch loss, a question's pairs share a batch: its own wrong
     # answer (often a same-topic one) is then among the answers it must rank below its true one
     keys = [p.question for p in train_pairs] if cfg.contrastive and cfg.contrastive_negatives else None
+    plan = [  # every epoch's batches (keeping a question's pairs together can make more than pairs/batch)
+        training_batches(lengths, cfg.batch_size, seed=cfg.seed * 1000 + epoch, keys=keys)
+        for epoch in range(cfg.epochs)
+    ]
+    optimizer, scheduler, history, best_accuracy, start_epoch, step = _optimizer(
+        cfg, model, sum(map(len, plan)), state
+    )
     settings = {"max_length": cfg.max_length, "train_config": {**asdict(cfg), "resume": False}}
     started = time.perf_counter()
     for epoch in range(start_epoch, cfg.epochs):
@@ -302,7 +303,7 @@ def train(cfg: TrainConfig) -> dict:
             break
         torch.manual_seed(cfg.seed * 1000 + epoch)  # dropout stream per epoch: resume-exact
         model.train()
-        batches = training_batches(lengths, cfg.batch_size, seed=cfg.seed * 1000 + epoch, keys=keys)
+        batches = plan[epoch]
         bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress, leave=False)
         running, step = _run_epoch(
             cfg, model, optimizer, scheduler, bar, encoder, train_pairs, soft, device, epoch, step
@@ -481,8 +482,9 @@ def in_batch_loss(
     """Multiple-negatives ranking loss over the batch's positive pairs (zero with fewer than two): each
     positive question must pick its own answer among the batch's other positive answers (`negatives`: and
     the answers of the batch's negative pairs, often a same-topic answer to the same question); `symmetric`:
-    each positive answer must also pick its own question. A candidate with the same text as the right one
-    (the same answer in another pair) is left out rather than counted as wrong."""
+    each positive answer must also pick its own question. Given the batch's token ids, a candidate that is
+    right too is left out rather than counted as wrong: the same answer text, or another positive pair that
+    shares the question (two right answers) or the answer (one answer to two questions)."""
     positive = labels == 1
     if int(positive.sum()) < 2:
         return u.sum() * 0.0
@@ -491,24 +493,32 @@ def in_batch_loss(
     scores = CONTRASTIVE_SCALE * u[rows] @ v[columns].T
     target = (columns.unsqueeze(0) == rows.unsqueeze(1)).float().argmax(1)
     if batch is not None:
-        scores = scores.masked_fill(_same_text(batch["aq_input_ids"], rows, columns), float("-inf"))
+        same_q, same_a = (_same_segment(batch, order, rows, columns) for order in ("qa", "aq"))
+        scores = scores.masked_fill(same_a | (same_q & positive[columns].unsqueeze(0)), float("-inf"))
     loss = nn.functional.cross_entropy(scores, target)
     if symmetric:
         back = CONTRASTIVE_SCALE * v[rows] @ u[rows].T
         if batch is not None:
-            back = back.masked_fill(_same_text(batch["qa_input_ids"], rows, rows), float("-inf"))
+            same_q, same_a = (_same_segment(batch, order, rows, rows) for order in ("qa", "aq"))
+            back = back.masked_fill(same_q | same_a, float("-inf"))
         loss = (loss + nn.functional.cross_entropy(back, torch.arange(len(rows), device=u.device))) / 2
     return loss
 
 
-def _same_text(ids: torch.Tensor, rows: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
-    """[rows, columns]: True where column j, another pair, holds the same tokens as row i's own pair."""
+def _same_segment(batch: dict, order: str, rows: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
+    """[rows, columns]: True where pair j (another pair) has the same first segment of `order` (the question
+    for "qa", the answer for "aq") as pair i, compared on the tokens the towers read."""
+    kept = batch[f"{order}_attention_mask"] * (batch[f"{order}_token_type_ids"] == 0)
+    ids = (batch[f"{order}_input_ids"] + 1) * kept  # +1: a kept id 0 differs from padding
     same = (ids[rows].unsqueeze(1) == ids[columns].unsqueeze(0)).all(-1)
     return same & (rows.unsqueeze(1) != columns.unsqueeze(0))
 
 
 def _check_resume_settings(last: Path, cfg: TrainConfig) -> None:
-    differ = resume_differences(stored_train_config(last), asdict(cfg))
+    stored = stored_train_config(last)
+    if stored:  # runs recorded before the in-batch loss had these options ran without them
+        stored = {"contrastive_negatives": False, "contrastive_symmetric": False, **stored}
+    differ = resume_differences(stored, asdict(cfg))
     if not differ:
         return
     detail = "; ".join(
