@@ -405,7 +405,9 @@ def test_auto_pairing_is_towers_with_a_teacher_and_cross_without(tmp_path, tiny_
     assert (resolve_auto(cfg, True).pairing, resolve_auto(cfg, True).pooling) == ("towers", "mean")
     assert (resolve_auto(cfg, False).pairing, resolve_auto(cfg, False).pooling) == ("cross", "cls")
     towers, cross = resolve_auto(cfg, True), resolve_auto(cfg, False)  # the in-batch loss's shape follows it
-    assert (towers.contrastive_negatives, towers.contrastive_symmetric) == (True, True)
+    assert (towers.contrastive_negatives, towers.contrastive_symmetric) == (False, False)
+    on = resolve_auto(replace(cfg, contrastive_negatives=True, contrastive_symmetric=True), True)
+    assert (on.contrastive_negatives, on.contrastive_symmetric) == (True, True)
     assert (cross.contrastive_negatives, cross.contrastive_symmetric) == (False, False)
     off = resolve_auto(replace(cfg, contrastive=0.0), True)
     assert (off.contrastive_negatives, off.contrastive_symmetric) == (False, False)
@@ -455,7 +457,7 @@ def test_a_run_recorded_before_the_in_batch_options_resumes_without_them(tmp_pat
     train(part)
     settings_file = tmp_path / "run" / "last" / "pairbert.json"
     settings = json.loads(settings_file.read_text())
-    assert settings["train_config"]["contrastive_negatives"] is True  # recorded resolved
+    assert settings["train_config"]["contrastive_negatives"] is False  # recorded resolved
     for name in ("contrastive_negatives", "contrastive_symmetric"):
         del settings["train_config"][name]
     settings_file.write_text(json.dumps(settings))
@@ -533,7 +535,14 @@ def test_training_batches_keep_a_question_together_when_keyed():
 
 def test_contrastive_and_frozen_embeddings_train_deterministically(tmp_path, tiny_source):
     """--contrastive (towers) and --freeze-embeddings: finite, reproducible, and the tables stay as loaded."""
-    common = _tiny_run(tmp_path, tiny_source, contrastive=1.0, freeze_embeddings=True)
+    common = _tiny_run(
+        tmp_path,
+        tiny_source,
+        contrastive=1.0,
+        freeze_embeddings=True,
+        contrastive_negatives=True,  # the keyed batches and both in-batch directions, end to end
+        contrastive_symmetric=True,
+    )
     first = train(TrainConfig(output_dir=str(tmp_path / "a"), **common))["history"]
     second = train(TrainConfig(output_dir=str(tmp_path / "b"), **common))["history"]
     assert [h["train_loss"] for h in first] == [h["train_loss"] for h in second]

@@ -53,6 +53,7 @@ RECIPES: dict[str, dict] = {
     "inbatch-neg-sym-seed1": {"contrastive_negatives": True, "contrastive_symmetric": True, "seed": 1},
     "plain-inbatch": {"contrastive_negatives": False, "contrastive_symmetric": False},  # the default before
     "plain-inbatch-seed1": {"contrastive_negatives": False, "contrastive_symmetric": False, "seed": 1},
+    "plain-inbatch-seed2": {"contrastive_negatives": False, "contrastive_symmetric": False, "seed": 2},
     "epochs3": {"epochs": 3},
     "inbatch-neg-sym-epochs3": {"contrastive_negatives": True, "contrastive_symmetric": True, "epochs": 3},
     "inbatch-neg-epochs3": {"contrastive_negatives": True, "contrastive_symmetric": False, "epochs": 3},

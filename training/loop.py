@@ -79,8 +79,8 @@ class TrainConfig:
     pairing: str = "auto"  # "cross" or "towers" (model.py); auto: towers when the source has a baseline
     contrastive: float | None = None  # towers: weight of the in-batch loss; None: 1.0 for towers, 0 for cross
     freeze_embeddings: bool = False  # keep both encoders' embedding tables as the source has them
-    # in-batch loss (None: on whenever it runs): also rank against the batch's negative answers, a question's
-    # pairs in one batch; and each answer must also pick its own question
+    # in-batch loss shape (None: off; measured within noise, see README): also rank against the batch's
+    # negative answers, a question's pairs in one batch; and each answer must also pick its own question
     contrastive_negatives: bool | None = None
     contrastive_symmetric: bool | None = None
 
@@ -369,7 +369,7 @@ def resolve_auto(cfg: TrainConfig, has_teacher: bool) -> TrainConfig:
         if value and not contrastive:
             flag = "--" + name.replace("_", "-")
             raise TrainingError(f"{flag} shapes the in-batch loss: it needs --contrastive > 0 (towers)")
-        shape[name] = bool(contrastive) if value is None else value
+        shape[name] = bool(value)
     return replace(
         cfg, pairing=pairing, pooling=pooling, head_learning_rate=head_lr, contrastive=contrastive, **shape
     )

@@ -569,13 +569,13 @@ def _add_train(sub) -> None:  # long: one flat declaration per train flag, nothi
         default=None,
         help="the in-batch loss also ranks each question's answer above the batch's negative pairs' "
         "answers, and a question's pairs share a batch (so its own wrong answer is among them) "
-        "(default: on when the in-batch loss runs)",
+        "(default: off)",
     )
     t.add_argument(
         "--contrastive-symmetric",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="the in-batch loss also makes each answer pick its own question (default: on when it runs)",
+        help="the in-batch loss also makes each answer pick its own question (default: off)",
     )
     t.add_argument(
         "--freeze-embeddings",
