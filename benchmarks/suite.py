@@ -70,23 +70,18 @@ def add_efficiency(results: list[dict], hidden: int, layers: int, peak: float) -
     """GFLOP/s and % of the GEMM peak for every row (the peak is an fp32 yardstick)."""
     for r in results:
         for lat in r["latency"].values():
-            flops = batch_flops(lat.get("fed_tokens", lat["tokens"]), 1, hidden, layers)
+            flops = batch_flops(lat["fed_tokens"], 1, hidden, layers)
             lat["gflops"] = flops / (lat["p50_ms"] / 1e3) / 1e9
             lat["pct_of_peak"] = 100 * lat["gflops"] / peak
         if "batch32x128" in r:
             b = r["batch32x128"]
-            fed = b.get("fed_tokens", b["tokens"])
-            b["gflops"] = batch_flops(fed, b["batch"], hidden, layers) / (b["p50_ms"] / 1e3) / 1e9
+            b["gflops"] = batch_flops(b["fed_tokens"], b["batch"], hidden, layers) / (b["p50_ms"] / 1e3) / 1e9
             b["pct_of_peak"] = 100 * b["gflops"] / peak
-        if "job_branch_lengths" in r:  # each branch's own tokens under the bundle's feed
-            useful = useful_flops(r.pop("job_branch_lengths"), hidden, layers, branches=1)
-        else:
-            useful = useful_flops(r["job_lengths"], hidden, layers)
+        useful = useful_flops(r.pop("job_branch_lengths"), hidden, layers, branches=1)
         for by_batch in r["throughput"].values():
             for t in by_batch.values():
                 t["useful_gflops"] = useful / t["seconds"] / 1e9
                 t["pct_of_peak"] = 100 * t["useful_gflops"] / peak
-        r.pop("job_lengths")
 
 
 def check_agreement(results: list[dict]) -> list[str]:
@@ -120,7 +115,7 @@ def kernel_floor(
             str(hidden),
             str(intermediate),
             str(layers),
-            str(torch_short.get("fed_tokens", torch_short["tokens"])),
+            str(torch_short["fed_tokens"]),
             str(threads),
             "100" if quick else "500",
         ],

@@ -42,16 +42,6 @@ def timed_runs(fn, warmup: int, min_runs: int, min_seconds: float, max_runs: int
     return samples
 
 
-def branch_lengths(encoder, questions: list[str], answers: list[str]) -> list[int]:
-    """Tokens each branch needs for each pair under the bundle's feed (both branches, one list): the work
-    the pairs really need, before padding."""
-    from pairbert.runtime.tokenization import first_segment_length
-
-    qa, aq = encoder.tokenize(questions, answers)
-    count = (lambda e: len(e.ids)) if encoder.feed == "pair" else first_segment_length
-    return [count(e) for e in qa + aq]
-
-
 def _latency(contestant, encoder, quick: bool) -> dict:
     latency: dict = {}
     for workload, target in LATENCY_TARGETS.items():
@@ -90,8 +80,9 @@ def _throughput(contestant, encoder, quick: bool) -> dict:
     result: dict = {"throughput": {}}
     job = mixed_job(128 if quick else 1000)
     result["job_pairs"] = len(job)
-    result["job_lengths"] = encoder.lengths([p[0] for p in job], [p[1] for p in job])
-    result["job_branch_lengths"] = branch_lengths(encoder, [p[0] for p in job], [p[1] for p in job])
+    qa, aq = encoder.tokenize([p[0] for p in job], [p[1] for p in job])
+    # each branch's own tokens under the bundle's feed (both branches, one list): the work the pairs need
+    result["job_branch_lengths"] = [encoder.kept_length(e) for e in qa + aq]
     for mode in contestant.modes:
         for batch in (32,) if quick else (8, 32, 128):
             contestant.predict(job[: batch * 2], batch, mode)  # warm-up at this batch size

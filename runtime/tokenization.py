@@ -87,16 +87,9 @@ def check_feed(feed: object) -> str:
 
 
 def first_segment_length(encoding) -> int:
-    """Tokens before the second segment ([CLS] first [SEP] for BERT's pair template)."""
-    return first_segment_length_of(encoding.type_ids)
-
-
-def first_segment_length_of(type_ids: list[int]) -> int:
-    """Leading type ids 0 (all of them when none is non-zero)."""
-    for i, t in enumerate(type_ids):
-        if t:
-            return i
-    return len(type_ids)
+    """Tokens of the first segment ([CLS] first [SEP] for BERT's pair template): those of type id 0, which
+    all lead the encoding wherever the cut feed is allowed (`PairEncoder.cuttable`)."""
+    return encoding.type_ids.count(0)
 
 
 class PairEncoder:
@@ -111,6 +104,9 @@ class PairEncoder:
         self._budget = self.max_length - tokenizer.num_special_tokens_to_add(is_pair=True)
         self._long_chars = CHARS_PER_TOKEN_BUDGET * self.max_length
         self._counter = None  # a copy without truncation, made on the first long text
+        self._check_cut()
+
+    def _check_cut(self) -> None:
         if self.feed != "pair" and not self.cuttable():
             raise TokenizerError(
                 "feed 'first-segment' needs a pair template whose type ids are 0 up to the end of the first "
@@ -121,25 +117,20 @@ class PairEncoder:
         """Whether cutting after the first segment keeps exactly the tokens a towers branch reads (those of
         type id 0): the pair template's type ids must be 0 … 0 then non-zero only."""
         types = self.tokenizer.encode("a", "b").type_ids
-        first = first_segment_length_of(types)
-        return first > 0 and all(t != 0 for t in types[first:])
+        first = types.count(0)
+        return first > 0 and not any(types[:first])
 
     def for_pairing(self, pairing: str) -> PairEncoder:
         """This encoder with the feed a model pairing needs: the towers' cut feed where the template allows
         it (whole pairs otherwise: the same results, more work), whole pairs for the cross pairing."""
         feed = PAIRING_FEEDS[pairing]
-        if feed != "pair" and not self.cuttable():
-            feed = "pair"
-        return self.with_feed(feed)
+        return self.with_feed(feed if feed == "pair" or self.cuttable() else "pair")
 
     def with_feed(self, feed: str) -> PairEncoder:
         """The same tokenizer and settings with another feed."""
         encoder = copy.copy(self)
         encoder.feed = check_feed(feed)
-        if feed != "pair" and not encoder.cuttable():
-            raise TokenizerError(
-                f"feed {feed!r}: this tokenizer's pair template cannot be cut (see cuttable)"
-            )
+        encoder._check_cut()
         return encoder
 
     @classmethod
@@ -180,11 +171,13 @@ class PairEncoder:
         """Token count of each pair (same in both orders)."""
         return [len(e.ids) for e in self._encode_order(questions, answers)]
 
+    def kept_length(self, encoding) -> int:
+        """Tokens of one order's encoding this encoder feeds (all of them, or the first segment)."""
+        return len(encoding.ids) if self.feed == "pair" else first_segment_length(encoding)
+
     def fed_length(self, qa, aq) -> int:
         """Tokens fed for one pair's encodings (before padding): what a batch's cost grows with."""
-        if self.feed == "pair":
-            return len(qa.ids)
-        return max(first_segment_length(qa), first_segment_length(aq))
+        return max(self.kept_length(qa), self.kept_length(aq))
 
     def fed_lengths(self, questions: Sequence[str], answers: Sequence[str]) -> list[int]:
         """`fed_length` of each pair, for length bucketing."""
@@ -233,26 +226,20 @@ class PairEncoder:
         return self.tokenizer.post_process(e1, e2, add_special_tokens=True)
 
     def collate(self, qa: Sequence, aq: Sequence) -> dict[str, np.ndarray]:
-        """Pad a batch of encodings to its longest member (both orders to one length)."""
-        if self.feed == "pair":
-            return {**self._pad("qa", qa, None), **self._pad("aq", aq, None)}
-        qa_n = [first_segment_length(e) for e in qa]
-        aq_n = [first_segment_length(e) for e in aq]
+        """Pad a batch of encodings, each cut to what this encoder feeds, to its longest member (both orders
+        to one length)."""
+        qa_n, aq_n = [self.kept_length(e) for e in qa], [self.kept_length(e) for e in aq]
         longest = max(max(qa_n), max(aq_n))
         return {**self._pad("qa", qa, qa_n, longest), **self._pad("aq", aq, aq_n, longest)}
 
-    def _pad(self, order: str, encodings, kept: list[int] | None, longest: int | None = None) -> dict:
-        kept = kept if kept is not None else [len(e.ids) for e in encodings]
-        longest = longest or max(kept)
+    def _pad(self, order: str, encodings, kept: list[int], longest: int) -> dict[str, np.ndarray]:
         ids = np.full((len(encodings), longest), self.pad_id, dtype=np.int64)
         mask = np.zeros((len(encodings), longest), dtype=np.int64)
         types = np.zeros((len(encodings), longest), dtype=np.int64)
-        whole = self.feed == "pair"
         for row, (enc, n) in enumerate(zip(encodings, kept, strict=True)):
-            ids[row, :n] = enc.ids if whole else enc.ids[:n]
+            ids[row, :n] = enc.ids[:n]
             mask[row, :n] = 1
-            if whole:
-                types[row, :n] = enc.type_ids
+            types[row, :n] = enc.type_ids[:n]
         return {
             input_name(order, "input_ids"): ids,
             input_name(order, "attention_mask"): mask,

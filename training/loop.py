@@ -85,6 +85,7 @@ class TrainConfig:
     contrastive_symmetric: bool | None = None
 
 
+IN_BATCH_OPTIONS = ("contrastive_negatives", "contrastive_symmetric")  # off unless asked (README: noise)
 TOWERS_CONTRASTIVE = 1.0  # in-batch loss weight for the towers by default (measured: notes/quality2)
 TOWERS_HEAD_LR = 1e-3  # the towers' head starts at the baseline's fit and moves faster than the encoders
 HEAD_PREFIXES = ("classifier.", "qa_encoder.pooler.", "aq_encoder.pooler.")
@@ -364,7 +365,7 @@ def resolve_auto(cfg: TrainConfig, has_teacher: bool) -> TrainConfig:
     if contrastive is None:
         contrastive = TOWERS_CONTRASTIVE if pairing == "towers" else 0.0
     shape = {}
-    for name in ("contrastive_negatives", "contrastive_symmetric"):
+    for name in IN_BATCH_OPTIONS:
         value = getattr(cfg, name)
         if value and not contrastive:
             flag = "--" + name.replace("_", "-")
@@ -387,7 +388,7 @@ def resolve_from_checkpoint(cfg: TrainConfig, stored: dict) -> TrainConfig:
         contrastive=stored.get("contrastive", 0.0) if cfg.contrastive is None else cfg.contrastive,
         **{
             name: stored.get(name, False) if getattr(cfg, name) is None else getattr(cfg, name)
-            for name in ("contrastive_negatives", "contrastive_symmetric")
+            for name in IN_BATCH_OPTIONS
         },
     )
 
@@ -493,31 +494,31 @@ def in_batch_loss(
     scores = CONTRASTIVE_SCALE * u[rows] @ v[columns].T
     target = (columns.unsqueeze(0) == rows.unsqueeze(1)).float().argmax(1)
     if batch is not None:
-        same_q, same_a = (_same_segment(batch, order, rows, columns) for order in ("qa", "aq"))
-        scores = scores.masked_fill(same_a | (same_q & positive[columns].unsqueeze(0)), float("-inf"))
+        same_q, same_a = _same_segment(batch, "qa"), _same_segment(batch, "aq")
+        right_too = same_a | (same_q & positive.unsqueeze(0))
+        scores = scores.masked_fill(right_too[rows][:, columns], float("-inf"))
     loss = nn.functional.cross_entropy(scores, target)
     if symmetric:
         back = CONTRASTIVE_SCALE * v[rows] @ u[rows].T
         if batch is not None:
-            same_q, same_a = (_same_segment(batch, order, rows, rows) for order in ("qa", "aq"))
-            back = back.masked_fill(same_q | same_a, float("-inf"))
+            back = back.masked_fill((same_q | same_a)[rows][:, rows], float("-inf"))
         loss = (loss + nn.functional.cross_entropy(back, torch.arange(len(rows), device=u.device))) / 2
     return loss
 
 
-def _same_segment(batch: dict, order: str, rows: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
-    """[rows, columns]: True where pair j (another pair) has the same first segment of `order` (the question
+def _same_segment(batch: dict, order: str) -> torch.Tensor:
+    """[pairs, pairs]: True where pair j (another pair) has the same first segment of `order` (the question
     for "qa", the answer for "aq") as pair i, compared on the tokens the towers read."""
     kept = batch[f"{order}_attention_mask"] * (batch[f"{order}_token_type_ids"] == 0)
     ids = (batch[f"{order}_input_ids"] + 1) * kept  # +1: a kept id 0 differs from padding
-    same = (ids[rows].unsqueeze(1) == ids[columns].unsqueeze(0)).all(-1)
-    return same & (rows.unsqueeze(1) != columns.unsqueeze(0))
+    same = (ids.unsqueeze(1) == ids.unsqueeze(0)).all(-1)
+    return same & ~torch.eye(len(ids), dtype=torch.bool, device=ids.device)
 
 
 def _check_resume_settings(last: Path, cfg: TrainConfig) -> None:
     stored = stored_train_config(last)
     if stored:  # runs recorded before the in-batch loss had these options ran without them
-        stored = {"contrastive_negatives": False, "contrastive_symmetric": False, **stored}
+        stored = {**dict.fromkeys(IN_BATCH_OPTIONS, False), **stored}
     differ = resume_differences(stored, asdict(cfg))
     if not differ:
         return
