@@ -101,7 +101,9 @@ class ExportSettings:
     validation_file: str | None = None  # default: the checkpoint's validation split
     force: bool = False  # write variants that fail the parity gate (marked as failed)
     int8: precision.Int8Options = field(default_factory=precision.Int8Options)
-    external_data: bool | None = None  # None: only when the weights pass ~2 GB
+    # weights in `<graph>.data` beside each graph, which ONNX Runtime maps instead of parsing (cold start
+    # 0.75 → 0.43 s for the MiniLM default, README); False: one file per variant, up to ~2 GB
+    external_data: bool = True
     parity_batch_size: int = 16
     max_parity_pairs: int | None = None
     extra_validators: tuple[ExtraValidator, ...] = (
@@ -253,6 +255,9 @@ def _build(variant: str, src: _Source, work: Path, settings: ExportSettings, use
         precision.quantize_int8(work / FILE_NAMES["optimized"], path, settings.int8)
     elif variant == "fp16":
         precision.convert_fp16(work / FILE_NAMES["optimized"], path)
+    if settings.external_data and not onnx_graph.external_files(path):
+        onnx_graph.save_external(onnx.load(str(path)), path)
+    onnx_graph.readable_like_graph(path)
     return path
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import warnings
 from pathlib import Path
 
@@ -47,9 +48,10 @@ def export_graph(
     example: dict[str, torch.Tensor],
     contract: GraphContract,
     path: Path,
-    external_data: bool | None = None,
+    external_data: bool = False,
 ) -> Path:
-    """Export `model` (eval mode, eager attention) to `path`. `example` must not be batch 1."""
+    """Export `model` (eval mode, eager attention) to `path`. `example` must not be batch 1. The weights go
+    to `<name>.data` beside the graph with `external_data`, and always past ~2 GB (protobuf's limit)."""
     batch = example[contract.input_names[0]].shape[0]
     if batch < 2:
         raise ValueError("export with a batch of at least 2, or the batch axis can be specialised to 1")
@@ -70,15 +72,15 @@ def export_graph(
             dynamic_axes=contract.dynamic_axes(),
             do_constant_folding=True,
         )
-    if external_data is None:
-        external_data = parameter_bytes(model) > EXTERNAL_DATA_THRESHOLD
-    if external_data:
+    if external_data or parameter_bytes(model) > EXTERNAL_DATA_THRESHOLD:
         save_external(onnx.load(str(path)), path)
     return path
 
 
 def save_external(model_proto: onnx.ModelProto, path: Path) -> list[str]:
-    """Save weights beside the graph as `<name>.data` (needed past 2 GB). Returns the extra file names."""
+    """Save weights beside the graph as `<name>.data`: ONNX Runtime maps that file instead of parsing the
+    weights out of the graph (cold start, README), and past 2 GB it is the only way. Returns the extra file
+    names."""
     data_name = Path(path).name + ".data"
     if (Path(path).parent / data_name).exists():
         os.remove(Path(path).parent / data_name)
@@ -90,7 +92,15 @@ def save_external(model_proto: onnx.ModelProto, path: Path) -> list[str]:
         location=data_name,
         size_threshold=1024,
     )
+    readable_like_graph(path)
     return [data_name]
+
+
+def readable_like_graph(path: Path) -> None:
+    """Give a graph's weight files the graph file's permissions: onnx and onnxruntime create them 0600, which
+    a service running as another user than the exporter could not read."""
+    for name in external_files(path):
+        shutil.copymode(path, Path(path).parent / name)
 
 
 def external_files(path: Path) -> list[str]:

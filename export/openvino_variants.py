@@ -19,6 +19,7 @@ from pairbert.runtime.bundle import VariantInfo, sha256_file
 from pairbert.runtime.sessions import SessionSettings, has_bf16_units, open_session, openvino_available
 from pairbert.runtime.variants import OPENVINO_PRECISION, OPENVINO_VARIANTS, PRECISION
 
+from .onnx_graph import external_files
 from .validation import StageReport, gate
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,8 @@ def build_openvino_variants(
     if not openvino_available():
         report.fail("openvino", "not installed: OpenVINO variants skipped (pip install 'pairbert[openvino]')")
         return []
-    digest, size = sha256_file(fp32_path), fp32_path.stat().st_size
+    extra = external_files(fp32_path)  # its weight file, when the graph keeps them beside it
+    size = fp32_path.stat().st_size + sum((fp32_path.parent / e).stat().st_size for e in extra)
     out = []
     for name in wanted:
         common = dict(
@@ -48,8 +50,10 @@ def build_openvino_variants(
             file=fp32_path.name,
             precision=PRECISION[name],
             size_bytes=size,
-            sha256=digest,
+            sha256=sha256_file(fp32_path),
             intended_device="cpu",
+            external_data=tuple(extra),
+            external_sha256=tuple(sha256_file(fp32_path.parent / e) for e in extra),
         )
         if name == "openvino-bf16" and not has_bf16_units():
             report.fail(

@@ -54,7 +54,7 @@ class VariantInfo:
     passed_parity: bool = True
     validated_on: str = "cpu"  # where the parity gate ran; "none" when it could not run
     fused_ops: dict = field(default_factory=dict)
-    external_data: tuple[str, ...] = ()  # extra weight files (models over 2 GB)
+    external_data: tuple[str, ...] = ()  # the graph's weight file(s) beside it (export default)
     external_sha256: tuple[str, ...] = ()
     notes: str = ""
 
@@ -345,31 +345,9 @@ def read_verified(bundle_dir: str | Path, name: str, expected_sha256: str | None
     return data
 
 
-def verify_file(bundle_dir: Path, name: str, expected_sha256: str) -> Path:
-    """Check a file by path (for external weight files ONNX Runtime must open by path itself)."""
-    bundle_dir = atomic_dir.locate(Path(bundle_dir))
-    path = _inside(bundle_dir, name)
-    actual = sha256_file(path)
-    if actual != expected_sha256:
-        raise checksum_mismatch(bundle_dir / name, expected_sha256, actual)
-    return bundle_dir / name
-
-
 def require_variant(bundle_dir: Path, manifest: Manifest, variant: str) -> VariantInfo:
     if variant not in manifest.variants:
         raise BundleError(
             f"{bundle_dir}: variant {variant!r} not in this bundle (it has: {', '.join(manifest.variants)})"
         )
     return manifest.variants[variant]
-
-
-def verify_variant(bundle_dir: Path, manifest: Manifest, variant: str) -> Path:
-    info = require_variant(bundle_dir, manifest, variant)
-    if len(info.external_data) != len(info.external_sha256):
-        raise BundleError(
-            f"{bundle_dir}: variant {variant!r} lists {len(info.external_data)} external files "
-            f"but {len(info.external_sha256)} checksums"
-        )
-    for extra, digest in zip(info.external_data, info.external_sha256, strict=True):
-        verify_file(bundle_dir, extra, digest)
-    return verify_file(bundle_dir, info.file, info.sha256)

@@ -29,10 +29,10 @@ from .bundle import (
     read_manifest,
     read_verified,
     require_variant,
-    verify_variant,
 )
 from .devices import LEDGER, DeviceError, DevicePlan, plan_device
 from .errors import PairbertError
+from .external_weights import ExternalWeights, ExternalWeightsError
 from .ort import GPU_LIBS_INSTALL
 from .sessions import (
     BACKENDS,
@@ -410,47 +410,62 @@ def _open_variant(
     info = manifest.variants[name]
     settings = _settings(plan, request, threads, name)
     try:
-        if info.external_data:  # over 2 GB: the runtime opens the weight files itself, checked just before
-            source = verify_variant(bundle, manifest, name) if request.verify else bundle / info.file
-            return open_session(BACKEND[name], source, settings)
-        return _open_checked_bytes(bundle, info, name, settings, request.verify)
+        return _open_checked(bundle, info, name, settings, request.verify)
     except BackendError as exc:
         raise BundleError(f"{bundle / info.file}: {exc}") from None
+    except ExternalWeightsError as exc:  # the graph's initializer table, read before any runtime sees it
+        raise BundleError(f"{bundle / info.file}: cannot load the graph ({exc})") from None
 
 
-def _open_checked_bytes(bundle: Path, info, name: str, settings: SessionSettings, verify: bool):
-    """A session over the graph's bytes, read once. Their sha256 is computed on a second thread while the
-    runtime builds the session from those same bytes (hashlib lets go of the GIL: the 0.1 s of hashing
-    172 MB hides behind the build). The session is handed out only once the digest matches the manifest;
-    on a mismatch it is closed and the load fails as before, whatever the build made of the bytes."""
-    data = read_verified(bundle, info.file, None)
-    if not verify:
-        return open_session(BACKEND[name], data, settings)
-    started = threading.Event()
+def _open_checked(bundle: Path, info, name: str, settings: SessionSettings, verify: bool):
+    """A session over the variant's files, each read once, and built from those very bytes. A second thread
+    reads the weight files (while this one parses the graph) and then computes every sha256 while the
+    runtime builds the session (file reads and hashlib let go of the GIL: the 0.1 s of hashing 172 MB hides
+    behind the build). The session is handed out only once every digest matches the manifest; on a mismatch
+    it is closed and the load fails, whatever the build made of the bytes. A graph with its weights beside
+    it gets them as verified bytes too, never by path (runtime/external_weights.py)."""
+    graph = read_verified(bundle, info.file, None)
+    listed = dict(zip(info.external_data, info.external_sha256, strict=True))
+    if listed and verify:  # the graph is small when its weights lie beside it: checked here and now
+        _check_digest(bundle / info.file, info.sha256, hashlib.sha256(graph).hexdigest())
+    weights: dict[str, bytes] = {}
+    read = threading.Event()
 
-    def sha256() -> str:
-        started.set()
-        return hashlib.sha256(data).hexdigest()  # lets go of the GIL for the whole of the hashing
-
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pairbert-sha256") as pool:
-        digest = pool.submit(sha256)
-        started.wait()  # ONNX Runtime keeps the GIL while it builds: the hashing must be under way first
+    def read_then_hash() -> list[tuple[Path, str, str]]:
         try:
-            session = open_session(BACKEND[name], data, settings)
+            weights.update({file: read_verified(bundle, file, None) for file in listed})
+            hashed = [(f, listed[f], weights[f]) for f in listed] or [(info.file, info.sha256, graph)]
+        finally:
+            read.set()  # the hashing starts right away, before the build below can take the GIL
+        return [(bundle / f, want, hashlib.sha256(data).hexdigest()) for f, want, data in hashed if verify]
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pairbert-read-sha256") as pool:
+        future = pool.submit(read_then_hash)
+        try:
+            source = ExternalWeights(graph) if listed else graph  # parsed while the weights are read
+            read.wait()
+            if listed:
+                source.files = weights  # incomplete if a read failed: the except below then says why
+            session = open_session(BACKEND[name], source, settings)
         except BaseException:
-            _check_digest(bundle, info, digest.result())  # a damaged file: say so, not what the parser hit
+            _check_all(future)  # a damaged file: say so, not what the parser hit
             raise
         try:
-            _check_digest(bundle, info, digest.result())
+            _check_all(future)
         except BundleError:
             session.close()
             raise
     return session
 
 
-def _check_digest(bundle: Path, info, actual: str) -> None:
-    if actual != info.sha256:
-        raise checksum_mismatch(bundle / info.file, info.sha256, actual)
+def _check_all(future) -> None:
+    for args in future.result():
+        _check_digest(*args)
+
+
+def _check_digest(path: Path, expected: str, actual: str) -> None:
+    if actual != expected:
+        raise checksum_mismatch(path, expected, actual)
 
 
 def _open(bundle: Path, manifest: Manifest, plan: DevicePlan, request: _Request, threads: int, vocab: int):

@@ -21,6 +21,7 @@ import numpy as np
 
 from .cuda_graphs import PROVIDER_OPTIONS, CudaGraphRunner
 from .errors import PairbertError, first_line
+from .external_weights import ExternalWeights, ExternalWeightsError
 from .ort import onnxruntime, prepare_cuda
 from .shapes import CPU_SEQUENCE_BUCKETS, pad_length
 
@@ -54,6 +55,9 @@ class SessionSettings:
     length_buckets: bool = True  # OpenVINO: pad sequences to CPU_SEQUENCE_BUCKETS (bounded memory, shapes.py)
 
 
+Model = bytes | str | Path | ExternalWeights  # ONNX bytes, a path, or a graph with its weights as bytes
+
+
 def _source(model: bytes | str | Path) -> bytes | str:
     return model if isinstance(model, bytes) else str(model)
 
@@ -61,7 +65,7 @@ def _source(model: bytes | str | Path) -> bytes | str:
 class OrtSession:
     backend = ONNXRUNTIME
 
-    def __init__(self, model: bytes | str | Path, settings: SessionSettings):
+    def __init__(self, model: Model, settings: SessionSettings):
         ort = onnxruntime()  # an ImportError naming pairbert[cpu] / pairbert[gpu] when neither is installed
         if settings.cpu_arena not in CPU_ARENA_MODES:
             raise BackendError(
@@ -86,6 +90,15 @@ class OrtSession:
         if not settings.spinning:
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+        self._weights = None  # the arrays ONNX Runtime reads the external initializers from, kept alive
+        if isinstance(model, ExternalWeights):
+            try:
+                names, arrays = model.initializers()
+            except ExternalWeightsError as exc:
+                raise BackendError(f"ONNX Runtime cannot load the graph ({exc})") from None
+            self._weights = [ort.OrtValue.ortvalue_from_numpy(a) for a in arrays]
+            options.add_external_initializers(names, self._weights)
+            model = model.graph
         graphs = settings.device == "cuda" and settings.cuda_graphs
         if settings.device == "cuda":
             prepare_cuda(ort)  # CUDA/cuDNN from the nvidia-* wheels, when that is how they were installed
@@ -178,7 +191,7 @@ class OpenVinoSession:
 
     backend = OPENVINO
 
-    def __init__(self, model: bytes | str | Path, settings: SessionSettings):
+    def __init__(self, model: Model, settings: SessionSettings):
         ov = _openvino()
         if settings.device != "cpu":
             raise BackendError(f"backend 'openvino' runs on the CPU here, not {settings.device!r}")
@@ -193,6 +206,11 @@ class OpenVinoSession:
             "PERFORMANCE_HINT": "LATENCY",
             "NUM_STREAMS": "1",
         }
+        if isinstance(model, ExternalWeights):
+            try:  # OpenVINO reads one file's bytes: the verified weights go back into the graph
+                model = model.embedded()
+            except ExternalWeightsError as exc:
+                raise BackendError(f"OpenVINO cannot load the graph ({exc})") from None
         try:
             graph = core.read_model(model) if isinstance(model, bytes) else core.read_model(str(model))
         except Exception as exc:  # openvino raises RuntimeError with multi-line details
@@ -241,10 +259,9 @@ def _compile(core, graph, config: dict, cache_dir: str | None):
         raise BackendError(f"OpenVINO cannot load the graph ({first_line(exc)})") from None
 
 
-def open_session(
-    backend: str, model: bytes | str | Path, settings: SessionSettings
-) -> OrtSession | OpenVinoSession:
-    """The one entry point: a session of `backend` over `model` (ONNX bytes or a path)."""
+def open_session(backend: str, model: Model, settings: SessionSettings) -> OrtSession | OpenVinoSession:
+    """The one entry point: a session of `backend` over `model` (ONNX bytes, a path, or a graph with its
+    external weights as bytes)."""
     if backend == ONNXRUNTIME:
         return OrtSession(model, settings)
     if backend == OPENVINO:

@@ -16,6 +16,7 @@ from helpers import varied_pairs
 from pairbert.runtime import BackendError, BundleError, PairClassifier, PredictorError, calibration
 from pairbert.runtime.bundle import manifest_digest, read_manifest
 from pairbert.runtime.devices import LEDGER
+from pairbert.runtime.external_weights import ExternalWeights
 from pairbert.runtime.sessions import SessionSettings, has_bf16_units, open_session
 from pairbert.runtime.variants import BACKEND
 from pairbert.training.batches import encode_batch
@@ -187,11 +188,19 @@ def test_openvino_backend_missing_names_the_extra(tiny_bundle):
 def test_session_factory_is_the_one_place_for_options(tiny_bundle):
     path = tiny_bundle / "model.fp32.onnx"
     feed = calibration.synthetic_feed(read_manifest(tiny_bundle).contract.input_names, 3, 9, vocab=50)
-    ort_logits = open_session("onnxruntime", path.read_bytes(), SessionSettings(threads=1)).run(feed)
+    # the graph and its weight file as bytes (how the predictor opens a bundle), or the graph's path
+    in_memory = ExternalWeights(
+        path.read_bytes(), {"model.fp32.onnx.data": path.with_suffix(".onnx.data").read_bytes()}
+    )
+    ort_logits = open_session("onnxruntime", in_memory, SessionSettings(threads=1)).run(feed)
     parallel = open_session("onnxruntime", path, SessionSettings(threads=2, parallel_branches=True)).run(feed)
-    ov_logits = open_session("openvino", path, SessionSettings(threads=1)).run(feed)
+    ov_logits = open_session("openvino", in_memory, SessionSettings(threads=1)).run(feed)
+    ov_path_logits = open_session("openvino", path, SessionSettings(threads=1)).run(feed)
     assert ort_logits.shape == (3, 2)
     assert np.abs(ort_logits - parallel).max() <= 1e-5 and np.abs(ort_logits - ov_logits).max() <= 1e-4
+    assert np.array_equal(ov_logits, ov_path_logits)
+    with pytest.raises(BackendError, match="cannot load the graph .*not listed"):
+        open_session("onnxruntime", ExternalWeights(path.read_bytes(), {}), SessionSettings())
     with pytest.raises(BackendError, match="backend must be one of"):
         open_session("tensorrt", path, SessionSettings())
     with pytest.raises(BackendError, match="cannot load"):

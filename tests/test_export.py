@@ -30,8 +30,12 @@ def test_bundle_has_every_variant_with_checksums_and_figures(tiny_bundle):
     for name in ("fp32", "optimized", "int8", "fp16"):  # OpenVINO's entries: tests/test_backends.py
         info = manifest.variants[name]
         path = tiny_bundle / info.file
-        assert path.is_file() and info.size_bytes == path.stat().st_size
-        assert info.sha256 == sha256_file(path)
+        # the weights lie beside the graph (the default: ONNX Runtime maps them), readable like the graph
+        assert info.external_data == (info.file + ".data",), name
+        weights = tiny_bundle / info.external_data[0]
+        assert info.size_bytes == path.stat().st_size + weights.stat().st_size
+        assert info.sha256 == sha256_file(path) and info.external_sha256 == (sha256_file(weights),)
+        assert weights.stat().st_mode == path.stat().st_mode
         assert info.passed_parity, name
         assert info.parity["pairs"] == 60
     assert manifest.variants["fp32"].parity["max_abs_logit_diff"] <= 1e-4
@@ -166,18 +170,25 @@ def test_contract_stage_catches_a_fixed_axis(tmp_path, tiny_checkpoint):
     assert report.lines[0].startswith("  ✓ onnx.checker") and report.lines[-1].startswith("  ✗ contract")
 
 
-def test_external_data_export_round_trip(tmp_path, tiny_checkpoint):
-    out = tmp_path / "ext"
+def test_single_file_export_round_trip(tmp_path, tiny_checkpoint, tiny_bundle):
+    """--no-external-data: the weights inside each graph (one file per variant), the same answers as the
+    default bundle, whose weights lie beside the graphs."""
+    out = tmp_path / "single"
     manifest = export_bundle(
-        tiny_checkpoint, out, ExportSettings(variants=("fp32", "optimized"), external_data=True), echo=None
+        tiny_checkpoint, out, ExportSettings(variants=("fp32", "optimized"), external_data=False), echo=None
     )
+    assert sorted(p.name for p in out.iterdir() if p.suffix in (".onnx", ".data")) == [
+        "model.fp32.onnx",
+        "model.optimized.onnx",
+    ]
+    pairs = [("what is the capital of france?", "paris."), ("how tall is it?", "the capital of spain.")]
     for name in ("fp32", "optimized"):
         info = manifest.variants[name]
-        assert info.external_data, name
-        assert all((out / f).is_file() for f in info.external_data)
+        assert not info.external_data and info.size_bytes == (out / info.file).stat().st_size
         assert info.parity["max_abs_logit_diff"] <= 1e-4
-    clf = PairClassifier.load(out, variant="optimized")
-    assert len(clf.predict([("what is the capital of france?", "paris.")])) == 1
+        single = PairClassifier.load(out, variant=name).predict(pairs).match_probability
+        beside = PairClassifier.load(tiny_bundle, variant=name).predict(pairs).match_probability
+        np.testing.assert_allclose(single, beside, atol=1e-6)
 
 
 def test_cli_export_prints_stage_lines(tmp_path, tiny_checkpoint):

@@ -52,7 +52,8 @@ def test_unfused_graph_is_reported_as_a_fusion_shortfall_and_extra_validators_ad
         return infos
 
     lines: list[str] = []
-    settings = ExportSettings(variants=("optimized",), extra_validators=(other_backend,))
+    # single-file graphs: the fake validator above copies one file per variant
+    settings = ExportSettings(variants=("optimized",), extra_validators=(other_backend,), external_data=False)
     with caplog.at_level(logging.WARNING, logger="pairbert.export.bundle_writer"):
         result = build_bundle(tiny_checkpoint, tmp_path / "b", settings, echo=lines.append)
 

@@ -19,6 +19,7 @@ from pairbert.cli import main
 from pairbert.runtime import BundleError, PairClassifier, PredictorError, atomic_dir
 from pairbert.runtime.bundle import manifest_digest, read_manifest, read_verified
 from pairbert.runtime.errors import PairbertError
+from pairbert.runtime.external_weights import ExternalWeights, ExternalWeightsError
 from pairbert.runtime.pair_files import MAX_LINE_CHARS, PairFileError, read_pairs
 from pairbert.runtime.tokenization import PairEncoder, TokenizerError, longest_first
 
@@ -290,13 +291,29 @@ def test_model_swapped_after_the_checksum_is_never_served(tiny_bundle, tmp_path,
     expected = PairClassifier.load(bundle, variant="fp32").predict(pairs).probabilities
     real = onnxruntime.InferenceSession
 
-    def swap_then_open(source, *args, **kwargs):  # another process swaps the file between check and use
+    def swap_then_open(source, *args, **kwargs):  # another process swaps the files between check and use
         shutil.copyfile(bundle / "model.int8.onnx", bundle / "model.fp32.onnx")
+        shutil.copyfile(bundle / "model.int8.onnx.data", bundle / "model.fp32.onnx.data")  # the weights too
         return real(source, *args, **kwargs)
 
     monkeypatch.setattr(onnxruntime, "InferenceSession", swap_then_open)
     got = PairClassifier.load(bundle, variant="fp32").predict(pairs).probabilities
     assert np.array_equal(got, expected)
+
+
+def test_weights_that_do_not_fit_their_graph_are_named_errors(tiny_bundle):
+    """A weight file shorter than its graph says, an unlisted one, or a graph that does not parse: each a
+    named error before any runtime sees the bytes (reachable with verify=False or a crafted bundle)."""
+    graph = (tiny_bundle / "model.fp32.onnx").read_bytes()
+    data = (tiny_bundle / "model.fp32.onnx.data").read_bytes()
+    with pytest.raises(ExternalWeightsError, match=r"initializer '.+': bytes \d+\.\.\d+ do not hold"):
+        ExternalWeights(graph, {"model.fp32.onnx.data": data[:-4]}).initializers()
+    with pytest.raises(ExternalWeightsError, match="'model.fp32.onnx.data' is not listed"):
+        ExternalWeights(graph, {"other.data": data}).initializers()
+    with pytest.raises(ExternalWeightsError, match="the graph does not parse"):
+        ExternalWeights(graph[: len(graph) // 3])
+    names, arrays = ExternalWeights(graph, {"model.fp32.onnx.data": data}).initializers()
+    assert len(names) == len(arrays) > 0 and all(not a.flags.writeable for a in arrays)  # views, not copies
 
 
 def test_read_verified_returns_the_bytes_it_checked(tiny_bundle):

@@ -236,7 +236,7 @@ def _export(args: argparse.Namespace) -> None:
             reduce_range=args.int8_reduce_range,
             ffn_output_fp32=not args.int8_quantize_ffn_output,
         ),
-        external_data=True if args.external_data else None,
+        external_data=args.external_data,
     )
     export_bundle(args.checkpoint, args.out, settings)
 
@@ -636,7 +636,12 @@ def _add_export(sub) -> None:
         "--int8-reduce-range", action="store_true", help="7-bit weights (for AVX2 CPUs without VNNI)"
     )
     x.add_argument(
-        "--external-data", action="store_true", help="weights in a separate .data file (automatic past 2 GB)"
+        "--external-data",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="each graph's weights in a .data file beside it, which the runtime maps instead of parsing "
+        "(faster cold start; default); --no-external-data: one file per variant (weights past 2 GB are "
+        "external anyway)",
     )
     x.set_defaults(func=_export)
 
