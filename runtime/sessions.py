@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -206,16 +207,20 @@ class OpenVinoSession:
             "PERFORMANCE_HINT": "LATENCY",
             "NUM_STREAMS": "1",
         }
-        if isinstance(model, ExternalWeights):
-            try:  # OpenVINO reads one file's bytes: the verified weights go back into the graph
-                model = model.embedded()
-            except ExternalWeightsError as exc:
-                raise BackendError(f"OpenVINO cannot load the graph ({exc})") from None
         try:
-            graph = core.read_model(model) if isinstance(model, bytes) else core.read_model(str(model))
+            if isinstance(model, ExternalWeights):
+                with tempfile.TemporaryDirectory(prefix="pairbert-openvino-") as folder:
+                    graph = core.read_model(str(model.write_private_copy(Path(folder))))
+                    self._compiled = _compile(core, graph, config, settings.cache_dir)
+            else:
+                graph = core.read_model(model) if isinstance(model, bytes) else core.read_model(str(model))
+                self._compiled = _compile(core, graph, config, settings.cache_dir)
+        except (ExternalWeightsError, OSError) as exc:  # OSError: the private copy could not be written
+            raise BackendError(f"OpenVINO cannot load the graph ({exc})") from None
+        except BackendError:
+            raise
         except Exception as exc:  # openvino raises RuntimeError with multi-line details
             raise BackendError(f"OpenVINO cannot load the graph ({first_line(exc)})") from None
-        self._compiled = _compile(core, graph, config, settings.cache_dir)
         self.settings = settings
         self.provider = f"OpenVINO CPU ({settings.precision})"
         self.input_names = [p.get_any_name() for p in self._compiled.inputs]

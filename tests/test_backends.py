@@ -207,6 +207,31 @@ def test_session_factory_is_the_one_place_for_options(tiny_bundle):
         open_session("openvino", b"not a model", SessionSettings())
 
 
+def test_openvino_reads_a_private_copy_of_the_verified_bytes_and_removes_it(
+    tiny_bundle, tmp_path, monkeypatch
+):
+    """OpenVINO reads external weights only beside a graph on disk: it gets a copy of the verified bytes in a
+    private temporary folder, gone once the model is compiled; a weight file name that is not a plain name
+    is refused before anything is written."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    path = tiny_bundle / "model.fp32.onnx"
+    data = path.with_suffix(".onnx.data").read_bytes()
+    zeros = bytes(len(data))  # what the bytes say, not the bundle's file, is what OpenVINO must compute with
+    feed = calibration.synthetic_feed(read_manifest(tiny_bundle).contract.input_names, 2, 7, vocab=50)
+    settings = SessionSettings(threads=1)
+    given = open_session(
+        "openvino", ExternalWeights(path.read_bytes(), {path.name + ".data": zeros}), settings
+    )
+    on_disk = open_session("openvino", path, settings)
+    assert not np.array_equal(given.run(feed), on_disk.run(feed))
+    assert list(tmp_path.iterdir()) == []  # the private copy is gone
+    with pytest.raises(BackendError, match="not a plain file name"):
+        open_session("openvino", ExternalWeights(path.read_bytes(), {"../x.data": data}), settings)
+    assert not (tmp_path.parent / "x.data").exists()
+
+
 def test_openvino_pads_lengths_to_buckets_and_answers_as_unpadded(tiny_bundle):
     """OpenVINO keeps state per input shape; its session pads sequence lengths to a few buckets so a service
     sees a bounded set of shapes. The padded runs must give the unpadded answers."""
