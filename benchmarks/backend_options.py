@@ -31,24 +31,38 @@ def _median_s(fn, repeats: int) -> float:
     return float(np.median(samples))
 
 
+def _as_runtime_reads(bundle: Path, variant: str):
+    """A variant's graph as the runtime hands it to a backend: its bytes, with its weight files' bytes when
+    they lie beside it (never the path, runtime/external_weights.py); and its size on disk."""
+    from pairbert.runtime.bundle import read_manifest
+    from pairbert.runtime.external_weights import ExternalWeights
+
+    info = read_manifest(bundle).variants[variant]
+    graph = (bundle / info.file).read_bytes()
+    files = {name: (bundle / name).read_bytes() for name in info.external_data}
+    return (ExternalWeights(graph, files) if files else graph), len(graph) + sum(map(len, files.values()))
+
+
 def openvino_load(bundle: Path, threads: int, repeats: int) -> dict:
     import openvino as ov
 
+    from pairbert.runtime.bundle import read_manifest
     from pairbert.runtime.sessions import SessionSettings, open_session
 
     onnx_path = bundle / "model.fp32.onnx"
-    result = {
-        f"ort_{v}_load_s": _median_s(
-            lambda v=v: open_session("onnxruntime", bundle / f"model.{v}.onnx", SessionSettings(threads)),
-            repeats,
-        )
-        for v in ("fp32", "optimized", "int8")
-        if (bundle / f"model.{v}.onnx").is_file()
-    }
+    variants = read_manifest(bundle).variants
+    result = {}
+    for v in ("fp32", "optimized", "int8"):
+        if v in variants:
+            source, _ = _as_runtime_reads(bundle, v)
+            result[f"ort_{v}_load_s"] = _median_s(
+                lambda source=source: open_session("onnxruntime", source, SessionSettings(threads)), repeats
+            )
+    fp32, result["onnx_mb"] = _as_runtime_reads(bundle, "fp32")
+    result["onnx_mb"] /= 2**20
     result["openvino_onnx_load_s"] = _median_s(
-        lambda: open_session("openvino", onnx_path, SessionSettings(threads)), repeats
+        lambda: open_session("openvino", fp32, SessionSettings(threads)), repeats
     )
-    result["onnx_mb"] = onnx_path.stat().st_size / 2**20
     with tempfile.TemporaryDirectory() as tmp:
         xml = Path(tmp) / "model.xml"
         ov.save_model(ov.Core().read_model(str(onnx_path)), str(xml))  # fp16-compressed weights (the default)
@@ -57,9 +71,9 @@ def openvino_load(bundle: Path, threads: int, repeats: int) -> dict:
             lambda: open_session("openvino", xml, SessionSettings(threads)), repeats
         )
         cache = str(Path(tmp) / "cache")
-        open_session("openvino", onnx_path, SessionSettings(threads, cache_dir=cache))  # fills the cache
+        open_session("openvino", fp32, SessionSettings(threads, cache_dir=cache))  # fills the cache
         result["openvino_onnx_cached_load_s"] = _median_s(
-            lambda: open_session("openvino", onnx_path, SessionSettings(threads, cache_dir=cache)), repeats
+            lambda: open_session("openvino", fp32, SessionSettings(threads, cache_dir=cache)), repeats
         )
     return result
 

@@ -101,8 +101,9 @@ class ExportSettings:
     validation_file: str | None = None  # default: the checkpoint's validation split
     force: bool = False  # write variants that fail the parity gate (marked as failed)
     int8: precision.Int8Options = field(default_factory=precision.Int8Options)
-    # weights in `<graph>.data` beside each graph, which ONNX Runtime maps instead of parsing (cold start
-    # 0.75 → 0.43 s for the MiniLM default, README); False: one file per variant, up to ~2 GB
+    # weights in `<graph>.data` beside each graph: the runtime hands them to ONNX Runtime as file contents
+    # instead of having it parse them out of the graph (cold start and RSS, README "Weights beside the
+    # graph"); False: one file per variant, up to ~2 GB
     external_data: bool = True
     parity_batch_size: int = 16
     max_parity_pairs: int | None = None

@@ -78,9 +78,9 @@ def export_graph(
 
 
 def save_external(model_proto: onnx.ModelProto, path: Path) -> list[str]:
-    """Save weights beside the graph as `<name>.data`: ONNX Runtime maps that file instead of parsing the
-    weights out of the graph (cold start, README), and past 2 GB it is the only way. Returns the extra file
-    names."""
+    """Save weights beside the graph as `<name>.data`: the runtime hands ONNX Runtime that file's verified
+    contents instead of having it parse the weights out of the graph (cold start, README), and past 2 GB it
+    is the only way. Returns the extra file names."""
     data_name = Path(path).name + ".data"
     if (Path(path).parent / data_name).exists():
         os.remove(Path(path).parent / data_name)

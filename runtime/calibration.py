@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import platform
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -73,19 +72,17 @@ def cpu_signature() -> str:
 
 
 def _versions() -> str:
-    """Which runtimes are installed, cheaply (importlib.metadata alone costs 30 ms of a 0.5 s cold start):
-    ONNX Runtime's version (it is imported anyway), and where OpenVINO lies with its __init__'s size and
-    time (found without importing it; pip writes the files anew on every install or upgrade)."""
+    """Which runtimes are installed, cheaply (importlib.metadata alone costs 30 ms of a 0.5 s cold start, and
+    importing OpenVINO far more): where each package lies, with its __init__'s size and time (pip writes
+    the files anew on every install or upgrade, and onnxruntime-gpu installs its own)."""
     import importlib.util
 
     found = []
     for name in ("onnxruntime", "openvino"):
         spec = importlib.util.find_spec(name)
-        if spec is None or spec.origin is None:
-            continue
-        stat = os.stat(spec.origin)
-        version = getattr(sys.modules.get(name), "__version__", "")
-        found.append(f"{name}={version}@{spec.origin}:{stat.st_size}:{stat.st_mtime_ns}")
+        if spec is not None and spec.origin is not None:
+            stat = os.stat(spec.origin)
+            found.append(f"{name}@{spec.origin}:{stat.st_size}:{stat.st_mtime_ns}")
     return ",".join(found)
 
 

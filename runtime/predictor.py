@@ -32,7 +32,7 @@ from .bundle import (
 )
 from .devices import LEDGER, DeviceError, DevicePlan, plan_device
 from .errors import PairbertError
-from .external_weights import ExternalWeights, ExternalWeightsError
+from .external_weights import ExternalWeights
 from .ort import GPU_LIBS_INSTALL
 from .sessions import (
     BACKENDS,
@@ -41,6 +41,7 @@ from .sessions import (
     OPENVINO,
     OPENVINO_EXTRA,
     BackendError,
+    BackendUnavailable,
     SessionSettings,
     open_session,
     openvino_available,
@@ -411,10 +412,10 @@ def _open_variant(
     settings = _settings(plan, request, threads, name)
     try:
         return _open_checked(bundle, info, name, settings, request.verify)
+    except BackendUnavailable:
+        raise  # the environment, not the bundle: `auto` tries the other candidates
     except BackendError as exc:
         raise BundleError(f"{bundle / info.file}: {exc}") from None
-    except ExternalWeightsError as exc:  # the graph's initializer table, read before any runtime sees it
-        raise BundleError(f"{bundle / info.file}: cannot load the graph ({exc})") from None
 
 
 def _open_checked(bundle: Path, info, name: str, settings: SessionSettings, verify: bool):
@@ -441,11 +442,10 @@ def _open_checked(bundle: Path, info, name: str, settings: SessionSettings, veri
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pairbert-read-sha256") as pool:
         future = pool.submit(read_then_hash)
+        read.wait()
         try:
-            source = ExternalWeights(graph) if listed else graph  # parsed while the weights are read
-            read.wait()
-            if listed:
-                source.files = weights  # incomplete if a read failed: the except below then says why
+            # (weights is incomplete if a read failed: the except below then says why)
+            source = ExternalWeights(graph, weights) if listed else graph
             session = open_session(BACKEND[name], source, settings)
         except BaseException:
             _check_all(future)  # a damaged file: say so, not what the parser hit
@@ -520,17 +520,27 @@ def _calibrated(
     cached = calibration.read_cache().get(key)
     if isinstance(cached, dict) and cached.get("choice") in names:
         name = cached["choice"]
-        session = _open_variant(bundle, manifest, name, plan, request, threads)
-        return session, name, {"how": "measured (cached)", **cached}
-    timings, sessions = {}, {}
+        try:
+            session = _open_variant(bundle, manifest, name, plan, request, threads)
+            return session, name, {"how": "measured (cached)", **cached}
+        except BackendUnavailable as exc:
+            log.warning("auto: cached choice %s cannot run now (%s); measuring the others", name, exc)
+    timings, sessions, skipped = {}, {}, []
     started = time.perf_counter()
     for name in names:
-        session = _open_variant(bundle, manifest, name, plan, request, threads)
+        try:
+            session = _open_variant(bundle, manifest, name, plan, request, threads)
+        except BackendUnavailable as exc:
+            log.warning("auto: %s skipped (%s)", name, exc)
+            skipped.append(exc)
+            continue
         timings[name] = calibration.time_candidate(session.run, manifest.contract.input_names, vocab)
         sessions[name] = session
         leader = calibration.fastest(timings)  # one session open at a time: memory stays that of one
         for other in [n for n in sessions if n != leader]:
             sessions.pop(other).close()
+    if not timings:
+        raise skipped[-1]
     best = calibration.fastest(timings)
     if best not in sessions:  # a near-tie lost earlier can be won once a faster candidate moves the best
         for other in list(sessions):
@@ -544,6 +554,7 @@ def _calibrated(
         "measured_in_s": round(time.perf_counter() - started, 2),
         "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    calibration.remember(key, entry)
+    if not skipped:  # a candidate that could not run now is measured again next time
+        calibration.remember(key, entry)
     log.info("auto measured %s: %s", ", ".join(names), best)
     return sessions[best], best, {"how": "measured", **entry}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import shutil
 import tempfile
 import threading
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ import numpy as np
 
 from .cuda_graphs import PROVIDER_OPTIONS, CudaGraphRunner
 from .errors import PairbertError, first_line
-from .external_weights import ExternalWeights, ExternalWeightsError
+from .external_weights import ExternalWeights, ExternalWeightsError, look_nowhere_else
 from .ort import onnxruntime, prepare_cuda
 from .shapes import CPU_SEQUENCE_BUCKETS, pad_length
 
@@ -42,6 +43,17 @@ class BackendError(PairbertError, RuntimeError):
     """A backend that is not installed, or that cannot load or run a graph."""
 
 
+class BackendUnavailable(BackendError):
+    """The backend cannot run in this environment (not: this bundle is bad); `auto` tries the others."""
+
+
+def openvino_reason(exc: BaseException) -> str:
+    """The informative line of an OpenVINO error (its first lines say where in OpenVINO it was raised)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    useful = [line for line in lines if not line.startswith(("Exception from", "Check '"))]
+    return (useful or lines or [type(exc).__name__])[-1]
+
+
 @dataclass(frozen=True)
 class SessionSettings:
     threads: int = 1
@@ -56,7 +68,7 @@ class SessionSettings:
     length_buckets: bool = True  # OpenVINO: pad sequences to CPU_SEQUENCE_BUCKETS (bounded memory, shapes.py)
 
 
-Model = bytes | str | Path | ExternalWeights  # ONNX bytes, a path, or a graph with its weights as bytes
+Model = bytes | str | Path | ExternalWeights  # ONNX bytes, a path, or a graph with its weight files as bytes
 
 
 def _source(model: bytes | str | Path) -> bytes | str:
@@ -91,18 +103,17 @@ class OrtSession:
         if not settings.spinning:
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-        self._weights = None  # the arrays ONNX Runtime reads the external initializers from, kept alive
         if isinstance(model, ExternalWeights):
             try:
-                names, arrays = model.initializers()
+                model.add_to(options)  # ONNX Runtime copies what it needs while it builds: nothing is kept
             except ExternalWeightsError as exc:
-                raise BackendError(f"ONNX Runtime cannot load the graph ({exc})") from None
-            self._weights = [ort.OrtValue.ortvalue_from_numpy(a) for a in arrays]
-            options.add_external_initializers(names, self._weights)
+                raise BackendError(str(exc)) from None
             model = model.graph
         graphs = settings.device == "cuda" and settings.cuda_graphs
         if settings.device == "cuda":
             prepare_cuda(ort)  # CUDA/cuDNN from the nvidia-* wheels, when that is how they were installed
+        if isinstance(model, bytes):  # weights not given in memory are looked up nowhere, not in the CWD
+            look_nowhere_else(options)  # (a path finds its weight files beside it: export, benchmarks)
         self._session = self._load(ort, model, options, settings.device, graphs)
         self.settings = settings
         self.provider = self._session.get_providers()[0]
@@ -207,20 +218,18 @@ class OpenVinoSession:
             "PERFORMANCE_HINT": "LATENCY",
             "NUM_STREAMS": "1",
         }
+        if isinstance(model, bytes):
+            model = ExternalWeights(model)  # a private copy too: a name the graph gives is looked up there
         try:
             if isinstance(model, ExternalWeights):
-                with tempfile.TemporaryDirectory(prefix="pairbert-openvino-") as folder:
-                    graph = core.read_model(str(model.write_private_copy(Path(folder))))
-                    self._compiled = _compile(core, graph, config, settings.cache_dir)
+                core.set_property({"ENABLE_MMAP": False})  # read, not mapped: the copy must not stay held
+                self._compiled = _compile_private_copy(core, model, config, settings.cache_dir)
             else:
-                graph = core.read_model(model) if isinstance(model, bytes) else core.read_model(str(model))
-                self._compiled = _compile(core, graph, config, settings.cache_dir)
-        except (ExternalWeightsError, OSError) as exc:  # OSError: the private copy could not be written
-            raise BackendError(f"OpenVINO cannot load the graph ({exc})") from None
+                self._compiled = _compile(core, core.read_model(str(model)), config, settings.cache_dir)
         except BackendError:
             raise
         except Exception as exc:  # openvino raises RuntimeError with multi-line details
-            raise BackendError(f"OpenVINO cannot load the graph ({first_line(exc)})") from None
+            raise BackendError(f"OpenVINO cannot load the graph ({openvino_reason(exc)})") from None
         self.settings = settings
         self.provider = f"OpenVINO CPU ({settings.precision})"
         self.input_names = [p.get_any_name() for p in self._compiled.inputs]
@@ -247,6 +256,27 @@ class OpenVinoSession:
         self._requests = queue.SimpleQueue()
 
 
+def _compile_private_copy(core, model: ExternalWeights, config: dict, cache_dir: str | None):
+    """Compile from a private temporary copy of the verified bytes (removed afterwards): OpenVINO reads
+    external weights only from files beside a graph on disk, and nobody else can swap this copy."""
+    try:
+        folder = tempfile.mkdtemp(prefix="pairbert-openvino-")
+        try:
+            path = model.write_private_copy(Path(folder))
+        except OSError:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+    except OSError as exc:
+        raise BackendUnavailable(
+            f"OpenVINO needs a private copy of the graph and weights in {tempfile.gettempdir()} "
+            f"(set TMPDIR to a folder with room): {exc}"
+        ) from None
+    try:
+        return _compile(core, core.read_model(str(path)), config, cache_dir)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def _compile(core, graph, config: dict, cache_dir: str | None):
     """compile_model, through OpenVINO's model cache when there is one (the cached blob is the compiled
     form of this same graph: OpenVINO keys it by the graph's hash, the device and the options). A cache
@@ -261,7 +291,7 @@ def _compile(core, graph, config: dict, cache_dir: str | None):
     try:
         return core.compile_model(graph, "CPU", config)
     except Exception as exc:  # openvino raises RuntimeError with multi-line details
-        raise BackendError(f"OpenVINO cannot load the graph ({first_line(exc)})") from None
+        raise BackendError(f"OpenVINO cannot load the graph ({openvino_reason(exc)})") from None
 
 
 def open_session(backend: str, model: Model, settings: SessionSettings) -> OrtSession | OpenVinoSession:

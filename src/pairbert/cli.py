@@ -639,9 +639,9 @@ def _add_export(sub) -> None:
         "--external-data",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="each graph's weights in a .data file beside it, which the runtime maps instead of parsing "
-        "(faster cold start; default); --no-external-data: one file per variant (weights past 2 GB are "
-        "external anyway)",
+        help="each graph's weights in a .data file beside it, handed to the runtime as file contents instead "
+        "of parsed out of the graph (faster cold start, less memory; default); --no-external-data: one file "
+        "per variant (weights past 2 GB are external anyway)",
     )
     x.set_defaults(func=_export)
 
