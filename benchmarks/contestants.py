@@ -65,7 +65,8 @@ def torch_contestant(name: str, checkpoint: Path, threads: int) -> Contestant:
 
     torch.set_num_threads(threads)
     ckpt = load_checkpoint(checkpoint)  # default attention: SDPA, torch's fastest on CPU
-    model, encoder = ckpt.model.eval(), ckpt.encoder
+    # fed like pairbert's graphs: each order padded to its own length (a towers branch reads only its own)
+    model, encoder = ckpt.model.eval(), ckpt.encoder.with_apart(True)
     if name == "torch-int8":
         model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
     device = torch.device("cuda" if name.endswith("-cuda") else "cpu")
@@ -130,11 +131,17 @@ def openvino_default_contestant(bundle: Path, threads: int) -> Contestant:
     import openvino as ov
 
     from pairbert.runtime.bundle import read_manifest
+    from pairbert.runtime.contract import orders_padded_apart
     from pairbert.runtime.predictor import softmax
     from pairbert.runtime.tokenization import PairEncoder
 
     manifest = read_manifest(bundle)
-    encoder = PairEncoder.from_file(bundle / manifest.tokenizer_file, manifest.max_length, manifest.feed)
+    encoder = PairEncoder.from_file(
+        bundle / manifest.tokenizer_file,
+        manifest.max_length,
+        manifest.feed,
+        apart=orders_padded_apart(manifest.contract),
+    )
     compiled = ov.Core().compile_model(
         str(bundle / manifest.variants["fp32"].file), "CPU", {"INFERENCE_NUM_THREADS": threads}
     )

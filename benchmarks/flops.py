@@ -4,7 +4,7 @@ they are not GEMMs and are small."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 
 def sequence_flops(seq_len: int, hidden: int, layers: int) -> float:
@@ -14,6 +14,11 @@ def sequence_flops(seq_len: int, hidden: int, layers: int) -> float:
 def batch_flops(padded_len: int, batch: int, hidden: int, layers: int, branches: int = 2) -> float:
     """Work a padded batch really does (padding tokens are computed too)."""
     return branches * batch * sequence_flops(padded_len, hidden, layers)
+
+
+def pair_flops(branch_tokens: Sequence[int], batch: int, hidden: int, layers: int) -> float:
+    """Work a batch of `batch` copies of one pair does, each branch at its own padded length."""
+    return sum(batch_flops(t, batch, hidden, layers, branches=1) for t in branch_tokens)
 
 
 def useful_flops(lengths: Iterable[int], hidden: int, layers: int, branches: int = 2) -> float:

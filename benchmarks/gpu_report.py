@@ -13,7 +13,7 @@ import argparse
 import json
 from pathlib import Path
 
-from .flops import batch_flops
+from .flops import pair_flops
 
 B1_TARGET_MS = 1.0  # ORT CUDA fp16 batch-1 short p50, end to end
 SPEEDUP_TARGET = 3.0  # over torch fp16 eager
@@ -35,7 +35,8 @@ def _row(result: dict, hidden: int, layers: int, peak: dict | None) -> dict:
     if "batch32x128" in result:
         b = result["batch32x128"]
         seconds = b["p50_ms"] / 1e3
-        tflops = batch_flops(b.get("fed_tokens", b["tokens"]), b["batch"], hidden, layers) / seconds / 1e12
+        fed = b.get("fed_tokens", b["tokens"])
+        tflops = pair_flops(b.get("branch_tokens", [fed, fed]), b["batch"], hidden, layers) / seconds / 1e12
         row["batch32x128"] = {
             "p50_ms": round(b["p50_ms"], 3),
             "pairs_per_s": round(b["batch"] / seconds, 1),

@@ -8,6 +8,9 @@ model can reach on this machine. Measured in fp32 and with the same dynamic int8
 uses (QInt8, per-channel; every MatMul quantized, which is faster than the shipped variant).
 
     python -m pairbert.benchmarks.kernel_floor HIDDEN INTERMEDIATE LAYERS TOKENS THREADS RUNS
+
+TOKENS is each branch's length, comma-separated (QA,AQ: a towers graph feeds each order its own length), or
+one number for both. Each branch's GEMMs are timed at its own length and the times added.
 """
 
 from __future__ import annotations
@@ -75,12 +78,12 @@ def _p50_ms(path: Path, tokens: int, threads: int, runs: int) -> float:
 
 
 def kernel_floor(
-    hidden: int, intermediate: int, layers: int, tokens: int, threads: int, runs: int = 300
+    hidden: int, intermediate: int, layers: int, tokens: list[int], threads: int, runs: int = 300
 ) -> dict:
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    model = matmul_only_model(hidden, intermediate, layers)
+    model = matmul_only_model(hidden, intermediate, layers, branches=1)
     with tempfile.TemporaryDirectory() as tmp:
         fp32, int8 = Path(tmp) / "floor.fp32.onnx", Path(tmp) / "floor.int8.onnx"
         onnx.save(model, str(fp32))
@@ -92,14 +95,14 @@ def kernel_floor(
             op_types_to_quantize=["MatMul"],
         )
         result = {
-            "fp32_ms": _p50_ms(fp32, tokens, threads, runs),
-            "int8_ms": _p50_ms(int8, tokens, threads, runs),
+            "fp32_ms": sum(_p50_ms(fp32, t, threads, runs) for t in tokens),
+            "int8_ms": sum(_p50_ms(int8, t, threads, runs) for t in tokens),
         }
-    gflop = gemm_flops(tokens, hidden, intermediate, layers) / 1e9
+    gflop = sum(gemm_flops(t, hidden, intermediate, layers, branches=1) for t in tokens) / 1e9
     return {
         "tokens": tokens,
         "threads": threads,
-        "matmuls": len(model.graph.node),
+        "matmuls": len(model.graph.node) * len(tokens),
         "gflop": gflop,
         **result,
         "fp32_gflops": gflop / (result["fp32_ms"] / 1e3),
@@ -108,5 +111,7 @@ def kernel_floor(
 
 
 if __name__ == "__main__":
-    h, i, layers, tokens, threads, runs = (int(a) for a in sys.argv[1:7])
-    print(json.dumps(kernel_floor(h, i, layers, tokens, threads, runs)))
+    h, i, layers = (int(a) for a in sys.argv[1:4])
+    tokens = [int(t) for t in sys.argv[4].split(",")]
+    threads, runs = int(sys.argv[5]), int(sys.argv[6])
+    print(json.dumps(kernel_floor(h, i, layers, tokens * (2 // len(tokens)), threads, runs)))

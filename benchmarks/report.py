@@ -84,9 +84,12 @@ def _header(r: dict) -> list[str]:
 
 
 def _tokens(latency: dict) -> str:
-    """A workload's token count: the pair's, and what each branch was fed when the feed cut it."""
+    """A workload's token count: the pair's, and what each branch was fed when the feed cut it (QA+AQ when
+    each order is fed at its own length)."""
     fed = latency.get("fed_tokens", latency["tokens"])
-    return f"{latency['tokens']} tok" + (f", {fed} fed" if fed != latency["tokens"] else "")
+    branches = latency.get("branch_tokens", [fed, fed])
+    shown = f"{branches[0]}+{branches[1]}" if branches[0] != branches[1] else f"{fed}"
+    return f"{latency['tokens']} tok" + (f", {shown} fed" if shown != str(latency["tokens"]) else "")
 
 
 def _latency(r: dict, rows: list[dict], base: dict) -> list[str]:
@@ -134,6 +137,13 @@ def _batch32(r: dict, rows: list[dict], base: dict) -> list[str]:
     return lines
 
 
+def _floor_tokens(tokens) -> str:
+    """The floor's token counts: one per branch (older results: one for both)."""
+    if isinstance(tokens, list):
+        return "+".join(map(str, tokens)) if len(set(tokens)) > 1 else str(tokens[0])
+    return str(tokens)
+
+
 def _kernel_floor(r: dict, rows: list[dict], base: dict) -> list[str]:
     lines: list[str] = []
     if "kernel_floor" in r:
@@ -154,7 +164,7 @@ def _kernel_floor(r: dict, rows: list[dict], base: dict) -> list[str]:
         )
         lines += [
             "",
-            f"### The kernel floor (batch-1 short, {f['tokens']} tokens fed)",
+            f"### The kernel floor (batch-1 short, {_floor_tokens(f['tokens'])} tokens fed)",
             "",
             f"ONNX Runtime needs {f['fp32_ms']:.2f} ms for the model's {f['matmuls']} weight GEMMs "
             f"alone in fp32 "

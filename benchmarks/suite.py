@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from .contestants import DEFAULT_PATH, GPU_CONTESTANTS
-from .flops import batch_flops, useful_flops
+from .flops import pair_flops, useful_flops
 from .machine import cpu_description, library_versions
 from .processes import BenchmarkError, run_json
 
@@ -70,12 +70,13 @@ def add_efficiency(results: list[dict], hidden: int, layers: int, peak: float) -
     """GFLOP/s and % of the GEMM peak for every row (the peak is an fp32 yardstick)."""
     for r in results:
         for lat in r["latency"].values():
-            flops = batch_flops(lat["fed_tokens"], 1, hidden, layers)
+            flops = pair_flops(lat.get("branch_tokens", [lat["fed_tokens"]] * 2), 1, hidden, layers)
             lat["gflops"] = flops / (lat["p50_ms"] / 1e3) / 1e9
             lat["pct_of_peak"] = 100 * lat["gflops"] / peak
         if "batch32x128" in r:
             b = r["batch32x128"]
-            b["gflops"] = batch_flops(b["fed_tokens"], b["batch"], hidden, layers) / (b["p50_ms"] / 1e3) / 1e9
+            work = pair_flops(b.get("branch_tokens", [b["fed_tokens"]] * 2), b["batch"], hidden, layers)
+            b["gflops"] = work / (b["p50_ms"] / 1e3) / 1e9
             b["pct_of_peak"] = 100 * b["gflops"] / peak
         useful = useful_flops(r.pop("job_branch_lengths"), hidden, layers, branches=1)
         for by_batch in r["throughput"].values():
@@ -115,7 +116,7 @@ def kernel_floor(
             str(hidden),
             str(intermediate),
             str(layers),
-            str(torch_short["fed_tokens"]),
+            ",".join(map(str, torch_short.get("branch_tokens", [torch_short["fed_tokens"]] * 2))),
             str(threads),
             "100" if quick else "500",
         ],

@@ -49,6 +49,7 @@ def _latency(contestant, encoder, quick: bool) -> dict:
             continue
         q, a, tokens = sized_pair(encoder, target)
         fed = encoder.fed_lengths([q], [a])[0]
+        branches = list(encoder.branch_lengths(*(order[0] for order in encoder.tokenize([q], [a]))))
         pair = [(q, a)]
         mode = contestant.modes[0]
         samples = timed_runs(
@@ -57,7 +58,12 @@ def _latency(contestant, encoder, quick: bool) -> dict:
             min_runs=5 if quick else 50,
             min_seconds=0.2 if quick else 2.0,
         )
-        latency[workload] = {"tokens": tokens, "fed_tokens": fed, **percentiles(samples)}
+        latency[workload] = {
+            "tokens": tokens,
+            "fed_tokens": fed,
+            "branch_tokens": branches,
+            **percentiles(samples),
+        }
         if workload == "short" and contestant.family in ("ort", "openvino"):
             # how much of batch-1 latency is tokenization (both orders, padding included)
             tok = timed_runs(
@@ -73,7 +79,14 @@ def _batch32x128(contestant, encoder) -> dict:
     batch = [(q, a)] * 32
     samples = timed_runs(lambda: contestant.predict(batch, 32, contestant.modes[0]), 2, 5, 3.0)
     fed = encoder.fed_lengths([q], [a])[0]
-    return {"tokens": tokens, "fed_tokens": fed, "batch": 32, **percentiles(samples)}
+    branches = list(encoder.branch_lengths(*(order[0] for order in encoder.tokenize([q], [a]))))
+    return {
+        "tokens": tokens,
+        "fed_tokens": fed,
+        "branch_tokens": branches,
+        "batch": 32,
+        **percentiles(samples),
+    }
 
 
 def _throughput(contestant, encoder, quick: bool) -> dict:
@@ -111,6 +124,7 @@ def _validation(contestant, quick: bool) -> dict:
 
 def run(name: str, bundle: Path, checkpoint: Path, threads: int, quick: bool) -> dict:
     from pairbert.runtime.bundle import read_manifest
+    from pairbert.runtime.contract import orders_padded_apart
     from pairbert.runtime.tokenization import PairEncoder
 
     from .contestants import build
@@ -119,7 +133,12 @@ def run(name: str, bundle: Path, checkpoint: Path, threads: int, quick: bool) ->
     contestant = build(name, bundle, checkpoint, threads)
     load_s = time.perf_counter() - t0
     manifest = read_manifest(bundle)
-    encoder = PairEncoder.from_file(bundle / manifest.tokenizer_file, manifest.max_length, manifest.feed)
+    encoder = PairEncoder.from_file(
+        bundle / manifest.tokenizer_file,
+        manifest.max_length,
+        manifest.feed,
+        apart=orders_padded_apart(manifest.contract),
+    )
     result: dict = {
         "contestant": name,
         "family": contestant.family,

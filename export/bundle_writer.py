@@ -41,7 +41,7 @@ from pairbert.runtime.bundle import (
     sha256_file,
     weights_sha256,
 )
-from pairbert.runtime.contract import CONTRACT, GraphContract
+from pairbert.runtime.contract import CONTRACT, GraphContract, orders_padded_apart
 from pairbert.runtime.devices import CPU, CUDA, cuda_provider_available
 from pairbert.runtime.pair_files import read_pairs
 from pairbert.runtime.tokenization import ORDERS, input_name
@@ -170,17 +170,23 @@ def _versions() -> dict:
 
 
 def shape_grid_feeds(contract: GraphContract, vocab_size: int, seed: int = 0) -> list[dict[str, np.ndarray]]:
-    """Random ids with ragged padding for each (batch, length) in the grid: exercises the dynamic axes."""
+    """Random ids with ragged padding for each (batch, length) in the grid: exercises the dynamic axes. Where
+    the orders have their own sequence axes, one order is fed about half the other's length, the longer one
+    alternating (ONNX Runtime reuses buffers by shape: a graph that ties the two lengths fails here)."""
     rng = np.random.default_rng(seed)
+    apart = orders_padded_apart(contract)
     feeds = []
-    for batch, length in SHAPE_GRID:
+    for i, (batch, length) in enumerate(SHAPE_GRID):
+        other = max(2, length // 2 + 1) if apart else length
+        lengths_of = dict(zip(ORDERS, (length, other) if i % 2 == 0 else (other, length), strict=True))
         feed = {}
-        lengths = rng.integers(min(3, length), length + 1, size=batch)
-        lengths[0] = length
-        mask = (np.arange(length)[None, :] < lengths[:, None]).astype(np.int64)
         for order in ORDERS:
-            ids = rng.integers(5, vocab_size, size=(batch, length), dtype=np.int64) * mask
-            types = ((np.arange(length)[None, :] >= (lengths[:, None] // 2)) * mask).astype(np.int64)
+            width = lengths_of[order]
+            lengths = rng.integers(min(2, width), width + 1, size=batch)
+            lengths[0] = width
+            mask = (np.arange(width)[None, :] < lengths[:, None]).astype(np.int64)
+            ids = rng.integers(5, vocab_size, size=(batch, width), dtype=np.int64) * mask
+            types = ((np.arange(width)[None, :] >= (lengths[:, None] // 2)) * mask).astype(np.int64)
             feed.update(
                 {
                     input_name(order, "input_ids"): ids,
@@ -223,7 +229,8 @@ def _prepare(checkpoint: Path, settings: ExportSettings, echo) -> _Source:
         reference = np.concatenate(
             [model(**encode_batch(whole, c, with_labels=False)).logits.float().numpy() for c in chunks]
         )
-    torch_feeds = [encode_batch(encoder, c, with_labels=False) for c in chunks]
+    graph_encoder = encoder.with_apart(orders_padded_apart(CONTRACT))  # as the runtime will feed the graph
+    torch_feeds = [encode_batch(graph_encoder, c, with_labels=False) for c in chunks]
     if echo:
         echo(
             f"exporting {checkpoint} ({cfg['num_hidden_layers']} layers × 2 branches, hidden "

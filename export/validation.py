@@ -128,6 +128,8 @@ def check_session_and_shapes(
     seen = []
     for feed in feeds:
         batch, length = feed[contract.input_names[0]].shape
+        lengths = sorted({v.shape[1] for v in feed.values()})
+        length = "/".join(map(str, lengths)) if len(lengths) > 1 else length
         try:
             (logits,) = session.run(contract.output_names, feed)
         except Exception as exc:

@@ -57,12 +57,27 @@ class GraphContract:
 
 
 def pair_classifier_contract(num_labels: int = 2) -> GraphContract:
+    """Each order has its own sequence axis (`qa_sequence`, `aq_sequence`): a towers branch reads only its
+    own segment, so the question's branch need not be padded to the answer's length. (Graphs exported before
+    named one `sequence` axis for both; ONNX Runtime plans memory on the promise that equal names mean equal
+    sizes, so those are fed both orders at one length: `orders_padded_apart`.)"""
     inputs = tuple(
-        TensorSpec(input_name(order, feature), "int64", (BATCH_AXIS, SEQUENCE_AXIS))
+        TensorSpec(input_name(order, feature), "int64", (BATCH_AXIS, f"{order}_{SEQUENCE_AXIS}"))
         for order in ORDERS
         for feature in FEATURES
     )
     return GraphContract(inputs, (TensorSpec("logits", "float32", (BATCH_AXIS, num_labels)),))
+
+
+def orders_padded_apart(contract: GraphContract) -> bool:
+    """Whether the graph takes each order at its own length: each order's inputs share one dynamic sequence
+    axis, and the two orders' axes differ."""
+    axes = {
+        order: {t.axes[1] for t in contract.inputs if t.name.startswith(f"{order}_") and len(t.axes) == 2}
+        for order in ORDERS
+    }
+    qa, aq = axes["qa"], axes["aq"]
+    return len(qa) == len(aq) == 1 and all(isinstance(a, str) for a in qa | aq) and qa != aq
 
 
 CONTRACT = pair_classifier_contract()

@@ -62,8 +62,9 @@ class CudaGraphRunner:
 
     def run(self, feed: dict[str, np.ndarray]) -> np.ndarray | None:
         """The logits, or None when this shape runs without a graph (the caller runs it plainly)."""
-        b, s = feed[self._input_names[0]].shape
-        key = (bucket(b, BATCH_BUCKETS), bucket(s, SEQUENCE_BUCKETS))
+        b = feed[self._input_names[0]].shape[0]
+        s = max(value.shape[1] for value in feed.values())  # the orders may come at their own lengths
+        key = (bucket(b, BATCH_BUCKETS), bucket(s, SEQUENCE_BUCKETS))  # every input padded to one shape
         if not self.enabled or None in key:
             return None
         with self._lock:

@@ -30,6 +30,7 @@ from .bundle import (
     read_verified,
     require_variant,
 )
+from .contract import orders_padded_apart
 from .devices import LEDGER, DeviceError, DevicePlan, plan_device
 from .errors import PairbertError
 from .external_weights import ExternalWeights
@@ -254,6 +255,7 @@ class PairClassifier:
                 manifest.max_length,
                 where=str(bundle / manifest.tokenizer_file),
                 feed=manifest.feed,
+                apart=orders_padded_apart(manifest.contract),
             )
             vocab = encoder.tokenizer.get_vocab_size()
             for plan in _device_plans(request):

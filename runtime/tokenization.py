@@ -93,9 +93,14 @@ def first_segment_length(encoding) -> int:
 
 
 class PairEncoder:
-    def __init__(self, tokenizer: Tokenizer, max_length: int = 128, feed: str = "pair"):
+    """Tokenizes pairs in both orders and pads them into the graph's inputs. `feed`: what each order gets
+    (whole pairs, or the first segment only); `apart`: each order padded to its own longest member (graphs
+    whose orders have their own sequence axes, runtime/contract.py) instead of both to one length."""
+
+    def __init__(self, tokenizer: Tokenizer, max_length: int = 128, feed: str = "pair", apart: bool = False):
         self.max_length = check_max_length(max_length)
         self.feed = check_feed(feed)
+        self.apart = bool(apart)
         self.tokenizer = tokenizer
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(max_length=self.max_length, strategy="longest_first")
@@ -133,17 +138,30 @@ class PairEncoder:
         encoder._check_cut()
         return encoder
 
+    def with_apart(self, apart: bool) -> PairEncoder:
+        """The same tokenizer and settings, each order padded to its own length (True) or both to one."""
+        encoder = copy.copy(self)
+        encoder.apart = bool(apart)
+        return encoder
+
     @classmethod
-    def from_file(cls, path: str | Path, max_length: int = 128, feed: str = "pair") -> PairEncoder:
+    def from_file(
+        cls, path: str | Path, max_length: int = 128, feed: str = "pair", apart: bool = False
+    ) -> PairEncoder:
         try:
             text = Path(path).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise TokenizerError(f"{path}: cannot read the tokenizer file ({exc})") from None
-        return cls.from_str(text, max_length, where=str(path), feed=feed)
+        return cls.from_str(text, max_length, where=str(path), feed=feed, apart=apart)
 
     @classmethod
     def from_str(
-        cls, text: str | bytes, max_length: int = 128, where: str = "tokenizer", feed: str = "pair"
+        cls,
+        text: str | bytes,
+        max_length: int = 128,
+        where: str = "tokenizer",
+        feed: str = "pair",
+        apart: bool = False,
     ) -> PairEncoder:
         """From the text of a tokenizer.json (a bundle hands over the bytes it verified)."""
         if isinstance(text, bytes):
@@ -155,7 +173,7 @@ class PairEncoder:
             tokenizer = Tokenizer.from_str(text)
         except Exception as exc:  # tokenizers raises a bare Exception for anything it cannot parse
             raise TokenizerError(f"{where}: not a tokenizers tokenizer.json ({first_line(exc)})") from None
-        return cls(tokenizer, max_length, feed)
+        return cls(tokenizer, max_length, feed, apart)
 
     def encode(self, questions: Sequence[str], answers: Sequence[str]) -> dict[str, np.ndarray]:
         """Encode pairs in both orders; returns int64 arrays named like the graph inputs."""
@@ -178,6 +196,12 @@ class PairEncoder:
     def fed_length(self, qa, aq) -> int:
         """Tokens fed for one pair's encodings (before padding): what a batch's cost grows with."""
         return max(self.kept_length(qa), self.kept_length(aq))
+
+    def branch_lengths(self, qa, aq) -> tuple[int, int]:
+        """What each branch computes on for one pair fed alone (QA, AQ): each order's own tokens with
+        `apart`, else both at the longer one's (for counting the work done)."""
+        kept = self.kept_length(qa), self.kept_length(aq)
+        return kept if self.apart else (max(kept), max(kept))
 
     def fed_lengths(self, questions: Sequence[str], answers: Sequence[str]) -> list[int]:
         """`fed_length` of each pair, for length bucketing."""
@@ -226,11 +250,13 @@ class PairEncoder:
         return self.tokenizer.post_process(e1, e2, add_special_tokens=True)
 
     def collate(self, qa: Sequence, aq: Sequence) -> dict[str, np.ndarray]:
-        """Pad a batch of encodings, each cut to what this encoder feeds, to its longest member (both orders
-        to one length)."""
+        """Pad a batch of encodings, each cut to what this encoder feeds, to its longest member: each order
+        to its own longest with `apart`, else both orders to one length."""
         qa_n, aq_n = [self.kept_length(e) for e in qa], [self.kept_length(e) for e in aq]
-        longest = max(max(qa_n), max(aq_n))
-        return {**self._pad("qa", qa, qa_n, longest), **self._pad("aq", aq, aq_n, longest)}
+        qa_len, aq_len = max(qa_n), max(aq_n)
+        if not self.apart:
+            qa_len = aq_len = max(qa_len, aq_len)
+        return {**self._pad("qa", qa, qa_n, qa_len), **self._pad("aq", aq, aq_n, aq_len)}
 
     def _pad(self, order: str, encodings, kept: list[int], longest: int) -> dict[str, np.ndarray]:
         ids = np.full((len(encodings), longest), self.pad_id, dtype=np.int64)

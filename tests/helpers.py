@@ -117,3 +117,15 @@ def train_tiny_checkpoint(root: Path, tokenizer: Path, train_file: Path) -> Path
         )
     )
     return root / "run" / "last"
+
+
+def edit_manifest(bundle: Path, change, redigest: bool = True) -> None:
+    """Change the manifest as an attacker who also recomputes its checksum would (redigest=False: not)."""
+    from pairbert.runtime.bundle import manifest_digest
+
+    path = Path(bundle) / "manifest.json"
+    data = json.loads(path.read_text())
+    change(data)
+    if redigest:
+        data["manifest_sha256"] = manifest_digest(data)
+    path.write_text(json.dumps(data))

@@ -40,8 +40,11 @@ def test_gemm_flops_agree_with_the_flop_model_used_for_percent_of_peak():
 
 
 def test_kernel_floor_measures_both_precisions():
-    result = kernel_floor(hidden=32, intermediate=64, layers=2, tokens=8, threads=1, runs=20)
-    assert result["matmuls"] == 16
+    result = kernel_floor(hidden=32, intermediate=64, layers=2, tokens=[8, 5], threads=1, runs=20)
+    assert result["matmuls"] == 16  # 4 per layer, 2 layers, each branch at its own length
+    assert result["gflop"] == pytest.approx(
+        (gemm_flops(8, 32, 64, 2, branches=1) + gemm_flops(5, 32, 64, 2, branches=1)) / 1e9
+    )
     assert result["fp32_ms"] > 0 and result["int8_ms"] > 0
     assert abs(result["fp32_gflops"] - result["gflop"] / (result["fp32_ms"] / 1e3)) < 1e-6
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import FAST, tiny_config, varied_pairs, write_jsonl
+from helpers import FAST, edit_manifest, tiny_config, varied_pairs, write_jsonl
 
 from pairbert.builtin_data import SMOKE
 from pairbert.runtime.pair_files import Pair, read_pairs
@@ -329,9 +329,15 @@ def test_towers_export_keeps_the_contract_and_fusions(tmp_path, tiny_tokenizer, 
     whole = ckpt.encoder.with_feed("pair")
     with torch.no_grad():
         reference = torch.softmax(ckpt.model(**encode_batch(whole, pairs, with_labels=False)).logits, -1)
+    # each order has its own sequence axis, so the runtime pads each to its own length
+    from pairbert.runtime.contract import orders_padded_apart
+
+    assert orders_padded_apart(manifest.contract)
     for variant in ("fp32", "optimized"):
         with PairClassifier.load(tmp_path / "bundle", variant=variant) as clf:
-            assert clf.encoder.feed == "first-segment"
+            assert clf.encoder.feed == "first-segment" and clf.encoder.apart
+            feed = clf.encoder.encode(["a b c d e f g h i j k"], ["yes"])
+            assert feed["qa_input_ids"].shape[1] > feed["aq_input_ids"].shape[1]
             got = clf.predict([(p.question, p.answer) for p in pairs], batch_size=8).probabilities
         assert np.abs(got - reference.numpy()).max() < 1e-4, variant
     from pairbert.benchmarks.feed_ab import main as feed_ab
@@ -339,8 +345,23 @@ def test_towers_export_keeps_the_contract_and_fusions(tmp_path, tiny_tokenizer, 
     feed_ab([str(tmp_path / "bundle"), "--threads", "1", "--rounds", "1", "--out", str(tmp_path / "ab.json")])
     ab = json.loads((tmp_path / "ab.json").read_text())
     assert ab["labels_agree"] == 1.0 and ab["max_abs_prob_diff"] < 1e-4
-    assert set(ab["best"]) == {"pair", "first-segment"}
+    assert set(ab["best"]) == {"pair", "first-segment, one length", "first-segment"}
     assert "labels agree 100.0 %" in capsys.readouterr().out
+    # a bundle whose graph names one sequence axis for both orders (as exported before) is fed both orders at
+    # one length: ONNX Runtime plans its buffers on that promise
+    from pairbert.runtime.contract import BATCH_AXIS, SEQUENCE_AXIS
+
+    def one_axis(d):
+        for t in d["contract"]["inputs"]:
+            t["axes"] = [BATCH_AXIS, SEQUENCE_AXIS]
+
+    edit_manifest(tmp_path / "bundle", one_axis)
+    with PairClassifier.load(tmp_path / "bundle", variant="optimized") as clf:
+        assert not clf.encoder.apart
+        feed = clf.encoder.encode(["a b c d e f g h i j k"], ["yes"])
+        assert feed["qa_input_ids"].shape == feed["aq_input_ids"].shape
+        got = clf.predict([(p.question, p.answer) for p in pairs], batch_size=8).probabilities
+    assert np.abs(got - reference.numpy()).max() < 1e-4
 
 
 def test_first_segment_feed_gives_the_towers_the_same_logits_for_less_work(tiny_source):
@@ -361,9 +382,11 @@ def test_first_segment_feed_gives_the_towers_the_same_logits_for_less_work(tiny_
     assert cut_batch["qa_input_ids"].shape == cut_batch["aq_input_ids"].shape
     assert cut_batch["qa_input_ids"].shape[1] < full_batch["qa_input_ids"].shape[1]
     assert int(cut_batch["qa_token_type_ids"].sum()) == 0
+    apart_batch = encode_batch(cut.with_apart(True), pairs, with_labels=False)  # each order its own length
+    assert apart_batch["qa_input_ids"].shape[1] != apart_batch["aq_input_ids"].shape[1]
     with torch.no_grad():
-        a, b = (model(**batch).logits for batch in (full_batch, cut_batch))
-    assert float((a - b).abs().max()) < 1e-6
+        a, b, c = (model(**batch).logits for batch in (full_batch, cut_batch, apart_batch))
+    assert float((a - b).abs().max()) < 1e-6 and float((a - c).abs().max()) < 1e-6
     assert whole.for_pairing("towers").feed == "first-segment" and whole.for_pairing("cross").feed == "pair"
     # a template whose last [SEP] has type id 0 would be attended by the towers: such a pair cannot be cut
     from tokenizers import Tokenizer

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import WORDS, tiny_config, tiny_train_args, varied_pairs
+from helpers import WORDS, edit_manifest, tiny_config, tiny_train_args, varied_pairs
 
 from pairbert.builtin_data import SMOKE
 from pairbert.cli import main
 from pairbert.runtime import BundleError, PairClassifier, PredictorError, atomic_dir
-from pairbert.runtime.bundle import manifest_digest, read_manifest, read_verified
+from pairbert.runtime.bundle import read_manifest, read_verified
 from pairbert.runtime.errors import PairbertError
 from pairbert.runtime.external_weights import ExternalWeights, ExternalWeightsError
 from pairbert.runtime.pair_files import MAX_LINE_CHARS, PairFileError, read_pairs
@@ -40,16 +40,6 @@ def copy_bundle(bundle: Path, tmp_path: Path) -> Path:
     copy = tmp_path / "bundle"
     shutil.copytree(bundle, copy)
     return copy
-
-
-def edit_manifest(bundle: Path, change, redigest: bool = True) -> None:
-    """Change the manifest as an attacker who also recomputes its checksum would (redigest=False: not)."""
-    path = bundle / "manifest.json"
-    data = json.loads(path.read_text())
-    change(data)
-    if redigest:
-        data["manifest_sha256"] = manifest_digest(data)
-    path.write_text(json.dumps(data))
 
 
 # 1. --resume must never run code from a checkpoint
