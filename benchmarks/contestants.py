@@ -56,7 +56,9 @@ def peer_batches(encoder, qa: list, aq: list, batch_size: int, mode: str) -> lis
     return [list(range(s, min(n, s + batch_size))) for s in range(0, n, batch_size)]
 
 
-def torch_contestant(name: str, checkpoint: Path, threads: int) -> Contestant:
+def torch_contestant(name: str, checkpoint: Path, threads: int, apart: bool = True) -> Contestant:
+    """torch over the checkpoint, fed as pairbert feeds the bundle's graph (`apart`: each order at its own
+    length; a towers branch reads only its own)."""
     import torch
 
     from pairbert.runtime.predictor import softmax
@@ -65,8 +67,7 @@ def torch_contestant(name: str, checkpoint: Path, threads: int) -> Contestant:
 
     torch.set_num_threads(threads)
     ckpt = load_checkpoint(checkpoint)  # default attention: SDPA, torch's fastest on CPU
-    # fed like pairbert's graphs: each order padded to its own length (a towers branch reads only its own)
-    model, encoder = ckpt.model.eval(), ckpt.encoder.with_apart(True)
+    model, encoder = ckpt.model.eval(), ckpt.encoder.with_apart(apart)
     if name == "torch-int8":
         model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
     device = torch.device("cuda" if name.endswith("-cuda") else "cpu")
@@ -166,7 +167,12 @@ def openvino_default_contestant(bundle: Path, threads: int) -> Contestant:
 
 def build(name: str, bundle: Path, checkpoint: Path, threads: int) -> Contestant:
     if name in TORCH_CONTESTANTS:
-        return torch_contestant(name, checkpoint, threads)
+        from pairbert.runtime.bundle import read_manifest
+        from pairbert.runtime.contract import orders_padded_apart
+
+        return torch_contestant(
+            name, checkpoint, threads, orders_padded_apart(read_manifest(bundle).contract)
+        )
     if name == "openvino-default":
         return openvino_default_contestant(bundle, threads)
     if name == DEFAULT_PATH:

@@ -112,6 +112,11 @@ def kernel_floor(
 
 if __name__ == "__main__":
     h, i, layers = (int(a) for a in sys.argv[1:4])
-    tokens = [int(t) for t in sys.argv[4].split(",")]
+    try:
+        tokens = [int(t) for t in sys.argv[4].split(",")]
+    except ValueError:
+        tokens = []
+    if len(tokens) not in (1, 2) or min(tokens, default=0) < 1:
+        raise SystemExit(f"TOKENS must be one or two positive integers (QA,AQ), got {sys.argv[4]!r}")
     threads, runs = int(sys.argv[5]), int(sys.argv[6])
     print(json.dumps(kernel_floor(h, i, layers, tokens * (2 // len(tokens)), threads, runs)))

@@ -25,6 +25,7 @@ def main(argv: list[str] | None = None) -> list[dict]:  # long: one sweep script
     from pairbert.export.precision import Int8Options, quantize_int8
     from pairbert.export.validation import make_session, parity_figures
     from pairbert.runtime.bundle import read_manifest
+    from pairbert.runtime.contract import orders_padded_apart
     from pairbert.runtime.pair_files import read_pairs
     from pairbert.runtime.tokenization import PairEncoder
 
@@ -35,7 +36,12 @@ def main(argv: list[str] | None = None) -> list[dict]:  # long: one sweep script
     args = ap.parse_args(argv)
     bundle = Path(args.bundle)
     manifest = read_manifest(bundle)
-    encoder = PairEncoder.from_file(bundle / manifest.tokenizer_file, manifest.max_length, manifest.feed)
+    encoder = PairEncoder.from_file(
+        bundle / manifest.tokenizer_file,
+        manifest.max_length,
+        manifest.feed,
+        apart=orders_padded_apart(manifest.contract),
+    )
     pairs = read_pairs(args.data)
     feeds = [
         encoder.encode([p.question for p in pairs[i : i + 32]], [p.answer for p in pairs[i : i + 32]])

@@ -94,6 +94,10 @@ def check_structure(path: Path, contract: GraphContract, report: StageReport) ->
                 )
                 report.fail(stage, msg)
                 raise ExportError(stage, msg)
+            if isinstance(want, str) and have != want:  # the runtime pads by these names (contract.py)
+                msg = f"{spec.name} axis {axis} is named {have!r}, the contract says {want!r}"
+                report.fail(stage, msg)
+                raise ExportError(stage, msg)
     report.ok(stage, f"{len(names_in)} inputs, {len(names_out)} output, dynamic axes as specified")
 
 

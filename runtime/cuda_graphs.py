@@ -28,6 +28,14 @@ NO_GRAPH = "-1"
 PROVIDER_OPTIONS = {"enable_cuda_graph": "1"}
 
 
+def graph_shape(feed: dict[str, np.ndarray]) -> tuple[int | None, int | None]:
+    """The (batch, length) bucket a feed is replayed at: every input padded to one shape, as long as the
+    longest input (the two orders may come at their own lengths); None where beyond the buckets."""
+    batch = next(iter(feed.values())).shape[0]
+    length = max(value.shape[1] for value in feed.values())
+    return bucket(batch, BATCH_BUCKETS), bucket(length, SEQUENCE_BUCKETS)
+
+
 class _Slot:
     """One bucket's device buffers, binding and run options (graph id): fixed addresses, as replay needs."""
 
@@ -63,8 +71,7 @@ class CudaGraphRunner:
     def run(self, feed: dict[str, np.ndarray]) -> np.ndarray | None:
         """The logits, or None when this shape runs without a graph (the caller runs it plainly)."""
         b = feed[self._input_names[0]].shape[0]
-        s = max(value.shape[1] for value in feed.values())  # the orders may come at their own lengths
-        key = (bucket(b, BATCH_BUCKETS), bucket(s, SEQUENCE_BUCKETS))  # every input padded to one shape
+        key = graph_shape(feed)
         if not self.enabled or None in key:
             return None
         with self._lock:

@@ -39,6 +39,7 @@ from .sessions import (
     BACKENDS,
     CPU_ARENA_MODES,
     CUDA_PROVIDER,
+    ONNXRUNTIME,
     OPENVINO,
     OPENVINO_EXTRA,
     BackendError,
@@ -262,6 +263,7 @@ class PairClassifier:
                 opened = _open(bundle, manifest, plan, request, claimed, vocab)
                 if opened is not None:
                     session, name, choice = opened
+                    _check_apart(bundle / manifest.variants[name].file, session, encoder)
                     log.info(
                         "pairbert predictor: variant %s on %s (%d threads)", name, session.provider, claimed
                     )
@@ -460,6 +462,21 @@ def _open_checked(bundle: Path, info, name: str, settings: SessionSettings, veri
     return session
 
 
+def _check_apart(path: Path, session, encoder: PairEncoder) -> None:
+    """A manifest saying the orders come at their own lengths must describe a graph that takes them so: ONNX
+    Runtime plans its buffers on its axis names, and tied ones fail deep inside a run."""
+    if not encoder.apart or session.backend != ONNXRUNTIME:
+        return
+    axes = {i.name: i.shape for i in session.session.get_inputs()}
+    orders = {name.split("_", 1)[0]: shape[1] for name, shape in axes.items() if len(shape) == 2}
+    if orders.get("qa") == orders.get("aq") or not all(isinstance(a, str) for a in orders.values()):
+        session.close()
+        raise BundleError(
+            f"{path}: the manifest gives each order its own sequence axis but the graph's inputs have "
+            f"{sorted(set(orders.values()), key=str)}; re-export the bundle"
+        )
+
+
 def _check_all(future) -> None:
     for args in future.result():
         _check_digest(*args)
@@ -536,7 +553,9 @@ def _calibrated(
             log.warning("auto: %s skipped (%s)", name, exc)
             skipped.append(exc)
             continue
-        timings[name] = calibration.time_candidate(session.run, manifest.contract.input_names, vocab)
+        timings[name] = calibration.time_candidate(
+            session.run, manifest.contract.input_names, vocab, orders_padded_apart(manifest.contract)
+        )
         sessions[name] = session
         leader = calibration.fastest(timings)  # one session open at a time: memory stays that of one
         for other in [n for n in sessions if n != leader]:

@@ -125,7 +125,7 @@ def test_auto_reopens_a_near_tie_winner_it_closed_earlier(tiny_bundle, monkeypat
     seconds = {name: ([1.04, 1.00, 0.98] + [2.0] * len(names))[i] for i, name in enumerate(names)}
     order = iter(names)
 
-    def fake_timing(run, input_names, vocab):
+    def fake_timing(run, input_names, vocab, apart=False):
         run(calibration.synthetic_feed(input_names, 1, 8, vocab))  # the session handed over is open
         s = seconds[next(order)]
         return {"1x21": s, "16x45": s}

@@ -170,6 +170,22 @@ def test_contract_stage_catches_a_fixed_axis(tmp_path, tiny_checkpoint):
     assert report.lines[0].startswith("  ✓ onnx.checker") and report.lines[-1].startswith("  ✗ contract")
 
 
+def test_contract_stage_checks_the_axis_names_the_runtime_pads_by(tmp_path, tiny_bundle):
+    """The runtime pads each order to its own length because the graph names their sequence axes apart; a
+    graph that ties them (one name for both) fails the contract stage, naming the axis."""
+    shutil.copytree(tiny_bundle, tmp_path / "b")
+    path = tmp_path / "b" / "model.fp32.onnx"
+    graph = onnx.load(str(path), load_external_data=False)
+    for value_info in graph.graph.input:
+        value_info.type.tensor_type.shape.dim[1].dim_param = "sequence"
+    onnx.save_model(graph, str(path))
+    with pytest.raises(
+        ExportError, match="qa_input_ids axis 1 is named 'sequence', the contract says 'qa_sequence'"
+    ):
+        check_structure(path, CONTRACT, StageReport())
+    check_structure(tiny_bundle / "model.fp32.onnx", CONTRACT, StageReport())  # as exported: passes
+
+
 def test_single_file_export_round_trip(tmp_path, tiny_checkpoint, tiny_bundle):
     """--no-external-data: the weights inside each graph (one file per variant), the same answers as the
     default bundle, whose weights lie beside the graphs."""

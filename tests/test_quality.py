@@ -347,9 +347,39 @@ def test_towers_export_keeps_the_contract_and_fusions(tmp_path, tiny_tokenizer, 
     assert ab["labels_agree"] == 1.0 and ab["max_abs_prob_diff"] < 1e-4
     assert set(ab["best"]) == {"pair", "first-segment, one length", "first-segment"}
     assert "labels agree 100.0 %" in capsys.readouterr().out
-    # a bundle whose graph names one sequence axis for both orders (as exported before) is fed both orders at
-    # one length: ONNX Runtime plans its buffers on that promise
+    # CUDA graph replay pads every input to one bucket as long as the longer order (checked with the CPU
+    # session: the padding, not the GPU, is under test)
+    from pairbert.runtime.cuda_graphs import graph_shape
+    from pairbert.runtime.shapes import pad_feed
+
+    with PairClassifier.load(tmp_path / "bundle", variant="optimized") as clf:
+        feed = clf.encoder.encode(["ok?", "why"], ["because " * 20, "no"])
+        assert feed["aq_input_ids"].shape[1] > feed["qa_input_ids"].shape[1]
+        batch, length = graph_shape(feed)
+        assert length >= feed["aq_input_ids"].shape[1]
+        np.testing.assert_allclose(
+            clf.session.run(pad_feed(feed, batch, length))[:2], clf.session.run(feed), atol=1e-5
+        )
+    # a graph naming one sequence axis for both orders (as exported before) is fed both orders at one length:
+    # ONNX Runtime plans its buffers on that promise; a manifest that says otherwise is refused at load
+    import onnx
+
+    from pairbert.runtime.bundle import BundleError, sha256_file
     from pairbert.runtime.contract import BATCH_AXIS, SEQUENCE_AXIS
+
+    graph_file = tmp_path / "bundle" / "model.optimized.onnx"
+    graph = onnx.load(str(graph_file), load_external_data=False)
+    for value_info in graph.graph.input:
+        value_info.type.tensor_type.shape.dim[1].dim_param = SEQUENCE_AXIS
+    onnx.save_model(graph, str(graph_file))
+    digest = sha256_file(graph_file)
+
+    def graph_only(d):
+        d["variants"]["optimized"]["sha256"] = digest
+
+    edit_manifest(tmp_path / "bundle", graph_only)
+    with pytest.raises(BundleError, match="its own sequence axis but the graph's inputs have"):
+        PairClassifier.load(tmp_path / "bundle", variant="optimized")
 
     def one_axis(d):
         for t in d["contract"]["inputs"]:
