@@ -424,11 +424,11 @@ def _open_variant(
 
 def _open_checked(bundle: Path, info, name: str, settings: SessionSettings, verify: bool):
     """A session over the variant's files, each read once, and built from those very bytes. A second thread
-    reads the weight files (while this one parses the graph) and then computes every sha256 while the
-    runtime builds the session (file reads and hashlib let go of the GIL: the 0.1 s of hashing 172 MB hides
-    behind the build). The session is handed out only once every digest matches the manifest; on a mismatch
-    it is closed and the load fails, whatever the build made of the bytes. A graph with its weights beside
-    it gets them as verified bytes too, never by path (runtime/external_weights.py)."""
+    reads the weight files and then computes every sha256 while the runtime builds the session (file reads
+    and hashlib let go of the GIL: the 0.1 s of hashing 172 MB hides behind the build). The session is
+    handed out only once every digest matches the manifest; on a mismatch it is closed and the load fails,
+    whatever the build made of the bytes. A graph with its weights beside it gets them as verified bytes
+    too, never by path (runtime/external_weights.py)."""
     graph = read_verified(bundle, info.file, None)
     listed = dict(zip(info.external_data, info.external_sha256, strict=True))
     if listed and verify:  # the graph is small when its weights lie beside it: checked here and now
