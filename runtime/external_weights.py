@@ -44,8 +44,10 @@ class ExternalWeights:
             plain = (
                 isinstance(name, str) and name not in ("", ".", "..") and not any(c in name for c in "/\\\0")
             )
-            if not plain:
-                raise ExternalWeightsError(f"weight file name {name!r} is not a plain file name")
+            if not plain or name == GRAPH_COPY:  # (the private copy's graph has that name)
+                raise ExternalWeightsError(
+                    f"weight file name {name!r} is not a plain file name (nor {GRAPH_COPY!r})"
+                )
 
     def add_to(self, options) -> None:
         """Give an ONNX Runtime SessionOptions the weight files' contents."""
