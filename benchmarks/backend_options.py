@@ -80,18 +80,11 @@ def openvino_load(bundle: Path, threads: int, repeats: int) -> dict:
 
 def parallel_branches(bundle: Path, threads: int, repeats: int) -> dict:
     from pairbert.benchmarks.workloads import sized_pair
-    from pairbert.runtime.bundle import read_manifest
-    from pairbert.runtime.contract import orders_padded_apart
+    from pairbert.runtime.bundle import bundle_encoder, read_manifest
     from pairbert.runtime.sessions import SessionSettings, open_session
-    from pairbert.runtime.tokenization import PairEncoder
 
     manifest = read_manifest(bundle)
-    encoder = PairEncoder.from_file(
-        bundle / manifest.tokenizer_file,
-        manifest.max_length,
-        manifest.feed,
-        apart=orders_padded_apart(manifest.contract),
-    )
+    encoder = bundle_encoder(bundle, manifest)
     q, a, tokens = sized_pair(encoder, 16)
     feed = encoder.encode([q], [a])
     result = {"tokens": tokens}

@@ -131,18 +131,11 @@ def openvino_default_contestant(bundle: Path, threads: int) -> Contestant:
     count set (so every contestant gets the same cores). Its defaults pick bf16 on CPUs with bf16 units."""
     import openvino as ov
 
-    from pairbert.runtime.bundle import read_manifest
-    from pairbert.runtime.contract import orders_padded_apart
+    from pairbert.runtime.bundle import bundle_encoder, read_manifest
     from pairbert.runtime.predictor import softmax
-    from pairbert.runtime.tokenization import PairEncoder
 
     manifest = read_manifest(bundle)
-    encoder = PairEncoder.from_file(
-        bundle / manifest.tokenizer_file,
-        manifest.max_length,
-        manifest.feed,
-        apart=orders_padded_apart(manifest.contract),
-    )
+    encoder = bundle_encoder(bundle, manifest)
     compiled = ov.Core().compile_model(
         str(bundle / manifest.variants["fp32"].file), "CPU", {"INFERENCE_NUM_THREADS": threads}
     )

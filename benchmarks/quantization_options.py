@@ -24,10 +24,8 @@ def main(argv: list[str] | None = None) -> list[dict]:  # long: one sweep script
     from pairbert.builtin_data import BUILTIN_VALIDATION
     from pairbert.export.precision import Int8Options, quantize_int8
     from pairbert.export.validation import make_session, parity_figures
-    from pairbert.runtime.bundle import read_manifest
-    from pairbert.runtime.contract import orders_padded_apart
+    from pairbert.runtime.bundle import bundle_encoder, read_manifest
     from pairbert.runtime.pair_files import read_pairs
-    from pairbert.runtime.tokenization import PairEncoder
 
     ap = argparse.ArgumentParser()
     ap.add_argument("bundle")
@@ -36,12 +34,7 @@ def main(argv: list[str] | None = None) -> list[dict]:  # long: one sweep script
     args = ap.parse_args(argv)
     bundle = Path(args.bundle)
     manifest = read_manifest(bundle)
-    encoder = PairEncoder.from_file(
-        bundle / manifest.tokenizer_file,
-        manifest.max_length,
-        manifest.feed,
-        apart=orders_padded_apart(manifest.contract),
-    )
+    encoder = bundle_encoder(bundle, manifest)
     pairs = read_pairs(args.data)
     feeds = [
         encoder.encode([p.question for p in pairs[i : i + 32]], [p.answer for p in pairs[i : i + 32]])

@@ -123,9 +123,7 @@ def _validation(contestant, quick: bool) -> dict:
 
 
 def run(name: str, bundle: Path, checkpoint: Path, threads: int, quick: bool) -> dict:
-    from pairbert.runtime.bundle import read_manifest
-    from pairbert.runtime.contract import orders_padded_apart
-    from pairbert.runtime.tokenization import PairEncoder
+    from pairbert.runtime.bundle import bundle_encoder, read_manifest
 
     from .contestants import build
 
@@ -133,12 +131,7 @@ def run(name: str, bundle: Path, checkpoint: Path, threads: int, quick: bool) ->
     contestant = build(name, bundle, checkpoint, threads)
     load_s = time.perf_counter() - t0
     manifest = read_manifest(bundle)
-    encoder = PairEncoder.from_file(
-        bundle / manifest.tokenizer_file,
-        manifest.max_length,
-        manifest.feed,
-        apart=orders_padded_apart(manifest.contract),
-    )
+    encoder = bundle_encoder(bundle, manifest)
     result: dict = {
         "contestant": name,
         "family": contestant.family,

@@ -264,8 +264,9 @@ def _build(variant: str, src: _Source, work: Path, settings: ExportSettings, use
     elif variant == "fp16":
         precision.convert_fp16(work / FILE_NAMES["optimized"], path)
     if settings.external_data and not onnx_graph.external_files(path):
-        onnx_graph.save_external(onnx.load(str(path)), path)
-    onnx_graph.readable_like_graph(path)
+        onnx_graph.save_external(onnx.load(str(path)), path)  # (which sets the weight file's permissions)
+    else:  # written external by its step (the optimizer), or kept single-file
+        onnx_graph.readable_like_graph(path)
     return path
 
 

@@ -21,9 +21,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from . import atomic_dir
-from .contract import GraphContract, TensorSpec
+from .contract import GraphContract, TensorSpec, orders_padded_apart
 from .errors import PairbertError
-from .tokenization import FEEDS, MAX_MAX_LENGTH, MIN_MAX_LENGTH
+from .tokenization import FEEDS, MAX_MAX_LENGTH, MIN_MAX_LENGTH, PairEncoder
 from .variants import PRECISION
 
 FORMAT_VERSION = 2
@@ -343,6 +343,20 @@ def read_verified(bundle_dir: str | Path, name: str, expected_sha256: str | None
         if actual != expected_sha256:
             raise checksum_mismatch(bundle_dir / name, expected_sha256, actual)
     return data
+
+
+def bundle_encoder(bundle_dir: Path, manifest: Manifest, verify: bool = True) -> PairEncoder:
+    """The encoder a bundle's graphs are fed by: its tokenizer (read once, checked on those bytes unless
+    `verify` is False), max_length, feed, and each order at its own length where the graph takes it."""
+    bundle_dir = atomic_dir.locate(Path(bundle_dir))
+    data = read_verified(bundle_dir, manifest.tokenizer_file, manifest.tokenizer_sha256 if verify else None)
+    return PairEncoder.from_str(
+        data,
+        manifest.max_length,
+        where=str(bundle_dir / manifest.tokenizer_file),
+        feed=manifest.feed,
+        apart=orders_padded_apart(manifest.contract),
+    )
 
 
 def require_variant(bundle_dir: Path, manifest: Manifest, variant: str) -> VariantInfo:

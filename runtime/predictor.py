@@ -25,12 +25,13 @@ from . import atomic_dir, calibration
 from .bundle import (
     BundleError,
     Manifest,
+    bundle_encoder,
     checksum_mismatch,
     read_manifest,
     read_verified,
     require_variant,
 )
-from .contract import orders_padded_apart
+from .contract import GraphContract, TensorSpec, orders_padded_apart
 from .devices import LEDGER, DeviceError, DevicePlan, plan_device
 from .errors import PairbertError
 from .external_weights import ExternalWeights
@@ -248,16 +249,7 @@ class PairClassifier:
         claimed = LEDGER.claim(threads)
         try:
             # Read once, check the sha256 of those bytes, hand the same bytes on: no time-of-check/use gap.
-            tokenizer_bytes = read_verified(
-                bundle, manifest.tokenizer_file, manifest.tokenizer_sha256 if verify else None
-            )
-            encoder = PairEncoder.from_str(
-                tokenizer_bytes,
-                manifest.max_length,
-                where=str(bundle / manifest.tokenizer_file),
-                feed=manifest.feed,
-                apart=orders_padded_apart(manifest.contract),
-            )
+            encoder = bundle_encoder(bundle, manifest, verify)
             vocab = encoder.tokenizer.get_vocab_size()
             for plan in _device_plans(request):
                 opened = _open(bundle, manifest, plan, request, claimed, vocab)
@@ -467,13 +459,13 @@ def _check_apart(path: Path, session, encoder: PairEncoder) -> None:
     Runtime plans its buffers on its axis names, and tied ones fail deep inside a run."""
     if not encoder.apart or session.backend != ONNXRUNTIME:
         return
-    axes = {i.name: i.shape for i in session.session.get_inputs()}
-    orders = {name.split("_", 1)[0]: shape[1] for name, shape in axes.items() if len(shape) == 2}
-    if orders.get("qa") == orders.get("aq") or not all(isinstance(a, str) for a in orders.values()):
+    inputs = tuple(TensorSpec(i.name, i.type, tuple(i.shape)) for i in session.session.get_inputs())
+    if not orders_padded_apart(GraphContract(inputs, ())):  # the manifest's rule, on the graph's own axes
         session.close()
+        axes = sorted({spec.axes[1] for spec in inputs if len(spec.axes) == 2}, key=str)
         raise BundleError(
             f"{path}: the manifest gives each order its own sequence axis but the graph's inputs have "
-            f"{sorted(set(orders.values()), key=str)}; re-export the bundle"
+            f"{axes}; re-export the bundle"
         )
 
 
