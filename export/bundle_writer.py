@@ -253,7 +253,8 @@ def _build(variant: str, src: _Source, work: Path, settings: ExportSettings, use
     """Write one variant's graph into `work`; its base (BASE[variant]) is already there."""
     path = work / FILE_NAMES[variant]
     if variant == "fp32":
-        example = encode_batch(src.ckpt.encoder, src.pairs[:4], with_labels=False)
+        # never batch 1 (the batch axis would be specialised): a one-pair validation file is repeated
+        example = encode_batch(src.ckpt.encoder, (src.pairs * 4)[:4], with_labels=False)
         onnx_graph.export_graph(src.ckpt.model, example, CONTRACT, path, external_data=settings.external_data)
     elif variant == "optimized":
         fusion.optimize(
@@ -412,11 +413,10 @@ def build_bundle(
     (see the module docstring)."""
     settings = settings or ExportSettings()
     variants_to_build(settings.variants)  # unknown names fail before the checkpoint is loaded
-    out_dir = Path(out_dir)
+    out_dir = _output_folder(out_dir)  # so does an --out that cannot or must not become a bundle
     report = StageReport(echo=echo)
     started = time.perf_counter()
     src = _prepare(Path(checkpoint), settings, echo)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
     work = out_dir.parent / f".tmp-{out_dir.name}-{os.getpid()}"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir()
@@ -461,8 +461,24 @@ def export_bundle(
     return result.manifest
 
 
+def _output_folder(out_dir: str | Path) -> Path:
+    """`out_dir` as an absolute path whose parent exists, checked before any work: only a bundle (or an empty
+    folder) is ever replaced, never a checkpoint, a run folder or a user's own files."""
+    from pairbert.runtime.atomic_dir import check_replaceable
+
+    out_dir = Path(os.path.abspath(out_dir))  # "." or "runs/.." name their folder, not ""
+    check_replaceable(out_dir, MANIFEST_FILE, "pairbert bundle")
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise ExportError("output", f"{out_dir}: a file is in the way of its parent folder") from None
+    except OSError as exc:
+        raise ExportError("output", f"{out_dir}: cannot create its parent folder ({exc.strerror})") from None
+    return out_dir
+
+
 def _swap_into_place(work: Path, out_dir: Path) -> None:
     """Crash-safe: a complete bundle stays findable at every instant (see pairbert.runtime.atomic_dir)."""
     from pairbert.runtime.atomic_dir import swap_into_place
 
-    swap_into_place(work, out_dir)
+    swap_into_place(work, out_dir, MANIFEST_FILE, "pairbert bundle")

@@ -26,7 +26,35 @@ import shutil
 import time
 from pathlib import Path
 
+from .errors import PairbertError
+
 _STARTED = time.time()  # folders of our own pid older than this are from an earlier process that had our pid
+
+
+class FolderInTheWay(PairbertError, FileExistsError):
+    """The target path holds something that is not what the writer replaces (a user's folder or file)."""
+
+
+def check_replaceable(target: str | Path, marker: str, what: str) -> None:
+    """Refuse to replace anything at `target` but a folder of the kind being written (one holding `marker`,
+    e.g. a bundle's manifest.json) or an empty folder: `--out` pointing at a checkpoint, a run folder or a
+    user's own folder must never delete it."""
+    target = Path(target)
+    if not (target.exists() or target.is_symlink()):
+        return
+    if not target.is_dir():
+        raise FolderInTheWay(f"{target} exists and is not a folder: refusing to replace it with a {what}")
+    if (target / marker).is_file():
+        return
+    try:
+        empty = next(target.iterdir(), None) is None
+    except OSError as exc:
+        raise FolderInTheWay(f"{target}: cannot look inside ({exc.strerror})") from None
+    if not empty:
+        raise FolderInTheWay(
+            f"{target} exists and is not a {what} (no {marker}): refusing to replace it; choose another "
+            "path, or remove it first"
+        )
 
 
 def _names(target: Path) -> tuple[Path, Path]:
@@ -111,10 +139,15 @@ def recover(target: str | Path) -> Path:
     return target
 
 
-def swap_into_place(work: str | Path, target: str | Path) -> Path:
-    """Make the complete folder `work` the new `target`, keeping a complete copy findable at every instant."""
+def swap_into_place(
+    work: str | Path, target: str | Path, marker: str | None = None, what: str = "folder"
+) -> Path:
+    """Make the complete folder `work` the new `target`, keeping a complete copy findable at every instant.
+    With `marker`, only a folder holding it (or an empty one) is replaced (`check_replaceable`)."""
     work, target = Path(work), Path(target)
     recover(target)
+    if marker is not None:
+        check_replaceable(target, marker, what)
     new, old = _names(target)
     os.replace(work, new)  # from here on the new content is known to be complete
     if target.exists():

@@ -24,7 +24,7 @@ import torch
 from transformers.utils import logging as hf_logging
 
 from pairbert.runtime import atomic_dir
-from pairbert.runtime.errors import PairbertError
+from pairbert.runtime.errors import PairbertError, first_line
 from pairbert.runtime.tokenization import PairEncoder
 
 from .model import DualOrderBertForPairClassification
@@ -34,6 +34,7 @@ TRAINER_STATE_FILE = "trainer_state.pt"
 TRAINER_PROGRESS_FILE = "trainer_state.json"
 PROGRESS_KEYS = ("history", "best_accuracy", "epoch", "step")
 TOKENIZER_FILE = "tokenizer.json"
+CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
 LABELS = ("no_match", "match")
 
 
@@ -69,10 +70,17 @@ def save_checkpoint(
             torch.save(tensors, tmp / TRAINER_STATE_FILE)
             progress = {k: trainer_state[k] for k in PROGRESS_KEYS if k in trainer_state}
             (tmp / TRAINER_PROGRESS_FILE).write_text(json.dumps(progress, indent=2))
-        atomic_dir.swap_into_place(tmp, target)
+        atomic_dir.swap_into_place(tmp, target, SETTINGS_FILE, "pairbert checkpoint")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def check_output_dir(out: Path) -> None:
+    """Before training starts: `best/` and `last/` in `out` may be replaced only if they are checkpoints (or
+    absent, or empty), never a user's folders that happen to have those names."""
+    for name in ("best", "last"):
+        atomic_dir.check_replaceable(Path(out) / name, SETTINGS_FILE, "pairbert checkpoint")
 
 
 def require_finite(model: torch.nn.Module, target: Path | str = "checkpoint") -> None:
@@ -90,6 +98,8 @@ def find_checkpoint(path: Path) -> Path:
     found = atomic_dir.locate(path)
     if (found / SETTINGS_FILE).is_file():
         return found
+    if not found.exists():
+        raise CheckpointError(f"{path}: no such checkpoint folder")
     raise CheckpointError(f"{path}: not a pairbert checkpoint (no {SETTINGS_FILE})")
 
 
@@ -109,14 +119,58 @@ def load_checkpoint(path: Path, attn_implementation: str | None = None) -> Check
     settings = read_settings(path)
     if not (path / TOKENIZER_FILE).is_file():
         raise CheckpointError(f"{path}: {TOKENIZER_FILE} missing")
-    kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
-    model = DualOrderBertForPairClassification.from_pretrained(path, **kwargs)
+    model = _load_model(path, attn_implementation)
     if attn_implementation:
         model.set_attention(attn_implementation)
     model.eval()
     encoder = PairEncoder.from_file(path / TOKENIZER_FILE, settings.get("max_length", 128))
     encoder = encoder.for_pairing(model.config.pairing)
     return Checkpoint(model, encoder, settings, path)
+
+
+def _load_model(path: Path, attn_implementation: str | None) -> DualOrderBertForPairClassification:
+    """The model from config.json + model.safetensors (never a pickle), refused unless every weight the
+    config asks for is in the file and nothing else is: a missing tensor would otherwise stay randomly
+    initialised, and export's parity gate compares against that same broken model."""
+    config = path / CONFIG_FILE
+    try:
+        parsed = json.loads(config.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"{config}: missing") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{config}: unreadable ({exc})") from None
+    if not isinstance(parsed, dict):
+        raise CheckpointError(f"{config}: expected a JSON object")
+    if not (path / WEIGHTS_FILE).is_file():
+        raise CheckpointError(
+            f"{path}: {WEIGHTS_FILE} missing (pairbert reads weights only from safetensors)"
+        )
+    kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # its load report would precede our own one-line error
+    try:
+        model, info = DualOrderBertForPairClassification.from_pretrained(
+            path, output_loading_info=True, use_safetensors=True, **kwargs
+        )
+    except Exception as exc:  # transformers and safetensors raise many types for a damaged folder
+        raise CheckpointError(f"{path}: cannot load the model ({first_line(exc)})") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    wrong = {
+        kind: sorted(info.get(key) or ())
+        for kind, key in (("missing", "missing_keys"), ("unexpected", "unexpected_keys"))
+    }
+    wrong = {kind: names for kind, names in wrong.items() if names}
+    if wrong or info.get("mismatched_keys") or info.get("error_msgs"):
+        detail = "; ".join(
+            f"{kind} {', '.join(names[:3])}{' …' if len(names) > 3 else ''} ({len(names)})"
+            for kind, names in wrong.items()
+        )
+        raise CheckpointError(
+            f"{path / WEIGHTS_FILE}: does not hold the weights {CONFIG_FILE} describes "
+            f"({detail or 'mismatched shapes'})"
+        )
+    return model
 
 
 def load_trainer_state(path: Path) -> dict:

@@ -26,6 +26,7 @@ from pairbert.runtime.tokenization import PairEncoder
 
 from .batches import encode_batch, sequential_batches, training_batches
 from .checkpoint import (
+    check_output_dir,
     find_checkpoint,
     load_checkpoint,
     load_trainer_state,
@@ -278,6 +279,7 @@ def _save_epoch(out: Path, model, tokenizer_file: Path, settings: dict, improved
 
 def train(cfg: TrainConfig) -> dict:
     out = Path(cfg.output_dir)
+    check_output_dir(out)  # before any work: only checkpoints are ever replaced there
     device = pick_device(cfg.device)
     train_pairs = read_pairs(cfg.train_file, require_label=True)
     val_pairs = read_pairs(cfg.validation_file, require_label=True) if cfg.validation_file else []
