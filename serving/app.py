@@ -47,6 +47,7 @@ from .settings import ServeSettings
 log = logging.getLogger(__name__)
 
 RETRY_AFTER_S = 1
+_RETRY = {"Retry-After": str(RETRY_AFTER_S)}
 WARMUP_PAIR = ("how long should i boil an egg?", "about six minutes for a soft yolk.")
 
 
@@ -190,7 +191,10 @@ def _routes(state: ServerState) -> list[Route]:
 
 
 class _MetricsMiddleware:
-    """Counts every answer by endpoint and status, and times it (pure ASGI: sees 4xx/5xx from any layer)."""
+    """Counts every answer by endpoint and status, and times it (pure ASGI: sees 4xx/5xx from any layer).
+
+    It also answers a request that uvicorn cancels (still running graceful_shutdown_s after SIGTERM) with a
+    503 JSON the client can retry elsewhere, instead of uvicorn's text/plain 500 and a logged traceback."""
 
     def __init__(self, app, state: ServerState):
         self.app = app
@@ -200,16 +204,22 @@ class _MetricsMiddleware:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         start = time.perf_counter()
-        status = 500
+        status, started = 500, False
 
         async def record(message):
-            nonlocal status
+            nonlocal status, started
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, started = message["status"], True
             await send(message)
 
         try:
             await self.app(scope, receive, record)
+        except asyncio.CancelledError:
+            if started:  # the answer had begun: nothing better to send
+                raise
+            log.warning("%s cancelled: still running when the graceful shutdown ran out", scope.get("path"))
+            stopped = _error(503, "the server stopped before this request finished; retry", None, _RETRY)
+            await stopped(scope, receive, record)
         finally:
             self.state.metrics.observe_request(scope.get("path", ""), status, time.perf_counter() - start)
 
@@ -293,7 +303,7 @@ def create_app(
                 close()
 
     async def request_error(request: Request, exc: RequestError) -> Response:
-        headers = {"Retry-After": str(RETRY_AFTER_S)} if exc.status == 503 else None
+        headers = _RETRY if exc.status == 503 else None
         if isinstance(exc, _Stalled):
             headers = {"Connection": "close"}  # uvicorn then closes the connection after the answer
         return _error(exc.status, exc.message, exc.field, headers)
