@@ -35,6 +35,7 @@ from .metrics import Metrics
 from .schema import (
     Limits,
     RequestError,
+    check_content_encoding,
     parse_json,
     predict_pairs,
     prediction_body,
@@ -46,6 +47,7 @@ from .settings import ServeSettings
 log = logging.getLogger(__name__)
 
 RETRY_AFTER_S = 1
+_RETRY = {"Retry-After": str(RETRY_AFTER_S)}
 WARMUP_PAIR = ("how long should i boil an egg?", "about six minutes for a soft yolk.")
 
 
@@ -74,24 +76,52 @@ def _error(status: int, message: str, field: str | None = None, headers: dict | 
     return JSONResponse(RequestError(status, message, field).body(), status_code=status, headers=headers)
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+class _Stalled(RequestError):
+    """The body did not arrive in time: answered 408 and the connection closed (its unread rest is junk)."""
+
+
+async def _read_body(request: Request, settings: ServeSettings) -> bytes:
+    """The whole body within settings.body_timeout_s, or 408; a body past max_body_bytes, 413; a compressed
+    one, 415 (before reading it)."""
+    check_content_encoding(request.headers.get("content-encoding"))
+    limit = settings.max_body_bytes
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise RequestError(413, f"body has {declared} bytes; the limit is {limit}")
-    chunks, size = [], 0
-    try:
+    chunks: list[bytes] = []
+
+    async def read() -> None:
+        size = 0
         async for chunk in request.stream():
             size += len(chunk)
             if size > limit:
                 raise RequestError(413, f"body is over the limit of {limit} bytes")
             chunks.append(chunk)
+
+    try:
+        await asyncio.wait_for(read(), settings.body_timeout_s)
+    except asyncio.TimeoutError:
+        got = sum(map(len, chunks))
+        of = f" of {declared}" if declared is not None else ""
+        raise _Stalled(
+            408, f"the body did not arrive within {settings.body_timeout_s:g} s ({got}{of} bytes came)"
+        ) from None
     except ClientDisconnect:  # nobody to answer; not a server error either
         raise RequestError(400, "the client disconnected before sending the whole body") from None
     return b"".join(chunks)
 
 
-async def _probabilities(state: ServerState, pairs: list[tuple[str, str]]):
-    """Queue the pairs with the batcher; raise RequestError for a full queue or a server not ready."""
+async def _probabilities(state: ServerState, pairs: list[tuple[str, str]], field: str):
+    """Queue the pairs with the batcher; raise RequestError for a full queue or a server not ready, and 413
+    for more pairs than the queue can ever hold (`field` names the list in the request)."""
+    queue = state.settings.max_queue_pairs
+    if len(pairs) > queue:  # only where max-queue-pairs < max-request-pairs; retrying would never help
+        raise RequestError(
+            413,
+            f"{field} has {len(pairs)} items, more than the queue ever holds ({queue}, max-queue-pairs; "
+            f"max-request-pairs is {state.settings.max_request_pairs})",
+            field,
+        )
     if state.status != "ready" or state.batcher is None:
         raise RequestError(503, f"not ready ({state.status})")
     questions = [q for q, _ in pairs]
@@ -112,20 +142,20 @@ async def _probabilities(state: ServerState, pairs: list[tuple[str, str]]):
 
 def _routes(state: ServerState) -> list[Route]:
     async def predict(request: Request) -> Response:
-        payload = parse_json(await _read_body(request, state.settings.max_body_bytes))
+        payload = parse_json(await _read_body(request, state.settings))
         pairs = predict_pairs(payload, state.limits)
         names = state.classifier.label_names if state.classifier else ()
         if not pairs:
             return JSONResponse(prediction_body([], [], names))
-        probabilities = await _probabilities(state, pairs)
+        probabilities = await _probabilities(state, pairs, "pairs")
         return JSONResponse(prediction_body(probabilities.argmax(-1), probabilities, names))
 
     async def rerank(request: Request) -> Response:
-        payload = parse_json(await _read_body(request, state.settings.max_body_bytes))
+        payload = parse_json(await _read_body(request, state.settings))
         req = rerank_request(payload, state.limits)
         if not req.texts:
             return JSONResponse([])
-        probabilities = await _probabilities(state, [(req.query, t) for t in req.texts])
+        probabilities = await _probabilities(state, [(req.query, t) for t in req.texts], "texts")
         return JSONResponse(rerank_body(probabilities[:, -1], req.top_n))
 
     async def health(request: Request) -> Response:
@@ -161,7 +191,10 @@ def _routes(state: ServerState) -> list[Route]:
 
 
 class _MetricsMiddleware:
-    """Counts every answer by endpoint and status, and times it (pure ASGI: sees 4xx/5xx from any layer)."""
+    """Counts every answer by endpoint and status, and times it (pure ASGI: sees 4xx/5xx from any layer).
+
+    It also answers a request that uvicorn cancels (still running graceful_shutdown_s after SIGTERM) with a
+    503 JSON the client can retry elsewhere, instead of uvicorn's text/plain 500 and a logged traceback."""
 
     def __init__(self, app, state: ServerState):
         self.app = app
@@ -171,16 +204,22 @@ class _MetricsMiddleware:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         start = time.perf_counter()
-        status = 500
+        status, started = 500, False
 
         async def record(message):
-            nonlocal status
+            nonlocal status, started
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, started = message["status"], True
             await send(message)
 
         try:
             await self.app(scope, receive, record)
+        except asyncio.CancelledError:
+            if started:  # the answer had begun: nothing better to send
+                raise
+            log.warning("%s cancelled: still running when the graceful shutdown ran out", scope.get("path"))
+            stopped = _error(503, "the server stopped before this request finished; retry", None, _RETRY)
+            await stopped(scope, receive, record)
         finally:
             self.state.metrics.observe_request(scope.get("path", ""), status, time.perf_counter() - start)
 
@@ -264,7 +303,9 @@ def create_app(
                 close()
 
     async def request_error(request: Request, exc: RequestError) -> Response:
-        headers = {"Retry-After": str(RETRY_AFTER_S)} if exc.status == 503 else None
+        headers = _RETRY if exc.status == 503 else None
+        if isinstance(exc, _Stalled):
+            headers = {"Connection": "close"}  # uvicorn then closes the connection after the answer
         return _error(exc.status, exc.message, exc.field, headers)
 
     async def http_error(request: Request, exc: HTTPException) -> Response:

@@ -100,9 +100,11 @@ class DynamicBatcher:
         """Queue one request's pairs; returns its probabilities [n, labels] once its run is done."""
         if not self._accepting:
             raise NotRunning("the server is stopping")
-        if self.stats.queued_pairs + len(questions) > self.max_queue_pairs:
+        queued, n = self.stats.queued_pairs, len(questions)
+        if queued + n > self.max_queue_pairs:
             raise QueueFull(
-                f"{self.stats.queued_pairs} pairs are queued; the limit is {self.max_queue_pairs}"
+                f"the queue is full: {queued} pairs are waiting and this request's {n} would pass "
+                f"the limit of {self.max_queue_pairs}; retry later"
             )
         loop = asyncio.get_running_loop()
         job = _Job(questions, answers, tokens, loop.create_future(), loop.time())

@@ -30,6 +30,7 @@ from starlette.responses import JSONResponse
 from .schema import (
     Limits,
     RequestError,
+    check_content_encoding,
     parse_json,
     predict_pairs,
     prediction_body,
@@ -96,6 +97,7 @@ class PairbertDeployment:
             return {"status": "ready", "variant": clf.variant, "threads": clf.threads, "pid": int(self.pid)}
         if request.method != "POST" or path not in ("predict", "rerank"):
             raise RequestError(404, f"no endpoint {request.method} {request.url.path}")
+        check_content_encoding(request.headers.get("content-encoding"))
         body = await request.body()
         if len(body) > self.max_body_bytes:
             raise RequestError(413, f"body is over the limit of {self.max_body_bytes} bytes")

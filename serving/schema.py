@@ -44,7 +44,7 @@ def parse_json(body: bytes) -> object:
     except UnicodeDecodeError as exc:
         raise RequestError(422, f"body is not UTF-8 (byte {exc.start})") from None
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        return json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
     except RequestError:
         raise
     except json.JSONDecodeError as exc:
@@ -61,9 +61,27 @@ def _reject_constant(name: str) -> float:
     raise RequestError(422, f"body is not valid JSON: {name} is not allowed")
 
 
+def _unique_keys(items: list[tuple[str, object]]) -> dict:
+    """A JSON object whose keys are unique: `{"pairs": A, "pairs": B}` is refused, not read as B."""
+    out: dict = {}
+    for key, value in items:
+        if key in out:
+            raise RequestError(422, f"body has the key {_shown(key)} twice in one object")
+        out[key] = value
+    return out
+
+
+def check_content_encoding(value: str | None) -> None:
+    """415 for a compressed body (Content-Encoding gzip, br, ...): the server reads plain JSON only."""
+    if value is not None and value.strip().lower() not in ("", "identity"):
+        raise RequestError(
+            415, f"Content-Encoding {_shown(value.strip())} is not supported: send the body uncompressed"
+        )
+
+
 def _text(value: object, field: str, limits: Limits) -> str:
     if not isinstance(value, str):
-        raise RequestError(422, f"{field} must be a string, got {_kind(value)}", field)
+        raise RequestError(422, f"{field} must be a string, got {_got(value)}", field)
     if len(value) > limits.max_text_chars:
         raise RequestError(
             413, f"{field} has {len(value)} characters; the limit is {limits.max_text_chars}", field
@@ -119,7 +137,7 @@ def rerank_request(payload: object, limits: Limits) -> RerankRequest:
     texts = [_text(t, f"texts[{i}]", limits) for i, t in enumerate(_list(body["texts"], "texts", limits))]
     top_n = body.get("top_n")
     if top_n is not None and (not isinstance(top_n, int) or isinstance(top_n, bool) or top_n < 0):
-        raise RequestError(422, f"top_n must be a non-negative integer or null, got {_kind(top_n)}", "top_n")
+        raise RequestError(422, f"top_n must be a non-negative integer or null, got {_got(top_n)}", "top_n")
     return RerankRequest(query, texts, top_n)
 
 
@@ -150,3 +168,21 @@ def _kind(value: object) -> str:
             "a number" if not (isinstance(value, float) and math.isinf(value)) else "an out-of-range number"
         )
     return {dict: "an object", list: "a list", str: "a string"}.get(type(value), type(value).__name__)
+
+
+def _shown(value: object, limit: int = 40) -> str:
+    """A JSON scalar as the client wrote it (shortened): what an error message quotes back."""
+    text = json.dumps(value, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: quote it escaped
+        text = json.dumps(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _got(value: object) -> str:
+    """What a field held, for "must be X, got Y": the value for a scalar (`-1`, `true`, `"abc"`), the kind
+    for an object or list."""
+    if isinstance(value, (dict, list)):
+        return _kind(value)
+    return _kind(value) if isinstance(value, float) and math.isinf(value) else _shown(value)

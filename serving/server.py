@@ -1,12 +1,14 @@
 """Running the app: one process (uvicorn.Server) or several worker processes that split the cores.
 
 The listening socket is bound here, before uvicorn starts, so `--port 0` works (the chosen port is printed)
-and the workers share it. SIGTERM: uvicorn stops accepting, finishes the requests in flight, the batcher
+and the workers share it. SIGTERM: uvicorn stops accepting, finishes the requests in flight (a stalled body
+gets 408 after body_timeout_s; anything still running after graceful_shutdown_s is cancelled), the batcher
 drains, and the process exits 0."""
 
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 import os
 import signal
@@ -100,6 +102,15 @@ if HttpToolsProtocol is not None:
         def connection_made(self, transport) -> None:
             super().connection_made(_OneSendTransport(transport, self.loop))
 
+        def send_400_response(self, msg: str) -> None:
+            """Bytes that are not HTTP: the 400 in JSON like every other error (uvicorn's is text/plain)."""
+            body = json.dumps({"error": f"malformed HTTP request ({msg.rstrip('.')})"}).encode()
+            self.transport.write(
+                b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n"
+                b"content-length: " + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n" + body
+            )
+            self.transport.close()
+
 
 def _http_protocol():
     return "auto" if HttpToolsProtocol is None else OneSendHttpToolsProtocol
@@ -116,6 +127,8 @@ def _uvicorn_config(app, settings: ServeSettings, **extra):
         access_log=False,
         lifespan="on",
         timeout_keep_alive=5,
+        timeout_graceful_shutdown=settings.graceful_shutdown_s,
+        limit_concurrency=settings.max_connections,
         h11_max_incomplete_event_size=64 * 1024,
         **extra,
     )

@@ -30,6 +30,16 @@ class ServeSettings:
     max_request_pairs: int = 1024  # pairs (or rerank texts) in one request; past this 413
     max_text_chars: int = 20_000  # characters in one question, answer, query or text; past this 413
     max_body_bytes: int = 8 * 1024 * 1024  # request body; past this 413
+    # Slow or stalled clients. A request body must arrive whole within body_timeout_s of the app starting
+    # to read it, or it gets 408 and its connection is closed. On SIGTERM the server stops accepting,
+    # finishes what is in flight, and after graceful_shutdown_s cancels whatever is still running (a client
+    # that does not read its answer, say), so it exits 0 inside a Kubernetes grace period (30 s by default).
+    # max_connections caps open connections (and requests in flight) per worker: past it uvicorn answers
+    # 503 text/plain "Service Unavailable" with Connection: close (retry later, as with any 503); it stays
+    # under the usual 1024 open-file limit. Idle kept-alive connections are closed after 5 s.
+    body_timeout_s: float = 30.0
+    graceful_shutdown_s: float = 20.0
+    max_connections: int = 1000
     warmup: bool = True  # run a few shapes before /ready says yes
 
     def __post_init__(self) -> None:
@@ -41,6 +51,7 @@ class ServeSettings:
             "max_request_pairs",
             "max_text_chars",
             "max_body_bytes",
+            "max_connections",
         )
         for name in positive:
             value = getattr(self, name)
@@ -50,6 +61,12 @@ class ServeSettings:
             raise SettingsError(f"threads must be a positive integer, got {self.threads!r}")
         if not 0 <= self.max_wait_ms <= 10_000:
             raise SettingsError(f"max-wait-ms must be between 0 and 10000, got {self.max_wait_ms!r}")
+        for name in ("body_timeout_s", "graceful_shutdown_s"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 3600:
+                raise SettingsError(
+                    f"{name.replace('_', '-')} must be between 0 and 3600 seconds, got {value!r}"
+                )
         if not 0 <= self.port <= 65535:
             raise SettingsError(f"port must be between 0 and 65535, got {self.port!r}")
 

@@ -252,7 +252,9 @@ def test_batcher_refuses_past_its_queue_bound(clf):
         batcher.start()
         first = asyncio.ensure_future(batcher.submit(["a", "b"], ["c", "d"], 8))
         await asyncio.sleep(0)  # queued, not yet taken
-        with pytest.raises(QueueFull):
+        with pytest.raises(
+            QueueFull, match="the queue is full: 2 pairs are waiting and this request's 2 would"
+        ):
             await batcher.submit(["a", "b"], ["c", "d"], 8)
         assert (await first).shape == (2, len(clf.label_names))
         await batcher.close()
@@ -299,17 +301,54 @@ def test_limits_answer_413_and_a_full_queue_503_with_retry_after(server):
         server.port, "POST", "/rerank", {"query": "q" * (MAX_TEXT_CHARS + 1), "texts": ["a"]}
     )
     assert status == 413 and body["field"] == "query"
-    status, _, body = call(server.port, "POST", "/rerank", {"query": "q", "texts": ["a"], "top_n": -1})
-    assert status == 422 and body["field"] == "top_n"
-    # More pairs than the queue holds: refused whole, with a hint when to come back.
-    status, headers, body = call(
-        server.port, "POST", "/predict", {"pairs": [["a", "b"]] * (MAX_QUEUE_PAIRS + 1)}
-    )
-    assert status == 503 and headers["retry-after"] == "1" and "queued" in body["error"]
+    # More pairs than the queue ever holds (max-queue-pairs < max-request-pairs): 413 naming both limits,
+    # not a 503 that retrying could never get past.
+    for path, body in (
+        ("/predict", {"pairs": [["a", "b"]] * (MAX_QUEUE_PAIRS + 1)}),
+        ("/rerank", {"query": "q", "texts": ["a"] * (MAX_QUEUE_PAIRS + 1)}),
+    ):
+        status, headers, answer = call(server.port, "POST", path, body)
+        assert status == 413 and "retry-after" not in headers, answer
+        assert answer["field"] == ("pairs" if path == "/predict" else "texts")
+        assert f"{MAX_QUEUE_PAIRS + 1} items" in answer["error"]
+        assert f"({MAX_QUEUE_PAIRS}, max-queue-pairs" in answer["error"]
+        assert f"max-request-pairs is {MAX_REQUEST_PAIRS}" in answer["error"]
+    status, _, answer = call(server.port, "POST", "/predict", {"pairs": [["a", "b"]] * MAX_QUEUE_PAIRS})
+    assert status == 200 and len(answer["labels"]) == MAX_QUEUE_PAIRS
     status, _, body = call(server.port, "GET", "/nowhere")
     assert status == 404 and body["error"]
     status, _, body = call(server.port, "GET", "/predict")
     assert status == 405 and body["error"]
+
+
+def test_unclear_inputs_get_errors_that_say_what_came(server):
+    import gzip
+
+    packed = gzip.compress(json.dumps({"pairs": [["a", "b"]]}).encode())
+    status, _, body = call(server.port, "POST", "/predict", packed, {"Content-Encoding": "gzip"})
+    assert status == 415 and 'Content-Encoding "gzip" is not supported' in body["error"], body
+    status, _, body = call(server.port, "POST", "/rerank", b"x", {"Content-Encoding": "br"})
+    assert status == 415 and '"br"' in body["error"], body
+    plain = {"pairs": [["a", "b"]]}
+    assert call(server.port, "POST", "/predict", plain, {"Content-Encoding": "identity"})[0] == 200
+    status, _, body = call(server.port, "POST", "/predict", b'{"pairs": [["a", "b"]], "pairs": [["c", "d"]]}')
+    assert status == 422 and 'the key "pairs" twice' in body["error"], body
+    status, _, body = call(server.port, "POST", "/rerank", b'{"query": "q", "texts": [{"k": 1, "k": 2}]}')
+    assert status == 422 and 'the key "k" twice' in body["error"], body
+    for top_n, shown in ((-1, "got -1"), (2.5, "got 2.5"), ("3", 'got "3"'), (True, "got true")):
+        status, _, body = call(server.port, "POST", "/rerank", {"query": "q", "texts": ["a"], "top_n": top_n})
+        assert status == 422 and body["field"] == "top_n" and body["error"].endswith(shown), body
+    status, _, body = call(server.port, "POST", "/predict", {"pairs": [["a", 7]]})
+    assert status == 422 and body["error"] == "pairs[0][1] must be a string, got 7", body
+    status, _, body = call(server.port, "POST", "/predict", {"pairs": [["a", ["b"]]]})
+    assert status == 422 and body["error"] == "pairs[0][1] must be a string, got a list", body
+
+
+def test_malformed_http_gets_a_json_400(server):
+    answer = _raw(server.port, b"GARBAGE / HTTP/9.9\r\n\r\n")
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400") and b"application/json" in head, answer[:300]
+    assert "malformed HTTP request" in json.loads(body)["error"]
 
 
 def _raw(port: int, data: bytes, timeout: float = 30) -> bytes:

@@ -1,0 +1,167 @@
+"""Slow and stalled clients against a real `pairbert serve` process on 127.0.0.1: a body that never arrives
+gets 408 and its connection closed, SIGTERM ends the process (exit 0) even while a client holds a half-sent
+body, and connections past max_connections get uvicorn's 503. The settings the CLI has no flag for are set
+by running serve() on a ServeSettings in the subprocess. Every wait is bounded."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+pytest.importorskip("starlette", reason="needs pairbert[serve]")
+
+from pairbert.serving.settings import ServeSettings, SettingsError  # noqa: E402
+
+SERVE_SETTINGS_MAIN = (
+    "import sys\n"
+    "from pairbert.serving.server import serve\n"
+    "from pairbert.serving.settings import ServeSettings\n"
+    "serve(ServeSettings.from_json(sys.argv[1]))\n"
+)
+STALLED_HEAD = (
+    b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    b"Expect: 100-continue\r\nContent-Length: 100\r\n\r\n"
+)
+
+
+class Server:
+    """serve(ServeSettings(...)) in a subprocess; knows its port once /ready says yes."""
+
+    def __init__(self, bundle, **settings):
+        text = ServeSettings(str(bundle), port=0, threads=1, variant="optimized", **settings).to_json()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", SERVE_SETTINGS_MAIN, text],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        line = self.proc.stdout.readline()
+        match = re.search(r"http://127\.0\.0\.1:(\d+)", line)
+        assert match, f"the server did not start: {line}{self.proc.stderr.read() if self.proc.poll() else ''}"
+        self.port = int(match.group(1))
+        deadline = time.monotonic() + 120
+        while self.get("/ready")[0] != 200:
+            assert self.proc.poll() is None and time.monotonic() < deadline, "the server never became ready"
+            time.sleep(0.1)
+
+    def get(self, path: str) -> tuple[int, str, bytes]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        try:
+            conn.request("GET", path)
+            resp = conn.getresponse()
+            return resp.status, resp.getheader("Content-Type", ""), resp.read()
+        except OSError:
+            return 0, "", b""
+        finally:
+            conn.close()
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+def _stall(port: int) -> socket.socket:
+    """A connection whose request is in the app (it asked for the body: "100 Continue") with 1 of its 100
+    body bytes sent, and no more coming."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=60)
+    sock.sendall(STALLED_HEAD)
+    assert sock.recv(1024).startswith(b"HTTP/1.1 100")
+    sock.sendall(b"{")
+    return sock
+
+
+def _read_to_close(sock: socket.socket) -> bytes:
+    chunks = []
+    try:
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    except ConnectionResetError:
+        pass
+    return b"".join(chunks)
+
+
+def test_a_stalled_body_gets_408_json_and_its_connection_closed(tiny_bundle):
+    server = Server(tiny_bundle, body_timeout_s=1)
+    try:
+        with _stall(server.port) as sock:
+            answer = _read_to_close(sock)  # returns only once the server closed the connection
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 408"), answer[:300]
+        assert b"application/json" in head.lower() and b"connection: close" in head.lower()
+        error = json.loads(body)["error"]
+        assert "1 s" in error and "1 of 100 bytes" in error, error
+        assert server.get("/ready")[0] == 200  # the server goes on serving
+    finally:
+        assert server.stop() == 0, server.proc.stderr.read()
+
+
+@pytest.mark.parametrize(
+    "body_timeout_s, graceful_shutdown_s",
+    [(600, 1), (1, 600)],
+    ids=["graceful-timeout-cancels-it", "body-timeout-answers-it"],
+)
+def test_sigterm_exits_0_while_a_client_holds_a_half_sent_body(
+    tiny_bundle, body_timeout_s, graceful_shutdown_s
+):
+    server = Server(tiny_bundle, body_timeout_s=body_timeout_s, graceful_shutdown_s=graceful_shutdown_s)
+    try:
+        with _stall(server.port) as sock:
+            server.proc.send_signal(signal.SIGTERM)
+            assert server.proc.wait(60) == 0, server.proc.stderr.read()
+            answer = _read_to_close(sock)
+        # The stalled client is told why, in JSON, before the exit: 408 when its body time ran out first,
+        # 503 (retry elsewhere) when the graceful shutdown ran out first and cancelled its request.
+        head, _, body = answer.partition(b"\r\n\r\n")
+        expected = b"HTTP/1.1 408" if body_timeout_s < graceful_shutdown_s else b"HTTP/1.1 503"
+        assert head.startswith(expected) and json.loads(body)["error"], answer[:300]
+        assert "Traceback" not in server.proc.stderr.read()
+    finally:
+        server.stop()
+
+
+def test_connections_past_max_connections_get_503(tiny_bundle):
+    server = Server(tiny_bundle, max_connections=2)
+    try:
+        assert server.get("/health")[0] == 200
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30):  # an idle client
+            for _ in range(100):  # until the server has accepted the idle connection (bounded)
+                status, ctype, body = server.get("/health")
+                if status == 503:
+                    break
+                time.sleep(0.05)
+            assert status == 503 and ctype.startswith("text/plain") and body == b"Service Unavailable"
+        for _ in range(100):  # the idle client left: served again
+            if server.get("/health")[0] == 200:
+                break
+            time.sleep(0.05)
+        assert server.get("/health")[0] == 200
+    finally:
+        assert server.stop() == 0, server.proc.stderr.read()
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("body_timeout_s", 0),
+        ("body_timeout_s", float("nan")),
+        ("graceful_shutdown_s", -1),
+        ("max_connections", 0),
+    ],
+)
+def test_slow_client_settings_refuse_nonsense(field, value):
+    with pytest.raises(SettingsError, match=field.replace("_", "-")):
+        ServeSettings("b", **{field: value})
