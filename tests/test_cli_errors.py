@@ -154,6 +154,13 @@ def test_bad_numeric_options_are_usage_errors(argv, message, capsys):
     assert "usage: pairbert" in err and message in err
 
 
+def test_output_under_a_file_says_it_is_a_file(tiny_bundle, tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    out = tmp_path / "afile" / "x.jsonl"
+    assert run_cli(["predict", str(tiny_bundle), "-q", "q", "-a", "a", "--output", str(out)]) == 2
+    assert f"--output {out}: {tmp_path / 'afile'} is a file, not a folder" in capsys.readouterr().err
+
+
 # 3. empty input
 
 

@@ -346,6 +346,8 @@ def _check_output(args: argparse.Namespace) -> None:
     out = Path(args.output)
     if out.is_dir():
         raise UserError(f"--output {out}: is a folder; give a file name")
+    if out.parent.exists() and not out.parent.is_dir():
+        raise UserError(f"--output {out}: {out.parent} is a file, not a folder")
     if not out.parent.is_dir():
         raise UserError(f"--output {out}: folder {out.parent} does not exist")
     if args.input not in (None, "-"):
