@@ -4,11 +4,15 @@ Lives in the runtime (not in training) because both sides need it and the runtim
 Every malformed row raises `PairFileError` naming the file, the line and the field; nothing is skipped.
 A line (JSONL) or a field (CSV/TSV) longer than MAX_LINE_CHARS is refused with its line number, so one huge
 row cannot exhaust memory; a UTF-8 byte-order mark is accepted at the start of any format; texts must be
-valid Unicode (a JSON "\\ud800" escape makes a lone surrogate, which is refused with its line and field).
+valid Unicode (a JSON "\\ud800" escape makes a lone surrogate, which is refused with its line and field), and
+bytes that are not UTF-8 are refused with their line, worded the same for a file and for standard input.
+A CSV/TSV header that names question, answer or label twice is refused (which one would be meant?); other
+repeated columns (e.g. the empty names of trailing commas) are ignored.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
@@ -16,6 +20,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from .errors import PairbertError
 
@@ -23,6 +28,7 @@ FIELDS = ("question", "answer")
 LABEL_FIELD = "label"
 FORMATS = ("csv", "tsv", "jsonl")
 MAX_LINE_CHARS = 1 << 23  # 8,388,608 characters per JSONL line or CSV/TSV field
+CSV_LINE_CHARS = 3 * MAX_LINE_CHARS  # a CSV/TSV line holds a question, an answer and a label
 
 
 class PairFileError(PairbertError, ValueError):
@@ -96,19 +102,29 @@ def _make_pair(row: dict, source: str, line: int, require_label: bool) -> Pair:
     return Pair(texts[0], texts[1], label, line)
 
 
-def _lines(stream: io.TextIOBase, source: str) -> Iterator[tuple[int, str]]:
-    """Numbered lines, each read with a length limit (a 50 MB line is refused, not loaded)."""
+def _lines(stream: BinaryIO, source: str, max_chars: int = MAX_LINE_CHARS) -> Iterator[tuple[int, str]]:
+    """Numbered lines decoded one by one (so a bad byte is named by its line), each read with a length limit
+    (a 50 MB line is refused, not loaded). Lines end at \\n only; the \\r of a \\r\\n stays on the line."""
+    limit = 4 * max_chars + 8  # bytes: a longer line without its end holds more than max_chars characters
     line_no = 0
-    while raw := stream.readline(MAX_LINE_CHARS + 2):
+    while raw := stream.readline(limit):
         line_no += 1
-        if len(raw.rstrip("\r\n")) > MAX_LINE_CHARS:
+        if len(raw) >= limit and not raw.endswith(b"\n"):
+            raise PairFileError(source, line_no, None, f"line longer than {max_chars:,} characters; refused")
+        if line_no == 1 and raw.startswith(codecs.BOM_UTF8):
+            raw = raw[len(codecs.BOM_UTF8) :]
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
             raise PairFileError(
-                source, line_no, None, f"line longer than {MAX_LINE_CHARS:,} characters; refused"
-            )
-        yield line_no, raw.lstrip("\ufeff") if line_no == 1 else raw
+                source, line_no, None, f"not UTF-8 text ({exc.reason} at byte {exc.start + 1} of the line)"
+            ) from None
+        if len(text.rstrip("\r\n")) > max_chars:
+            raise PairFileError(source, line_no, None, f"line longer than {max_chars:,} characters; refused")
+        yield line_no, text
 
 
-def _iter_jsonl(stream: io.TextIOBase, source: str, require_label: bool) -> Iterator[Pair]:
+def _iter_jsonl(stream: BinaryIO, source: str, require_label: bool) -> Iterator[Pair]:
     for line_no, raw in _lines(stream, source):
         if not raw.strip():
             continue
@@ -123,18 +139,20 @@ def _iter_jsonl(stream: io.TextIOBase, source: str, require_label: bool) -> Iter
         yield _make_pair(row, source, line_no, require_label)
 
 
-def _iter_delimited(
-    stream: io.TextIOBase, source: str, delimiter: str, require_label: bool
-) -> Iterator[Pair]:
+def _iter_delimited(stream: BinaryIO, source: str, delimiter: str, require_label: bool) -> Iterator[Pair]:
     csv.field_size_limit(max(csv.field_size_limit(), MAX_LINE_CHARS))
-    reader = csv.reader(stream, delimiter=delimiter, strict=True)
+    lines = (text for _, text in _lines(stream, source, CSV_LINE_CHARS))
+    reader = csv.reader(lines, delimiter=delimiter, strict=True)
     try:
         header = next(reader)
     except StopIteration:
         return
     except csv.Error as exc:
         raise PairFileError(source, 1, None, f"unreadable header ({exc})") from None
-    header = [h.strip().lstrip("\ufeff") for h in header]
+    header = [h.strip() for h in header]
+    for field in (*FIELDS, LABEL_FIELD):
+        if header.count(field) > 1:
+            raise PairFileError(source, 1, field, f"column appears {header.count(field)} times in the header")
     for field in FIELDS:
         if field not in header:
             raise PairFileError(source, 1, field, f"column missing from header {header}")
@@ -164,20 +182,22 @@ def iter_pairs(path: str | Path, fmt: str | None = None, require_label: bool = F
     """Yield pairs one by one (streaming). `path` may be '-' for standard input (then give `fmt`)."""
     if str(path) == "-":
         fmt = fmt or "jsonl"
-        stream, source = sys.stdin, "<stdin>"
-        yield from _iter_stream(stream, source, detect_format("-", fmt), require_label)
+        stream = getattr(sys.stdin, "buffer", None)
+        if stream is None:  # a text stream standing in for stdin (tests, embedding)
+            stream = io.BytesIO(sys.stdin.read().encode("utf-8", "surrogateescape"))
+        yield from _iter_stream(stream, "<stdin>", detect_format("-", fmt), require_label)
         return
     source = str(path)
     fmt = detect_format(path, fmt)
     try:
-        handle = open(path, encoding="utf-8", newline="")
+        handle = open(path, "rb")
     except OSError as exc:
         raise PairFileError(source, None, None, f"cannot open ({exc.strerror})") from None
     with handle:
         try:
             yield from _iter_stream(handle, source, fmt, require_label)
-        except UnicodeDecodeError as exc:
-            raise PairFileError(source, None, None, f"not UTF-8 text ({exc.reason})") from None
+        except OSError as exc:  # e.g. a folder given as the file, or a read error
+            raise PairFileError(source, None, None, f"cannot read ({exc.strerror})") from None
 
 
 def _iter_stream(stream, source: str, fmt: str, require_label: bool) -> Iterator[Pair]:

@@ -42,6 +42,8 @@ def test_three_formats_read_the_same(tmp_path):
         ("bad.csv", "question,label\nq,1\n", 1, "answer"),
         ("bad.tsv", "question\tanswer\tlabel\nq\t\t1\n", 2, "answer"),
         ("bad.jsonl", '{"question": "q", "answer": "a", "label": true}\n', 1, "label"),
+        ("bad.csv", "question,answer,answer\nq,a,b\n", 1, "answer"),
+        ("bad.tsv", "label\tquestion\tanswer\tlabel\n1\tq\ta\t0\n", 1, "label"),
     ],
 )
 def test_malformed_rows_name_file_line_field(tmp_path, name, text, line, field):
@@ -52,6 +54,25 @@ def test_malformed_rows_name_file_line_field(tmp_path, name, text, line, field):
     err = info.value
     assert err.line == line and err.field == field
     assert str(path) in str(err) and f"line {line}" in str(err)
+
+
+def test_repeated_unused_columns_are_fine(tmp_path):
+    path = tmp_path / "trailing.csv"
+    path.write_text("question,answer,,\nq,a,,\n")  # a spreadsheet's trailing commas
+    assert [(p.question, p.answer) for p in read_pairs(path)] == [("q", "a")]
+
+
+@pytest.mark.parametrize("name", ["bad.jsonl", "bad.csv"])
+def test_invalid_utf8_is_named_by_its_line(tmp_path, name):
+    path = tmp_path / name
+    if name.endswith(".csv"):
+        path.write_bytes(b"\xef\xbb\xbfquestion,answer\r\nq,a\r\ncaf\xe9,a\r\n")  # BOM, CRLF
+    else:
+        path.write_bytes(b'{"question": "q", "answer": "a"}\r\n{"question": "caf\xe9", "answer": "a"}\n')
+    line = 3 if name.endswith(".csv") else 2
+    with pytest.raises(PairFileError, match=rf"{name}, line {line}: not UTF-8 text \(invalid") as info:
+        read_pairs(path)
+    assert info.value.line == line
 
 
 def test_labels_required_for_training(tmp_path):

@@ -171,8 +171,8 @@ def _evaluate(args: argparse.Namespace) -> None:
 
     if args.baseline_train and Path(args.baseline_train).resolve() == Path(args.data).resolve():
         raise UserError("--baseline-train must not be the evaluated file: the threshold would see its labels")
-    ckpt = load_checkpoint(args.checkpoint)
-    pairs = read_pairs(args.data, require_label=True)
+    pairs = read_pairs(args.data, require_label=True)  # a bad data file fails before the model loads
+    ckpt = load_checkpoint(_existing_folder(args.checkpoint))
     m = evaluate(ckpt.model, ckpt.encoder, pairs, batch_size=args.batch_size)
     report = {**m, "data": args.data, "baseline": None}  # the model's metrics at the top level
     if not args.no_baseline:
@@ -198,6 +198,17 @@ def _evaluate(args: argparse.Namespace) -> None:
     )
     print(format_confusion(b["confusion_matrix"]))
     print(f"training gained {100 * (m['accuracy'] - b['accuracy']):+.1f} accuracy points over the baseline")
+
+
+def _existing_folder(path: str) -> str:
+    """A checkpoint path that exists as a folder (checked here, so a typo is not called a bad checkpoint)."""
+    from pathlib import Path
+
+    if not Path(path).exists():
+        raise PairbertError(f"{path}: no such folder")
+    if not Path(path).is_dir():
+        raise PairbertError(f"{path}: is a file, not a checkpoint folder")
+    return path
 
 
 def _baseline_report(ckpt, pairs, train_file: str | None) -> dict:
@@ -238,11 +249,11 @@ def _export(args: argparse.Namespace) -> None:
         ),
         external_data=args.external_data,
     )
-    export_bundle(args.checkpoint, args.out, settings)
+    export_bundle(_existing_folder(args.checkpoint), args.out, settings)
 
 
 def _predict(args: argparse.Namespace) -> None:
-    from pairbert.runtime.pair_files import Pair, iter_pairs
+    from pairbert.runtime.pair_files import Pair, PairFileError, iter_pairs
     from pairbert.runtime.predictor import PairClassifier
 
     if (args.question is None) != (args.answer is None):
@@ -253,6 +264,8 @@ def _predict(args: argparse.Namespace) -> None:
     if args.input is not None:  # open and read the first pair before any output exists
         reader = iter_pairs(args.input, fmt=args.format)
         first = next(reader, None)
+        if first is None and args.input != "-":  # an empty stdin is an empty stream: no rows, exit 0
+            raise PairFileError(args.input, None, None, "no pairs in file")
         pairs = iter(()) if first is None else _chain(first, reader)
     else:
         pairs = iter([Pair(args.question, args.answer)])
@@ -266,21 +279,42 @@ def _predict(args: argparse.Namespace) -> None:
     )
     logging.getLogger(__name__).info("variant %s on %s", clf.variant, clf.provider)
     with _Output(args.output) as out:
-        batch: list = []
-        try:
-            for pair in pairs:
-                batch.append(pair)
-                if len(batch) >= args.chunk:
-                    out.write_rows(_rows(clf, batch, args.batch_size))
-                    batch = []
-        finally:  # a malformed line stops the run after everything before it was predicted and written
-            if batch:
-                out.write_rows(_rows(clf, batch, args.batch_size))
+        for chunk in _chunks(pairs, args.chunk):
+            out.write_rows(_rows(clf, chunk, args.batch_size))
 
 
 def _chain(first, rest):
     yield first
     yield from rest
+
+
+CHUNK_CHARS = 1 << 23  # characters of text per chunk (a chunk's memory grows with them, ~30 bytes each)
+
+
+def _chunks(pairs, size: int, max_chars: int | None = None):
+    """Lists of at most `size` pairs whose texts hold at most `max_chars` characters (CHUNK_CHARS; a single
+    longer pair makes a chunk of its own), in input order. A malformed line (PairbertError) ends the stream
+    after the pairs read before it were handed out, so they are still predicted and written."""
+    max_chars = CHUNK_CHARS if max_chars is None else max_chars
+    batch: list = []
+    chars = 0
+    try:
+        for pair in pairs:
+            n = len(pair.question) + len(pair.answer)
+            if batch and chars + n > max_chars:
+                yield batch
+                batch, chars = [], 0
+            batch.append(pair)
+            chars += n
+            if len(batch) >= size:
+                yield batch
+                batch, chars = [], 0
+    except PairbertError:
+        if batch:
+            yield batch
+        raise
+    if batch:
+        yield batch
 
 
 def _rows(clf, batch, batch_size: int) -> list[str]:
@@ -312,6 +346,8 @@ def _check_output(args: argparse.Namespace) -> None:
     out = Path(args.output)
     if out.is_dir():
         raise UserError(f"--output {out}: is a folder; give a file name")
+    if out.parent.exists() and not out.parent.is_dir():
+        raise UserError(f"--output {out}: {out.parent} is a file, not a folder")
     if not out.parent.is_dir():
         raise UserError(f"--output {out}: folder {out.parent} does not exist")
     if args.input not in (None, "-"):
@@ -320,10 +356,15 @@ def _check_output(args: argparse.Namespace) -> None:
             raise UserError(f"--output {out} is the --input file; write the predictions to another file")
 
 
+class OutputError(PairbertError):
+    """The predictions could not be written (disk full, file too large, an I/O error): exit code 1."""
+
+
 class _Output:
     """Standard output, or a file written under a temporary name beside it and renamed into place only when
-    the run succeeds: an existing --output is never truncated by a failed run. On failure the predictions made
-    so far are kept in OUTPUT.partial (named in the error). Special files (/dev/null, a pipe) are written
+    the run succeeds: an existing --output is never truncated by a failed run. On any failure (a bad line, a
+    write error, Ctrl-C) the complete rows written so far are kept in OUTPUT.partial (a torn last row is cut
+    off) and the message says so; with none, nothing is kept. Special files (/dev/null, a pipe) are written
     directly."""
 
     def __init__(self, path: str | None):
@@ -331,16 +372,21 @@ class _Output:
 
         self.target = Path(path) if path else None
         self.tmp = None
-        self.written = 0
+        self.written = 0  # complete rows
+        self.good_bytes = 0  # bytes of those rows (the temporary file is cut back to them on failure)
 
     def __enter__(self) -> _Output:
         import os
         import tempfile
+        from pathlib import Path
 
         if self.target is None:
             self.stream = sys.stdout
         elif self.target.exists() and not self.target.is_file():
-            self.stream = open(self.target, "w", encoding="utf-8")
+            try:
+                self.stream = open(self.target, "wb")
+            except OSError as exc:
+                raise OutputError(f"--output {self.target}: cannot open ({exc.strerror})") from None
         else:
             try:
                 fd, name = tempfile.mkstemp(
@@ -350,42 +396,65 @@ class _Output:
                 raise UserError(
                     f"--output {self.target}: cannot write in {self.target.parent} ({exc.strerror})"
                 ) from None
-            from pathlib import Path
-
             self.tmp = Path(name)
             mask = os.umask(0)
             os.umask(mask)
             os.chmod(fd, 0o666 & ~mask)
-            self.stream = os.fdopen(fd, "w", encoding="utf-8")
+            self.stream = os.fdopen(fd, "wb")
         return self
 
     def write_rows(self, rows: list[str]) -> None:
-        self.stream.write("".join(rows))
-        self.stream.flush()
+        text = "".join(rows)
+        data = text if self.stream is sys.stdout else text.encode("utf-8")
+        try:
+            self.stream.write(data)
+            self.stream.flush()
+        except BrokenPipeError:  # the reader left (`| head`): not an error
+            raise
+        except OSError as exc:
+            where = "standard output" if self.target is None else f"--output {self.target}"
+            raise OutputError(f"{where}: cannot write ({exc.strerror or exc})") from None
         self.written += len(rows)
+        self.good_bytes += len(data)
 
     def __exit__(self, kind, exc, tb) -> None:
         import os
 
         if self.stream is sys.stdout:
             return
-        self.stream.close()
+        failed = None
+        try:
+            self.stream.close()
+        except OSError as close_exc:  # what a failed write left in the buffer, or a deferred write error
+            failed = OutputError(f"--output {self.target}: cannot write ({close_exc.strerror or close_exc})")
+        if kind is None and failed is not None:
+            kind, exc = OutputError, failed
         if self.tmp is None:
+            if exc is failed and failed is not None:
+                raise failed from None
             return
         if kind is None:
             os.replace(self.tmp, self.target)
             return
-        if not self.written:
+        self._keep_partial(kind, exc)
+
+    def _keep_partial(self, kind, exc) -> None:
+        """After a failure: the complete rows go to OUTPUT.partial (none: the temporary file is removed), and
+        the error (or Ctrl-C's message) says where they are."""
+        import os
+
+        if self.written:
+            partial = self.target.with_name(self.target.name + ".partial")
+            os.truncate(self.tmp, self.good_bytes)  # a write error may have left half a row
+            os.replace(self.tmp, partial)
+            note = f"{self.written} predictions before it are in {partial}; {self.target} left as it was"
+        else:
             self.tmp.unlink(missing_ok=True)
-            if isinstance(exc, PairbertError):
-                raise UserError(f"{exc} (nothing predicted; {self.target} left as it was)") from None
-            return
-        partial = self.target.with_name(self.target.name + ".partial")
-        os.replace(self.tmp, partial)
-        if isinstance(exc, PairbertError):
-            raise UserError(
-                f"{exc} ({self.written} predictions before it are in {partial}; {self.target} left as it was)"
-            ) from None
+            note = f"nothing predicted was kept; {self.target} left as it was"
+        if issubclass(kind, KeyboardInterrupt):
+            raise KeyboardInterrupt(note) from None
+        if isinstance(exc, PairbertError):  # the same class (and so exit code) with where the rows went
+            raise (UserError if isinstance(exc, UserError) else PairbertError)(f"{exc} ({note})") from None
 
 
 def _bench(args: argparse.Namespace) -> None:
@@ -448,7 +517,7 @@ def _bench_serve(args: argparse.Namespace) -> None:
         LoadSettings(
             bundle=args.bundle,
             out=args.out,
-            clients=tuple(int(c) for c in args.clients.split(",")),
+            clients=args.clients,
             seconds=args.seconds,
             threads=args.threads,
             rss_requests=args.rss_requests,
@@ -461,6 +530,46 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def port_number(text: str) -> int:
+    """--port: 0 (pick a free port) to 65535."""
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 65535, got {value}")
+    return value
+
+
+def float_between(low: float, high: float):
+    """An argparse type: a finite number in [low, high] (nan, inf and values outside are usage errors)."""
+    import math
+
+    def parse(text: str) -> float:
+        value = float(text)
+        if not (math.isfinite(value) and low <= value <= high):
+            raise argparse.ArgumentTypeError(f"must be a number between {low:g} and {high:g}, got {text}")
+        return value
+
+    parse.__name__ = "number"  # argparse's "invalid number value: 'x'" for text that is no number
+    return parse
+
+
+def count_list(text: str) -> tuple[int, ...]:
+    """--clients: comma-separated positive integers."""
+    try:
+        counts = tuple(int(c) for c in text.split(","))
+    except ValueError:
+        counts = ()
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give comma-separated positive integers, e.g. 1,8,32")
+    return counts
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -657,10 +766,16 @@ def _add_predict(sub) -> None:
     p.add_argument("-q", "--question", help="one question (with -a; or --input)")
     p.add_argument("-a", "--answer", help="one answer (with -q)")
     p.add_argument(
-        "--input", help="pairs file (.csv/.tsv/.jsonl) or - for JSONL on standard input (or -q/-a)"
+        "--input",
+        help="pairs file (.csv/.tsv/.jsonl; one without pairs is an error, exit 1) or - for JSONL on "
+        "standard input (an empty one gives no output, exit 0) (or -q/-a)",
     )
     p.add_argument("--format", choices=["csv", "tsv", "jsonl"], help="input format (default: from extension)")
-    p.add_argument("--output", help="write JSONL here (default: standard output)")
+    p.add_argument(
+        "--output",
+        help="write JSONL here, replaced only when the run succeeds; after a failure or Ctrl-C the complete "
+        "rows written so far are in OUTPUT.partial (default: standard output)",
+    )
     p.add_argument(
         "--variant",
         default="auto",
@@ -677,7 +792,12 @@ def _add_predict(sub) -> None:
     p.add_argument("--allow-fallback", action="store_true", help="run on the CPU if CUDA cannot")
     p.add_argument("--threads", type=positive_int, help="intra-op threads (default: the free physical cores)")
     p.add_argument("--batch-size", type=positive_int, default=32, help="pairs per ONNX Runtime run")
-    p.add_argument("--chunk", type=positive_int, default=512, help="pairs read before predicting and writing")
+    p.add_argument(
+        "--chunk",
+        type=positive_int,
+        default=512,
+        help="pairs read before predicting and writing (fewer once their texts reach 8,388,608 characters)",
+    )
     p.set_defaults(func=_predict)
 
 
@@ -699,13 +819,18 @@ def _add_serve(sub) -> None:
     s = _subparser(sub, "serve", "HTTP server with cross-request batching (needs pairbert[serve])")
     s.add_argument("bundle", help="bundle folder written by `pairbert export`")
     s.add_argument("--host", default=S.host, help="address to listen on (loopback unless you say otherwise)")
-    s.add_argument("--port", type=int, default=S.port, help="0 picks a free port (printed)")
+    s.add_argument("--port", type=port_number, default=S.port, help="0 picks a free port (printed)")
     s.add_argument("--variant", default="auto", help="variant to serve (auto: the fastest passing one)")
     s.add_argument("--device", default="auto", choices=DEVICES)
     s.add_argument("--threads", type=positive_int, help="threads per worker (default: cores / workers)")
     s.add_argument("--workers", type=positive_int, default=S.workers, help="processes; they split the cores")
     s.add_argument("--no-batching", action="store_true", help="run each request alone (a baseline)")
-    s.add_argument("--max-wait-ms", type=float, default=S.max_wait_ms, help="longest a pair waits for others")
+    s.add_argument(
+        "--max-wait-ms",
+        type=float_between(0, 10_000),
+        default=S.max_wait_ms,
+        help="longest a pair waits for others (0 to 10000)",
+    )
     limits = {
         "--max-batch-tokens": (S.max_batch_tokens, "tokens gathered per run"),
         "--max-batch-pairs": (S.max_batch_pairs, "pairs gathered per run"),
@@ -723,10 +848,19 @@ def _add_bench_serve(sub) -> None:
     b = _subparser(sub, "bench-serve", "load benchmark of pairbert serve on loopback (1-128 clients)")
     b.add_argument("bundle", help="bundle folder written by `pairbert export`")
     b.add_argument("--out", default="runs/bench-serve", help="folder for serve_load.json")
-    b.add_argument("--clients", default="1,8,32,128", help="comma-separated concurrent client counts")
-    b.add_argument("--seconds", type=float, default=10.0, help="duration of each measurement")
+    b.add_argument(
+        "--clients", type=count_list, default="1,8,32,128", help="comma-separated concurrent client counts"
+    )
+    b.add_argument(
+        "--seconds", type=float_between(0.1, 86_400), default=10.0, help="duration of each measurement"
+    )
     b.add_argument("--threads", type=positive_int, help="threads of server and in-process predictor")
-    b.add_argument("--rss-requests", type=int, default=20_000, help="requests between RSS readings (0: skip)")
+    b.add_argument(
+        "--rss-requests",
+        type=non_negative_int,
+        default=20_000,
+        help="requests between RSS readings (0: skip)",
+    )
     b.set_defaults(func=_bench_serve)
 
 
@@ -774,7 +908,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
     except BrokenPipeError:  # e.g. `pairbert predict ... | head`
         return EXIT_OK
-    except KeyboardInterrupt:
-        print(f"pairbert {args.command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:  # predict --output says where the rows written so far went
+        note = f" ({exc})" if str(exc) else ""
+        print(f"pairbert {args.command}: interrupted{note}", file=sys.stderr)
         return EXIT_INTERRUPTED
     return EXIT_OK

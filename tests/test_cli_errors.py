@@ -1,0 +1,326 @@
+"""`pairbert predict/evaluate/serve` under hostile conditions (probe6): write errors, exit codes, empty and
+malformed inputs, chunk memory, Ctrl-C. Real files, real subprocesses where the condition needs a process
+(a file-size limit, stdout on /dev/full, a pipe closed early, SIGINT)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from helpers import varied_pairs
+
+from pairbert import cli
+from pairbert.runtime.pair_files import Pair, PairFileError
+
+
+def run_cli(argv: list[str]) -> int:
+    try:
+        return cli.main(argv)
+    except SystemExit as exc:
+        return exc.code
+
+
+def pairs_file(tmp_path: Path, n: int, name: str = "in.jsonl", tail: str = "") -> Path:
+    src = tmp_path / name
+    rows = [json.dumps({"question": r["question"], "answer": r["answer"]}) for r in varied_pairs(n)]
+    src.write_text("\n".join(rows) + "\n" + tail)
+    return src
+
+
+def pairbert(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "pairbert", *args], capture_output=True, text=True, timeout=120, **kwargs
+    )
+
+
+# 1. write errors: one line naming the output and the OS reason; only complete rows kept in .partial
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full")
+def test_output_on_a_full_device_is_one_line(tiny_bundle, tmp_path, capsys):
+    src = pairs_file(tmp_path, 5)
+    assert run_cli(["predict", str(tiny_bundle), "--input", str(src), "--output", "/dev/full"]) == 1
+    err = capsys.readouterr().err
+    assert (
+        err.strip() == "pairbert predict: error: --output /dev/full: cannot write (No space left on device)"
+    )
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full")
+def test_stdout_on_a_full_device_is_one_line(tiny_bundle, tmp_path):
+    src = pairs_file(tmp_path, 5)
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            [sys.executable, "-m", "pairbert", "predict", str(tiny_bundle), "--input", str(src)],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        "pairbert predict: error: standard output: cannot write (No space left on device)"
+    ]
+
+
+def _limit_file_size(limit: int):
+    def apply() -> None:
+        import resource
+
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG as an error instead of a killed process
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+def test_file_too_large_keeps_only_complete_rows_in_partial(tiny_bundle, tmp_path):
+    src = pairs_file(tmp_path, 40)
+    out = tmp_path / "out.jsonl"
+    out.write_text("previous run\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "pairbert", "predict", str(tiny_bundle), "--input", str(src)]
+        + ["--output", str(out), "--chunk", "4"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=_limit_file_size(3000),  # a few chunks fit; the one that crosses the limit is torn
+    )
+    assert done.returncode == 1
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith(f"pairbert predict: error: --output {out}: cannot write (File too large) (")
+    assert out.read_text() == "previous run\n"
+    partial = (tmp_path / "out.jsonl.partial").read_text()
+    rows = [json.loads(r) for r in partial.splitlines()]  # every kept row is whole
+    assert partial.endswith("\n") and len(rows) % 4 == 0 and 0 < len(rows) < 40
+    assert f"{len(rows)} predictions before it are in {out}.partial" in line
+    assert [r["question"] for r in rows] == [p["question"] for p in varied_pairs(40)[: len(rows)]]
+
+
+def test_a_reader_leaving_early_stays_quiet(tiny_bundle, tmp_path):
+    src = pairs_file(tmp_path, 3000)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pairbert", "predict", str(tiny_bundle), "--input", str(src), "--chunk", "50"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert json.loads(proc.stdout.readline())["question"]  # `| head -1`
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 0
+    assert err == ""
+
+
+# 2. exit codes: a data error is 1 with or without --output; bad option values are usage errors (2)
+
+
+def test_data_error_with_output_exits_1_with_the_same_message(tiny_bundle, tmp_path, capsys):
+    src = pairs_file(tmp_path, 3, tail='{"question": "q"}\n')
+    assert run_cli(["predict", str(tiny_bundle), "--input", str(src)]) == 1
+    plain = capsys.readouterr().err.strip()
+    out = tmp_path / "out.jsonl"
+    assert run_cli(["predict", str(tiny_bundle), "--input", str(src), "--output", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "usage:" not in err and len(err.strip().splitlines()) == 1
+    assert err.startswith(plain + " (3 predictions before it are in ")
+    assert "in.jsonl, line 4, field 'answer': missing" in plain
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["serve", "b", "--port", "70000"], "argument --port: must be between 0 and 65535, got 70000"),
+        (["serve", "b", "--port", "-1"], "argument --port: must be between 0 and 65535"),
+        (["serve", "b", "--max-wait-ms", "nan"], "argument --max-wait-ms: must be a number between 0 and"),
+        (["serve", "b", "--max-wait-ms", "inf"], "argument --max-wait-ms: must be a number between 0 and"),
+        (["serve", "b", "--max-wait-ms", "-1"], "argument --max-wait-ms: must be a number between 0 and"),
+        (["serve", "b", "--max-wait-ms", "soon"], "argument --max-wait-ms: invalid number value: 'soon'"),
+        (["serve", "b", "--max-queue-pairs", "0"], "argument --max-queue-pairs: must be at least 1"),
+        (["bench-serve", "b", "--clients", "1,x"], "argument --clients: '1,x': give comma-separated"),
+        (["bench-serve", "b", "--seconds", "nan"], "argument --seconds: must be a number between"),
+        (["bench-serve", "b", "--rss-requests", "-5"], "argument --rss-requests: must be 0 or more"),
+    ],
+)
+def test_bad_numeric_options_are_usage_errors(argv, message, capsys):
+    assert run_cli(argv) == 2
+    err = capsys.readouterr().err
+    assert "usage: pairbert" in err and message in err
+
+
+def test_output_under_a_file_says_it_is_a_file(tiny_bundle, tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    out = tmp_path / "afile" / "x.jsonl"
+    assert run_cli(["predict", str(tiny_bundle), "-q", "q", "-a", "a", "--output", str(out)]) == 2
+    assert f"--output {out}: {tmp_path / 'afile'} is a file, not a folder" in capsys.readouterr().err
+
+
+# 3. empty input
+
+
+def test_empty_input_files_say_so(tiny_bundle, tmp_path, capsys):
+    (tmp_path / "empty.jsonl").write_text("")
+    (tmp_path / "header.csv").write_text("question,answer,label\n")
+    for name in ("empty.jsonl", "header.csv"):
+        assert run_cli(["predict", str(tiny_bundle), "--input", str(tmp_path / name)]) == 1
+        assert (
+            capsys.readouterr().err.strip() == f"pairbert predict: error: {tmp_path / name}: no pairs in file"
+        )
+
+
+def test_empty_stdin_is_an_empty_stream(tiny_bundle, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"")))
+    assert run_cli(["predict", str(tiny_bundle), "--input", "-"]) == 0
+    assert capsys.readouterr().out == ""
+    help_text = " ".join(_predict_help().split())
+    assert (
+        "one without pairs is an error, exit 1" in help_text
+        and "an empty one gives no output, exit 0" in help_text
+    )
+
+
+def _predict_help() -> str:
+    parser = cli.build_parser()
+    (action,) = [a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction"]
+    return action.choices["predict"].format_help()
+
+
+# 4. and 5. duplicate header columns; invalid UTF-8 with its line, file or stdin
+
+
+def test_duplicate_header_column_is_named(tiny_bundle, tmp_path, capsys):
+    src = tmp_path / "dup.csv"
+    src.write_text("question,question,answer\nq1,q2,a\n")
+    assert run_cli(["predict", str(tiny_bundle), "--input", str(src)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert (
+        err
+        == f"pairbert predict: error: {src}, line 1, field 'question': column appears 2 times in the header"
+    )
+
+
+def test_invalid_utf8_names_its_line_in_files_and_stdin(tiny_bundle, tmp_path, monkeypatch, capsys):
+    good = json.dumps({"question": "q", "answer": "a"}).encode()
+    data = good + b"\n" + good + b"\n" + b'{"question": "caf\xe9", "answer": "a"}\n'
+    src = tmp_path / "latin.jsonl"
+    src.write_bytes(data)
+    problem = "line 3: not UTF-8 text (invalid continuation byte at byte 18 of the line)"
+    assert run_cli(["predict", str(tiny_bundle), "--input", str(src)]) == 1
+    assert capsys.readouterr().err.strip() == f"pairbert predict: error: {src}, {problem}"
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+    assert run_cli(["predict", str(tiny_bundle), "--input", "-"]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.strip() == f"pairbert predict: error: <stdin>, {problem}"
+    assert len(captured.out.splitlines()) == 2  # the lines before it were still answered
+
+
+# 6. chunks are bounded by characters too; the output does not change
+
+
+def test_chunks_stop_at_the_character_budget():
+    pairs = [Pair("q" * n, "a") for n in (3, 3, 3, 10, 1, 1)]  # 4, 4, 4, 11, 2, 2 characters
+    sizes = [[len(p.question) for p in c] for c in cli._chunks(iter(pairs), 512, max_chars=8)]
+    assert sizes == [[3, 3], [3], [10], [1, 1]]  # a pair over the budget is a chunk of its own
+    sizes = [[len(p.question) for p in c] for c in cli._chunks(iter(pairs), 2, max_chars=100)]
+    assert sizes == [[3, 3], [3, 10], [1, 1]]
+
+
+def test_chunks_hand_out_what_was_read_before_a_bad_line():
+    def reader():
+        yield Pair("q1", "a")
+        yield Pair("q2", "a")
+        raise PairFileError("f.jsonl", 3, None, "bad")
+
+    chunks = cli._chunks(reader(), 512)
+    assert [p.question for p in next(chunks)] == ["q1", "q2"]
+    with pytest.raises(PairFileError, match="line 3"):
+        next(chunks)
+
+
+def test_a_small_character_budget_gives_the_same_output(tiny_bundle, tmp_path, monkeypatch, capsys):
+    src = pairs_file(tmp_path, 20)
+    argv = ["predict", str(tiny_bundle), "--input", str(src), "--variant", "fp32"]  # int8 varies by batch
+    assert run_cli(argv) == 0
+    expected = capsys.readouterr().out
+    seen: list[int] = []
+    original = cli._rows
+
+    def counting_rows(clf, batch, batch_size):
+        seen.append(len(batch))
+        return original(clf, batch, batch_size)
+
+    monkeypatch.setattr(cli, "CHUNK_CHARS", 120)
+    monkeypatch.setattr(cli, "_rows", counting_rows)
+    assert run_cli(argv) == 0
+    assert capsys.readouterr().out == expected
+    assert sum(seen) == 20 and len(seen) > 1 and max(seen) < 20
+
+
+# 7. Ctrl-C with --output says what happened to the rows written so far
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs a FIFO")
+def test_ctrl_c_names_the_partial_file(tiny_bundle, tmp_path):
+    fifo = tmp_path / "in.jsonl"
+    os.mkfifo(fifo)
+    out = tmp_path / "out.jsonl"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pairbert", "predict", str(tiny_bundle), "--input", str(fifo)]
+        + ["--output", str(out), "--chunk", "1"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    with open(fifo, "w") as writer:  # kept open: the reader then waits for more lines
+        for row in varied_pairs(2):
+            writer.write(json.dumps({"question": row["question"], "answer": row["answer"]}) + "\n")
+        writer.flush()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and _rows_in_temporaries(tmp_path) < 2:
+            time.sleep(0.05)
+        assert _rows_in_temporaries(tmp_path) == 2
+        proc.send_signal(signal.SIGINT)
+        err = proc.stderr.read()
+        assert proc.wait(timeout=60) == 130
+    assert err.strip() == (
+        f"pairbert predict: interrupted (2 predictions before it are in {out}.partial; {out} left as it was)"
+    )
+    assert len((tmp_path / "out.jsonl.partial").read_text().splitlines()) == 2
+    assert not out.exists()
+
+
+def _rows_in_temporaries(folder: Path) -> int:
+    return sum(len(p.read_bytes().splitlines()) for p in folder.glob(".out.jsonl.*.tmp"))
+
+
+# 8. evaluate: the data is checked before the model loads; a missing checkpoint is called missing
+
+
+def test_evaluate_reads_the_data_first_and_names_a_missing_checkpoint(tiny_checkpoint, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"question": "q", "answer": "a"}\n')  # no label
+    no_label = f"pairbert evaluate: error: {bad}, line 1, field 'label': missing (training and evaluation"
+    done = pairbert("evaluate", str(tmp_path / "nowhere"), "--data", str(bad), "--no-baseline")
+    assert done.returncode == 1
+    assert done.stderr.strip() == no_label + " need labels)"
+    good = tmp_path / "good.jsonl"
+    good.write_text('{"question": "q", "answer": "a", "label": 1}\n')
+    done = pairbert("evaluate", str(tmp_path / "nowhere"), "--data", str(good), "--no-baseline")
+    assert done.returncode == 1
+    assert done.stderr.strip() == f"pairbert evaluate: error: {tmp_path / 'nowhere'}: no such folder"
+    done = pairbert("evaluate", str(tiny_checkpoint), "--data", str(bad), "--no-baseline")
+    assert done.returncode == 1 and "Loading weights" not in done.stderr  # no model load for a bad file
+    assert done.stderr.strip().splitlines() == [no_label + " need labels)"]
+
+
+def test_export_names_a_missing_checkpoint(tmp_path, capsys):
+    assert run_cli(["export", str(tmp_path / "nowhere"), "--out", str(tmp_path / "b")]) == 1
+    assert (
+        capsys.readouterr().err.strip() == f"pairbert export: error: {tmp_path / 'nowhere'}: no such folder"
+    )
+    assert not (tmp_path / "b").exists()
