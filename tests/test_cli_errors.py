@@ -143,6 +143,9 @@ def test_data_error_with_output_exits_1_with_the_same_message(tiny_bundle, tmp_p
         (["serve", "b", "--max-wait-ms", "-1"], "argument --max-wait-ms: must be a number between 0 and"),
         (["serve", "b", "--max-wait-ms", "soon"], "argument --max-wait-ms: invalid number value: 'soon'"),
         (["serve", "b", "--max-queue-pairs", "0"], "argument --max-queue-pairs: must be at least 1"),
+        (["serve", "b", "--body-timeout", "nan"], "argument --body-timeout: must be a number between"),
+        (["serve", "b", "--graceful-shutdown", "0"], "argument --graceful-shutdown: must be a number"),
+        (["serve", "b", "--max-connections", "0"], "argument --max-connections: must be at least 1"),
         (["bench-serve", "b", "--clients", "1,x"], "argument --clients: '1,x': give comma-separated"),
         (["bench-serve", "b", "--seconds", "nan"], "argument --seconds: must be a number between"),
         (["bench-serve", "b", "--rss-requests", "-5"], "argument --rss-requests: must be 0 or more"),
@@ -324,3 +327,14 @@ def test_export_names_a_missing_checkpoint(tmp_path, capsys):
         capsys.readouterr().err.strip() == f"pairbert export: error: {tmp_path / 'nowhere'}: no such folder"
     )
     assert not (tmp_path / "b").exists()
+
+
+def test_serve_slow_client_flags_reach_the_settings(monkeypatch):
+    import pairbert.serving.server as server
+
+    seen = {}
+    monkeypatch.setattr(server, "serve", lambda settings: seen.setdefault("settings", settings))
+    argv = ["serve", "b", "--body-timeout", "2.5", "--graceful-shutdown", "7", "--max-connections", "9"]
+    assert run_cli(argv) in (0, None)
+    settings = seen["settings"]
+    assert (settings.body_timeout_s, settings.graceful_shutdown_s, settings.max_connections) == (2.5, 7.0, 9)

@@ -505,6 +505,9 @@ def _serve(args: argparse.Namespace) -> None:
             max_queue_pairs=args.max_queue_pairs,
             max_request_pairs=args.max_request_pairs,
             max_text_chars=args.max_text_chars,
+            max_connections=args.max_connections,
+            body_timeout_s=args.body_timeout,
+            graceful_shutdown_s=args.graceful_shutdown,
             warmup=not args.no_warmup,
         )
     )
@@ -840,6 +843,24 @@ def _add_serve(sub) -> None:
     }
     for flag, (default, text) in limits.items():
         s.add_argument(flag, type=positive_int, default=default, help=text)
+    s.add_argument(
+        "--max-connections",
+        type=positive_int,
+        default=S.max_connections,
+        help="open connections per worker before uvicorn answers 503",
+    )
+    s.add_argument(
+        "--body-timeout",
+        type=float_between(0.001, 3600),
+        default=S.body_timeout_s,
+        help="seconds a client may take to send a request body before 408",
+    )
+    s.add_argument(
+        "--graceful-shutdown",
+        type=float_between(0.001, 3600),
+        default=S.graceful_shutdown_s,
+        help="seconds after SIGTERM before requests still running are cancelled (503)",
+    )
     s.add_argument("--no-warmup", action="store_true", help="ready as soon as the bundle is loaded")
     s.set_defaults(func=_serve)
 
