@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import threading
 import time
 import weakref
@@ -86,15 +87,15 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
 
 
-def _check_text(value: object, index: int, field: str) -> str:
+def _check_text(value: object, index: int | None, field: str) -> str:
+    """`value` if it is a valid str; else an error naming `field` (of pair `index`, when given)."""
+    where = field if index is None else f"pair {index}: {field}"
     if not isinstance(value, str):
-        raise PredictorError(f"pair {index}: {field} must be a str, got {type(value).__name__}")
+        raise PredictorError(f"{where} must be a str, got {type(value).__name__}")
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as exc:
-        raise PredictorError(
-            f"pair {index}: {field} is not valid Unicode ({exc.reason} at position {exc.start})"
-        ) from None
+        raise PredictorError(f"{where} is not valid Unicode ({exc.reason} at position {exc.start})") from None
     return value
 
 
@@ -124,6 +125,22 @@ def bucketed_batches(lengths: Sequence[int], batch_size: int, max_tokens: int | 
     return batches
 
 
+THREADS_PER_CPU = 4  # more intra-op threads than this per usable CPU is refused (512 on 2 took 87 s)
+
+
+def usable_cpus() -> int:
+    """Logical CPUs this process may run on (its affinity mask; the CPU count where there is none)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def max_threads() -> int:
+    """The most intra-op threads `PairClassifier.load` accepts: THREADS_PER_CPU per usable CPU."""
+    return THREADS_PER_CPU * usable_cpus()
+
+
 @dataclass(frozen=True)
 class _Request:
     """What `load` was asked for, checked once."""
@@ -144,6 +161,11 @@ class _Request:
             isinstance(self.threads, bool) or not isinstance(self.threads, Integral) or self.threads < 1
         ):
             raise PredictorError(f"threads must be a positive int or None, got {self.threads!r}")
+        if self.threads is not None and self.threads > max_threads():
+            raise PredictorError(
+                f"threads={self.threads} is more than {THREADS_PER_CPU} per CPU this process may use "
+                f"({usable_cpus()}); the threads would only compete (at most {max_threads()})"
+            )
         if self.cpu_arena not in CPU_ARENA_MODES:
             raise PredictorError(
                 f"cpu_arena must be one of {', '.join(CPU_ARENA_MODES)}, got {self.cpu_arena!r}"
@@ -230,6 +252,10 @@ class PairClassifier:
         `max_batch_tokens` caps padded tokens per run (None: only `batch_size` limits a run).
         `cpu_arena` (ONNX Runtime): "off" (default: RSS stays flat over varied shapes), "shrink" or "keep".
         `cuda_graphs` (CUDA): replay a captured CUDA graph per padded shape (see runtime/cuda_graphs.py).
+        `threads` (intra-op threads; None: the physical cores not held by other predictors here): more
+        than 4 per logical CPU this process may use (`max_threads()`) is refused, as they would only
+        compete (512 threads on 2 CPUs took 87 s for 2 pairs); more than the physical cores is allowed
+        with a warning.
         """
         request = _Request(
             variant,
@@ -352,16 +378,24 @@ class PairClassifier:
         return self.session.run(feed)
 
     def rank(
-        self, query: str, texts: Sequence[str], top_k: int | None = None, batch_size: int = 32
+        self, query: str, texts: Iterable[str], top_k: int | None = None, batch_size: int = 32
     ) -> list[tuple[int, float]]:
-        """Rerank `texts` against `query`: (index into texts, match probability) pairs, best first (ties keep
-        the input order), at most `top_k` of them."""
-        if isinstance(texts, str) or not isinstance(texts, Sequence):
-            raise PredictorError("texts must be a sequence of str, not a single str")
-        if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 0):
-            raise PredictorError(f"top_k must be a non-negative int or None, got {top_k!r}")
-        _check_text(query, 0, "query")
+        """Rerank `texts` (any iterable of str, read once) against `query`: (index into texts, match
+        probability) pairs, best first (ties keep the input order), at most `top_k` of them."""
+        if isinstance(texts, (str, bytes)):
+            raise PredictorError(f"texts must be a list of str, not a single {type(texts).__name__}")
+        if not isinstance(texts, Iterable):
+            raise PredictorError(f"texts must be a list of str, got {type(texts).__name__}")
+        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, Integral) or top_k < 0):
+            raise PredictorError(
+                f"top_k must be a non-negative int or None, got {type(top_k).__name__} {top_k!r}"
+            )
+        _check_text(query, None, "query")
+        texts = list(texts)  # any iterable of str: a list, a generator, a 1-d numpy array of str
+        for i, text in enumerate(texts):
+            _check_text(text, None, f"texts[{i}]")
         scores = self.predict([(query, text) for text in texts], batch_size=batch_size).match_probability
+        top_k = None if top_k is None else int(top_k)
         order = sorted(range(len(scores)), key=lambda i: (-float(scores[i]), i))
         return [(i, float(scores[i])) for i in order[:top_k]]
 

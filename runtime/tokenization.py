@@ -23,9 +23,20 @@ product of the lengths (8,000 words on both sides took 2.75 GB). So a pair whose
 before whitespace (no truncation, no overflow), the longest-first rule picks how many tokens of each side
 survive from the exact counts, and only a prefix of each text holding that many tokens is encoded (chunks
 of about 8 × max_length characters, so the overflow pieces that truncating the prefix still makes, and that
-the pair template combines with each other, stay a few dozen). Chunks are
-cut before ASCII whitespace, where WordPiece, byte-level BPE and Metaspace tokenizers split anyway; a text
-with no whitespace for a long stretch is encoded in one piece (correct, memory proportional to that stretch).
+the pair template combines with each other, stay a few dozen).
+
+Chunks are bounded too (at most 2 × 8 × max_length characters), whatever the text: a chunk ends before the
+first ASCII whitespace within 8 × max_length characters after its nominal end, where WordPiece, byte-level
+BPE and Metaspace tokenizers split anyway. Text without ASCII whitespace (CJK, URLs, base64) is cut, for a
+BERT tokenizer (BertNormalizer + BertPreTokenizer), before the first character in that window that BERT
+always splits at: a CJK ideograph (BERT's `_is_chinese_char` ranges, which its normalizer pads with spaces)
+or punctuation (ASCII, CJK and fullwidth; its pre-tokenizer isolates each), so the tokens are unchanged.
+Failing both, the chunk is cut hard at the window's end. That happens only inside a stretch of 8 ×
+max_length characters with no split at all, which WordPiece reads as one word longer than its
+max_input_chars_per_word, i.e. one [UNK]: the hard cut counts it as two, so that side's count may be one
+token too high per hard cut, and longest-first may then keep slightly fewer tokens of the other side. Only
+such pathological text is affected; without the cut it cost memory proportional to the stretch (a
+1M-character CJK text took 750 MB and 13 s).
 """
 
 from __future__ import annotations
@@ -47,6 +58,63 @@ FEATURES = ("input_ids", "attention_mask", "token_type_ids")
 MIN_MAX_LENGTH, MAX_MAX_LENGTH = 8, 8192
 CHARS_PER_TOKEN_BUDGET = 8  # texts up to 8 × max_length characters take the tokenizer's own pair path
 _CUT = re.compile(r"[ \t\n\r]")
+# BERT's _is_chinese_char ranges: BertNormalizer(handle_chinese_chars) pads each with spaces.
+_CJK_RANGES = (
+    (0x4E00, 0x9FFF),
+    (0x3400, 0x4DBF),
+    (0x20000, 0x2A6DF),
+    (0x2A700, 0x2B73F),
+    (0x2B740, 0x2B81F),
+    (0x2B820, 0x2CEAF),
+    (0xF900, 0xFAFF),
+    (0x2F800, 0x2FA1F),
+)
+
+
+def _bert_split_class(cjk: bool) -> str:
+    """A regex character class of what BERT always splits at and no BERT normalizer removes: CJK
+    ideographs, ASCII punctuation (BERT's rule: every non-alphanumeric printable), and the punctuation
+    (category P*) of the general, CJK and fullwidth punctuation blocks."""
+    import unicodedata
+
+    chars = [chr(c) for c in (*range(33, 48), *range(58, 65), *range(91, 97), *range(123, 127))]
+    for lo, hi in ((0x2000, 0x206F), (0x3000, 0x303F), (0xFE30, 0xFE4F), (0xFF00, 0xFFEF)):
+        chars += [chr(c) for c in range(lo, hi + 1) if unicodedata.category(chr(c)).startswith("P")]
+    ranges = "".join(f"\\U{lo:08x}-\\U{hi:08x}" for lo, hi in _CJK_RANGES)
+    return "[" + "".join(re.escape(c) for c in chars) + (ranges if cjk else "") + "]"
+
+
+_BERT_CUTS = {cjk: re.compile(_bert_split_class(cjk)) for cjk in (False, True)}
+_SAFE_NORMALIZERS = {"BertNormalizer", "Lowercase", "StripAccents", "NFC", "NFD", "NFKC", "NFKD"}
+
+
+def _members(component: dict | None) -> list[dict]:
+    """A tokenizer.json normalizer or pre-tokenizer as the list of its parts (a Sequence's members)."""
+    if not component:
+        return []
+    if component.get("type") == "Sequence":
+        return [
+            m
+            for part in component.get("normalizers") or component.get("pretokenizers") or []
+            for m in _members(part)
+        ]
+    return [component]
+
+
+def split_cut(tokenizer: Tokenizer) -> re.Pattern | None:
+    """What long text without whitespace may be cut before, keeping its tokens (see the module notes):
+    BERT's punctuation (and CJK ideographs where its normalizer pads them) for a tokenizer that
+    pre-tokenizes like BERT and normalizes nothing away; None for any other tokenizer."""
+    import json
+
+    config = json.loads(tokenizer.to_str())
+    normalizers = _members(config.get("normalizer"))
+    if not any(p.get("type") == "BertPreTokenizer" for p in _members(config.get("pre_tokenizer"))):
+        return None
+    if any(n.get("type") not in _SAFE_NORMALIZERS for n in normalizers):
+        return None
+    cjk = any(n.get("type") == "BertNormalizer" and n.get("handle_chinese_chars") for n in normalizers)
+    return _BERT_CUTS[cjk]
 
 
 class TokenizerError(PairbertError, ValueError):
@@ -109,6 +177,7 @@ class PairEncoder:
         self._budget = self.max_length - tokenizer.num_special_tokens_to_add(is_pair=True)
         self._long_chars = CHARS_PER_TOKEN_BUDGET * self.max_length
         self._counter = None  # a copy without truncation, made on the first long text
+        self._split_cut = None  # what text without whitespace may be cut before (split_cut), with it
         self._check_cut()
 
     def _check_cut(self) -> None:
@@ -234,6 +303,7 @@ class PairEncoder:
             self._counter = Tokenizer.from_str(self.tokenizer.to_str())
             self._counter.no_truncation()
             self._counter.no_padding()
+            self._split_cut = split_cut(self.tokenizer)
         a, b = _TokenCount(self, first), _TokenCount(self, second)
         half = self._budget // 2
         while not (a.done and b.done):
@@ -273,8 +343,22 @@ class PairEncoder:
         }
 
 
+def chunk_end(text: str, limit: int, window: int, split: re.Pattern | None) -> int:
+    """Where a chunk whose nominal end is `limit` ends: before the first ASCII whitespace in the `window`
+    characters from `limit`, else before the first `split` character there, else hard at the window's end
+    (the module notes say what a hard cut may change); the text's end if that comes first."""
+    stop = limit + window
+    if stop >= len(text):
+        found = _CUT.search(text, limit) if limit < len(text) else None
+        return found.start() if found else len(text)
+    found = _CUT.search(text, limit, stop)
+    if found is None and split is not None:
+        found = split.search(text, limit, stop)
+    return found.start() if found else stop
+
+
 class _TokenCount:
-    """Counts a text's tokens chunk by chunk (chunks of ~8 × max_length characters cut before whitespace), as
+    """Counts a text's tokens chunk by chunk (chunks of 8 to 16 × max_length characters, see chunk_end), as
     far as asked: `total` is exact once `done`, a lower bound before. `prefix()` holds ≥ max_length tokens."""
 
     def __init__(self, encoder: PairEncoder, text: str):
@@ -295,9 +379,7 @@ class _TokenCount:
         text, step = self.text, self.encoder._long_chars
         cuts = []
         while self.pos < len(text) and len(cuts) < chunks:
-            limit = self.pos + step
-            found = _CUT.search(text, limit) if limit < len(text) else None
-            end = found.start() if found else len(text)
+            end = chunk_end(text, self.pos + step, step, self.encoder._split_cut)
             cuts.append((self.pos, end))
             self.pos = end
         encodings = self.encoder._counter.encode_batch([text[i:j] for i, j in cuts], add_special_tokens=False)

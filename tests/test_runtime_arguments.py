@@ -1,0 +1,76 @@
+"""PairClassifier argument checks: rank() takes any iterable of str and names what was wrong (texts[i],
+query, top_k); load() refuses an absurd thread count up front."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pairbert.runtime import PairClassifier, PredictorError
+from pairbert.runtime.predictor import THREADS_PER_CPU, max_threads, usable_cpus
+
+TEXTS = ["paris.", "eight legs.", "paris is a city."]
+QUERY = "what is the capital of france?"
+
+
+@pytest.fixture(scope="module")
+def clf(tiny_bundle):
+    with PairClassifier.load(tiny_bundle, variant="fp32") as clf:
+        yield clf
+
+
+@pytest.mark.parametrize(
+    "texts",
+    [
+        (t for t in TEXTS),
+        tuple(TEXTS),
+        np.array(TEXTS),
+        np.array(TEXTS, dtype=object),
+        iter(TEXTS),
+        dict.fromkeys(TEXTS),  # an iterable of str: its keys, in order
+    ],
+    ids=["generator", "tuple", "ndarray-str", "ndarray-object", "iterator", "dict"],
+)
+def test_rank_takes_any_iterable_of_str(clf, texts):
+    assert clf.rank(QUERY, texts) == clf.rank(QUERY, TEXTS)
+
+
+@pytest.mark.parametrize(
+    "query, texts, message",
+    [
+        (QUERY, None, "texts must be a list of str, got NoneType"),
+        (QUERY, 3, "texts must be a list of str, got int"),
+        (QUERY, "one string", "texts must be a list of str, not a single str"),
+        (QUERY, b"ab", "texts must be a list of str, not a single bytes"),
+        (QUERY, ["a", 1], r"^texts\[1\] must be a str, got int$"),
+        (QUERY, ["a", b"b"], r"^texts\[1\] must be a str, got bytes$"),
+        (QUERY, ["a", "b\ud800"], r"^texts\[1\] is not valid Unicode"),
+        (QUERY, np.array([["a", "b"]]), r"^texts\[0\] must be a str, got ndarray$"),
+        (None, ["a"], r"^query must be a str, got NoneType$"),
+        ("q\ud800", ["a"], r"^query is not valid Unicode"),
+    ],
+)
+def test_rank_names_what_was_wrong(clf, query, texts, message):
+    with pytest.raises(PredictorError, match=message):
+        clf.rank(query, texts)
+
+
+def test_rank_top_k_takes_numpy_integers_like_batch_size_and_refuses_bool(clf):
+    full = clf.rank(QUERY, TEXTS)
+    assert clf.rank(QUERY, TEXTS, top_k=np.int64(2), batch_size=np.int64(2)) == full[:2]
+    assert clf.rank(QUERY, TEXTS, top_k=np.int32(0)) == []
+    for bad in (True, np.bool_(True), -1, np.int64(-1), 1.0, "2"):
+        with pytest.raises(PredictorError, match="top_k must be a non-negative int or None"):
+            clf.rank(QUERY, TEXTS, top_k=bad)
+
+
+def test_an_absurd_thread_count_is_refused_and_the_cap_is_allowed(tiny_bundle):
+    cap = max_threads()
+    assert cap == THREADS_PER_CPU * usable_cpus()
+    for too_many in (cap + 1, 9999):
+        with pytest.raises(
+            PredictorError, match=rf"threads={too_many} is more than {THREADS_PER_CPU} per CPU"
+        ):
+            PairClassifier.load(tiny_bundle, variant="fp32", threads=too_many)
+    with PairClassifier.load(tiny_bundle, variant="fp32", threads=np.int64(2)) as ok:
+        assert ok.threads == 2 and len(ok.predict([("q", "a")])) == 1
