@@ -21,6 +21,7 @@ output folder are not supported anyway).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -35,16 +36,36 @@ class FolderInTheWay(PairbertError, FileExistsError):
     """The target path holds something that is not what the writer replaces (a user's folder or file)."""
 
 
+MARKER_KEYS = {  # what makes a folder one of ours: its marker file, a JSON object with these keys
+    "manifest.json": ("format_version", "variants", "contract"),  # a bundle
+    "pairbert.json": ("labels",),  # a checkpoint
+}
+MAX_MARKER_BYTES = 16 * 1024 * 1024
+
+
+def holds_marker(folder: Path, marker: str) -> bool:
+    """`folder` holds pairbert's `marker` file: a JSON object with MARKER_KEYS[marker] (a web extension's
+    manifest.json is no bundle)."""
+    file = Path(folder) / marker
+    try:
+        if file.is_symlink() or not file.is_file() or file.stat().st_size > MAX_MARKER_BYTES:
+            return False
+        data = json.loads(file.read_bytes())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and all(key in data for key in MARKER_KEYS.get(marker, ()))
+
+
 def check_replaceable(target: str | Path, marker: str, what: str) -> None:
-    """Refuse to replace anything at `target` but a folder of the kind being written (one holding `marker`,
-    e.g. a bundle's manifest.json) or an empty folder: `--out` pointing at a checkpoint, a run folder or a
-    user's own folder must never delete it."""
+    """Refuse to replace anything at `target` but a folder of the kind being written (one holding pairbert's
+    `marker`, e.g. a bundle's manifest.json) or an empty folder: `--out` pointing at a checkpoint, a run
+    folder or a user's own folder must never delete it."""
     target = Path(target)
     if not (target.exists() or target.is_symlink()):
         return
     if not target.is_dir():
         raise FolderInTheWay(f"{target} exists and is not a folder: refusing to replace it with a {what}")
-    if (target / marker).is_file():
+    if holds_marker(target, marker):
         return
     try:
         empty = next(target.iterdir(), None) is None
@@ -52,8 +73,8 @@ def check_replaceable(target: str | Path, marker: str, what: str) -> None:
         raise FolderInTheWay(f"{target}: cannot look inside ({exc.strerror})") from None
     if not empty:
         raise FolderInTheWay(
-            f"{target} exists and is not a {what} (no {marker}): refusing to replace it; choose another "
-            "path, or remove it first"
+            f"{target} exists and is not a {what} (no pairbert {marker}): refusing to replace it; "
+            "choose another path, or remove it first"
         )
 
 
@@ -86,7 +107,15 @@ def _discard(folder: Path) -> None:
         return
     trash = folder.parent / f".trash-{folder.name.lstrip('.')}-{os.getpid()}-{time.monotonic_ns()}"
     os.replace(folder, trash)
-    shutil.rmtree(trash, ignore_errors=True)
+    _remove(trash)
+
+
+def _remove(path: Path) -> None:
+    """Delete a folder, or a symlink that stood where one was (rmtree refuses links: it would stay behind)."""
+    if path.is_symlink():
+        path.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _owner_gone(pid_text: str, folder: Path) -> bool:
@@ -117,8 +146,8 @@ def clean_stale(target: str | Path) -> list[Path]:
     for prefix in (f".tmp-{target.name}-", f".trash-new-{target.name}-", f".trash-old-{target.name}-"):
         for folder in target.parent.glob(prefix + "*"):
             pid_text = folder.name[len(prefix) :].split("-", 1)[0]
-            if folder.is_dir() and _owner_gone(pid_text, folder):
-                shutil.rmtree(folder, ignore_errors=True)
+            if (folder.is_dir() or folder.is_symlink()) and _owner_gone(pid_text, folder):
+                _remove(folder)
                 removed.append(folder)
     return removed
 

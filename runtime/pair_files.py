@@ -16,6 +16,7 @@ import codecs
 import csv
 import io
 import json
+import re
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ FIELDS = ("question", "answer")
 LABEL_FIELD = "label"
 FORMATS = ("csv", "tsv", "jsonl")
 MAX_LINE_CHARS = 1 << 23  # 8,388,608 characters per JSONL line or CSV/TSV field
+_CR_ONLY = re.compile(r"(?<=\r)(?!\n)")  # just after a \r that ends a line by itself
 CSV_LINE_CHARS = 3 * MAX_LINE_CHARS  # a CSV/TSV line holds a question, an answer and a label
 
 
@@ -104,7 +106,8 @@ def _make_pair(row: dict, source: str, line: int, require_label: bool) -> Pair:
 
 def _lines(stream: BinaryIO, source: str, max_chars: int = MAX_LINE_CHARS) -> Iterator[tuple[int, str]]:
     """Numbered lines decoded one by one (so a bad byte is named by its line), each read with a length limit
-    (a 50 MB line is refused, not loaded). Lines end at \\n only; the \\r of a \\r\\n stays on the line."""
+    (a 50 MB line is refused, not loaded). Lines end at \\n, \\r\\n or a bare \\r
+    (each line keeps its end, as the csv module wants)."""
     limit = 4 * max_chars + 8  # bytes: a longer line without its end holds more than max_chars characters
     line_no = 0
     while raw := stream.readline(limit):
@@ -119,9 +122,14 @@ def _lines(stream: BinaryIO, source: str, max_chars: int = MAX_LINE_CHARS) -> It
             raise PairFileError(
                 source, line_no, None, f"not UTF-8 text ({exc.reason} at byte {exc.start + 1} of the line)"
             ) from None
-        if len(text.rstrip("\r\n")) > max_chars:
-            raise PairFileError(source, line_no, None, f"line longer than {max_chars:,} characters; refused")
-        yield line_no, text
+        for piece in _CR_ONLY.split(text) if "\r" in text else (text,):  # old Mac / Excel "CSV (Macintosh)"
+            if piece:
+                if len(piece.rstrip("\r\n")) > max_chars:
+                    raise PairFileError(
+                        source, line_no, None, f"line longer than {max_chars:,} characters; refused"
+                    )
+                yield line_no, piece
+                line_no += piece.endswith("\r")  # a bare \r ended this line: the next piece is another
 
 
 def _iter_jsonl(stream: BinaryIO, source: str, require_label: bool) -> Iterator[Pair]:

@@ -315,7 +315,9 @@ def test_evaluate_reads_the_data_first_and_names_a_missing_checkpoint(tiny_check
     good.write_text('{"question": "q", "answer": "a", "label": 1}\n')
     done = pairbert("evaluate", str(tmp_path / "nowhere"), "--data", str(good), "--no-baseline")
     assert done.returncode == 1
-    assert done.stderr.strip() == f"pairbert evaluate: error: {tmp_path / 'nowhere'}: no such folder"
+    assert (
+        done.stderr.strip() == f"pairbert evaluate: error: {tmp_path / 'nowhere'}: no such checkpoint folder"
+    )
     done = pairbert("evaluate", str(tiny_checkpoint), "--data", str(bad), "--no-baseline")
     assert done.returncode == 1 and "Loading weights" not in done.stderr  # no model load for a bad file
     assert done.stderr.strip().splitlines() == [no_label + " need labels)"]
@@ -324,9 +326,26 @@ def test_evaluate_reads_the_data_first_and_names_a_missing_checkpoint(tiny_check
 def test_export_names_a_missing_checkpoint(tmp_path, capsys):
     assert run_cli(["export", str(tmp_path / "nowhere"), "--out", str(tmp_path / "b")]) == 1
     assert (
-        capsys.readouterr().err.strip() == f"pairbert export: error: {tmp_path / 'nowhere'}: no such folder"
+        capsys.readouterr().err.strip()
+        == f"pairbert export: error: {tmp_path / 'nowhere'}: no such checkpoint folder"
     )
     assert not (tmp_path / "b").exists()
+
+
+def test_evaluate_finds_a_checkpoint_whose_swap_was_interrupted(tiny_checkpoint, tmp_path):
+    import shutil
+
+    shutil.copytree(tiny_checkpoint, tmp_path / ".old-best")  # a kill between the renames left only this
+    good = tmp_path / "good.jsonl"
+    good.write_text('{"question": "q", "answer": "a", "label": 1}\n')
+    done = pairbert("evaluate", str(tmp_path / "best"), "--data", str(good), "--no-baseline")
+    assert done.returncode == 0, done.stderr
+    (tmp_path / "afile").write_text("x")
+    done = pairbert("evaluate", str(tmp_path / "afile"), "--data", str(good), "--no-baseline")
+    assert (
+        done.stderr.strip()
+        == f"pairbert evaluate: error: {tmp_path / 'afile'}: is a file, not a checkpoint folder"
+    )
 
 
 def test_serve_slow_client_flags_reach_the_settings(monkeypatch):

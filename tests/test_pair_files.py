@@ -114,3 +114,26 @@ def test_builtin_dataset_is_what_the_builder_writes():
     assert not {r["qid"] for r in train} & {r["qid"] for r in validation}
     assert len({r["topic"] for r in rows}) >= 20
     assert len(read_pairs(DATA / "smoke.jsonl", require_label=True)) == 5
+
+
+@pytest.mark.parametrize("end", ["\r", "\r\n", "\n"])
+def test_every_line_end_reads_the_same_and_names_lines(tmp_path, end):
+    """Old Mac / Excel "CSV (Macintosh)" files end lines with a bare \\r; a quoted CSV field keeps its own."""
+    csv_file = tmp_path / "pairs.csv"
+    csv_file.write_bytes(end.join(["question,answer,label", 'q1,"a, one",1', "q2,a2,0", ""]).encode())
+    jsonl = tmp_path / "pairs.jsonl"
+    rows = [
+        {"question": "q1", "answer": "a, one", "label": 1},
+        {"question": "q2", "answer": "a2", "label": 0},
+    ]
+    jsonl.write_bytes(end.join([json.dumps(r) for r in rows] + [""]).encode())
+    for path in (csv_file, jsonl):
+        pairs = read_pairs(path, require_label=True)
+        assert [(p.question, p.answer, p.label) for p in pairs] == [("q1", "a, one", 1), ("q2", "a2", 0)]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(end.join([json.dumps(rows[0]), json.dumps(rows[1]), '{"question": 5}', ""]).encode())
+    with pytest.raises(PairFileError, match="bad.jsonl, line 3"):
+        read_pairs(bad, require_label=True)
+    quoted = tmp_path / "quoted.csv"
+    quoted.write_bytes(("question,answer,label\r\n" + 'q1,"two\r\nlines",1\r\n').encode())
+    assert read_pairs(quoted)[0].answer == "two\r\nlines"

@@ -28,7 +28,9 @@ def _copy(checkpoint: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(checkpoint, tmp_path / "run" / "last"))
 
 
-@pytest.mark.parametrize("where", ["own-folder", "the-checkpoint", "its-run-folder", "a-file", "cwd"])
+@pytest.mark.parametrize(
+    "where", ["own-folder", "the-checkpoint", "its-run-folder", "a-file", "cwd", "web-extension"]
+)
 def test_export_never_replaces_what_is_not_a_bundle(tiny_checkpoint, tmp_path, capsys, monkeypatch, where):
     checkpoint = _copy(tiny_checkpoint, tmp_path)
     user = tmp_path / "thesis"
@@ -41,7 +43,10 @@ def test_export_never_replaces_what_is_not_a_bundle(tiny_checkpoint, tmp_path, c
         "its-run-folder": checkpoint.parent,
         "a-file": tmp_path / "notes.txt",
         "cwd": Path("."),
+        "web-extension": user,  # a manifest.json that is not a bundle's
     }[where]
+    if where == "web-extension":
+        (user / "manifest.json").write_text('{"name": "my extension", "version": "1.0"}')
     monkeypatch.chdir(user)
     before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
     assert run_cli(["export", str(checkpoint), "--out", str(out), "--variants", "fp32"]) == 1
@@ -171,3 +176,17 @@ def test_a_checkpoint_missing_a_weight_is_never_evaluated_or_exported(
 def test_a_missing_checkpoint_folder_is_named_as_missing(tmp_path):
     with pytest.raises(CheckpointError, match="no such checkpoint folder"):
         load_checkpoint(tmp_path / "nowhere")
+
+
+def test_a_symlinked_bundle_path_leaves_no_trash_behind(tiny_bundle, tmp_path):
+    from pairbert.runtime import atomic_dir
+
+    real = Path(shutil.copytree(tiny_bundle, tmp_path / "real"))
+    link = tmp_path / "bundle"
+    link.symlink_to(real)
+    work = atomic_dir.temp_dir(link)
+    (work / "manifest.json").write_text((real / "manifest.json").read_text())
+    atomic_dir.swap_into_place(work, link, "manifest.json", "pairbert bundle")
+    assert link.is_dir() and not link.is_symlink()  # the link was replaced, what it pointed to kept
+    assert (real / "manifest.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle", "real"]  # no .trash-* link left

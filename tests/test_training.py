@@ -84,8 +84,8 @@ def test_resume_matches_uninterrupted_run(tmp_path, tiny_tokenizer):
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path, tiny_tokenizer):
     from pairbert.training.checkpoint import CheckpointError
 
-    with pytest.raises(CheckpointError, match="not a pairbert checkpoint"):
-        train(tiny_config(tmp_path, tiny_tokenizer, resume=True))
+    with pytest.raises(CheckpointError, match="run/last: no such checkpoint folder"):
+        train(tiny_config(tmp_path / "run", tiny_tokenizer, resume=True))
 
 
 def test_non_finite_loss_stops_with_clear_error(tmp_path, tiny_tokenizer):

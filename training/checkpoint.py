@@ -100,6 +100,8 @@ def find_checkpoint(path: Path) -> Path:
         return found
     if not found.exists():
         raise CheckpointError(f"{path}: no such checkpoint folder")
+    if not found.is_dir():
+        raise CheckpointError(f"{path}: is a file, not a checkpoint folder")
     raise CheckpointError(f"{path}: not a pairbert checkpoint (no {SETTINGS_FILE})")
 
 

@@ -172,7 +172,7 @@ def _evaluate(args: argparse.Namespace) -> None:
     if args.baseline_train and Path(args.baseline_train).resolve() == Path(args.data).resolve():
         raise UserError("--baseline-train must not be the evaluated file: the threshold would see its labels")
     pairs = read_pairs(args.data, require_label=True)  # a bad data file fails before the model loads
-    ckpt = load_checkpoint(_existing_folder(args.checkpoint))
+    ckpt = load_checkpoint(args.checkpoint)
     m = evaluate(ckpt.model, ckpt.encoder, pairs, batch_size=args.batch_size)
     report = {**m, "data": args.data, "baseline": None}  # the model's metrics at the top level
     if not args.no_baseline:
@@ -198,17 +198,6 @@ def _evaluate(args: argparse.Namespace) -> None:
     )
     print(format_confusion(b["confusion_matrix"]))
     print(f"training gained {100 * (m['accuracy'] - b['accuracy']):+.1f} accuracy points over the baseline")
-
-
-def _existing_folder(path: str) -> str:
-    """A checkpoint path that exists as a folder (checked here, so a typo is not called a bad checkpoint)."""
-    from pathlib import Path
-
-    if not Path(path).exists():
-        raise PairbertError(f"{path}: no such folder")
-    if not Path(path).is_dir():
-        raise PairbertError(f"{path}: is a file, not a checkpoint folder")
-    return path
 
 
 def _baseline_report(ckpt, pairs, train_file: str | None) -> dict:
@@ -249,7 +238,7 @@ def _export(args: argparse.Namespace) -> None:
         ),
         external_data=args.external_data,
     )
-    export_bundle(_existing_folder(args.checkpoint), args.out, settings)
+    export_bundle(args.checkpoint, args.out, settings)
 
 
 def _predict(args: argparse.Namespace) -> None:
