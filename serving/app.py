@@ -47,6 +47,9 @@ from .settings import ServeSettings
 log = logging.getLogger(__name__)
 
 RETRY_AFTER_S = 1
+MIN_BODY_BYTES_PER_S = (
+    10_000  # past body_timeout_s, a body must keep coming at least this fast (8 MiB: 14 min)
+)
 _RETRY = {"Retry-After": str(RETRY_AFTER_S)}
 WARMUP_PAIR = ("how long should i boil an egg?", "about six minutes for a soft yolk.")
 
@@ -89,23 +92,27 @@ async def _read_body(request: Request, settings: ServeSettings) -> bytes:
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise RequestError(413, f"body has {declared} bytes; the limit is {limit}")
     chunks: list[bytes] = []
-
-    async def read() -> None:
-        size = 0
-        async for chunk in request.stream():
+    idle = settings.body_timeout_s
+    loop = asyncio.get_running_loop()
+    started, size = loop.time(), 0
+    stream = request.stream().__aiter__()
+    of = f" of {declared}" if declared is not None else ""
+    try:
+        while True:
+            try:  # a client still sending is given time; one that stops for body_timeout_s is not
+                chunk = await asyncio.wait_for(stream.__anext__(), idle)
+            except StopAsyncIteration:
+                break
             size += len(chunk)
             if size > limit:
                 raise RequestError(413, f"body is over the limit of {limit} bytes")
             chunks.append(chunk)
-
-    try:
-        await asyncio.wait_for(read(), settings.body_timeout_s)
+            if loop.time() - started > max(4 * idle, idle + size / MIN_BODY_BYTES_PER_S):  # a trickle too
+                raise _Stalled(
+                    408, f"the body is arriving slower than {MIN_BODY_BYTES_PER_S} bytes/s ({size}{of} came)"
+                )
     except asyncio.TimeoutError:
-        got = sum(map(len, chunks))
-        of = f" of {declared}" if declared is not None else ""
-        raise _Stalled(
-            408, f"the body did not arrive within {settings.body_timeout_s:g} s ({got}{of} bytes came)"
-        ) from None
+        raise _Stalled(408, f"no body bytes arrived for {idle:g} s ({size}{of} bytes came)") from None
     except ClientDisconnect:  # nobody to answer; not a server error either
         raise RequestError(400, "the client disconnected before sending the whole body") from None
     return b"".join(chunks)

@@ -128,7 +128,8 @@ def _uvicorn_config(app, settings: ServeSettings, **extra):
         lifespan="on",
         timeout_keep_alive=5,
         timeout_graceful_shutdown=settings.graceful_shutdown_s,
-        limit_concurrency=settings.max_connections,
+        # uvicorn answers 503 once its count (which includes the asking connection) reaches the limit
+        limit_concurrency=settings.max_connections + 1,
         h11_max_incomplete_event_size=64 * 1024,
         **extra,
     )

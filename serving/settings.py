@@ -30,13 +30,14 @@ class ServeSettings:
     max_request_pairs: int = 1024  # pairs (or rerank texts) in one request; past this 413
     max_text_chars: int = 20_000  # characters in one question, answer, query or text; past this 413
     max_body_bytes: int = 8 * 1024 * 1024  # request body; past this 413
-    # Slow or stalled clients. A request body must arrive whole within body_timeout_s of the app starting
-    # to read it, or it gets 408 and its connection is closed. On SIGTERM the server stops accepting,
-    # finishes what is in flight, and after graceful_shutdown_s cancels whatever is still running (a client
-    # that does not read its answer, say), so it exits 0 inside a Kubernetes grace period (30 s by default).
-    # max_connections caps open connections (and requests in flight) per worker: past it uvicorn answers
-    # 503 text/plain "Service Unavailable" with Connection: close (retry later, as with any 503); it stays
-    # under the usual 1024 open-file limit. Idle kept-alive connections are closed after 5 s.
+    # Slow or stalled clients. A request body that stops coming for body_timeout_s, or that after
+    # 4 x body_timeout_s has come slower than 10 kB/s on average, gets 408 and its connection is closed.
+    # On SIGTERM the server stops accepting, finishes what is in flight, and after graceful_shutdown_s
+    # cancels whatever is still running (a client that does not read its answer, say), so it exits 0 inside
+    # a Kubernetes grace period (30 s by default). max_connections caps open connections (and requests in
+    # flight) per worker: past it uvicorn answers 503 text/plain "Service Unavailable" with Connection:
+    # close (retry later, as with any 503); it stays under the usual 1024 open-file limit. Idle kept-alive
+    # connections are closed after 5 s.
     body_timeout_s: float = 30.0
     graceful_shutdown_s: float = 20.0
     max_connections: int = 1000

@@ -133,12 +133,47 @@ def test_sigterm_exits_0_while_a_client_holds_a_half_sent_body(
         server.stop()
 
 
+def test_a_body_still_coming_is_not_cut_off(tiny_bundle):
+    """body_timeout_s bounds a silence, not the whole upload: a body sent in pieces over more than the
+    timeout, none of them late, is answered."""
+    server = Server(tiny_bundle, body_timeout_s=1)
+    body = json.dumps({"pairs": [["how long to boil an egg", "six minutes"]]}).encode()
+    pieces = [body[i : i + 12] for i in range(0, len(body), 12)]
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=60) as sock:
+            sock.sendall(
+                b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Connection: close\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n"
+            )
+            for piece in pieces:  # ~0.4 s apart: well over 1 s in all
+                sock.sendall(piece)
+                time.sleep(0.4)
+            answer = _read_to_close(sock)
+        assert len(pieces) * 0.4 > 1.5
+        head, _, reply = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200"), answer[:300]
+        assert len(json.loads(reply)["labels"]) == 1
+    finally:
+        assert server.stop() == 0, server.proc.stderr.read()
+
+
+def test_max_connections_1_serves_one_client(tiny_bundle):
+    server = Server(tiny_bundle, max_connections=1)
+    try:
+        assert [server.get("/health")[0] for _ in range(3)] == [200, 200, 200]
+    finally:
+        assert server.stop() == 0, server.proc.stderr.read()
+
+
 def test_connections_past_max_connections_get_503(tiny_bundle):
     server = Server(tiny_bundle, max_connections=2)
     try:
         assert server.get("/health")[0] == 200
-        with socket.create_connection(("127.0.0.1", server.port), timeout=30):  # an idle client
-            for _ in range(100):  # until the server has accepted the idle connection (bounded)
+        with (
+            socket.create_connection(("127.0.0.1", server.port), timeout=30),  # two idle clients
+            socket.create_connection(("127.0.0.1", server.port), timeout=30),
+        ):
+            for _ in range(100):  # until the server has accepted the idle connections (bounded)
                 status, ctype, body = server.get("/health")
                 if status == 503:
                     break
