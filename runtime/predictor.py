@@ -13,7 +13,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Sequence, Set
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -386,6 +386,10 @@ class PairClassifier:
             raise PredictorError(f"texts must be a list of str, not a single {type(texts).__name__}")
         if not isinstance(texts, Iterable):
             raise PredictorError(f"texts must be a list of str, got {type(texts).__name__}")
+        if isinstance(texts, Set):  # the returned indices would point into no order
+            raise PredictorError(
+                f"texts must be a list of str, not a {type(texts).__name__} (it has no order)"
+            )
         if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, Integral) or top_k < 0):
             raise PredictorError(
                 f"top_k must be a non-negative int or None, got {type(top_k).__name__} {top_k!r}"

@@ -291,7 +291,7 @@ def test_ctrl_c_names_the_partial_file(tiny_bundle, tmp_path):
         err = proc.stderr.read()
         assert proc.wait(timeout=60) == 130
     assert err.strip() == (
-        f"pairbert predict: interrupted (2 predictions before it are in {out}.partial; {out} left as it was)"
+        f"pairbert predict: interrupted (2 predictions before it are in {out}.partial; {out} not written)"
     )
     assert len((tmp_path / "out.jsonl.partial").read_text().splitlines()) == 2
     assert not out.exists()
@@ -357,3 +357,16 @@ def test_serve_slow_client_flags_reach_the_settings(monkeypatch):
     assert run_cli(argv) in (0, None)
     settings = seen["settings"]
     assert (settings.body_timeout_s, settings.graceful_shutdown_s, settings.max_connections) == (2.5, 7.0, 9)
+
+
+def test_stdout_is_utf8_whatever_the_locale(tiny_bundle):
+    env = {**os.environ, "PYTHONIOENCODING": "ascii", "LC_ALL": "C"}
+    done = subprocess.run(
+        [sys.executable, "-m", "pairbert", "predict", str(tiny_bundle), "-q", "café ☕?", "-a", "naïve"],
+        capture_output=True,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    row = json.loads(done.stdout.decode("utf-8"))
+    assert row["question"] == "café ☕?" and row["answer"] == "naïve"

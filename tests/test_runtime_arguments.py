@@ -42,6 +42,8 @@ def test_rank_takes_any_iterable_of_str(clf, texts):
         (QUERY, 3, "texts must be a list of str, got int"),
         (QUERY, "one string", "texts must be a list of str, not a single str"),
         (QUERY, b"ab", "texts must be a list of str, not a single bytes"),
+        (QUERY, {"a", "b"}, r"texts must be a list of str, not a set \(it has no order\)"),
+        (QUERY, frozenset("ab"), r"texts must be a list of str, not a frozenset \(it has no order\)"),
         (QUERY, ["a", 1], r"^texts\[1\] must be a str, got int$"),
         (QUERY, ["a", b"b"], r"^texts\[1\] must be a str, got bytes$"),
         (QUERY, ["a", "b\ud800"], r"^texts\[1\] is not valid Unicode"),

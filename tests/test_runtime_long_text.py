@@ -135,3 +135,21 @@ def test_only_bert_like_tokenizers_are_cut_at_punctuation_and_ideographs(tiny_to
         [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.BertPreTokenizer()]
     )
     assert split_cut(tokenizer) is not None
+
+
+def test_the_ideographs_cut_at_are_the_ones_the_normalizer_pads():
+    """Cuts go before what HF tokenizers' BertNormalizer pads as an ideograph, no more and no less (its
+    ranges differ from Google's BERT at U+2B820–U+2B91F): checked code point by code point."""
+    from tokenizers import normalizers
+
+    from pairbert.runtime.tokenization import _BERT_CUTS
+
+    pads = normalizers.BertNormalizer(handle_chinese_chars=True, lowercase=False, clean_text=False)
+    blocks = [(0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF), (0x20000, 0x2FFFF)]  # no punctuation
+    wrong = [
+        hex(c)
+        for lo, hi in blocks
+        for c in range(lo, hi + 1)
+        if (pads.normalize_str(chr(c)) != chr(c)) != bool(_BERT_CUTS[True].fullmatch(chr(c)))
+    ]
+    assert wrong == []

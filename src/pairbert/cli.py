@@ -394,10 +394,17 @@ class _Output:
 
     def write_rows(self, rows: list[str]) -> None:
         text = "".join(rows)
-        data = text if self.stream is sys.stdout else text.encode("utf-8")
+        data = text.encode("utf-8")  # UTF-8 whatever the locale says (PYTHONIOENCODING=ascii, LANG=C)
+        stdout_bytes = getattr(sys.stdout, "buffer", None) if self.stream is sys.stdout else None
         try:
-            self.stream.write(data)
-            self.stream.flush()
+            if self.stream is sys.stdout and stdout_bytes is None:  # a text-only stand-in (tests, IDEs)
+                self.stream.write(text)
+            elif stdout_bytes is not None:
+                sys.stdout.flush()
+                stdout_bytes.write(data)
+            else:
+                self.stream.write(data)
+            (stdout_bytes or self.stream).flush()
         except BrokenPipeError:  # the reader left (`| head`): not an error
             raise
         except OSError as exc:
@@ -427,6 +434,9 @@ class _Output:
             return
         self._keep_partial(kind, exc)
 
+    def _kept(self) -> str:
+        return f"{self.target} left as it was" if self.target.exists() else f"{self.target} not written"
+
     def _keep_partial(self, kind, exc) -> None:
         """After a failure: the complete rows go to OUTPUT.partial (none: the temporary file is removed), and
         the error (or Ctrl-C's message) says where they are."""
@@ -436,10 +446,10 @@ class _Output:
             partial = self.target.with_name(self.target.name + ".partial")
             os.truncate(self.tmp, self.good_bytes)  # a write error may have left half a row
             os.replace(self.tmp, partial)
-            note = f"{self.written} predictions before it are in {partial}; {self.target} left as it was"
+            note = f"{self.written} predictions before it are in {partial}; {self._kept()}"
         else:
             self.tmp.unlink(missing_ok=True)
-            note = f"nothing predicted was kept; {self.target} left as it was"
+            note = f"nothing predicted was kept; {self._kept()}"
         if issubclass(kind, KeyboardInterrupt):
             raise KeyboardInterrupt(note) from None
         if isinstance(exc, PairbertError):  # the same class (and so exit code) with where the rows went
