@@ -190,6 +190,8 @@ def iter_pairs(path: str | Path, fmt: str | None = None, require_label: bool = F
     """Yield pairs one by one (streaming). `path` may be '-' for standard input (then give `fmt`)."""
     if str(path) == "-":
         fmt = fmt or "jsonl"
+        if sys.stdin is None:  # started with standard input closed (`<&-`)
+            raise PairFileError("<stdin>", None, None, "standard input is closed")
         stream = getattr(sys.stdin, "buffer", None)
         if stream is None:  # a text stream standing in for stdin (tests, embedding)
             stream = io.BytesIO(sys.stdin.read().encode("utf-8", "surrogateescape"))

@@ -370,3 +370,16 @@ def test_stdout_is_utf8_whatever_the_locale(tiny_bundle):
     assert done.returncode == 0, done.stderr
     row = json.loads(done.stdout.decode("utf-8"))
     assert row["question"] == "café ☕?" and row["answer"] == "naïve"
+
+
+def test_a_closed_standard_input_is_a_clear_error(tiny_bundle):
+    done = subprocess.run(
+        [sys.executable, "-m", "pairbert", "predict", str(tiny_bundle), "--input", "-"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=lambda: os.close(0),
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip() == "pairbert predict: error: <stdin>: standard input is closed"
