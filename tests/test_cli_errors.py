@@ -143,6 +143,8 @@ def test_data_error_with_output_exits_1_with_the_same_message(tiny_bundle, tmp_p
         (["serve", "b", "--max-wait-ms", "-1"], "argument --max-wait-ms: must be a number between 0 and"),
         (["serve", "b", "--max-wait-ms", "soon"], "argument --max-wait-ms: invalid number value: 'soon'"),
         (["serve", "b", "--max-queue-pairs", "0"], "argument --max-queue-pairs: must be at least 1"),
+        (["serve", "b", "--threads", "100000"], "argument --threads: at most"),
+        (["predict", "b", "-q", "q", "-a", "a", "--threads", "100000"], "argument --threads: at most"),
         (["serve", "b", "--body-timeout", "nan"], "argument --body-timeout: must be a number between"),
         (["serve", "b", "--graceful-shutdown", "0"], "argument --graceful-shutdown: must be a number"),
         (["serve", "b", "--max-connections", "0"], "argument --max-connections: must be at least 1"),

@@ -534,6 +534,21 @@ def positive_int(text: str) -> int:
     return value
 
 
+def thread_count(text: str) -> int:
+    """An argparse type: a positive int no larger than what PairClassifier.load accepts here."""
+    from pairbert.runtime.predictor import THREADS_PER_CPU, max_threads
+
+    value = positive_int(text)
+    if value > max_threads():
+        raise argparse.ArgumentTypeError(
+            f"at most {max_threads()} here ({THREADS_PER_CPU} per CPU this process may use), got {value}"
+        )
+    return value
+
+
+thread_count.__name__ = "int"  # argparse's "invalid int value: 'x'" for text that is no number
+
+
 def non_negative_int(text: str) -> int:
     value = int(text)
     if value < 0:
@@ -792,7 +807,7 @@ def _add_predict(sub) -> None:
         help="auto: what the variant needs (openvino needs pairbert[openvino])",
     )
     p.add_argument("--allow-fallback", action="store_true", help="run on the CPU if CUDA cannot")
-    p.add_argument("--threads", type=positive_int, help="intra-op threads (default: the free physical cores)")
+    p.add_argument("--threads", type=thread_count, help="intra-op threads (default: the free physical cores)")
     p.add_argument("--batch-size", type=positive_int, default=32, help="pairs per ONNX Runtime run")
     p.add_argument(
         "--chunk",
@@ -810,7 +825,7 @@ def _add_bench(sub) -> None:
     b.add_argument("--out", default="runs/bench", help="folder for results.json, results.md and plots")
     b.add_argument("--quick", action="store_true", help="smoke run under 2 minutes (CI)")
     b.add_argument(
-        "--threads", type=positive_int, help="threads for every contestant (default: physical cores)"
+        "--threads", type=thread_count, help="threads for every contestant (default: physical cores)"
     )
     b.set_defaults(func=_bench)
 
@@ -824,7 +839,7 @@ def _add_serve(sub) -> None:
     s.add_argument("--port", type=port_number, default=S.port, help="0 picks a free port (printed)")
     s.add_argument("--variant", default="auto", help="variant to serve (auto: the fastest passing one)")
     s.add_argument("--device", default="auto", choices=DEVICES)
-    s.add_argument("--threads", type=positive_int, help="threads per worker (default: cores / workers)")
+    s.add_argument("--threads", type=thread_count, help="threads per worker (default: cores / workers)")
     s.add_argument("--workers", type=positive_int, default=S.workers, help="processes; they split the cores")
     s.add_argument("--no-batching", action="store_true", help="run each request alone (a baseline)")
     s.add_argument(
@@ -874,7 +889,7 @@ def _add_bench_serve(sub) -> None:
     b.add_argument(
         "--seconds", type=float_between(0.1, 86_400), default=10.0, help="duration of each measurement"
     )
-    b.add_argument("--threads", type=positive_int, help="threads of server and in-process predictor")
+    b.add_argument("--threads", type=thread_count, help="threads of server and in-process predictor")
     b.add_argument(
         "--rss-requests",
         type=non_negative_int,
