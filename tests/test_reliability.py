@@ -592,6 +592,11 @@ def test_api_misuse_is_a_predictor_error(tiny_bundle):
         (("--lr", "-1"), "--lr must be a positive"),
         (("--epochs", "0"), "at least 1"),
         (("--warmup-ratio", "2"), "--warmup-ratio must be in"),
+        (("--distill", "nan"), "--distill must be in [0, 1]"),
+        (("--distill", "2"), "--distill must be in [0, 1]"),
+        (("--contrastive", "-1"), "--contrastive must be a finite number"),
+        (("--max-grad-norm", "inf"), "--max-grad-norm must be a positive"),
+        (("--teacher-negatives", "-3"), "--teacher-negatives must be 0 or more"),
     ],
 )
 def test_cli_train_rejects_bad_settings(tmp_path, tiny_tokenizer, capsys, extra, message):

@@ -88,6 +88,13 @@ def _check_train_args(args: argparse.Namespace) -> None:
 
     positive("--lr", args.lr)
     positive("--head-lr", args.head_lr)
+    positive("--max-grad-norm", args.max_grad_norm)
+    if not (math.isfinite(args.distill) and 0 <= args.distill <= 1):
+        raise UserError(f"--distill must be in [0, 1], got {args.distill}")
+    if args.contrastive is not None and not (math.isfinite(args.contrastive) and args.contrastive >= 0):
+        raise UserError(f"--contrastive must be a finite number ≥ 0, got {args.contrastive}")
+    if args.teacher_negatives < 0:
+        raise UserError(f"--teacher-negatives must be 0 or more, got {args.teacher_negatives}")
     if not (math.isfinite(args.weight_decay) and args.weight_decay >= 0):
         raise UserError(f"--weight-decay must be a finite number ≥ 0, got {args.weight_decay}")
     if not (math.isfinite(args.warmup_ratio) and 0 <= args.warmup_ratio <= 1):
