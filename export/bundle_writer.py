@@ -9,6 +9,7 @@
 What is on disk when something fails:
 - a structure/session/shape stage fails (ExportError): nothing is written; `out_dir` is left as it was;
 - fp32 is asked for and fails its parity gate: nothing is written; ParityError;
+- no asked-for variant passes (nor is forced): nothing is written; ParityError;
 - another variant fails its parity gate: the bundle IS written (atomically replacing `out_dir`) with the
   variants that passed, then `export_bundle` raises ParityError naming the failed ones. With
   `settings.force`, the failed variants are written too, marked `passed_parity: false` in the manifest
@@ -217,7 +218,7 @@ def _prepare(checkpoint: Path, settings: ExportSettings, echo) -> _Source:
     model, encoder = ckpt.model, ckpt.encoder
     cfg = model.config.encoder
     val_file = settings.validation_file or ckpt.settings.get("train_config", {}).get("validation_file")
-    if not val_file or not Path(val_file).is_file():
+    if not val_file or not Path(val_file).is_file():  # the run's file, moved or gone: the built-in split
         val_file = str(BUILTIN_VALIDATION)
     pairs = read_pairs(val_file)[: settings.max_parity_pairs]
     size = settings.parity_batch_size
@@ -414,6 +415,8 @@ def build_bundle(
     settings = settings or ExportSettings()
     variants_to_build(settings.variants)  # unknown names fail before the checkpoint is loaded
     out_dir = _output_folder(out_dir)  # so does an --out that cannot or must not become a bundle
+    if settings.validation_file is not None and not Path(settings.validation_file).is_file():
+        raise ExportError("settings", f"--validation {settings.validation_file}: no such file")
     report = StageReport(echo=echo)
     started = time.perf_counter()
     src = _prepare(Path(checkpoint), settings, echo)
@@ -432,6 +435,7 @@ def build_bundle(
         # extra backends get the fp32 graph: gated above when asked for, else the base the others were
         # built from
         outcomes.update(_run_extra_validators(src, work, settings, report))
+        _require_a_passing_variant(outcomes, out_dir)
         manifest = _write(src, work, out_dir, outcomes, timings)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -439,6 +443,22 @@ def build_bundle(
     if echo:
         echo(f"wrote {out_dir} ({', '.join(manifest.variants)}) in {seconds:.1f}s")
     return ExportResult(out_dir, manifest, outcomes, seconds)
+
+
+def _require_a_passing_variant(outcomes: dict[str, VariantOutcome], out_dir: Path) -> None:
+    """A bundle with no variant that passed its gate (or was forced) is never written: it would replace a
+    working bundle with one nothing can load."""
+    if any(o.status in ("passed", "forced") for o in outcomes.values()):
+        return
+    failed = [o for o in outcomes.values() if o.status == "failed"]
+    detail = (
+        " | ".join(f"{o.variant}: " + "; ".join(o.reasons) for o in failed) or "none could be validated here"
+    )
+    raise ParityError(
+        ",".join(o.variant for o in failed) or ",".join(outcomes),
+        f"no variant asked for passed its gate; nothing written, {out_dir} left as it was: {detail}",
+        failed[0].info.parity if failed and failed[0].info else {},
+    )
 
 
 def export_bundle(

@@ -190,3 +190,26 @@ def test_a_symlinked_bundle_path_leaves_no_trash_behind(tiny_bundle, tmp_path):
     assert link.is_dir() and not link.is_symlink()  # the link was replaced, what it pointed to kept
     assert (real / "manifest.json").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle", "real"]  # no .trash-* link left
+
+
+def test_an_export_where_no_asked_variant_passes_leaves_the_bundle_alone(
+    tiny_checkpoint, tiny_bundle, tmp_path, monkeypatch
+):
+    from pairbert.export import validation
+    from pairbert.export.bundle_writer import ExportSettings, export_bundle
+    from pairbert.export.validation import ParityError
+
+    out = Path(shutil.copytree(tiny_bundle, tmp_path / "bundle"))
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    monkeypatch.setitem(validation.PARITY_RULES, "optimized", validation.ParityRule(max_abs_logit_diff=-1.0))
+    with pytest.raises(ParityError, match="no variant asked for passed its gate; nothing written"):
+        export_bundle(tiny_checkpoint, out, ExportSettings(variants=("optimized",)), echo=None)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_a_missing_validation_file_is_named_not_replaced(tiny_checkpoint, tmp_path, capsys):
+    argv = ["export", str(tiny_checkpoint), "--out", str(tmp_path / "b"), "--variants", "fp32"]
+    assert run_cli([*argv, "--validation", str(tmp_path / "typo.jsonl")]) == 1
+    err = capsys.readouterr().err
+    assert "--validation" in err and "typo.jsonl: no such file" in err
+    assert "Loading weights" not in err and not (tmp_path / "b").exists()
