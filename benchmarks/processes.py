@@ -3,10 +3,14 @@ process whose last stdout line is a JSON object."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
 import subprocess
 import sys
+import threading
 import time
+from pathlib import Path
 
 from pairbert.runtime.errors import PairbertError
 
@@ -27,3 +31,33 @@ def run_json(args: list[str], timeout: float = 600) -> dict:
     result = json.loads(done.stdout.strip().splitlines()[-1])
     result["process_wall_s"] = wall
     return result
+
+
+def output_folder(path: str | Path) -> Path:
+    """`--out` as a folder that exists, or one line saying why it cannot be one."""
+    out = Path(path)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise BenchmarkError(f"--out {out}: a file is in the way (a folder is needed)") from None
+    except OSError as exc:
+        raise BenchmarkError(f"--out {out}: cannot create it ({exc.strerror or exc})") from None
+    return out
+
+
+@contextlib.contextmanager
+def sigterm_unwinds():
+    """SIGTERM (timeout, a cancelled CI job, Kubernetes) unwinds like Ctrl-C, so the `finally`s that stop
+    child processes (a server, a worker) run instead of leaving them orphaned. Main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum, frame):
+        raise SystemExit(128 + signum)
+
+    before = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)

@@ -23,11 +23,10 @@ import tempfile
 import time
 import urllib.request
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 
-from .processes import BenchmarkError, run_json
+from .processes import BenchmarkError, output_folder, run_json, sigterm_unwinds
 
 log = logging.getLogger(__name__)
 
@@ -343,10 +342,14 @@ def verdicts(report: dict) -> dict:
 
 
 def run_load_benchmark(settings: LoadSettings) -> dict:
+    with sigterm_unwinds():  # a SIGTERM stops the server child too
+        return _run_load_benchmark(settings)
+
+
+def _run_load_benchmark(settings: LoadSettings) -> dict:
     from .machine import cpu_description, library_versions
 
-    out = Path(settings.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder(settings.out)
     pairs = workload(settings.pairs)
     print(
         f"bench-serve {settings.bundle}: clients {list(settings.clients)}, "

@@ -15,7 +15,7 @@ from pathlib import Path
 from .contestants import DEFAULT_PATH, GPU_CONTESTANTS
 from .flops import pair_flops, useful_flops
 from .machine import cpu_description, library_versions
-from .processes import BenchmarkError, run_json
+from .processes import BenchmarkError, output_folder, run_json, sigterm_unwinds
 
 MAX_RSS_GROWTH_PCT = 5.0  # the runtime issue's bound on memory growth over 10,000 varied predictions
 
@@ -181,6 +181,11 @@ def _run_worker(name: str, bundle: Path, checkpoint: Path, threads: int, quick: 
 
 
 def run_suite(bundle: Path, checkpoint: Path | None, out: Path, quick: bool, threads: int | None) -> dict:
+    with sigterm_unwinds():  # a SIGTERM stops the worker processes too
+        return _run_suite(bundle, checkpoint, output_folder(out), quick, threads)
+
+
+def _run_suite(bundle: Path, checkpoint: Path | None, out: Path, quick: bool, threads: int | None) -> dict:
     # long: the report dict is assembled in one place so its keys can be read together
     from pairbert.runtime.bundle import read_manifest
     from pairbert.runtime.devices import physical_cores
@@ -197,7 +202,6 @@ def run_suite(bundle: Path, checkpoint: Path | None, out: Path, quick: bool, thr
         config["intermediate_size"],
     )
     started = time.perf_counter()
-    out.mkdir(parents=True, exist_ok=True)
 
     peak = run_json(
         ["-m", "pairbert.benchmarks.gemm_peak", str(hidden), str(threads), "0.3" if quick else "1.5"], 300
