@@ -521,7 +521,15 @@ def _open(bundle: Path, manifest: Manifest, plan: DevicePlan, request: _Request,
     """(session, variant, how it was chosen) on `plan`'s device, or None when CUDA turns out not to run."""
     if request.variant != "auto":
         name = variant_key(request.backend, request.variant)
-        require_variant(bundle, manifest, name)
+        info = require_variant(bundle, manifest, name)
+        if name not in BACKEND:  # a name this pairbert has no runtime for (a newer export, a renamed file)
+            raise BundleError(f"{bundle}: variant {name!r} is in this bundle but this pairbert cannot run it")
+        if not info.passed_parity:
+            log.warning(
+                "variant %s did not pass its parity gate (%s): its results may differ from the model's",
+                name,
+                "not validated on this kind of machine" if info.validated_on == "none" else "forced",
+            )
         if request.backend not in ("auto", BACKEND.get(name)):
             raise PredictorError(
                 f"variant {name!r} runs on {BACKEND.get(name)}, not on backend {request.backend!r}"

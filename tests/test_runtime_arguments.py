@@ -3,6 +3,8 @@ query, top_k); load() refuses an absurd thread count up front."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -76,3 +78,37 @@ def test_an_absurd_thread_count_is_refused_and_the_cap_is_allowed(tiny_bundle):
             PairClassifier.load(tiny_bundle, variant="fp32", threads=too_many)
     with PairClassifier.load(tiny_bundle, variant="fp32", threads=np.int64(2)) as ok:
         assert ok.threads == 2 and len(ok.predict([("q", "a")])) == 1
+
+
+def test_a_variant_this_pairbert_cannot_run_is_named(tiny_bundle, tmp_path):
+    import shutil
+
+    from helpers import edit_manifest
+
+    from pairbert.runtime import BundleError, PairClassifier
+
+    bundle = Path(shutil.copytree(tiny_bundle, tmp_path / "bundle"))
+    edit_manifest(
+        bundle,
+        lambda m: m["variants"].__setitem__("fp32-copy", {**m["variants"]["fp32"], "name": "fp32-copy"}),
+    )
+    with pytest.raises(
+        BundleError, match="variant 'fp32-copy' is in this bundle but this pairbert cannot run"
+    ):
+        PairClassifier.load(bundle, variant="fp32-copy")
+
+
+def test_asking_for_a_variant_that_did_not_pass_warns(tiny_bundle, tmp_path, caplog):
+    import logging
+    import shutil
+
+    from helpers import edit_manifest
+
+    from pairbert.runtime import PairClassifier
+
+    bundle = Path(shutil.copytree(tiny_bundle, tmp_path / "bundle"))
+    edit_manifest(bundle, lambda m: m["variants"]["fp32"].__setitem__("passed_parity", False))
+    with caplog.at_level(logging.WARNING, logger="pairbert.runtime.predictor"):
+        clf = PairClassifier.load(bundle, variant="fp32")
+    assert clf.variant == "fp32"
+    assert "did not pass its parity gate (forced)" in caplog.text
