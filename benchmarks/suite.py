@@ -182,7 +182,7 @@ def _run_worker(name: str, bundle: Path, checkpoint: Path, threads: int, quick: 
 
 def run_suite(bundle: Path, checkpoint: Path | None, out: Path, quick: bool, threads: int | None) -> dict:
     with sigterm_unwinds():  # a SIGTERM stops the worker processes too
-        return _run_suite(bundle, checkpoint, output_folder(out), quick, threads)
+        return _run_suite(bundle, checkpoint, out, quick, threads)
 
 
 def _run_suite(bundle: Path, checkpoint: Path | None, out: Path, quick: bool, threads: int | None) -> dict:
@@ -202,6 +202,7 @@ def _run_suite(bundle: Path, checkpoint: Path | None, out: Path, quick: bool, th
         config["intermediate_size"],
     )
     started = time.perf_counter()
+    out = output_folder(out)  # after the bundle and checkpoint checks: a refused run leaves nothing
 
     peak = run_json(
         ["-m", "pairbert.benchmarks.gemm_peak", str(hidden), str(threads), "0.3" if quick else "1.5"], 300
