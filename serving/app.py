@@ -47,9 +47,8 @@ from .settings import ServeSettings
 log = logging.getLogger(__name__)
 
 RETRY_AFTER_S = 1
-MIN_BODY_BYTES_PER_S = (
-    10_000  # past body_timeout_s, a body must keep coming at least this fast (8 MiB: 14 min)
-)
+# after 4 x body_timeout_s, a body must have come in at least this fast on average (8 MiB: ~14 min)
+MIN_BODY_BYTES_PER_S = 10_000
 _RETRY = {"Retry-After": str(RETRY_AFTER_S)}
 WARMUP_PAIR = ("how long should i boil an egg?", "about six minutes for a soft yolk.")
 
@@ -84,8 +83,9 @@ class _Stalled(RequestError):
 
 
 async def _read_body(request: Request, settings: ServeSettings) -> bytes:
-    """The whole body within settings.body_timeout_s, or 408; a body past max_body_bytes, 413; a compressed
-    one, 415 (before reading it)."""
+    """The whole body, or 408 when it stops coming for settings.body_timeout_s (or trickles in below
+    MIN_BODY_BYTES_PER_S once 4 x that has passed); a body past max_body_bytes, 413; a compressed one, 415
+    (before reading it)."""
     check_content_encoding(request.headers.get("content-encoding"))
     limit = settings.max_body_bytes
     declared = request.headers.get("content-length")
