@@ -398,7 +398,8 @@ class PairClassifier:
         texts = list(texts)  # any iterable of str: a list, a generator, a 1-d numpy array of str
         for i, text in enumerate(texts):
             _check_text(text, None, f"texts[{i}]")
-        scores = self.predict([(query, text) for text in texts], batch_size=batch_size).match_probability
+        # checked above, with their names: straight to the shared path (predict would check them again)
+        scores = self._predict([query] * len(texts), texts, batch_size).match_probability
         top_k = None if top_k is None else int(top_k)
         order = sorted(range(len(scores)), key=lambda i: (-float(scores[i]), i))
         return [(i, float(scores[i])) for i in order[:top_k]]
