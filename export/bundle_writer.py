@@ -13,7 +13,8 @@ What is on disk when something fails:
 - another variant fails its parity gate: the bundle IS written (atomically replacing `out_dir`) with the
   variants that passed, then `export_bundle` raises ParityError naming the failed ones. With
   `settings.force`, the failed variants are written too, marked `passed_parity: false` in the manifest
-  (the predictor's "auto" never picks them), and ParityError still says so.
+  (the predictor's "auto" never picks them), and `export_bundle` logs a warning naming them instead of
+  raising (the user asked for them; the export exits 0).
 `build_bundle` is the same without the final raise: it returns an ExportResult to inspect.
 """
 
@@ -467,16 +468,21 @@ def export_bundle(
     settings: ExportSettings | None = None,
     echo: Callable[[str], None] | None = print,
 ) -> Manifest:
-    """build_bundle, then ParityError if any asked-for variant failed its gate (after writing the bundle:
-    see the module docstring for what is on disk)."""
+    """build_bundle, then ParityError if any asked-for variant failed its gate and was left out (after
+    writing the bundle: see the module docstring for what is on disk). Variants written anyway because the
+    user asked for it (`settings.force`) are a warning, not a failure: the export did what it was told."""
     settings = settings or ExportSettings()
     result = build_bundle(checkpoint, out_dir, settings, echo)
-    if result.failed:
-        detail = " | ".join(f"{o.variant}: " + "; ".join(o.reasons) for o in result.failed)
-        prefix = "written anyway (--force): " if settings.force else "not written: "
-        first = result.failed[0].info
+    forced = [o for o in result.failed if o.status == "forced"]
+    if forced:
+        detail = " | ".join(f"{o.variant}: " + "; ".join(o.reasons) for o in forced)
+        log.warning("written anyway (--force), marked failed; `auto` never picks them: %s", detail)
+    dropped = [o for o in result.failed if o.status == "failed"]
+    if dropped:
+        detail = " | ".join(f"{o.variant}: " + "; ".join(o.reasons) for o in dropped)
+        first = dropped[0].info
         raise ParityError(
-            ",".join(o.variant for o in result.failed), prefix + detail, first.parity if first else {}
+            ",".join(o.variant for o in dropped), "not written: " + detail, first.parity if first else {}
         )
     return result.manifest
 

@@ -334,6 +334,16 @@ def test_export_names_a_missing_checkpoint(tmp_path, capsys):
     assert not (tmp_path / "b").exists()
 
 
+def test_export_int8_options_without_int8_are_a_usage_error(tiny_checkpoint, tmp_path, capsys):
+    argv = ["export", str(tiny_checkpoint), "--out", str(tmp_path / "b"), "--variants", "fp32,optimized"]
+    assert run_cli([*argv, "--int8-per-tensor", "--int8-weight-type", "QUInt8"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "pairbert export: error: --int8-weight-type, --int8-per-tensor only apply to the int8 variant: "
+        "add int8 to --variants"
+    )
+    assert not (tmp_path / "b").exists()
+
+
 def test_evaluate_finds_a_checkpoint_whose_swap_was_interrupted(tiny_checkpoint, tmp_path):
     import shutil
 

@@ -233,6 +233,18 @@ def _export(args: argparse.Namespace) -> None:
     from pairbert.export.bundle_writer import ExportSettings, export_bundle
     from pairbert.export.precision import Int8Options
 
+    int8_flags = [
+        flag
+        for flag, given in [
+            ("--int8-weight-type", args.int8_weight_type != "QInt8"),
+            ("--int8-per-tensor", args.int8_per_tensor),
+            ("--int8-reduce-range", args.int8_reduce_range),
+            ("--int8-quantize-ffn-output", args.int8_quantize_ffn_output),
+        ]
+        if given
+    ]
+    if int8_flags and "int8" not in args.variants:
+        raise UserError(f"{', '.join(int8_flags)} only apply to the int8 variant: add int8 to --variants")
     settings = ExportSettings(
         variants=args.variants,
         validation_file=args.validation,
