@@ -359,6 +359,17 @@ def bundle_encoder(bundle_dir: Path, manifest: Manifest, verify: bool = True) ->
     )
 
 
+def check_listed_files(bundle_dir: Path, manifest: Manifest) -> None:
+    """Every file the manifest lists is there, inside the folder (a stat each, no reading): a bundle missing
+    a variant's file fails on every machine, not only where the calibration cache happens to pick another
+    variant."""
+    names = [manifest.tokenizer_file]
+    for info in manifest.variants.values():
+        names += [info.file, *info.external_data]
+    for name in names:
+        _inside(bundle_dir, name)
+
+
 def require_variant(bundle_dir: Path, manifest: Manifest, variant: str) -> VariantInfo:
     if variant not in manifest.variants:
         raise BundleError(

@@ -27,6 +27,7 @@ from .bundle import (
     BundleError,
     Manifest,
     bundle_encoder,
+    check_listed_files,
     checksum_mismatch,
     read_manifest,
     read_verified,
@@ -272,27 +273,17 @@ class PairClassifier:
         request.check()
         bundle = atomic_dir.locate(Path(bundle))  # a complete copy, even if an export swap was interrupted
         manifest = read_manifest(bundle)
+        check_listed_files(bundle, manifest)
         claimed = LEDGER.claim(threads)
         try:
             # Read once, check the sha256 of those bytes, hand the same bytes on: no time-of-check/use gap.
             encoder = bundle_encoder(bundle, manifest, verify)
-            vocab = encoder.tokenizer.get_vocab_size()
-            for plan in _device_plans(request):
-                opened = _open(bundle, manifest, plan, request, claimed, vocab)
-                if opened is not None:
-                    session, name, choice = opened
-                    _check_apart(bundle / manifest.variants[name].file, session, encoder)
-                    log.info(
-                        "pairbert predictor: variant %s on %s (%d threads)", name, session.provider, claimed
-                    )
-                    return cls(
-                        session, encoder, manifest, name, plan.device, claimed, max_batch_tokens, choice
-                    )
+            session, name, device, choice = _open_on_a_device(bundle, manifest, request, claimed, encoder)
         except BaseException:
             LEDGER.release(claimed)
             raise
-        LEDGER.release(claimed)  # pragma: no cover - the CPU plan always opens or raises
-        raise DeviceError("no device could run this bundle")
+        log.info("pairbert predictor: variant %s on %s (%d threads)", name, session.provider, claimed)
+        return cls(session, encoder, manifest, name, device, claimed, max_batch_tokens, choice)
 
     @property
     def provider(self) -> str:
@@ -516,6 +507,18 @@ def _check_all(future) -> None:
 def _check_digest(path: Path, expected: str, actual: str) -> None:
     if actual != expected:
         raise checksum_mismatch(path, expected, actual)
+
+
+def _open_on_a_device(bundle: Path, manifest: Manifest, request: _Request, threads: int, encoder):
+    """(session, variant, device, how it was chosen) on the first device plan that runs."""
+    vocab = encoder.tokenizer.get_vocab_size()
+    for plan in _device_plans(request):
+        opened = _open(bundle, manifest, plan, request, threads, vocab)
+        if opened is not None:
+            session, name, choice = opened
+            _check_apart(bundle / manifest.variants[name].file, session, encoder)
+            return session, name, plan.device, choice
+    raise DeviceError("no device could run this bundle")  # pragma: no cover - the CPU plan opens or raises
 
 
 def _open(bundle: Path, manifest: Manifest, plan: DevicePlan, request: _Request, threads: int, vocab: int):

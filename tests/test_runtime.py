@@ -200,9 +200,15 @@ def test_bundle_faults(tiny_bundle, tmp_path):
 
     copy = tmp_path / "copy"
     shutil.copytree(tiny_bundle, copy)
+    PairClassifier.load(copy)  # auto: measured and cached while every file is there
     (copy / "model.int8.onnx").unlink()
     with pytest.raises(BundleError, match="model.int8.onnx: listed in the manifest but missing"):
         PairClassifier.load(copy, variant="int8")
+    # A missing file fails the load whichever variant would run, cached choice or not (probe8: the same
+    # folder loaded on a machine whose cache held another choice and failed on a fresh one).
+    for variant in ("auto", "fp32"):
+        with pytest.raises(BundleError, match="model.int8.onnx: listed in the manifest but missing"):
+            PairClassifier.load(copy, variant=variant)
     (copy / "manifest.json").write_text("{not json")
     with pytest.raises(BundleError, match="not valid JSON"):
         PairClassifier.load(copy)
