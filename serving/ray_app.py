@@ -13,6 +13,7 @@ and error bodies, from serving.schema); metrics come from Ray's own Prometheus e
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import os
 
@@ -97,11 +98,7 @@ class PairbertDeployment:
             return {"status": "ready", "variant": clf.variant, "threads": clf.threads, "pid": int(self.pid)}
         if request.method != "POST" or path not in ("predict", "rerank"):
             raise RequestError(404, f"no endpoint {request.method} {request.url.path}")
-        check_content_encoding(request.headers.get("content-encoding"))
-        body = await request.body()
-        if len(body) > self.max_body_bytes:
-            raise RequestError(413, f"body is over the limit of {self.max_body_bytes} bytes")
-        payload = parse_json(body)
+        payload = parse_json(await self._bounded_body(request))
         if path == "predict":
             pairs = predict_pairs(payload, self.limits)
             names = self.classifier.label_names
@@ -115,11 +112,27 @@ class PairbertDeployment:
         probabilities = await self.predict_batch([(req.query, t) for t in req.texts])
         return rerank_body(probabilities[:, -1], req.top_n)
 
+    async def _bounded_body(self, request: Request) -> bytes:
+        """The body, refused with 413 as soon as it is known to pass max_body_bytes (its Content-Length, else
+        the bytes counted as they come): a replica never holds more than the limit of one request."""
+        check_content_encoding(request.headers.get("content-encoding"))
+        limit = self.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise RequestError(413, f"body has {declared} bytes; the limit is {limit}")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise RequestError(413, f"body is over the limit of {limit} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
 
 def build_app(args: dict):
     """The application for `serve run` / `serve deploy` config files (`args:` there) and for serve.run.
     Keys: bundle (required), variant, threads, max_batch_size, batch_wait_timeout_s, max_request_pairs,
-    max_text_chars, num_replicas (ignored when the config file sets autoscaling), num_cpus."""
+    max_text_chars, max_body_bytes, num_replicas (ignored when the config file sets autoscaling), num_cpus."""
     args = dict(args)
     if "bundle" not in args:
         raise ValueError("build_app needs args['bundle'], the bundle folder every replica loads")
@@ -128,5 +141,9 @@ def build_app(args: dict):
         options["num_replicas"] = int(args.pop("num_replicas"))
     if "num_cpus" in args:
         options["ray_actor_options"] = {"num_cpus": float(args.pop("num_cpus"))}
+    known = set(inspect.signature(PairbertDeployment.func_or_class.__init__).parameters) - {"self"}
+    unknown = sorted(set(args) - known)
+    if unknown:  # here, not as a TypeError inside every replica's constructor at deploy time
+        raise ValueError(f"build_app: unknown key(s) {unknown}; known: {sorted(known)}")
     deployment = PairbertDeployment.options(**options) if options else PairbertDeployment
     return deployment.bind(**args)

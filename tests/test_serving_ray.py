@@ -22,6 +22,7 @@ from pairbert.runtime.predictor import PairClassifier
 pytestmark = pytest.mark.slow
 
 VARIANT = "optimized"  # fp32: answers independent of how requests were batched together
+MAX_BODY = 64 * 1024  # small, so the 413 checks send little
 CONFIG = Path(__file__).resolve().parents[1] / "serving" / "ray_config.yaml"
 
 
@@ -64,6 +65,7 @@ def ray_app(tiny_bundle):
                     "threads": 1,
                     "num_replicas": 2,
                     "num_cpus": 1,
+                    "max_body_bytes": MAX_BODY,
                 }
             ),
             name="pairbert",
@@ -114,6 +116,41 @@ def test_two_replicas_answer_like_the_in_process_predictor(ray_app, tiny_bundle)
     )
     code, _, error = _post(port, "/predict", {"pairs": [["a", 7]]})
     assert code == 422 and error["field"] == "pairs[0][1]"
+
+
+def _post_raw(port: int, body, headers: dict) -> tuple[int, dict]:
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/predict", data=body, headers=headers, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_bodies_over_the_limit_are_refused_without_holding_them(ray_app):
+    port, _ = ray_app
+    big = json.dumps({"pairs": [["q" * 100, "a" * 100]] * 400}).encode()  # ~82 kB > MAX_BODY
+    assert len(big) > MAX_BODY
+    code, error = _post_raw(port, big, {"Content-Type": "application/json"})
+    assert code == 413 and f"the limit is {MAX_BODY}" in error["error"]
+    # chunked (no Content-Length): counted as it comes
+    chunks = (big[i : i + 8192] for i in range(0, len(big), 8192))
+    code, error = _post_raw(
+        port, chunks, {"Content-Type": "application/json", "Transfer-Encoding": "chunked"}
+    )
+    assert code == 413 and f"over the limit of {MAX_BODY} bytes" in error["error"]
+    code, body = _post_raw(port, json.dumps({"pairs": [["a", "b"]]}).encode(), {})
+    assert code == 200 and len(body["labels"]) == 1  # and it keeps serving
+
+
+def test_build_app_names_an_unknown_key():
+    pytest.importorskip("ray", reason="needs pairbert[ray]")
+    from pairbert.serving.ray_app import build_app
+
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['varaint'\]"):
+        build_app({"bundle": "b", "varaint": "fp32"})
 
 
 def test_the_config_file_is_a_valid_serve_config():
