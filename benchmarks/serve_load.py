@@ -257,9 +257,12 @@ def interleaved_overhead(port: int, settings: LoadSettings, pairs) -> dict:
 
 def measure_server(settings: LoadSettings, pairs, batching: bool, rss: bool) -> dict:
     from pairbert.runtime.devices import physical_cores
+    from pairbert.serving.settings import ServeSettings
 
     threads = settings.threads or physical_cores()
     extra = ["--threads", str(threads)] + ([] if batching else ["--no-batching"])
+    # the server's connection cap must admit every client (and the readiness/RSS probes beside them)
+    extra += ["--max-connections", str(max(ServeSettings.max_connections, max(settings.clients) + 8))]
     server = ServerProcess(settings.bundle, *extra)
     out: dict = {"batching": batching, "threads": threads, "runs": []}
     try:
@@ -341,6 +344,23 @@ def verdicts(report: dict) -> dict:
     return {"measured": out, "targets": TARGETS, "met": met, "context": context}
 
 
+SPARE_FILES = 64  # files a process needs besides one socket per client (libraries, logs, the bundle)
+
+
+def _check_client_count(clients: int) -> None:
+    """Every client is one socket here and one in the server: past the open-file limit they would fail
+    mid-run with a client-side error, so say so before anything starts."""
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and clients + SPARE_FILES > soft:
+        raise BenchmarkError(
+            f"--clients {clients}: a process here may open {soft} files (ulimit -n) and each client needs a "
+            f"socket in this process and in the server; use at most {soft - SPARE_FILES} clients, or raise "
+            "the limit (ulimit -n)"
+        )
+
+
 def run_load_benchmark(settings: LoadSettings) -> dict:
     with sigterm_unwinds():  # a SIGTERM stops the server child too
         return _run_load_benchmark(settings)
@@ -349,6 +369,7 @@ def run_load_benchmark(settings: LoadSettings) -> dict:
 def _run_load_benchmark(settings: LoadSettings) -> dict:
     from .machine import cpu_description, library_versions
 
+    _check_client_count(max(settings.clients))
     out = output_folder(settings.out)
     pairs = workload(settings.pairs)
     print(

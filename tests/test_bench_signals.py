@@ -62,3 +62,29 @@ def test_sigterm_to_bench_serve_stops_its_server(tiny_bundle, tmp_path):
         os.kill(server, signal.SIGKILL)
     assert not alive, "the server outlived bench-serve"
     assert "Traceback" not in proc.stderr.read()
+
+
+def test_bench_serve_refuses_more_clients_than_open_files_allow(tiny_bundle, tmp_path):
+    """Each client is a socket in the benchmark and one in the server: past `ulimit -n` the run would fail
+    midway with a client-side error, so it stops before starting anything and says what to change."""
+    import resource
+
+    def low_limit():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+
+    out = tmp_path / "bench"
+    argv = ["bench-serve", str(tiny_bundle), "--clients", "1,500", "--out", str(out), "--rss-requests", "0"]
+    done = subprocess.run(
+        [sys.executable, "-m", "pairbert", *argv],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=low_limit,
+    )
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.strip() == (
+        "pairbert bench-serve: error: --clients 500: a process here may open 256 files (ulimit -n) and each "
+        "client needs a socket in this process and in the server; use at most 192 clients, or raise the "
+        "limit (ulimit -n)"
+    )
+    assert not out.exists()
