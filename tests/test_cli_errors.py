@@ -395,3 +395,13 @@ def test_a_closed_standard_input_is_a_clear_error(tiny_bundle):
     )
     assert done.returncode == 1
     assert done.stderr.strip() == "pairbert predict: error: <stdin>: standard input is closed"
+
+
+def test_verbose_goes_before_or_after_the_command_and_a_missing_command_lists_them(capsys):
+    parser = cli.build_parser()
+    argv = ["b", "-q", "x", "-a", "y"]
+    assert parser.parse_args(["predict", "-v", *argv]).verbose is True
+    assert parser.parse_args(["-v", "predict", *argv]).verbose is True
+    assert parser.parse_args(["predict", *argv]).verbose is False
+    assert run_cli([]) == 2
+    assert "required: {train,evaluate,export,predict,bench,serve,bench-serve}" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""The `pairbert` command: train, evaluate, export, predict, bench.
+"""The `pairbert` command: train, evaluate, export, predict, bench, serve, bench-serve.
 
 Each subcommand imports what it needs when it runs, so `pairbert predict` works in a torch-free install
 and `pairbert --help` is instant.
@@ -620,7 +620,12 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
 
 
 def _subparser(sub, name: str, help: str):
-    return sub.add_parser(name, help=help, description=help, epilog=EPILOG, formatter_class=_Formatter)
+    parser = sub.add_parser(name, help=help, description=help, epilog=EPILOG, formatter_class=_Formatter)
+    # `pairbert predict -v ...` as well as `pairbert -v predict ...` (not given here: the top level's value)
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log at INFO level"
+    )
+    return parser
 
 
 def _add_train(sub) -> None:  # long: one flat declaration per train flag, nothing to branch on
@@ -935,6 +940,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_bench_serve,
     ):
         add(sub)
+    sub.metavar = "{" + ",".join(sub.choices) + "}"  # a missing command lists the commands, not "COMMAND"
     return parser
 
 
