@@ -288,14 +288,7 @@ def train(cfg: TrainConfig) -> dict:
     model.to(device)
     train_pairs, soft = training_targets(cfg, train_pairs, teacher)
 
-    lengths = encoder.fed_lengths([p.question for p in train_pairs], [p.answer for p in train_pairs])
-    # with the batch's negative answers in the in-batch loss, a question's pairs share a batch: its own wrong
-    # answer (often a same-topic one) is then among the answers it must rank below its true one
-    keys = [p.question for p in train_pairs] if cfg.contrastive and cfg.contrastive_negatives else None
-    plan = [  # every epoch's batches (keeping a question's pairs together can make more than pairs/batch)
-        training_batches(lengths, cfg.batch_size, seed=cfg.seed * 1000 + epoch, keys=keys)
-        for epoch in range(cfg.epochs)
-    ]
+    plan = _epoch_plan(cfg, encoder, train_pairs)
     optimizer, scheduler, history, best_accuracy, start_epoch, step = _optimizer(
         cfg, model, sum(map(len, plan)), state
     )
@@ -345,6 +338,18 @@ def train(cfg: TrainConfig) -> dict:
             log.info("no better validation accuracy for %d epochs: stopping", cfg.patience)
             break
     return {"history": history, "best_val_accuracy": best_accuracy, "output_dir": str(out)}
+
+
+def _epoch_plan(cfg: TrainConfig, encoder, train_pairs: list[Pair]) -> list[list]:
+    """Every epoch's batches, fixed up front from the seed (so a resumed run takes the same ones)."""
+    lengths = encoder.fed_lengths([p.question for p in train_pairs], [p.answer for p in train_pairs])
+    # with the batch's negative answers in the in-batch loss, a question's pairs share a batch: its own wrong
+    # answer (often a same-topic one) is then among the answers it must rank below its true one
+    keys = [p.question for p in train_pairs] if cfg.contrastive and cfg.contrastive_negatives else None
+    return [  # keeping a question's pairs together can make more than pairs/batch batches
+        training_batches(lengths, cfg.batch_size, seed=cfg.seed * 1000 + epoch, keys=keys)
+        for epoch in range(cfg.epochs)
+    ]
 
 
 def should_stop(history: list[dict], patience: int | None) -> bool:
