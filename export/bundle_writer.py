@@ -64,6 +64,7 @@ from .validation import (
 )
 
 log = logging.getLogger(__name__)
+FEW_PARITY_PAIRS = 32  # below this, the gate's label agreement is a warning's worth of evidence
 
 FILE_NAMES = {v: f"model.{v}.onnx" for v in ORT_VARIANTS}
 DEVICE = {"fp32": "any", "optimized": "any", "int8": "cpu", "fp16": "cuda"}
@@ -222,6 +223,15 @@ def _prepare(checkpoint: Path, settings: ExportSettings, echo) -> _Source:
     if not val_file or not Path(val_file).is_file():  # the run's file, moved or gone: the built-in split
         val_file = str(BUILTIN_VALIDATION)
     pairs = read_pairs(val_file)[: settings.max_parity_pairs]
+    if len(pairs) < FEW_PARITY_PAIRS:
+        log.warning(
+            "the parity gate runs on %d pair%s from %s: label agreement on so few says little "
+            "(the built-in validation split has %d)",
+            len(pairs),
+            "" if len(pairs) == 1 else "s",
+            val_file,
+            len(read_pairs(BUILTIN_VALIDATION)),
+        )
     size = settings.parity_batch_size
     chunks = [pairs[i : i + size] for i in range(0, len(pairs), size)]
     # the reference is torch on WHOLE pairs; the graph is fed as the bundle will feed it (the towers' cut
@@ -237,7 +247,7 @@ def _prepare(checkpoint: Path, settings: ExportSettings, echo) -> _Source:
         echo(
             f"exporting {checkpoint} ({cfg['num_hidden_layers']} layers × 2 branches, hidden "
             f"{cfg['hidden_size']}); "
-            f"parity on {len(pairs)} pairs from {val_file}"
+            f"parity on {len(pairs)} pair{'' if len(pairs) == 1 else 's'} from {val_file}"
         )
     return _Source(
         ckpt=ckpt,

@@ -226,7 +226,8 @@ def gate(
     figures = parity_figures(reference, candidate)
     fails = PARITY_RULES[variant].failures(figures)
     detail = (
-        f"{figures['pairs']} pairs, max |Δlogit| {figures['max_abs_logit_diff']:.2e}, "
+        f"{figures['pairs']} pair{'' if figures['pairs'] == 1 else 's'}, "
+        f"max |Δlogit| {figures['max_abs_logit_diff']:.2e}, "
         f"max |Δprob| {figures['max_abs_prob_diff']:.2e}, mean |Δprob| {figures['mean_abs_prob_diff']:.2e}, "
         f"labels agree {figures['label_agreement']:.2%}"
     )

@@ -71,12 +71,15 @@ def test_export_under_a_file_is_a_clear_error(tiny_checkpoint, tmp_path, capsys)
     assert "a file is in the way" in capsys.readouterr().err
 
 
-def test_export_with_a_one_pair_validation_file(tiny_checkpoint, tmp_path):
+def test_export_with_a_one_pair_validation_file(tiny_checkpoint, tmp_path, capsys, caplog):
     one = tmp_path / "one.jsonl"
     one.write_text(json.dumps({"question": "how long to boil an egg", "answer": "six minutes"}) + "\n")
     out = tmp_path / "bundle"
     argv = ["export", str(tiny_checkpoint), "--out", str(out), "--variants", "fp32", "--validation", str(one)]
-    assert run_cli(argv) == 0
+    with caplog.at_level("WARNING", logger="pairbert.export.bundle_writer"):
+        assert run_cli(argv) == 0
+    assert f"the parity gate runs on 1 pair from {one}: label agreement on so few says little" in caplog.text
+    assert "parity on 1 pair from" in capsys.readouterr().out
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["variants"]["fp32"]["passed_parity"] is True
 
