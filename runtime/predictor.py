@@ -47,11 +47,12 @@ from .sessions import (
     OPENVINO_EXTRA,
     BackendError,
     BackendUnavailable,
+    SessionClosed,
     SessionSettings,
     open_session,
     openvino_available,
 )
-from .tokenization import PairEncoder
+from .tokenization import PairEncoder, TokenizerError
 from .variants import BACKEND, DEVICES, OPENVINO_PRECISION, STATIC_PREFERENCE, variant_key
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,9 @@ log = logging.getLogger(__name__)
 # tokens took 2,261 ms and peaked at 748 MB RSS in one run, 1,713 ms and 295 MB split at 1,024 tokens;
 # batch-1 and batch-32 short-pair throughput are unchanged (benchmarks/results, README).
 DEFAULT_MAX_BATCH_TOKENS = 1024
+# Pairs tokenized at a time in one predict call (their encodings are ~15 kB a pair while held): 50,000
+# pairs of 56 tokens in one call peaked at 813 MB when all were tokenized up front.
+TOKENIZE_SLICE = 4096
 
 
 class PredictorError(PairbertError, ValueError):
@@ -347,26 +351,41 @@ class PairClassifier:
         return self._predict_encoded(list(qa), list(aq), _batch_size(batch_size))
 
     def _predict(self, questions: list[str], answers: list[str], batch_size: int) -> Prediction:
+        """Tokenized and run TOKENIZE_SLICE pairs at a time: a call's memory beyond its texts and results
+        stays that of one slice's encodings (~15 kB a pair while held), however many pairs it has."""
         batch_size = _batch_size(batch_size)
-        if not questions:
-            return self._predict_encoded([], [], batch_size)
-        return self._predict_encoded(*self.encoder.tokenize(questions, answers), batch_size)
+        logits = np.empty((len(questions), len(self.label_names)), dtype=np.float32)
+        for start in range(0, len(questions), TOKENIZE_SLICE):
+            stop = start + TOKENIZE_SLICE
+            try:
+                qa, aq = self.encoder.tokenize(questions[start:stop], answers[start:stop])
+            except TokenizerError as exc:
+                raise PredictorError(str(exc)) from None
+            logits[start:stop] = self._logits(qa, aq, batch_size)
+        return self._prediction(logits)
 
     def _predict_encoded(self, qa: list, aq: list, batch_size: int) -> Prediction:
-        n = len(qa)
-        num_labels = len(self.label_names)
-        if n == 0:
-            return Prediction(np.zeros(0, np.int64), np.zeros((0, num_labels), np.float32), self.label_names)
-        logits = np.empty((n, num_labels), dtype=np.float32)
+        return self._prediction(self._logits(qa, aq, batch_size))
+
+    def _logits(self, qa: list, aq: list, batch_size: int) -> np.ndarray:
+        logits = np.empty((len(qa), len(self.label_names)), dtype=np.float32)
         lengths = [self.encoder.fed_length(a, b) for a, b in zip(qa, aq, strict=True)]
         for idx in bucketed_batches(lengths, batch_size, self.max_batch_tokens):
             feed = self.encoder.collate([qa[i] for i in idx], [aq[i] for i in idx])
             logits[idx] = self._run(feed)
-        probabilities = softmax(logits)
+        return logits
+
+    def _prediction(self, logits: np.ndarray) -> Prediction:
+        probabilities = softmax(logits) if len(logits) else logits
         return Prediction(probabilities.argmax(-1).astype(np.int64), probabilities, self.label_names)
 
     def _run(self, feed: dict[str, np.ndarray]) -> np.ndarray:
-        return self.session.run(feed)
+        try:
+            return self.session.run(feed)
+        except SessionClosed:
+            raise PredictorError("this PairClassifier is closed; load the bundle again") from None
+        except BackendError as exc:  # a graph that cannot run these inputs: one line, not the library's
+            raise BackendError(f"variant {self.variant}: {exc}") from None
 
     def rank(
         self, query: str, texts: Iterable[str], top_k: int | None = None, batch_size: int = 32

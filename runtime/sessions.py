@@ -47,6 +47,10 @@ class BackendUnavailable(BackendError):
     """The backend cannot run in this environment (not: this bundle is bad); `auto` tries the others."""
 
 
+class SessionClosed(BackendError):
+    """A run asked of a session after close()."""
+
+
 def openvino_reason(exc: BaseException) -> str:
     """The informative line of an OpenVINO error (its first lines say where in OpenVINO it was raised)."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
@@ -150,7 +154,19 @@ class OrtSession:
         return self._session
 
     def run(self, feed: dict[str, np.ndarray]) -> np.ndarray:
+        if self._session is None:
+            raise SessionClosed("the session is closed")
         feed = {k: feed[k] for k in self.input_names}
+        try:
+            return self._run(feed)
+        except AttributeError:
+            if self._session is None:  # closed by another thread during the run
+                raise SessionClosed("the session was closed during the run") from None
+            raise
+        except Exception as exc:  # onnxruntime raises several private types, with the node's name
+            raise BackendError(f"ONNX Runtime failed to run the graph ({first_line(exc)})") from None
+
+    def _run(self, feed: dict[str, np.ndarray]) -> np.ndarray:
         if self.provider == CUDA_PROVIDER:
             if self.graphs is not None:
                 logits = self.graphs.run(feed)
@@ -237,6 +253,9 @@ class OpenVinoSession:
         self._lock = threading.Lock()
 
     def run(self, feed: dict[str, np.ndarray]) -> np.ndarray:
+        compiled = self._compiled
+        if compiled is None:
+            raise SessionClosed("the session is closed")
         feed = {k: feed[k] for k in self.input_names}  # built first: a bad feed must not lose a request
         if self.settings.length_buckets:
             feed = pad_length(feed, CPU_SEQUENCE_BUCKETS)
@@ -244,10 +263,12 @@ class OpenVinoSession:
             request = self._requests.get_nowait()
         except queue.Empty:
             with self._lock:
-                request = self._compiled.create_infer_request()
+                request = compiled.create_infer_request()
         try:
             request.infer(feed)
             return np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True)
+        except Exception as exc:  # openvino raises RuntimeError with multi-line details
+            raise BackendError(f"OpenVINO failed to run the graph ({openvino_reason(exc)})") from None
         finally:
             self._requests.put(request)
 

@@ -252,7 +252,12 @@ class PairEncoder:
         """Unpadded encodings of each pair in both orders (QA list, AQ list)."""
         if len(questions) != len(answers):
             raise ValueError(f"{len(questions)} questions but {len(answers)} answers")
-        return self._encode_order(questions, answers), self._encode_order(answers, questions)
+        try:
+            return self._encode_order(questions, answers), self._encode_order(answers, questions)
+        except TokenizerError:
+            raise
+        except Exception as exc:  # tokenizers raises a bare Exception (e.g. a vocabulary without [UNK])
+            raise TokenizerError(f"the tokenizer cannot encode these texts ({first_line(exc)})") from None
 
     def lengths(self, questions: Sequence[str], answers: Sequence[str]) -> list[int]:
         """Token count of each pair (same in both orders)."""

@@ -112,3 +112,62 @@ def test_asking_for_a_variant_that_did_not_pass_warns(tiny_bundle, tmp_path, cap
         clf = PairClassifier.load(bundle, variant="fp32")
     assert clf.variant == "fp32"
     assert "did not pass its parity gate (forced)" in caplog.text
+
+
+def test_a_closed_predictor_says_so(tiny_bundle):
+    with PairClassifier.load(tiny_bundle, variant="fp32") as clf:
+        pass
+    with pytest.raises(PredictorError, match="this PairClassifier is closed"):
+        clf.predict([("a", "b")])
+    with pytest.raises(PredictorError, match="this PairClassifier is closed"):
+        clf.rank("a", ["b"])
+
+
+def test_a_call_is_tokenized_in_slices_with_the_same_results(clf, monkeypatch):
+    from helpers import varied_pairs
+
+    from pairbert.runtime import predictor
+
+    pairs = [(r["question"], r["answer"]) for r in varied_pairs(23, seed=5)]
+    whole = clf.predict(pairs).probabilities
+    monkeypatch.setattr(predictor, "TOKENIZE_SLICE", 4)  # 6 slices, the last one short
+    np.testing.assert_allclose(clf.predict(pairs).probabilities, whole, atol=1e-6)
+
+
+def _retokenized(bundle: Path, tmp_path: Path, change) -> Path:
+    """A copy of `bundle` whose tokenizer.json was edited, with the manifest's checksums redone (as a
+    hand-built or tampered bundle would be)."""
+    import hashlib
+    import json
+    import shutil
+
+    from helpers import edit_manifest
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundle, copy)
+    tok = json.loads((copy / "tokenizer.json").read_text())
+    change(tok)
+    data = json.dumps(tok).encode()
+    (copy / "tokenizer.json").write_bytes(data)
+    edit_manifest(copy, lambda m: m.update(tokenizer_sha256=hashlib.sha256(data).hexdigest()))
+    return copy
+
+
+def test_a_graph_that_cannot_run_the_tokens_is_one_line_not_a_library_traceback(tiny_bundle, tmp_path):
+    from pairbert.runtime.sessions import BackendError
+
+    copy = _retokenized(tiny_bundle, tmp_path, lambda t: t["model"]["vocab"].update(zzzz=999_999))
+    with PairClassifier.load(copy, variant="fp32") as clf:
+        with pytest.raises(
+            BackendError, match=r"^variant fp32: ONNX Runtime failed to run the graph \("
+        ) as info:
+            clf.predict([("zzzz", "b")])
+        assert "\n" not in str(info.value)
+        assert clf.predict([("a", "b")]).labels.shape == (1,)  # other texts still run
+
+
+def test_a_tokenizer_that_cannot_encode_a_text_is_a_predictor_error(tiny_bundle, tmp_path):
+    copy = _retokenized(tiny_bundle, tmp_path, lambda t: t["model"].update(unk_token="[NOPE]"))
+    with PairClassifier.load(copy, variant="fp32") as clf:
+        with pytest.raises(PredictorError, match=r"the tokenizer cannot encode these texts \(.*UNK"):
+            clf.predict([("ʘ", "b")])
