@@ -96,8 +96,11 @@ def locate(target: str | Path) -> Path:
     target = Path(target)
     new, old = _names(target)
     for candidate in (target, new, old):
-        if candidate.is_dir():
-            return candidate
+        try:
+            if candidate.is_dir():
+                return candidate
+        except OSError:  # a name too long, a folder without permission: not there, for finding
+            continue
     return target
 
 

@@ -22,7 +22,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from . import atomic_dir
 from .contract import GraphContract, TensorSpec, orders_padded_apart
-from .errors import PairbertError
+from .errors import PairbertError, short_path
 from .tokenization import FEEDS, MAX_MAX_LENGTH, MIN_MAX_LENGTH, PairEncoder
 from .variants import PRECISION
 
@@ -299,12 +299,14 @@ def weights_sha256(checkpoint_dir: Path) -> str:
 def read_manifest(bundle_dir: str | Path) -> Manifest:
     bundle_dir = atomic_dir.locate(Path(bundle_dir))  # where an interrupted export swap left it complete
     path = bundle_dir / MANIFEST_FILE
-    if not bundle_dir.is_dir():
-        raise BundleError(f"{bundle_dir}: no such bundle folder")
-    if not path.is_file():
-        raise BundleError(f"{bundle_dir}: no {MANIFEST_FILE}; not a pairbert bundle")
     try:
+        if not bundle_dir.is_dir():
+            raise BundleError(f"{short_path(bundle_dir)}: no such bundle folder")
+        if not path.is_file():
+            raise BundleError(f"{bundle_dir}: no {MANIFEST_FILE}; not a pairbert bundle")
         data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:  # a name too long, no permission
+        raise BundleError(f"{short_path(path)}: cannot read ({exc.strerror})") from None
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise BundleError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(data, dict):

@@ -405,3 +405,26 @@ def test_verbose_goes_before_or_after_the_command_and_a_missing_command_lists_th
     assert parser.parse_args(["predict", *argv]).verbose is False
     assert run_cli([]) == 2
     assert "required: {train,evaluate,export,predict,bench,serve,bench-serve}" in capsys.readouterr().err
+
+
+LONG = "x" * 300  # one path component past the 255 bytes file systems allow: the system refuses it
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["predict", LONG, "-q", "a", "-a", "b"],
+        ["evaluate", LONG, "--data", "{smoke}"],
+        ["export", LONG, "--out", "{tmp}/b"],
+        ["predict", "{bundle}", "-q", "a", "-a", "b", "--output", LONG],
+        ["train", "--output-dir", LONG, "--train", "{smoke}", "--epochs", "1"],
+    ],
+    ids=["predict-bundle", "evaluate-checkpoint", "export-checkpoint", "predict-output", "train-output-dir"],
+)
+def test_a_path_the_system_refuses_is_one_line(argv, tiny_bundle, tmp_path, capsys):
+    from pairbert.builtin_data import SMOKE
+
+    argv = [a.format(smoke=SMOKE, tmp=tmp_path, bundle=tiny_bundle) for a in argv]
+    assert run_cli(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "File name too long" in err and LONG not in err, err

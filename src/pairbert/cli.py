@@ -968,6 +968,12 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
     except BrokenPipeError:  # e.g. `pairbert predict ... | head`
         return EXIT_OK
+    except OSError as exc:  # the system refused a path (too long, no permission): one line naming it
+        from pairbert.runtime.errors import short_path
+
+        where = f"{short_path(exc.filename)}: " if exc.filename else ""
+        print(f"pairbert {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return EXIT_ERROR
     except KeyboardInterrupt as exc:  # predict --output says where the rows written so far went
         note = f" ({exc})" if str(exc) else ""
         print(f"pairbert {args.command}: interrupted{note}", file=sys.stderr)
