@@ -428,3 +428,44 @@ def test_a_path_the_system_refuses_is_one_line(argv, tiny_bundle, tmp_path, caps
     assert run_cli(argv) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "File name too long" in err and LONG not in err, err
+
+
+def test_output_keeps_the_replaced_files_permissions_and_writes_through_a_link(tiny_bundle, tmp_path):
+    src = pairs_file(tmp_path, 3)
+    private = tmp_path / "private.jsonl"
+    private.write_text("old\n")
+    private.chmod(0o600)
+    assert run_cli(["predict", str(tiny_bundle), "--input", str(src), "--output", str(private)]) == 0
+    assert (private.stat().st_mode & 0o777) == 0o600  # predictions hold the inputs' texts: stays private
+    assert len(private.read_text().splitlines()) == 3
+    real, link = tmp_path / "real.jsonl", tmp_path / "link.jsonl"
+    real.write_text("old\n")
+    link.symlink_to(real.name)
+    assert run_cli(["predict", str(tiny_bundle), "--input", str(src), "--output", str(link)]) == 0
+    assert link.is_symlink() and len(real.read_text().splitlines()) == 3
+
+
+def test_output_never_destroys_the_input_through_its_partial_file_or_stdin(tiny_bundle, tmp_path, capsys):
+    src = pairs_file(tmp_path, 3, name="a.jsonl.partial", tail='{"question": "q"}\n')
+    before = src.read_bytes()
+    argv = ["predict", str(tiny_bundle), "--input", str(src), "--output", str(tmp_path / "a.jsonl")]
+    assert run_cli(argv) == 2
+    assert "--output's .partial file" in capsys.readouterr().err and src.read_bytes() == before
+    out = tmp_path / "o.jsonl"
+    out.write_bytes(pairs_file(tmp_path, 2).read_bytes())
+    with open(out, "rb") as stdin:
+        done = pairbert("predict", str(tiny_bundle), "--input", "-", "--output", str(out), stdin=stdin)
+    assert done.returncode == 2 and "is the file standard input reads" in done.stderr
+
+
+def test_a_folder_in_the_way_of_the_partial_file_keeps_the_rows_in_the_temporary(
+    tiny_bundle, tmp_path, capsys
+):
+    src = pairs_file(tmp_path, 3, tail='{"question": "q"}\n')
+    out = tmp_path / "o.jsonl"
+    (tmp_path / "o.jsonl.partial").mkdir()
+    assert run_cli(["predict", str(tiny_bundle), "--input", str(src), "--output", str(out)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "3 predictions before it are in " in err and "not moved to" in err
+    (kept,) = tmp_path.glob(".o.jsonl.*.tmp")
+    assert len(kept.read_text().splitlines()) == 3 and not out.exists()

@@ -358,10 +358,16 @@ def _check_output(args: argparse.Namespace) -> None:
         raise UserError(f"--output {out}: {out.parent} is a file, not a folder")
     if not out.parent.is_dir():
         raise UserError(f"--output {out}: folder {out.parent} does not exist")
+    partial = out.with_name(out.name + ".partial")  # where a failed run's rows go
     if args.input not in (None, "-"):
-        same = out.exists() and Path(args.input).exists() and os.path.samefile(out, args.input)
-        if same or out.resolve() == Path(args.input).resolve():
-            raise UserError(f"--output {out} is the --input file; write the predictions to another file")
+        for name, path in (("--output", out), ("--output's .partial file", partial)):
+            same = path.exists() and Path(args.input).exists() and os.path.samefile(path, args.input)
+            if same or path.resolve() == Path(args.input).resolve():
+                raise UserError(f"{name} {path} is the --input file; write the predictions to another file")
+    elif args.input == "-" and out.exists():  # `--input - --output F < F` would replace F while reading it
+        stdin, target = os.fstat(0), out.stat()
+        if (stdin.st_dev, stdin.st_ino) == (target.st_dev, target.st_ino):
+            raise UserError(f"--output {out} is the file standard input reads; write to another file")
 
 
 class OutputError(PairbertError):
@@ -376,9 +382,11 @@ class _Output:
     directly."""
 
     def __init__(self, path: str | None):
+        import os
         from pathlib import Path
 
-        self.target = Path(path) if path else None
+        self.target = Path(path) if path else None  # as the user named it (for messages)
+        self.dest = Path(os.path.realpath(path)) if path else None  # what gets replaced: a link's target
         self.tmp = None
         self.written = 0  # complete rows
         self.good_bytes = 0  # bytes of those rows (the temporary file is cut back to them on failure)
@@ -397,17 +405,13 @@ class _Output:
                 raise OutputError(f"--output {self.target}: cannot open ({exc.strerror})") from None
         else:
             try:
-                fd, name = tempfile.mkstemp(
-                    prefix=f".{self.target.name}.", suffix=".tmp", dir=self.target.parent
-                )
+                fd, name = tempfile.mkstemp(prefix=f".{self.dest.name}.", suffix=".tmp", dir=self.dest.parent)
             except OSError as exc:
                 raise UserError(
-                    f"--output {self.target}: cannot write in {self.target.parent} ({exc.strerror})"
+                    f"--output {self.target}: cannot write in {self.dest.parent} ({exc.strerror})"
                 ) from None
             self.tmp = Path(name)
-            mask = os.umask(0)
-            os.umask(mask)
-            os.chmod(fd, 0o666 & ~mask)
+            _take_mode(fd, self.dest)
             self.stream = os.fdopen(fd, "wb")
         return self
 
@@ -449,7 +453,7 @@ class _Output:
                 raise failed from None
             return
         if kind is None:
-            os.replace(self.tmp, self.target)
+            os.replace(self.tmp, self.dest)
             return
         self._keep_partial(kind, exc)
 
@@ -463,9 +467,15 @@ class _Output:
 
         if self.written:
             partial = self.target.with_name(self.target.name + ".partial")
-            os.truncate(self.tmp, self.good_bytes)  # a write error may have left half a row
-            os.replace(self.tmp, partial)
-            note = f"{self.written} predictions before it are in {partial}; {self._kept()}"
+            try:
+                os.truncate(self.tmp, self.good_bytes)  # a write error may have left half a row
+                os.replace(self.tmp, partial)
+                note = f"{self.written} predictions before it are in {partial}; {self._kept()}"
+            except OSError as keep_exc:  # e.g. a folder named OUTPUT.partial: the rows stay where they are
+                note = (
+                    f"{self.written} predictions before it are in {self.tmp} (not moved to {partial}: "
+                    f"{keep_exc.strerror}); {self._kept()}"
+                )
         else:
             self.tmp.unlink(missing_ok=True)
             note = f"nothing predicted was kept; {self._kept()}"
@@ -473,6 +483,24 @@ class _Output:
             raise KeyboardInterrupt(note) from None
         if isinstance(exc, PairbertError):  # the same class (and so exit code) with where the rows went
             raise (UserError if isinstance(exc, UserError) else PairbertError)(f"{exc} ({note})") from None
+
+
+def _take_mode(fd: int, dest) -> None:
+    """The new file gets the permissions of the one it replaces (a private file stays private), else what
+    the umask gives a new file; as root, its owner and group too."""
+    import os
+    import stat
+
+    try:
+        st = os.stat(dest)
+    except OSError:
+        mask = os.umask(0)
+        os.umask(mask)
+        os.fchmod(fd, 0o666 & ~mask)
+        return
+    os.fchmod(fd, stat.S_IMODE(st.st_mode))
+    if os.geteuid() == 0:
+        os.fchown(fd, st.st_uid, st.st_gid)
 
 
 def _bench(args: argparse.Namespace) -> None:
