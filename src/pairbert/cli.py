@@ -889,8 +889,13 @@ def _add_serve(sub) -> None:
     s.add_argument("bundle", help="bundle folder written by `pairbert export`")
     s.add_argument("--host", default=S.host, help="address to listen on (loopback unless you say otherwise)")
     s.add_argument("--port", type=port_number, default=S.port, help="0 picks a free port (printed)")
-    s.add_argument("--variant", default="auto", help="variant to serve (auto: the fastest passing one)")
-    s.add_argument("--device", default="auto", choices=DEVICES)
+    s.add_argument(
+        "--variant",
+        default="auto",
+        choices=("auto", *VARIANTS),
+        help="variant to serve (auto: the fastest that passed parity)",
+    )
+    s.add_argument("--device", default="auto", choices=DEVICES, help="auto: CUDA when it really runs")
     s.add_argument("--threads", type=thread_count, help="threads per worker (default: cores / workers)")
     s.add_argument("--workers", type=positive_int, default=S.workers, help="processes; they split the cores")
     s.add_argument("--no-batching", action="store_true", help="run each request alone (a baseline)")
@@ -941,7 +946,11 @@ def _add_bench_serve(sub) -> None:
     b.add_argument(
         "--seconds", type=float_between(0.1, 86_400), default=10.0, help="duration of each measurement"
     )
-    b.add_argument("--threads", type=thread_count, help="threads of server and in-process predictor")
+    b.add_argument(
+        "--threads",
+        type=thread_count,
+        help="threads of server and in-process predictor (default: the physical cores)",
+    )
     b.add_argument(
         "--rss-requests",
         type=non_negative_int,
