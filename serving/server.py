@@ -7,6 +7,7 @@ drains, and the process exits 0."""
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import logging
@@ -96,11 +97,54 @@ except ImportError:  # pragma: no cover - httptools is in the serve extra; uvico
 if HttpToolsProtocol is not None:
 
     class OneSendHttpToolsProtocol(HttpToolsProtocol):
-        """uvicorn's httptools protocol writing each answer in one send() (module level: worker processes
-        receive the config pickled)."""
+        """uvicorn's httptools protocol writing each answer in one send(), with a deadline on each request's
+        head (module level: worker processes receive the config pickled). uvicorn bounds only an idle
+        kept-alive connection: once a byte arrives it waits for the rest of the headers forever."""
+
+        def __init__(self, *args, header_timeout_s: float = 10.0, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.header_timeout_s = header_timeout_s
+            self._head_deadline = None
 
         def connection_made(self, transport) -> None:
             super().connection_made(_OneSendTransport(transport, self.loop))
+            self._arm_head_deadline()
+
+        def on_headers_complete(self) -> None:
+            self._disarm_head_deadline()  # the body has its own timeout (app.py)
+            super().on_headers_complete()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.pipeline and not self.transport.is_closing():  # the next request's head starts now
+                self._arm_head_deadline()
+
+        def connection_lost(self, exc) -> None:
+            self._disarm_head_deadline()
+            super().connection_lost(exc)
+
+        def _arm_head_deadline(self) -> None:
+            self._disarm_head_deadline()
+            self._head_deadline = self.loop.call_later(self.header_timeout_s, self._head_too_slow)
+
+        def _disarm_head_deadline(self) -> None:
+            if self._head_deadline is not None:
+                self._head_deadline.cancel()
+                self._head_deadline = None
+
+        def _head_too_slow(self) -> None:
+            self._head_deadline = None
+            busy = self.cycle is not None and not self.cycle.response_complete
+            if busy or self.transport.is_closing():  # a request is being answered: not a slow head
+                return
+            body = json.dumps(
+                {"error": f"the request line and headers did not arrive within {self.header_timeout_s:g} s"}
+            ).encode()
+            self.transport.write(
+                b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+                b"content-length: " + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n" + body
+            )
+            self.transport.close()
 
         def send_400_response(self, msg: str) -> None:
             """Bytes that are not HTTP: the 400 in JSON like every other error (uvicorn's is text/plain)."""
@@ -112,8 +156,10 @@ if HttpToolsProtocol is not None:
             self.transport.close()
 
 
-def _http_protocol():
-    return "auto" if HttpToolsProtocol is None else OneSendHttpToolsProtocol
+def _http_protocol(settings: ServeSettings):
+    if HttpToolsProtocol is None:
+        return "auto"
+    return functools.partial(OneSendHttpToolsProtocol, header_timeout_s=settings.header_timeout_s)
 
 
 def _uvicorn_config(app, settings: ServeSettings, **extra):
@@ -121,7 +167,7 @@ def _uvicorn_config(app, settings: ServeSettings, **extra):
 
     return uvicorn.Config(
         app,
-        http=_http_protocol(),
+        http=_http_protocol(settings),
         host=settings.host,
         log_level="warning",
         access_log=False,

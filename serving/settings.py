@@ -30,14 +30,19 @@ class ServeSettings:
     max_request_pairs: int = 1024  # pairs (or rerank texts) in one request; past this 413
     max_text_chars: int = 20_000  # characters in one question, answer, query or text; past this 413
     max_body_bytes: int = 8 * 1024 * 1024  # request body; past this 413
-    # Slow or stalled clients. A request body that stops coming for body_timeout_s, or that after
-    # 4 x body_timeout_s has come slower than 10 kB/s on average, gets 408 and its connection is closed.
+    # Slow or stalled clients. A request whose head (request line and headers) is not complete within
+    # header_timeout_s of the connection opening (or of the last answer, on a kept-alive connection) gets 408
+    # and is closed: a client holding connections open with half a request line would otherwise keep them
+    # (and the max_connections slots they take) forever. A request body that stops coming for
+    # body_timeout_s, or that after 4 x body_timeout_s has come slower than 10 kB/s on average, gets 408
+    # and its connection is closed.
     # On SIGTERM the server stops accepting, finishes what is in flight, and after graceful_shutdown_s
     # cancels whatever is still running (a client that does not read its answer, say), so it exits 0 inside
     # a Kubernetes grace period (30 s by default). max_connections caps open connections (and requests in
     # flight) per worker: past it uvicorn answers 503 text/plain "Service Unavailable" with Connection:
     # close (retry later, as with any 503); it stays under the usual 1024 open-file limit. Idle kept-alive
     # connections are closed after 5 s.
+    header_timeout_s: float = 10.0
     body_timeout_s: float = 30.0
     graceful_shutdown_s: float = 20.0
     max_connections: int = 1000
@@ -62,7 +67,7 @@ class ServeSettings:
             raise SettingsError(f"threads must be a positive integer, got {self.threads!r}")
         if not 0 <= self.max_wait_ms <= 10_000:
             raise SettingsError(f"max-wait-ms must be between 0 and 10000, got {self.max_wait_ms!r}")
-        for name in ("body_timeout_s", "graceful_shutdown_s"):
+        for name in ("header_timeout_s", "body_timeout_s", "graceful_shutdown_s"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 3600:
                 raise SettingsError(

@@ -366,9 +366,14 @@ def test_serve_slow_client_flags_reach_the_settings(monkeypatch):
     seen = {}
     monkeypatch.setattr(server, "serve", lambda settings: seen.setdefault("settings", settings))
     argv = ["serve", "b", "--body-timeout", "2.5", "--graceful-shutdown", "7", "--max-connections", "9"]
-    assert run_cli(argv) in (0, None)
-    settings = seen["settings"]
-    assert (settings.body_timeout_s, settings.graceful_shutdown_s, settings.max_connections) == (2.5, 7.0, 9)
+    assert run_cli([*argv, "--header-timeout", "1.5"]) in (0, None)
+    s = seen["settings"]
+    assert (s.header_timeout_s, s.body_timeout_s, s.graceful_shutdown_s, s.max_connections) == (
+        1.5,
+        2.5,
+        7.0,
+        9,
+    )
 
 
 def test_stdout_is_utf8_whatever_the_locale(tiny_bundle):

@@ -188,9 +188,51 @@ def test_connections_past_max_connections_get_503(tiny_bundle):
         assert server.stop() == 0, server.proc.stderr.read()
 
 
+def _until_closed(sock: socket.socket) -> bytes:
+    data = b""
+    while chunk := sock.recv(65536):  # the socket's own timeout bounds each wait
+        data += chunk
+    return data
+
+
+def test_a_request_head_that_never_completes_gets_408_and_frees_its_slot(tiny_bundle):
+    server = Server(tiny_bundle, max_connections=3, header_timeout_s=1.0)
+    try:
+        half = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+        half.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")  # half a head, then nothing
+        byte = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+        byte.sendall(b"G")  # one byte: uvicorn's own idle timer stops counting here
+        kept = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+        kept.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")  # answered, kept alive...
+        assert kept.recv(65536).startswith(b"HTTP/1.1 200 ")
+        kept.sendall(b"GET /health HTTP/1.1\r\n")  # ...then half of the next request
+        for sock in (half, byte, kept):
+            with sock:
+                data = _until_closed(sock)
+            assert data.startswith(b"HTTP/1.1 408 Request Timeout\r\n"), data
+            assert json.loads(data.split(b"\r\n\r\n", 1)[1]) == {
+                "error": "the request line and headers did not arrive within 1 s"
+            }
+        assert server.get("/health")[0] == 200  # the three slots are free again
+        # a complete head starts the body's own (longer) timeout: a body still coming is not cut off
+        body = json.dumps({"pairs": [["what is the capital of france?", "paris."]]}).encode()
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as slow:
+            slow.sendall(
+                b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n"
+            )
+            for i in range(0, len(body), len(body) // 3 + 1):
+                time.sleep(0.6)  # 1.8 s in all, past the head's 1 s
+                slow.sendall(body[i : i + len(body) // 3 + 1])
+            assert slow.recv(65536).startswith(b"HTTP/1.1 200 ")
+    finally:
+        assert server.stop() == 0, server.proc.stderr.read()
+
+
 @pytest.mark.parametrize(
     "field, value",
     [
+        ("header_timeout_s", 0),
         ("body_timeout_s", 0),
         ("body_timeout_s", float("nan")),
         ("graceful_shutdown_s", -1),

@@ -552,6 +552,7 @@ def _serve(args: argparse.Namespace) -> None:
             max_request_pairs=args.max_request_pairs,
             max_text_chars=args.max_text_chars,
             max_connections=args.max_connections,
+            header_timeout_s=args.header_timeout,
             body_timeout_s=args.body_timeout,
             graceful_shutdown_s=args.graceful_shutdown,
             warmup=not args.no_warmup,
@@ -919,6 +920,12 @@ def _add_serve(sub) -> None:
         type=positive_int,
         default=S.max_connections,
         help="open connections per worker before uvicorn answers 503",
+    )
+    s.add_argument(
+        "--header-timeout",
+        type=float_between(0.001, 3600),
+        default=S.header_timeout_s,
+        help="seconds a client may take to send a request's line and headers before 408",
     )
     s.add_argument(
         "--body-timeout",
