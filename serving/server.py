@@ -88,6 +88,8 @@ class _OneSendTransport:
         return getattr(self._transport, name)
 
 
+MAX_HEAD_BYTES = 64 * 1024  # a request's line and headers (uvicorn's h11 protocol has the same bound)
+
 try:
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 except ImportError:  # pragma: no cover - httptools is in the serve extra; uvicorn then uses h11
@@ -104,7 +106,22 @@ if HttpToolsProtocol is not None:
         def __init__(self, *args, header_timeout_s: float = 10.0, **kwargs):
             super().__init__(*args, **kwargs)
             self.header_timeout_s = header_timeout_s
-            self._head_deadline = None
+            self._head_deadline = None  # armed while a request's head is being read
+            self._head_bytes = 0
+
+        def data_received(self, data: bytes) -> None:
+            """uvicorn's httptools protocol has no bound on a request head (h11's option does not apply to it)
+            and joins a long header value piece by piece: a 1 GB header held the event loop for minutes."""
+            reading_head = self._head_deadline is not None
+            super().data_received(data)
+            if reading_head and self._head_deadline is not None:  # this head is still not complete
+                self._head_bytes += len(data)
+                if self._head_bytes > MAX_HEAD_BYTES and not self.transport.is_closing():
+                    self._disarm_head_deadline()
+                    self._refuse(
+                        b"431 Request Header Fields Too Large",
+                        f"the request line and headers are over {MAX_HEAD_BYTES} bytes",
+                    )
 
         def connection_made(self, transport) -> None:
             super().connection_made(_OneSendTransport(transport, self.loop))
@@ -125,6 +142,7 @@ if HttpToolsProtocol is not None:
 
         def _arm_head_deadline(self) -> None:
             self._disarm_head_deadline()
+            self._head_bytes = 0
             self._head_deadline = self.loop.call_later(self.header_timeout_s, self._head_too_slow)
 
         def _disarm_head_deadline(self) -> None:
@@ -137,23 +155,24 @@ if HttpToolsProtocol is not None:
             busy = self.cycle is not None and not self.cycle.response_complete
             if busy or self.transport.is_closing():  # a request is being answered: not a slow head
                 return
-            body = json.dumps(
-                {"error": f"the request line and headers did not arrive within {self.header_timeout_s:g} s"}
-            ).encode()
+            self._refuse(
+                b"408 Request Timeout",
+                f"the request line and headers did not arrive within {self.header_timeout_s:g} s",
+            )
+
+        def _refuse(self, status: bytes, message: str) -> None:
+            """Answer a request that never reached the app in JSON like every other error, and close."""
+            body = json.dumps({"error": message}).encode()
             self.transport.write(
-                b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+                b"HTTP/1.1 " + status + b"\r\ncontent-type: application/json\r\n"
                 b"content-length: " + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n" + body
             )
             self.transport.close()
 
         def send_400_response(self, msg: str) -> None:
             """Bytes that are not HTTP: the 400 in JSON like every other error (uvicorn's is text/plain)."""
-            body = json.dumps({"error": f"malformed HTTP request ({msg.rstrip('.')})"}).encode()
-            self.transport.write(
-                b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n"
-                b"content-length: " + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n" + body
-            )
-            self.transport.close()
+            self._disarm_head_deadline()
+            self._refuse(b"400 Bad Request", f"malformed HTTP request ({msg.rstrip('.')})")
 
 
 def _http_protocol(settings: ServeSettings):
@@ -176,7 +195,7 @@ def _uvicorn_config(app, settings: ServeSettings, **extra):
         timeout_graceful_shutdown=settings.graceful_shutdown_s,
         # uvicorn answers 503 once its count (which includes the asking connection) reaches the limit
         limit_concurrency=settings.max_connections + 1,
-        h11_max_incomplete_event_size=64 * 1024,
+        h11_max_incomplete_event_size=MAX_HEAD_BYTES,
         **extra,
     )
 
