@@ -271,7 +271,10 @@ def test_a_small_character_budget_gives_the_same_output(tiny_bundle, tmp_path, m
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs a FIFO")
-def test_ctrl_c_names_the_partial_file(tiny_bundle, tmp_path):
+@pytest.mark.parametrize(
+    "sig, code, how", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")]
+)
+def test_ctrl_c_or_sigterm_names_the_partial_file(tiny_bundle, tmp_path, sig, code, how):
     fifo = tmp_path / "in.jsonl"
     os.mkfifo(fifo)
     out = tmp_path / "out.jsonl"
@@ -289,12 +292,13 @@ def test_ctrl_c_names_the_partial_file(tiny_bundle, tmp_path):
         while time.monotonic() < deadline and _rows_in_temporaries(tmp_path) < 2:
             time.sleep(0.05)
         assert _rows_in_temporaries(tmp_path) == 2
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         err = proc.stderr.read()
-        assert proc.wait(timeout=60) == 130
+        assert proc.wait(timeout=60) == code
     assert err.strip() == (
-        f"pairbert predict: interrupted (2 predictions before it are in {out}.partial; {out} not written)"
+        f"pairbert predict: {how} (2 predictions before it are in {out}.partial; {out} not written)"
     )
+    assert _rows_in_temporaries(tmp_path) == 0  # no temporary left behind
     assert len((tmp_path / "out.jsonl.partial").read_text().splitlines()) == 2
     assert not out.exists()
 

@@ -11,21 +11,25 @@ bad value, a missing or conflicting option), with the usage line; 130 interrupte
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import signal
 import sys
+import threading
 
 import pairbert
 from pairbert.runtime.errors import PairbertError
 from pairbert.runtime.sessions import BACKENDS
 from pairbert.runtime.variants import VARIANTS
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
 EPILOG = """exit codes:
   0    success
   1    data or runtime error (bad file, field or bundle, failed parity gate, device that cannot run)
   2    usage error (unknown flag, bad value, missing or conflicting option)
-  130  interrupted"""
+  130  interrupted (Ctrl-C)
+  143  terminated (SIGTERM; predict keeps its rows as it does on Ctrl-C)"""
 DEVICES = ("auto", "cpu", "cuda")
 # `pairbert train` flag (argparse dest) → TrainConfig field. tests/test_cli.py checks that every
 # TrainConfig field is either here or in TRAIN_CONFIG_NOT_ON_CLI, and that the flags' defaults equal the
@@ -60,6 +64,27 @@ TRAIN_OPTIONS = {
     "contrastive_symmetric": "contrastive_symmetric",
 }
 TRAIN_CONFIG_NOT_ON_CLI = {"progress", "stop_after_epochs", "plot"}  # --quiet; tests; --no-plot
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a job runner, `timeout`) during predict: unwound like Ctrl-C, so the rows written so far are
+    kept in OUTPUT.partial and the message says so, instead of a temporary file left behind."""
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds():
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield
+        return
+
+    def terminate(signum, frame):
+        raise Terminated()
+
+    before = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 class UserError(PairbertError):
@@ -286,7 +311,7 @@ def _predict(args: argparse.Namespace) -> None:
         backend=args.backend,
     )
     logging.getLogger(__name__).info("variant %s on %s", clf.variant, clf.provider)
-    with _Output(args.output) as out:
+    with _sigterm_unwinds(), _Output(args.output) as out:
         for chunk in _chunks(pairs, args.chunk):
             out.write_rows(_rows(clf, chunk, args.batch_size))
 
@@ -480,7 +505,7 @@ class _Output:
             self.tmp.unlink(missing_ok=True)
             note = f"nothing predicted was kept; {self._kept()}"
         if issubclass(kind, KeyboardInterrupt):
-            raise KeyboardInterrupt(note) from None
+            raise kind(note) from None  # KeyboardInterrupt, or Terminated (SIGTERM)
         if isinstance(exc, PairbertError):  # the same class (and so exit code) with where the rows went
             raise (UserError if isinstance(exc, UserError) else PairbertError)(f"{exc} ({note})") from None
 
@@ -1020,6 +1045,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
     except KeyboardInterrupt as exc:  # predict --output says where the rows written so far went
         note = f" ({exc})" if str(exc) else ""
-        print(f"pairbert {args.command}: interrupted{note}", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        how = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        print(f"pairbert {args.command}: {how}{note}", file=sys.stderr)
+        return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
     return EXIT_OK
