@@ -73,7 +73,7 @@ def check_replaceable(target: str | Path, marker: str, what: str) -> None:
         raise FolderInTheWay(f"{target}: cannot look inside ({exc.strerror})") from None
     if not empty:
         raise FolderInTheWay(
-            f"{target} exists and is not a {what} (no pairbert {marker}): refusing to replace it; "
+            f"{target} exists and is not a {what} (no {marker} of pairbert's): refusing to replace it; "
             "choose another path, or remove it first"
         )
 

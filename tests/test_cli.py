@@ -68,7 +68,7 @@ def test_variant_and_device_are_choices_from_the_one_list():
     choices = {a.dest: a.choices for a in predict._actions}
     assert tuple(choices["variant"]) == ("auto", *VARIANTS)
     assert tuple(choices["device"]) == cli.DEVICES
-    assert subparsers()["export"].parse_args(["ckpt", "--out", "b"]).variants == VARIANTS
+    assert subparsers()["export"].parse_args(["ckpt", "--out", "b"]).variants is None  # all, failures skipped
     assert cli.variant_list("int8, fp16") == ("int8", "fp16")
 
 

@@ -342,8 +342,8 @@ def test_export_int8_options_without_int8_are_a_usage_error(tiny_checkpoint, tmp
     argv = ["export", str(tiny_checkpoint), "--out", str(tmp_path / "b"), "--variants", "fp32,optimized"]
     assert run_cli([*argv, "--int8-per-tensor", "--int8-weight-type", "QUInt8"]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
-        "pairbert export: error: --int8-weight-type, --int8-per-tensor only apply to the int8 variant: "
-        "add int8 to --variants"
+        "pairbert export: error: --int8-weight-type, --int8-per-tensor: int8 options, but --variants has no "
+        "int8; add it or drop them"
     )
     assert not (tmp_path / "b").exists()
 

@@ -113,6 +113,13 @@ def test_parity_gate_refuses_a_broken_variant(tmp_path, tiny_checkpoint, monkeyp
     assert "fp16" not in manifest.variants and not (out / "model.fp16.onnx").exists()
     assert "fp32" in manifest.variants
 
+    with caplog.at_level(logging.WARNING, logger="pairbert.export.bundle_writer"):  # not named: skipped
+        settings = ExportSettings(variants=("fp32", "fp16"), skip_failed=True)
+        export_bundle(tiny_checkpoint, out, settings, echo=None)
+    assert "not written (failed its gate; name it in --variants to make that an error): fp16" in caplog.text
+    assert "fp16" not in read_manifest(out).variants
+    caplog.clear()
+
     with caplog.at_level(logging.WARNING, logger="pairbert.export.bundle_writer"):  # asked for: no error
         export_bundle(tiny_checkpoint, out, ExportSettings(variants=("fp32", "fp16"), force=True), echo=None)
     assert "written anyway (--force), marked failed" in caplog.text and "fp16: label agreement" in caplog.text

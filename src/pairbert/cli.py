@@ -5,7 +5,8 @@ and `pairbert --help` is instant.
 
 Exit codes: 0 success; 1 a data or runtime error (a bad file, field or bundle, a failed parity gate,
 a device that cannot run), printed as one line without a traceback; 2 a usage error (an unknown flag, a
-bad value, a missing or conflicting option), with the usage line; 130 interrupted (Ctrl-C).
+bad value, a missing or conflicting option), with the usage line; 130 interrupted (Ctrl-C); 143 predict
+terminated by SIGTERM (its rows kept as on Ctrl-C).
 """
 
 from __future__ import annotations
@@ -268,10 +269,13 @@ def _export(args: argparse.Namespace) -> None:
         ]
         if given
     ]
-    if int8_flags and "int8" not in args.variants:
-        raise UserError(f"{', '.join(int8_flags)} only apply to the int8 variant: add int8 to --variants")
+    if int8_flags and "int8" not in (args.variants or VARIANTS):
+        raise UserError(
+            f"{', '.join(int8_flags)}: int8 options, but --variants has no int8; add it or drop them"
+        )
     settings = ExportSettings(
-        variants=args.variants,
+        variants=args.variants or VARIANTS,
+        skip_failed=args.variants is None,  # the default list: a bundle of every variant that passes
         validation_file=args.validation,
         force=args.force,
         int8=Int8Options(
@@ -814,10 +818,11 @@ def _add_export(sub) -> None:
     x.add_argument(
         "--variants",
         type=variant_list,
-        default=",".join(VARIANTS),
+        default=None,
         metavar="LIST",
-        help=f"comma-separated subset of {','.join(VARIANTS)}; a CPU service needs only what it loads "
-        "(e.g. int8)",
+        help=f"comma-separated subset of {','.join(VARIANTS)}; a CPU service needs only what it loads. "
+        "Default: all of them, a variant that fails its gate left out with a warning (one named here that "
+        "fails is an error, exit 1)",
     )
     x.add_argument(
         "--validation", help="pairs for the parity gate (default: the checkpoint's validation split)"
