@@ -148,8 +148,9 @@ def _load_model(path: Path, attn_implementation: str | None) -> DualOrderBertFor
             f"{path}: {WEIGHTS_FILE} missing (pairbert reads weights only from safetensors)"
         )
     kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
-    verbosity = hf_logging.get_verbosity()
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()  # its load report would precede our own one-line error
+    hf_logging.disable_progress_bar()  # and its "Loading weights" bar every evaluate/export output
     try:
         model, info = DualOrderBertForPairClassification.from_pretrained(
             path, output_loading_info=True, use_safetensors=True, **kwargs
@@ -158,6 +159,8 @@ def _load_model(path: Path, attn_implementation: str | None) -> DualOrderBertFor
         raise CheckpointError(f"{path}: cannot load the model ({first_line(exc)})") from None
     finally:
         hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
     wrong = {
         kind: sorted(info.get(key) or ())
         for kind, key in (("missing", "missing_keys"), ("unexpected", "unexpected_keys"))
