@@ -47,7 +47,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from tokenizers import Tokenizer
+from tokenizers import Encoding, Tokenizer
 
 from .errors import PairbertError, first_line
 
@@ -298,18 +298,20 @@ class PairEncoder:
             encoded = self.tokenizer.encode_batch([(firsts[i], seconds[i]) for i in short])
             for i, enc in zip(short, encoded, strict=True):
                 out[i] = enc
+        texts = _LongTexts(self)  # a text in many pairs (rank's query) is counted and cut once per call
         for i in long:
-            out[i] = self._encode_long(firsts[i], seconds[i])
+            out[i] = self._encode_long(firsts[i], seconds[i], texts)
         return out
 
-    def _encode_long(self, first: str, second: str):
+    def _encode_long(self, first: str, second: str, texts: _LongTexts | None = None):
         """The pair encoding of the full texts, built from bounded prefixes (see the module notes)."""
         if self._counter is None:
             self._counter = Tokenizer.from_str(self.tokenizer.to_str())
             self._counter.no_truncation()
             self._counter.no_padding()
             self._split_cut = split_cut(self.tokenizer)
-        a, b = _TokenCount(self, first), _TokenCount(self, second)
+        texts = texts or _LongTexts(self)
+        a, b = texts.count(first), texts.count(second)
         half = self._budget // 2
         while not (a.done and b.done):
             if self._budget % 2 == 0 and a.total > half and b.total > half:
@@ -318,8 +320,7 @@ class PairEncoder:
                 break  # which side is longer is known; the longer one's exact length does not matter
             (a if b.done or (not a.done and a.total <= b.total) else b).advance()
         k1, k2 = longest_first(a.total, b.total, self._budget)
-        e1 = self._counter.encode(a.prefix(), add_special_tokens=False)
-        e2 = self._counter.encode(b.prefix(), add_special_tokens=False)
+        e1, e2 = texts.prefix_encoding(a), texts.prefix_encoding(b)
         e1.truncate(k1)
         e2.truncate(k2)
         return self.tokenizer.post_process(e1, e2, add_special_tokens=True)
@@ -362,13 +363,39 @@ def chunk_end(text: str, limit: int, window: int, split: re.Pattern | None) -> i
     return found.start() if found else stop
 
 
+class _LongTexts:
+    """One tokenize call's long-text work, by text: a text that comes in many pairs (the query of a rank
+    over 1,024 texts) is counted and its prefix encoded once, not once per pair. Sharing a _TokenCount is
+    safe: _encode_long's result does not depend on how far past its stopping point a count has gone."""
+
+    def __init__(self, encoder: PairEncoder):
+        self.encoder = encoder
+        self.counts: dict[str, _TokenCount] = {}
+        self.prefixes: dict[str, Encoding] = {}
+
+    def count(self, text: str) -> _TokenCount:
+        if text not in self.counts:
+            self.counts[text] = _TokenCount(self.encoder, text)
+        return self.counts[text]
+
+    def prefix_encoding(self, count: _TokenCount) -> Encoding:
+        """The encoding of the count's prefix, a copy of its own: the caller truncates it in place."""
+        prefix = count.prefix()
+        if prefix not in self.prefixes:
+            self.prefixes[prefix] = self.encoder._counter.encode(prefix, add_special_tokens=False)
+        return Encoding.merge([self.prefixes[prefix]], growing_offsets=False)
+
+
 class _TokenCount:
     """Counts a text's tokens chunk by chunk (chunks of 8 to 16 × max_length characters, see chunk_end), as
-    far as asked: `total` is exact once `done`, a lower bound before. `prefix()` holds ≥ max_length tokens."""
+    far as asked: `total` is exact once `done`, a lower bound before. `prefix()` holds ≥ max_length tokens.
+    Each advance takes twice the chunks of the one before (1, 2, 4, ... 16): a prefix usually lies in the
+    first chunk, and which of two long texts is longer is usually known after one chunk each."""
 
     def __init__(self, encoder: PairEncoder, text: str):
         self.encoder, self.text = encoder, text
         self.pos, self.total, self.prefix_end = 0, 0, None
+        self.chunks = 1
         self.advance()
         while not self.done and self.prefix_end is None:
             self.advance()
@@ -380,8 +407,9 @@ class _TokenCount:
     def prefix(self) -> str:
         return self.text[: self.prefix_end or len(self.text)]
 
-    def advance(self, chunks: int = 16) -> None:
+    def advance(self) -> None:
         text, step = self.text, self.encoder._long_chars
+        chunks, self.chunks = self.chunks, min(16, 2 * self.chunks)
         cuts = []
         while self.pos < len(text) and len(cuts) < chunks:
             end = chunk_end(text, self.pos + step, step, self.encoder._split_cut)

@@ -153,3 +153,24 @@ def test_the_ideographs_cut_at_are_the_ones_the_normalizer_pads():
         if (pads.normalize_str(chr(c)) != chr(c)) != bool(_BERT_CUTS[True].fullmatch(chr(c)))
     ]
     assert wrong == []
+
+
+@pytest.mark.parametrize("query", ["word " * 4_000, "中" * 20_000, "x" * 20_000])
+def test_a_long_query_in_many_pairs_is_counted_once_and_only_as_far_as_needed(tiny_tokenizer, query):
+    """rank() pairs one query with every text: the query's characters are tokenized once per order, not once
+    per pair (1,024 texts with a 20,000-character query took minutes), and a count stops at the chunk that
+    settles the cut; the encodings are those of each pair on its own."""
+    max_length = 16
+    encoder = PairEncoder.from_file(tiny_tokenizer, max_length)
+    texts = [f"answer {i}" for i in range(40)]
+    alone = [encoder.tokenize([query], [t]) for t in texts[:3]]
+    recording = _Recording(encoder._counter)
+    encoder._counter = recording
+    qa, aq = encoder.tokenize([query] * len(texts), texts)
+    for (qa1, aq1), i in zip(alone, range(3), strict=True):
+        assert (qa[i].ids, aq[i].ids) == (qa1[0].ids, aq1[0].ids)
+    query_chars = sum(recording.chunks) - 2 * sum(map(len, texts))  # both orders count every text once
+    assert query_chars <= 2 * len(query)  # once per order, whatever the number of pairs
+    step = CHARS_PER_TOKEN_BUDGET * max_length
+    if query.startswith(("word", "中")):  # ≥ max_length tokens in the first chunk: one chunk per order
+        assert query_chars <= 2 * 2 * step
