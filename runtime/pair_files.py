@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from .errors import PairbertError
+from .errors import PairbertError, first_line
 
 FIELDS = ("question", "answer")
 LABEL_FIELD = "label"
@@ -142,6 +142,10 @@ def _iter_jsonl(stream: BinaryIO, source: str, require_label: bool) -> Iterator[
             raise PairFileError(
                 source, line_no, None, f"not valid JSON ({exc.msg} at column {exc.colno})"
             ) from None
+        except RecursionError:
+            raise PairFileError(source, line_no, None, "not valid JSON (nested too deeply)") from None
+        except ValueError as exc:  # e.g. an integer of more digits than Python converts
+            raise PairFileError(source, line_no, None, f"not valid JSON ({first_line(exc)})") from None
         if not isinstance(row, dict):
             raise PairFileError(source, line_no, None, f"expected a JSON object, got {type(row).__name__}")
         yield _make_pair(row, source, line_no, require_label)

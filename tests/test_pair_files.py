@@ -44,6 +44,13 @@ def test_three_formats_read_the_same(tmp_path):
         ("bad.jsonl", '{"question": "q", "answer": "a", "label": true}\n', 1, "label"),
         ("bad.csv", "question,answer,answer\nq,a,b\n", 1, "answer"),
         ("bad.tsv", "label\tquestion\tanswer\tlabel\n1\tq\ta\t0\n", 1, "label"),
+        (
+            "deep.jsonl",
+            '{"question": "q", "answer": "a"}\n{"x": ' + "[" * 100_000 + "]" * 100_000 + "}\n",
+            2,
+            None,
+        ),
+        ("bigint.jsonl", '{"question": "q", "answer": "a", "label": ' + "1" * 5000 + "}\n", 1, None),
     ],
 )
 def test_malformed_rows_name_file_line_field(tmp_path, name, text, line, field):
