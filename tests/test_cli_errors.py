@@ -393,6 +393,25 @@ def test_stdout_is_utf8_whatever_the_locale(tiny_bundle):
     assert row["question"] == "café ☕?" and row["answer"] == "naïve"
 
 
+def test_a_closed_standard_output_is_a_clear_error_unless_output_goes_to_a_file(tiny_bundle, tmp_path):
+    def closed_stdout(*argv: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "pairbert", "predict", str(tiny_bundle), "-q", "a", "-a", "b", *argv],
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+            preexec_fn=lambda: os.close(1),
+        )
+
+    done = closed_stdout()
+    assert done.returncode == 1
+    assert done.stderr.strip() == "pairbert predict: error: standard output is closed"
+    out = tmp_path / "out.jsonl"
+    done = closed_stdout("--output", str(out))
+    assert done.returncode == 0, done.stderr
+    assert json.loads(out.read_text())["label_name"] in ("match", "no_match")
+
+
 def test_a_closed_standard_input_is_a_clear_error(tiny_bundle):
     done = subprocess.run(
         [sys.executable, "-m", "pairbert", "predict", str(tiny_bundle), "--input", "-"],

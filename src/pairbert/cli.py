@@ -15,6 +15,7 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -1031,6 +1032,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.train is None:
             args.train = str(BUILTIN_TRAIN)
             args.validation = args.validation or str(BUILTIN_VALIDATION)
+    if sys.stdout is None:  # started with standard output closed (`>&-`, some daemons)
+        if args.command in ("evaluate", "bench") or (args.command == "predict" and not args.output):
+            print(f"pairbert {args.command}: error: standard output is closed", file=sys.stderr)
+            return EXIT_ERROR
+        sys.stdout = open(os.devnull, "w")  # only progress lines would have gone there
     try:
         args.func(args)
     except UserError as exc:
