@@ -148,6 +148,7 @@ def test_data_error_with_output_exits_1_with_the_same_message(tiny_bundle, tmp_p
         (["serve", "b", "--body-timeout", "nan"], "argument --body-timeout: must be a number between"),
         (["serve", "b", "--graceful-shutdown", "0"], "argument --graceful-shutdown: must be a number"),
         (["serve", "b", "--max-connections", "0"], "argument --max-connections: must be at least 1"),
+        (["serve", "b", "--workers", "999"], "argument --workers: at most"),
         (["bench-serve", "b", "--clients", "1,x"], "argument --clients: '1,x': give comma-separated"),
         (["bench-serve", "b", "--seconds", "nan"], "argument --seconds: must be a number between"),
         (["bench-serve", "b", "--rss-requests", "-5"], "argument --rss-requests: must be 0 or more"),

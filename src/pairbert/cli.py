@@ -626,6 +626,25 @@ def thread_count(text: str) -> int:
 
 thread_count.__name__ = "int"  # argparse's "invalid int value: 'x'" for text that is no number
 
+WORKERS_PER_CPU = 2  # each worker loads the whole bundle and computes on its own cores: more only compete
+
+
+def worker_count(text: str) -> int:
+    """An argparse type: serve's worker processes, at most WORKERS_PER_CPU per CPU this process may use."""
+    from pairbert.runtime.predictor import usable_cpus
+
+    value = positive_int(text)
+    limit = WORKERS_PER_CPU * usable_cpus()
+    if value > limit:
+        raise argparse.ArgumentTypeError(
+            f"at most {limit} here ({WORKERS_PER_CPU} per CPU this process may use; each loads the bundle), "
+            f"got {value}"
+        )
+    return value
+
+
+worker_count.__name__ = "int"
+
 
 def non_negative_int(text: str) -> int:
     value = int(text)
@@ -929,7 +948,7 @@ def _add_serve(sub) -> None:
     )
     s.add_argument("--device", default="auto", choices=DEVICES, help="auto: CUDA when it really runs")
     s.add_argument("--threads", type=thread_count, help="threads per worker (default: cores / workers)")
-    s.add_argument("--workers", type=positive_int, default=S.workers, help="processes; they split the cores")
+    s.add_argument("--workers", type=worker_count, default=S.workers, help="processes; they split the cores")
     s.add_argument("--no-batching", action="store_true", help="run each request alone (a baseline)")
     s.add_argument(
         "--max-wait-ms",
