@@ -518,6 +518,18 @@ def _check_apart(path: Path, session, encoder: PairEncoder) -> None:
         )
 
 
+def _check_labels(path: Path, session, manifest: Manifest) -> None:
+    """The graph gives one logit per label the manifest names (the manifest's own contract is checked
+    against its labels when it is read; this checks the graph itself)."""
+    width = session.output_width()
+    if width is not None and width != len(manifest.labels):
+        session.close()
+        raise BundleError(
+            f"{path}: the graph gives {width} logits per pair but the manifest names {len(manifest.labels)} "
+            "labels; re-export the bundle"
+        )
+
+
 def _check_all(future) -> None:
     for args in future.result():
         _check_digest(*args)
@@ -536,6 +548,7 @@ def _open_on_a_device(bundle: Path, manifest: Manifest, request: _Request, threa
         if opened is not None:
             session, name, choice = opened
             _check_apart(bundle / manifest.variants[name].file, session, encoder)
+            _check_labels(bundle / manifest.variants[name].file, session, manifest)
             return session, name, plan.device, choice
     raise DeviceError("no device could run this bundle")  # pragma: no cover - the CPU plan opens or raises
 

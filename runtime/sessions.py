@@ -153,6 +153,11 @@ class OrtSession:
         """The onnxruntime.InferenceSession (for IO binding or inspection)."""
         return self._session
 
+    def output_width(self) -> int | None:
+        """The last axis of the graph's first output (the logits' labels), when the graph fixes it."""
+        width = self._session.get_outputs()[0].shape[-1]
+        return width if isinstance(width, int) else None
+
     def run(self, feed: dict[str, np.ndarray]) -> np.ndarray:
         if self._session is None:
             raise SessionClosed("the session is closed")
@@ -271,6 +276,11 @@ class OpenVinoSession:
             raise BackendError(f"OpenVINO failed to run the graph ({openvino_reason(exc)})") from None
         finally:
             self._requests.put(request)
+
+    def output_width(self) -> int | None:
+        """The last axis of the graph's first output (the logits' labels), when the graph fixes it."""
+        width = self._compiled.outputs[0].get_partial_shape()[-1]
+        return width.get_length() if width.is_static else None
 
     def close(self) -> None:
         self._compiled = None

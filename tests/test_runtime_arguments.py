@@ -171,3 +171,30 @@ def test_a_tokenizer_that_cannot_encode_a_text_is_a_predictor_error(tiny_bundle,
     with PairClassifier.load(copy, variant="fp32") as clf:
         with pytest.raises(PredictorError, match=r"the tokenizer cannot encode these texts \(.*UNK"):
             clf.predict([("ʘ", "b")])
+
+
+@pytest.mark.parametrize("variant", ["fp32", "openvino-fp32"])
+def test_a_manifest_naming_more_labels_than_the_graph_gives_is_refused_at_load(
+    tiny_bundle, tmp_path, variant
+):
+    import shutil
+
+    from helpers import edit_manifest
+
+    from pairbert.runtime.bundle import BundleError
+    from pairbert.runtime.sessions import openvino_available
+
+    if variant.startswith("openvino") and not openvino_available():
+        pytest.skip("needs pairbert[openvino]")
+    copy = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, copy)
+
+    def three_labels(m):
+        m["contract"]["outputs"][0]["axes"] = ["batch", 3]
+        m["labels"] = ["a", "b", "c"]
+
+    edit_manifest(copy, three_labels)
+    with pytest.raises(
+        BundleError, match="the graph gives 2 logits per pair but the manifest names 3 labels"
+    ):
+        PairClassifier.load(copy, variant=variant)
