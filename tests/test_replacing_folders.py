@@ -131,6 +131,11 @@ def _damage(checkpoint: Path, how: str) -> str:
     if how == "weights-zeroed":
         weights.write_bytes(bytes(len(weights.read_bytes())))
         return "cannot load the model"
+    if how == "three-labels":
+        settings = checkpoint / "pairbert.json"
+        data = json.loads(settings.read_text())
+        settings.write_text(json.dumps({**data, "labels": ["a", "b", "c"]}))
+        return "pairbert.json: field 'labels' must list 2 names, one per output of the model's head"
     if how == "pickle-instead":
         weights.unlink()
         (checkpoint / "pytorch_model.bin").write_bytes(b"not read")
@@ -147,6 +152,7 @@ DAMAGES = [
     "weights-truncated",
     "weights-zeroed",
     "pickle-instead",
+    "three-labels",
 ]
 
 

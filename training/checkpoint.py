@@ -122,6 +122,13 @@ def load_checkpoint(path: Path, attn_implementation: str | None = None) -> Check
     if not (path / TOKENIZER_FILE).is_file():
         raise CheckpointError(f"{path}: {TOKENIZER_FILE} missing")
     model = _load_model(path, attn_implementation)
+    labels = settings.get("labels", list(LABELS))
+    width = model.classifier.out_features
+    if not (isinstance(labels, list) and len(labels) == width and all(isinstance(x, str) for x in labels)):
+        raise CheckpointError(
+            f"{path / SETTINGS_FILE}: field 'labels' must list {width} names, one per output of the model's "
+            f"head, got {labels!r}"[:300]
+        )
     if attn_implementation:
         model.set_attention(attn_implementation)
     model.eval()
