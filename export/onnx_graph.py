@@ -13,11 +13,13 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import sys
 import warnings
 from pathlib import Path
 
 import onnx
 import torch
+from onnx import external_data_helper
 from torch import nn
 
 from pairbert.runtime.contract import GraphContract
@@ -26,6 +28,7 @@ log = logging.getLogger(__name__)
 
 OPSET = 17
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000  # protobuf caps one file at 2 GB
+EXTERNAL_THRESHOLD_BYTES = 1024  # tensors this large (sys.getsizeof of their raw data, as onnx counts) go out
 
 
 class LogitsOnly(nn.Module):
@@ -84,14 +87,13 @@ def save_external(model_proto: onnx.ModelProto, path: Path) -> list[str]:
     data_name = Path(path).name + ".data"
     if (Path(path).parent / data_name).exists():
         os.remove(Path(path).parent / data_name)
-    onnx.save_model(
-        model_proto,
-        str(path),
-        save_as_external_data=True,
-        all_tensors_to_one_file=True,
-        location=data_name,
-        size_threshold=1024,
-    )
+    # onnx.save_model(save_as_external_data=True) refuses when a file of the weight file's name exists in
+    # the CURRENT folder (it checks the bare location, not beside the graph): mark the tensors ourselves,
+    # and let save_model write them beside `path`.
+    for tensor in model_proto.graph.initializer:
+        if tensor.HasField("raw_data") and sys.getsizeof(tensor.raw_data) >= EXTERNAL_THRESHOLD_BYTES:
+            external_data_helper.set_external_data(tensor, data_name)
+    onnx.save_model(model_proto, str(path))
     readable_like_graph(path)
     return [data_name]
 

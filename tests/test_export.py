@@ -130,6 +130,19 @@ def test_parity_gate_refuses_a_broken_variant(tmp_path, tiny_checkpoint, monkeyp
     assert candidates(manifest, "cuda", "auto") == ["fp32"]  # "auto" never picks a failed variant
 
 
+def test_a_weight_file_name_in_the_current_folder_does_not_matter(tiny_checkpoint, tmp_path, monkeypatch):
+    """onnx checks its external-data location against the current folder: exporting from inside an existing
+    bundle (which holds model.fp32.onnx.data) failed with "External data file exists"."""
+    work = tmp_path / "cwd"
+    work.mkdir()
+    (work / "model.fp32.onnx.data").write_bytes(b"someone else's")
+    monkeypatch.chdir(work)
+    out = tmp_path / "b"
+    export_bundle(tiny_checkpoint, out, ExportSettings(variants=("fp32", "optimized")), echo=None)
+    assert (work / "model.fp32.onnx.data").read_bytes() == b"someone else's"
+    PairClassifier.load(out, variant="optimized").predict([("a", "b")])
+
+
 def test_tampered_files_and_foreign_manifests_are_refused(tiny_bundle, tmp_path):
     copy = tmp_path / "bundle"
     shutil.copytree(tiny_bundle, copy)
