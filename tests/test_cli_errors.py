@@ -330,6 +330,15 @@ def test_evaluate_reads_the_data_first_and_names_a_missing_checkpoint(tiny_check
     assert done.stderr.strip().splitlines() == [no_label + " need labels)"]
 
 
+def test_evaluate_names_a_missing_baseline_train_file(tiny_checkpoint, tmp_path, capsys):
+    from pairbert.builtin_data import SMOKE
+
+    nope = tmp_path / "nope"
+    argv = ["evaluate", str(tiny_checkpoint), "--data", str(SMOKE), "--baseline-train", str(nope)]
+    assert run_cli(argv) == 2
+    assert capsys.readouterr().err.strip().endswith(f"--baseline-train {nope}: no such file")
+
+
 def test_export_names_a_missing_checkpoint(tmp_path, capsys):
     assert run_cli(["export", str(tmp_path / "nowhere"), "--out", str(tmp_path / "b")]) == 1
     assert (

@@ -205,6 +205,8 @@ def _evaluate(args: argparse.Namespace) -> None:
 
     if args.baseline_train and Path(args.baseline_train).resolve() == Path(args.data).resolve():
         raise UserError("--baseline-train must not be the evaluated file: the threshold would see its labels")
+    if args.baseline_train and not args.no_baseline and not Path(args.baseline_train).is_file():
+        raise UserError(f"--baseline-train {args.baseline_train}: no such file")
     pairs = read_pairs(args.data, require_label=True)  # a bad data file fails before the model loads
     ckpt = load_checkpoint(args.checkpoint)
     m = evaluate(ckpt.model, ckpt.encoder, pairs, batch_size=args.batch_size)
