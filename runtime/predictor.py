@@ -179,8 +179,15 @@ class _Request:
             raise PredictorError(
                 f"backend must be 'auto' or one of {', '.join(BACKENDS)}, got {self.backend!r}"
             )
+        if not isinstance(self.variant, str):
+            raise PredictorError(f"variant must be a str ('auto' or a variant name), got {self.variant!r}")
+        for name in ("allow_fallback", "verify", "calibrate", "cuda_graphs"):
+            if not isinstance(getattr(self, name), bool):
+                raise PredictorError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if self.max_batch_tokens is not None and (
-            not isinstance(self.max_batch_tokens, Integral) or self.max_batch_tokens < 1
+            isinstance(self.max_batch_tokens, bool)
+            or not isinstance(self.max_batch_tokens, Integral)
+            or self.max_batch_tokens < 1
         ):
             raise PredictorError(
                 f"max_batch_tokens must be a positive int or None, got {self.max_batch_tokens!r}"
@@ -275,6 +282,8 @@ class PairClassifier:
             cuda_graphs,
         )
         request.check()
+        if not isinstance(bundle, (str, os.PathLike)):
+            raise PredictorError(f"bundle must be a folder path (str or Path), got {type(bundle).__name__}")
         bundle = atomic_dir.locate(Path(bundle))  # a complete copy, even if an export swap was interrupted
         manifest = read_manifest(bundle)
         check_listed_files(bundle, manifest)

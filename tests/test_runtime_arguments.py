@@ -198,3 +198,23 @@ def test_a_manifest_naming_more_labels_than_the_graph_gives_is_refused_at_load(
         BundleError, match="the graph gives 2 logits per pair but the manifest names 3 labels"
     ):
         PairClassifier.load(copy, variant=variant)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"variant": ["fp32"]}, "variant must be a str"),
+        ({"verify": "no"}, "verify must be True or False, got 'no'"),
+        ({"calibrate": 0}, "calibrate must be True or False, got 0"),
+        ({"max_batch_tokens": True}, "max_batch_tokens must be a positive int or None, got True"),
+    ],
+)
+def test_load_arguments_of_the_wrong_type_are_named(tiny_bundle, kwargs, message):
+    with pytest.raises(PredictorError, match=message):
+        PairClassifier.load(tiny_bundle, **kwargs)
+
+
+@pytest.mark.parametrize("bundle", [None, 3, b"bundles/default"])
+def test_load_names_a_bundle_that_is_not_a_path(bundle):
+    with pytest.raises(PredictorError, match="bundle must be a folder path"):
+        PairClassifier.load(bundle)
