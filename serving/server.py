@@ -99,42 +99,48 @@ except ImportError:  # pragma: no cover - httptools is in the serve extra; uvico
 if HttpToolsProtocol is not None:
 
     class OneSendHttpToolsProtocol(HttpToolsProtocol):
-        """uvicorn's httptools protocol writing each answer in one send(), with a deadline on each request's
+        """uvicorn's httptools protocol writing each answer in one send(), with bounds on each request's
         head (module level: worker processes receive the config pickled). uvicorn bounds only an idle
-        kept-alive connection: once a byte arrives it waits for the rest of the headers forever."""
+        kept-alive connection: once a byte of a request arrives it waits for the rest of its line and
+        headers forever, however many bytes they take (h11's size option does not apply to httptools).
+
+        A head is the bytes from a request's first byte (`on_message_begin`) to the end of its headers
+        (`on_headers_complete`); a body, and the wait between requests, are not. Each head must end within
+        `header_timeout_s` of its first byte (408), and within MAX_HEAD_BYTES (431: counted over the reads
+        that end inside the head, so at most one read more); a new connection that sends nothing for
+        `header_timeout_s` is closed without an answer, as uvicorn closes an idle kept-alive one."""
 
         def __init__(self, *args, header_timeout_s: float = 10.0, **kwargs):
             super().__init__(*args, **kwargs)
             self.header_timeout_s = header_timeout_s
-            self._head_deadline = None  # armed while a request's head is being read
+            self._head_deadline = None
+            self._in_head = False
             self._head_bytes = 0
 
+        def connection_made(self, transport) -> None:
+            super().connection_made(_OneSendTransport(transport, self.loop))
+            self._arm_head_deadline()  # a connection that never sends a byte is bounded too
+
         def data_received(self, data: bytes) -> None:
-            """uvicorn's httptools protocol has no bound on a request head (h11's option does not apply to it)
-            and joins a long header value piece by piece: a 1 GB header held the event loop for minutes."""
-            reading_head = self._head_deadline is not None
+            in_head = self._in_head
             super().data_received(data)
-            if reading_head and self._head_deadline is not None:  # this head is still not complete
+            if in_head and self._in_head and not self.transport.is_closing():  # all of `data` was head
                 self._head_bytes += len(data)
-                if self._head_bytes > MAX_HEAD_BYTES and not self.transport.is_closing():
-                    self._disarm_head_deadline()
+                if self._head_bytes > MAX_HEAD_BYTES:
                     self._refuse(
                         b"431 Request Header Fields Too Large",
                         f"the request line and headers are over {MAX_HEAD_BYTES} bytes",
                     )
 
-        def connection_made(self, transport) -> None:
-            super().connection_made(_OneSendTransport(transport, self.loop))
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._in_head, self._head_bytes = True, 0
             self._arm_head_deadline()
 
         def on_headers_complete(self) -> None:
+            self._in_head = False
             self._disarm_head_deadline()  # the body has its own timeout (app.py)
             super().on_headers_complete()
-
-        def on_response_complete(self) -> None:
-            super().on_response_complete()
-            if not self.pipeline and not self.transport.is_closing():  # the next request's head starts now
-                self._arm_head_deadline()
 
         def connection_lost(self, exc) -> None:
             self._disarm_head_deadline()
@@ -142,7 +148,6 @@ if HttpToolsProtocol is not None:
 
         def _arm_head_deadline(self) -> None:
             self._disarm_head_deadline()
-            self._head_bytes = 0
             self._head_deadline = self.loop.call_later(self.header_timeout_s, self._head_too_slow)
 
         def _disarm_head_deadline(self) -> None:
@@ -152,16 +157,20 @@ if HttpToolsProtocol is not None:
 
         def _head_too_slow(self) -> None:
             self._head_deadline = None
-            busy = self.cycle is not None and not self.cycle.response_complete
-            if busy or self.transport.is_closing():  # a request is being answered: not a slow head
+            if self.transport.is_closing():
                 return
-            self._refuse(
-                b"408 Request Timeout",
-                f"the request line and headers did not arrive within {self.header_timeout_s:g} s",
-            )
+            if self._in_head:
+                self._refuse(
+                    b"408 Request Timeout",
+                    f"the request line and headers did not arrive within {self.header_timeout_s:g} s",
+                )
+            elif self.cycle is None:  # a new connection that never sent a byte: nothing to answer
+                self.transport.close()
 
         def _refuse(self, status: bytes, message: str) -> None:
             """Answer a request that never reached the app in JSON like every other error, and close."""
+            self._disarm_head_deadline()
+            self._in_head = False
             body = json.dumps({"error": message}).encode()
             self.transport.write(
                 b"HTTP/1.1 " + status + b"\r\ncontent-type: application/json\r\n"
@@ -171,12 +180,12 @@ if HttpToolsProtocol is not None:
 
         def send_400_response(self, msg: str) -> None:
             """Bytes that are not HTTP: the 400 in JSON like every other error (uvicorn's is text/plain)."""
-            self._disarm_head_deadline()
             self._refuse(b"400 Bad Request", f"malformed HTTP request ({msg.rstrip('.')})")
 
 
 def _http_protocol(settings: ServeSettings):
     if HttpToolsProtocol is None:
+        log.warning("httptools is not installed: --header-timeout and the 64 KiB head bound do not apply")
         return "auto"
     return functools.partial(OneSendHttpToolsProtocol, header_timeout_s=settings.header_timeout_s)
 

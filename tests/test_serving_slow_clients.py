@@ -255,6 +255,52 @@ def test_a_request_head_past_64_kib_gets_431_but_a_big_body_in_the_same_write_do
         assert server.stop() == 0, server.proc.stderr.read()
 
 
+def _responses(sock: socket.socket, n: int) -> list[bytes]:
+    """The next n HTTP responses on a connection (each with a Content-Length)."""
+    data, out = b"", []
+    while len(out) < n:
+        head_end = data.find(b"\r\n\r\n")
+        if head_end >= 0:
+            length = int(re.search(rb"content-length: (\d+)", data[:head_end].lower()).group(1))
+            if len(data) >= head_end + 4 + length:
+                out.append(data[: head_end + 4 + length])
+                data = data[head_end + 4 + length :]
+                continue
+        chunk = sock.recv(65536)
+        assert chunk, f"closed after {len(out)} responses"
+        data += chunk
+    return out
+
+
+def test_bodies_are_not_heads_pipelined_or_answered_early(tiny_bundle):
+    """The head bounds count only request lines and headers: a pipelined request's large body, or the rest of
+    a body the server already answered 413 to, is not a head (431 or 408)."""
+    server = Server(tiny_bundle, header_timeout_s=1.0)
+    try:
+        pairs = [["what is the capital of france? " * 20, "paris. " * 20]] * 300
+        body = json.dumps({"pairs": pairs}).encode()  # ~250 kB
+        post = (
+            b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+        )
+        with socket.create_connection(("127.0.0.1", server.port), timeout=60) as sock:
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n" + post)  # pipelined
+            first, second = _responses(sock, 2)
+        assert first.startswith(b"HTTP/1.1 200 ") and second.startswith(b"HTTP/1.1 200 "), second[:80]
+        big = 9 * 1024 * 1024  # over the 8 MiB body limit: 413 from Content-Length, the rest drained
+        with socket.create_connection(("127.0.0.1", server.port), timeout=60) as sock:
+            sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: " + str(big).encode())
+            sock.sendall(b"\r\n\r\n")
+            (answer,) = _responses(sock, 1)
+            assert answer.startswith(b"HTTP/1.1 413 "), answer[:80]
+            for _ in range(big // 65536):  # a client that sends its whole body before reading is not cut off
+                time.sleep(0.002)
+                sock.sendall(b"x" * 65536)
+        assert server.get("/health")[0] == 200
+    finally:
+        assert server.stop() == 0, server.proc.stderr.read()
+
+
 @pytest.mark.parametrize(
     "field, value",
     [
