@@ -90,12 +90,23 @@ def save_external(model_proto: onnx.ModelProto, path: Path) -> list[str]:
     # onnx.save_model(save_as_external_data=True) refuses when a file of the weight file's name exists in
     # the CURRENT folder (it checks the bare location, not beside the graph): mark the tensors ourselves,
     # and let save_model write them beside `path`.
-    for tensor in model_proto.graph.initializer:
+    for tensor in _initializers(model_proto.graph):
         if tensor.HasField("raw_data") and sys.getsizeof(tensor.raw_data) >= EXTERNAL_THRESHOLD_BYTES:
             external_data_helper.set_external_data(tensor, data_name)
     onnx.save_model(model_proto, str(path))
     readable_like_graph(path)
     return [data_name]
+
+
+def _initializers(graph: onnx.GraphProto):
+    """A graph's initializers and those of its subgraphs (If/Loop/Scan bodies), as onnx itself moves them."""
+    yield from graph.initializer
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.type == onnx.AttributeProto.GRAPH:
+                yield from _initializers(attribute.g)
+            for sub in attribute.graphs:
+                yield from _initializers(sub)
 
 
 def readable_like_graph(path: Path) -> None:

@@ -394,7 +394,7 @@ class PairClassifier:
         except SessionClosed:
             raise PredictorError("this PairClassifier is closed; load the bundle again") from None
         except BackendError as exc:  # a graph that cannot run these inputs: one line, not the library's
-            raise BackendError(f"variant {self.variant}: {exc}") from None
+            raise type(exc)(f"variant {self.variant}: {exc}") from None
 
     def rank(
         self, query: str, texts: Iterable[str], top_k: int | None = None, batch_size: int = 32

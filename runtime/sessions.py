@@ -275,7 +275,8 @@ class OpenVinoSession:
         except Exception as exc:  # openvino raises RuntimeError with multi-line details
             raise BackendError(f"OpenVINO failed to run the graph ({openvino_reason(exc)})") from None
         finally:
-            self._requests.put(request)
+            if self._compiled is compiled:  # not into the pool of a session closed meanwhile
+                self._requests.put(request)
 
     def output_width(self) -> int | None:
         """The last axis of the graph's first output (the logits' labels), when the graph fixes it."""

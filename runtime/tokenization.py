@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import copy
 import re
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -254,9 +255,10 @@ class PairEncoder:
             raise ValueError(f"{len(questions)} questions but {len(answers)} answers")
         try:
             return self._encode_order(questions, answers), self._encode_order(answers, questions)
-        except TokenizerError:
-            raise
-        except Exception as exc:  # tokenizers raises a bare Exception (e.g. a vocabulary without [UNK])
+        except Exception as exc:
+            if type(exc) is not Exception:  # ours or Python's (MemoryError, a bug): not the tokenizer's
+                raise
+            # tokenizers raises a bare Exception (e.g. a vocabulary without [UNK])
             raise TokenizerError(f"the tokenizer cannot encode these texts ({first_line(exc)})") from None
 
     def lengths(self, questions: Sequence[str], answers: Sequence[str]) -> list[int]:
@@ -298,7 +300,9 @@ class PairEncoder:
             encoded = self.tokenizer.encode_batch([(firsts[i], seconds[i]) for i in short])
             for i, enc in zip(short, encoded, strict=True):
                 out[i] = enc
-        texts = _LongTexts(self)  # a text in many pairs (rank's query) is counted and cut once per call
+        # a long text in many pairs (rank's query) is counted and cut once per call; others are not kept
+        seen = Counter(t for i in long for t in (firsts[i], seconds[i]))
+        texts = _LongTexts(self, {t for t, n in seen.items() if n > 1})
         for i in long:
             out[i] = self._encode_long(firsts[i], seconds[i], texts)
         return out
@@ -310,7 +314,7 @@ class PairEncoder:
             self._counter.no_truncation()
             self._counter.no_padding()
             self._split_cut = split_cut(self.tokenizer)
-        texts = texts or _LongTexts(self)
+        texts = texts or _LongTexts(self, set())
         a, b = texts.count(first), texts.count(second)
         half = self._budget // 2
         while not (a.done and b.done):
@@ -368,12 +372,14 @@ class _LongTexts:
     over 1,024 texts) is counted and its prefix encoded once, not once per pair. Sharing a _TokenCount is
     safe: _encode_long's result does not depend on how far past its stopping point a count has gone."""
 
-    def __init__(self, encoder: PairEncoder):
-        self.encoder = encoder
+    def __init__(self, encoder: PairEncoder, repeated: set[str]):
+        self.encoder, self.repeated = encoder, repeated  # only these are kept (memory: ~50 kB a prefix)
         self.counts: dict[str, _TokenCount] = {}
         self.prefixes: dict[str, Encoding] = {}
 
     def count(self, text: str) -> _TokenCount:
+        if text not in self.repeated:
+            return _TokenCount(self.encoder, text)
         if text not in self.counts:
             self.counts[text] = _TokenCount(self.encoder, text)
         return self.counts[text]
@@ -381,6 +387,8 @@ class _LongTexts:
     def prefix_encoding(self, count: _TokenCount) -> Encoding:
         """The encoding of the count's prefix, a copy of its own: the caller truncates it in place."""
         prefix = count.prefix()
+        if count.text not in self.repeated:
+            return self.encoder._counter.encode(prefix, add_special_tokens=False)
         if prefix not in self.prefixes:
             self.prefixes[prefix] = self.encoder._counter.encode(prefix, add_special_tokens=False)
         return Encoding.merge([self.prefixes[prefix]], growing_offsets=False)

@@ -163,12 +163,17 @@ def test_a_long_query_in_many_pairs_is_counted_once_and_only_as_far_as_needed(ti
     max_length = 16
     encoder = PairEncoder.from_file(tiny_tokenizer, max_length)
     texts = [f"answer {i}" for i in range(40)]
-    alone = [encoder.tokenize([query], [t]) for t in texts[:3]]
+    alone = [encoder.tokenize([query], [t]) for t in texts]  # each pair on its own: nothing shared
     recording = _Recording(encoder._counter)
     encoder._counter = recording
     qa, aq = encoder.tokenize([query] * len(texts), texts)
-    for (qa1, aq1), i in zip(alone, range(3), strict=True):
-        assert (qa[i].ids, aq[i].ids) == (qa1[0].ids, aq1[0].ids)
+    for i, (qa1, aq1) in enumerate(alone):
+        assert (qa[i].ids, qa[i].type_ids, aq[i].ids, aq[i].type_ids) == (
+            qa1[0].ids,
+            qa1[0].type_ids,
+            aq1[0].ids,
+            aq1[0].type_ids,
+        )
     query_chars = sum(recording.chunks) - 2 * sum(map(len, texts))  # both orders count every text once
     assert query_chars <= 2 * len(query)  # once per order, whatever the number of pairs
     step = CHARS_PER_TOKEN_BUDGET * max_length

@@ -318,7 +318,8 @@ def _predict(args: argparse.Namespace) -> None:
         backend=args.backend,
     )
     logging.getLogger(__name__).info("variant %s on %s", clf.variant, clf.provider)
-    with _sigterm_unwinds(), _Output(args.output) as out:
+    # SIGTERM unwinds only while rows are written: never while the output is renamed or kept as .partial
+    with _Output(args.output) as out, _sigterm_unwinds():
         for chunk in _chunks(pairs, args.chunk):
             out.write_rows(_rows(clf, chunk, args.batch_size))
 
@@ -397,7 +398,11 @@ def _check_output(args: argparse.Namespace) -> None:
             if same or path.resolve() == Path(args.input).resolve():
                 raise UserError(f"{name} {path} is the --input file; write the predictions to another file")
     elif args.input == "-" and out.exists():  # `--input - --output F < F` would replace F while reading it
-        stdin, target = os.fstat(0), out.stat()
+        try:
+            stdin = os.fstat(0)
+        except OSError:
+            raise UserError("--input -: standard input is closed") from None
+        target = out.stat()
         if (stdin.st_dev, stdin.st_ino) == (target.st_dev, target.st_ino):
             raise UserError(f"--output {out} is the file standard input reads; write to another file")
 
@@ -530,9 +535,12 @@ def _take_mode(fd: int, dest) -> None:
         os.umask(mask)
         os.fchmod(fd, 0o666 & ~mask)
         return
-    os.fchmod(fd, stat.S_IMODE(st.st_mode))
-    if os.geteuid() == 0:
-        os.fchown(fd, st.st_uid, st.st_gid)
+    try:  # best effort: a file system that refuses (NFS root_squash, CIFS) keeps the new file's own
+        os.fchmod(fd, stat.S_IMODE(st.st_mode))
+        if os.geteuid() == 0:
+            os.fchown(fd, st.st_uid, st.st_gid)
+    except OSError as exc:
+        logging.getLogger(__name__).warning("--output %s: could not copy its permissions (%s)", dest, exc)
 
 
 def _bench(args: argparse.Namespace) -> None:
