@@ -906,13 +906,7 @@ def _add_predict(sub) -> None:
         help="write JSONL here, replaced only when the run succeeds; after a failure or Ctrl-C the complete "
         "rows written so far are in OUTPUT.partial (default: standard output)",
     )
-    p.add_argument(
-        "--variant",
-        default="auto",
-        choices=("auto", *VARIANTS),
-        help="graph to run (auto: the fastest that passed parity for the device)",
-    )
-    p.add_argument("--device", default="auto", choices=DEVICES, help="auto: CUDA when it really runs")
+    _add_variant_and_device(p, "graph to run (auto: the fastest that passed parity for the device)")
     p.add_argument(
         "--backend",
         default="auto",
@@ -929,6 +923,12 @@ def _add_predict(sub) -> None:
         help="pairs read before predicting and writing (fewer once their texts reach 8,388,608 characters)",
     )
     p.set_defaults(func=_predict)
+
+
+def _add_variant_and_device(parser, variant_help: str) -> None:
+    """predict's and serve's --variant and --device: the same choices from the one list each."""
+    parser.add_argument("--variant", default="auto", choices=("auto", *VARIANTS), help=variant_help)
+    parser.add_argument("--device", default="auto", choices=DEVICES, help="auto: CUDA when it really runs")
 
 
 def _add_bench(sub) -> None:
@@ -950,13 +950,7 @@ def _add_serve(sub) -> None:
     s.add_argument("bundle", help="bundle folder written by `pairbert export`")
     s.add_argument("--host", default=S.host, help="address to listen on (loopback unless you say otherwise)")
     s.add_argument("--port", type=port_number, default=S.port, help="0 picks a free port (printed)")
-    s.add_argument(
-        "--variant",
-        default="auto",
-        choices=("auto", *VARIANTS),
-        help="variant to serve (auto: the fastest that passed parity)",
-    )
-    s.add_argument("--device", default="auto", choices=DEVICES, help="auto: CUDA when it really runs")
+    _add_variant_and_device(s, "variant to serve (auto: the fastest that passed parity)")
     s.add_argument("--threads", type=thread_count, help="threads per worker (default: cores / workers)")
     s.add_argument("--workers", type=worker_count, default=S.workers, help="processes; they split the cores")
     s.add_argument("--no-batching", action="store_true", help="run each request alone (a baseline)")
