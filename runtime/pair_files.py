@@ -76,8 +76,8 @@ def _parse_label(value: object, source: str, line: int) -> int | None:
         return value
     if isinstance(value, float) and value in (0.0, 1.0):
         return int(value)
-    if isinstance(value, str) and value.strip() in ("0", "1"):
-        return int(value.strip())
+    if isinstance(value, str) and value.strip() in ("0", "1", "0.0", "1.0"):  # pandas writes 1.0 beside NaN
+        return int(float(value.strip()))
     raise PairFileError(source, line, LABEL_FIELD, f"expected 0 or 1 (or empty for unlabeled), got {value!r}")
 
 

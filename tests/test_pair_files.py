@@ -63,6 +63,20 @@ def test_malformed_rows_name_file_line_field(tmp_path, name, text, line, field):
     assert str(path) in str(err) and f"line {line}" in str(err)
 
 
+def test_a_label_written_as_a_float_reads_the_same_in_every_format(tmp_path):
+    """pandas writes 1.0 / 0.0 in a label column that held a NaN: JSONL read them, CSV refused them."""
+    (tmp_path / "a.csv").write_text("question,answer,label\nq,a,1.0\nq,b,0.0\nq,c,\n")
+    (tmp_path / "a.jsonl").write_text(
+        '{"question": "q", "answer": "a", "label": 1.0}\n{"question": "q", "answer": "b", "label": 0.0}\n'
+        '{"question": "q", "answer": "c"}\n'
+    )
+    for name in ("a.csv", "a.jsonl"):
+        assert [p.label for p in read_pairs(tmp_path / name)] == [1, 0, None], name
+    (tmp_path / "b.csv").write_text("question,answer,label\nq,a,0.5\n")
+    with pytest.raises(PairFileError, match="expected 0 or 1"):
+        read_pairs(tmp_path / "b.csv")
+
+
 def test_repeated_unused_columns_are_fine(tmp_path):
     path = tmp_path / "trailing.csv"
     path.write_text("question,answer,,\nq,a,,\n")  # a spreadsheet's trailing commas
