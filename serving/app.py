@@ -327,5 +327,7 @@ def create_app(
         lifespan=lifespan,
         exception_handlers={RequestError: request_error, HTTPException: http_error, Exception: server_error},
     )
+    # `/predict/` is a 404 like any unknown path, not a 307 whose Location echoes the request's Host header
+    app.router.redirect_slashes = False
     app.state.pairbert = state
     return _MetricsMiddleware(app, state)

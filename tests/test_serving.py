@@ -342,6 +342,8 @@ def test_unclear_inputs_get_errors_that_say_what_came(server):
     assert status == 422 and body["error"] == "pairs[0][1] must be a string, got 7", body
     status, _, body = call(server.port, "POST", "/predict", {"pairs": [["a", ["b"]]]})
     assert status == 422 and body["error"] == "pairs[0][1] must be a string, got a list", body
+    status, headers, body = call(server.port, "POST", "/predict/", plain, {"Host": "evil.example"})
+    assert status == 404 and "location" not in {k.lower() for k in headers}, headers  # no redirect to Host
 
 
 def test_malformed_http_gets_a_json_400(server):
