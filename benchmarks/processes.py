@@ -3,16 +3,14 @@ process whose last stdout line is a JSON object."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 from pairbert.runtime.errors import PairbertError
+from pairbert.signals import sigterm_raises
 
 
 class BenchmarkError(PairbertError, RuntimeError):
@@ -45,19 +43,7 @@ def output_folder(path: str | Path) -> Path:
     return out
 
 
-@contextlib.contextmanager
 def sigterm_unwinds():
     """SIGTERM (timeout, a cancelled CI job, Kubernetes) unwinds like Ctrl-C, so the `finally`s that stop
     child processes (a server, a worker) run instead of leaving them orphaned. Main thread only."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def terminate(signum, frame):
-        raise SystemExit(128 + signum)
-
-    before = signal.signal(signal.SIGTERM, terminate)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, before)
+    return sigterm_raises(lambda signum: SystemExit(128 + signum))

@@ -12,18 +12,16 @@ terminated by SIGTERM (its rows kept as on Ctrl-C).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import os
-import signal
 import sys
-import threading
 
 import pairbert
 from pairbert.runtime.errors import PairbertError
 from pairbert.runtime.sessions import BACKENDS
 from pairbert.runtime.variants import VARIANTS
+from pairbert.signals import sigterm_raises
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
 EPILOG = """exit codes:
@@ -71,22 +69,6 @@ TRAIN_CONFIG_NOT_ON_CLI = {"progress", "stop_after_epochs", "plot"}  # --quiet; 
 class Terminated(KeyboardInterrupt):
     """SIGTERM (a job runner, `timeout`) during predict: unwound like Ctrl-C, so the rows written so far are
     kept in OUTPUT.partial and the message says so, instead of a temporary file left behind."""
-
-
-@contextlib.contextmanager
-def _sigterm_unwinds():
-    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
-        yield
-        return
-
-    def terminate(signum, frame):
-        raise Terminated()
-
-    before = signal.signal(signal.SIGTERM, terminate)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, before)
 
 
 class UserError(PairbertError):
@@ -319,7 +301,7 @@ def _predict(args: argparse.Namespace) -> None:
     )
     logging.getLogger(__name__).info("variant %s on %s", clf.variant, clf.provider)
     # SIGTERM unwinds only while rows are written: never while the output is renamed or kept as .partial
-    with _Output(args.output) as out, _sigterm_unwinds():
+    with _Output(args.output) as out, sigterm_raises(lambda signum: Terminated()):
         for chunk in _chunks(pairs, args.chunk):
             out.write_rows(_rows(clf, chunk, args.batch_size))
 
