@@ -254,7 +254,9 @@ class PairEncoder:
         if len(questions) != len(answers):
             raise ValueError(f"{len(questions)} questions but {len(answers)} answers")
         try:
-            return self._encode_order(questions, answers), self._encode_order(answers, questions)
+            texts = self._long_texts(questions, answers)  # shared by both orders
+            qa = self._encode_order(questions, answers, texts)
+            return qa, self._encode_order(answers, questions, texts)
         except Exception as exc:
             if type(exc) is not Exception:  # ours or Python's (MemoryError, a bug): not the tokenizer's
                 raise
@@ -263,7 +265,8 @@ class PairEncoder:
 
     def lengths(self, questions: Sequence[str], answers: Sequence[str]) -> list[int]:
         """Token count of each pair (same in both orders)."""
-        return [len(e.ids) for e in self._encode_order(questions, answers)]
+        texts = self._long_texts(questions, answers)
+        return [len(e.ids) for e in self._encode_order(questions, answers, texts)]
 
     def kept_length(self, encoding) -> int:
         """Tokens of one order's encoding this encoder feeds (all of them, or the first segment)."""
@@ -283,13 +286,20 @@ class PairEncoder:
         """`fed_length` of each pair, for length bucketing."""
         return [self.fed_length(a, b) for a, b in zip(*self.tokenize(questions, answers), strict=True)]
 
-    def _encode_order(self, firsts: Sequence[str], seconds: Sequence[str]) -> list:
+    def _long_pairs(self, firsts: Sequence[str], seconds: Sequence[str]) -> list[int]:
+        """Indices of the pairs that take the long path (either text over 8 × max_length characters)."""
         limit = self._long_chars
-        long = [
-            i
-            for i, (f, s) in enumerate(zip(firsts, seconds, strict=True))
-            if len(f) > limit or len(s) > limit
-        ]
+        pairs = enumerate(zip(firsts, seconds, strict=True))
+        return [i for i, (f, s) in pairs if len(f) > limit or len(s) > limit]
+
+    def _long_texts(self, questions: Sequence[str], answers: Sequence[str]) -> _LongTexts:
+        """The long-text work of one call, for both orders (a text's count and prefix do not depend on its
+        side): a long text in many pairs (rank's query) is counted and cut once; others are not kept."""
+        seen = Counter(t for i in self._long_pairs(questions, answers) for t in (questions[i], answers[i]))
+        return _LongTexts(self, {t for t, n in seen.items() if n > 1})
+
+    def _encode_order(self, firsts: Sequence[str], seconds: Sequence[str], texts: _LongTexts) -> list:
+        long = self._long_pairs(firsts, seconds)
         if not long:
             if len(firsts) == 1:  # a single pair: skip encode_batch's thread-pool hand-off
                 return [self.tokenizer.encode(firsts[0], seconds[0])]
@@ -300,21 +310,17 @@ class PairEncoder:
             encoded = self.tokenizer.encode_batch([(firsts[i], seconds[i]) for i in short])
             for i, enc in zip(short, encoded, strict=True):
                 out[i] = enc
-        # a long text in many pairs (rank's query) is counted and cut once per call; others are not kept
-        seen = Counter(t for i in long for t in (firsts[i], seconds[i]))
-        texts = _LongTexts(self, {t for t, n in seen.items() if n > 1})
         for i in long:
             out[i] = self._encode_long(firsts[i], seconds[i], texts)
         return out
 
-    def _encode_long(self, first: str, second: str, texts: _LongTexts | None = None):
+    def _encode_long(self, first: str, second: str, texts: _LongTexts):
         """The pair encoding of the full texts, built from bounded prefixes (see the module notes)."""
         if self._counter is None:
             self._counter = Tokenizer.from_str(self.tokenizer.to_str())
             self._counter.no_truncation()
             self._counter.no_padding()
             self._split_cut = split_cut(self.tokenizer)
-        texts = texts or _LongTexts(self, set())
         a, b = texts.count(first), texts.count(second)
         half = self._budget // 2
         while not (a.done and b.done):
@@ -375,7 +381,7 @@ class _LongTexts:
     def __init__(self, encoder: PairEncoder, repeated: set[str]):
         self.encoder, self.repeated = encoder, repeated  # only these are kept (memory: ~50 kB a prefix)
         self.counts: dict[str, _TokenCount] = {}
-        self.prefixes: dict[str, Encoding] = {}
+        self.prefixes: dict[str, Encoding] = {}  # by text: a count's prefix is fixed once it is made
 
     def count(self, text: str) -> _TokenCount:
         if text not in self.repeated:
@@ -386,12 +392,12 @@ class _LongTexts:
 
     def prefix_encoding(self, count: _TokenCount) -> Encoding:
         """The encoding of the count's prefix, a copy of its own: the caller truncates it in place."""
-        prefix = count.prefix()
-        if count.text not in self.repeated:
-            return self.encoder._counter.encode(prefix, add_special_tokens=False)
-        if prefix not in self.prefixes:
-            self.prefixes[prefix] = self.encoder._counter.encode(prefix, add_special_tokens=False)
-        return Encoding.merge([self.prefixes[prefix]], growing_offsets=False)
+        text = count.text
+        if text not in self.repeated:
+            return self.encoder._counter.encode(count.prefix(), add_special_tokens=False)
+        if text not in self.prefixes:
+            self.prefixes[text] = self.encoder._counter.encode(count.prefix(), add_special_tokens=False)
+        return Encoding.merge([self.prefixes[text]], growing_offsets=False)
 
 
 class _TokenCount:
