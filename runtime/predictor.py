@@ -385,7 +385,7 @@ class PairClassifier:
         return logits
 
     def _prediction(self, logits: np.ndarray) -> Prediction:
-        probabilities = softmax(logits) if len(logits) else logits
+        probabilities = softmax(logits)  # (0, labels) for no pairs
         return Prediction(probabilities.argmax(-1).astype(np.int64), probabilities, self.label_names)
 
     def _run(self, feed: dict[str, np.ndarray]) -> np.ndarray:
@@ -556,8 +556,9 @@ def _open_on_a_device(bundle: Path, manifest: Manifest, request: _Request, threa
         opened = _open(bundle, manifest, plan, request, threads, vocab)
         if opened is not None:
             session, name, choice = opened
-            _check_apart(bundle / manifest.variants[name].file, session, encoder)
-            _check_labels(bundle / manifest.variants[name].file, session, manifest)
+            graph = bundle / manifest.variants[name].file
+            _check_apart(graph, session, encoder)
+            _check_labels(graph, session, manifest)
             return session, name, plan.device, choice
     raise DeviceError("no device could run this bundle")  # pragma: no cover - the CPU plan opens or raises
 
