@@ -35,7 +35,8 @@ from .metrics import Metrics
 from .schema import (
     Limits,
     RequestError,
-    check_content_encoding,
+    add_to_body,
+    check_body_headers,
     parse_json,
     predict_pairs,
     prediction_body,
@@ -86,11 +87,9 @@ async def _read_body(request: Request, settings: ServeSettings) -> bytes:
     """The whole body, or 408 when it stops coming for settings.body_timeout_s (or trickles in below
     MIN_BODY_BYTES_PER_S once 4 x that has passed); a body past max_body_bytes, 413; a compressed one, 415
     (before reading it)."""
-    check_content_encoding(request.headers.get("content-encoding"))
     limit = settings.max_body_bytes
+    check_body_headers(request.headers, limit)
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise RequestError(413, f"body has {declared} bytes; the limit is {limit}")
     chunks: list[bytes] = []
     idle = settings.body_timeout_s
     loop = asyncio.get_running_loop()
@@ -103,10 +102,7 @@ async def _read_body(request: Request, settings: ServeSettings) -> bytes:
                 chunk = await asyncio.wait_for(stream.__anext__(), idle)
             except StopAsyncIteration:
                 break
-            size += len(chunk)
-            if size > limit:
-                raise RequestError(413, f"body is over the limit of {limit} bytes")
-            chunks.append(chunk)
+            size = add_to_body(chunks, size, chunk, limit)
             if loop.time() - started > max(4 * idle, idle + size / MIN_BODY_BYTES_PER_S):  # a trickle too
                 raise _Stalled(
                     408, f"the body is arriving slower than {MIN_BODY_BYTES_PER_S} bytes/s ({size}{of} came)"

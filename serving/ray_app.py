@@ -31,7 +31,8 @@ from starlette.responses import JSONResponse
 from .schema import (
     Limits,
     RequestError,
-    check_content_encoding,
+    add_to_body,
+    check_body_headers,
     parse_json,
     predict_pairs,
     prediction_body,
@@ -115,17 +116,11 @@ class PairbertDeployment:
     async def _bounded_body(self, request: Request) -> bytes:
         """The body, refused with 413 as soon as it is known to pass max_body_bytes (its Content-Length, else
         the bytes counted as they come): a replica never holds more than the limit of one request."""
-        check_content_encoding(request.headers.get("content-encoding"))
-        limit = self.max_body_bytes
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise RequestError(413, f"body has {declared} bytes; the limit is {limit}")
-        chunks, size = [], 0
+        check_body_headers(request.headers, self.max_body_bytes)
+        chunks: list[bytes] = []
+        size = 0
         async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise RequestError(413, f"body is over the limit of {limit} bytes")
-            chunks.append(chunk)
+            size = add_to_body(chunks, size, chunk, self.max_body_bytes)
         return b"".join(chunks)
 
 

@@ -79,6 +79,23 @@ def check_content_encoding(value: str | None) -> None:
         )
 
 
+def check_body_headers(headers, limit: int) -> None:
+    """Before reading a body: 415 for a compressed one, 413 when its Content-Length is over `limit`."""
+    check_content_encoding(headers.get("content-encoding"))
+    declared = headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise RequestError(413, f"body has {declared} bytes; the limit is {limit}")
+
+
+def add_to_body(chunks: list[bytes], size: int, chunk: bytes, limit: int) -> int:
+    """Append a piece of a body being read; 413 as soon as the body passes `limit`. Returns the new size."""
+    size += len(chunk)
+    if size > limit:
+        raise RequestError(413, f"body is over the limit of {limit} bytes")
+    chunks.append(chunk)
+    return size
+
+
 def _text(value: object, field: str, limits: Limits) -> str:
     if not isinstance(value, str):
         raise RequestError(422, f"{field} must be a string, got {_got(value)}", field)
