@@ -31,9 +31,9 @@ class ServeSettings:
     max_text_chars: int = 20_000  # characters in one question, answer, query or text; past this 413
     max_body_bytes: int = 8 * 1024 * 1024  # request body; past this 413
     # Slow or stalled clients. A request whose head (request line and headers) is not complete within
-    # header_timeout_s of the connection opening (or of the last answer, on a kept-alive connection) gets 408
-    # and is closed: a client holding connections open with half a request line would otherwise keep them
-    # (and the max_connections slots they take) forever. A request body that stops coming for
+    # header_timeout_s of its first byte gets 408 and is closed, and a new connection that sends nothing for
+    # that long is closed: a client holding connections open with half a request line would otherwise keep
+    # them (and the max_connections slots they take) forever. A request body that stops coming for
     # body_timeout_s, or that after 4 x body_timeout_s has come slower than 10 kB/s on average, gets 408
     # and its connection is closed.
     # On SIGTERM the server stops accepting, finishes what is in flight, and after graceful_shutdown_s
