@@ -459,15 +459,18 @@ def build_bundle(
     return ExportResult(out_dir, manifest, outcomes, seconds)
 
 
+def _reasons(outcomes: list[VariantOutcome]) -> str:
+    """Why each of these variants failed its gate, for one line: "int8: label agreement ... | fp16: ..."."""
+    return " | ".join(f"{o.variant}: " + "; ".join(o.reasons) for o in outcomes)
+
+
 def _require_a_passing_variant(outcomes: dict[str, VariantOutcome], out_dir: Path) -> None:
     """A bundle with no variant that passed its gate (or was forced) is never written: it would replace a
     working bundle with one nothing can load."""
     if any(o.status in ("passed", "forced") for o in outcomes.values()):
         return
     failed = [o for o in outcomes.values() if o.status == "failed"]
-    detail = (
-        " | ".join(f"{o.variant}: " + "; ".join(o.reasons) for o in failed) or "none could be validated here"
-    )
+    detail = _reasons(failed) or "none could be validated here"
     raise ParityError(
         ",".join(o.variant for o in failed) or ",".join(outcomes),
         f"no variant asked for passed its gate; nothing written, {out_dir} left as it was: {detail}",
@@ -488,11 +491,10 @@ def export_bundle(
     result = build_bundle(checkpoint, out_dir, settings, echo)
     forced = [o for o in result.failed if o.status == "forced"]
     if forced:
-        detail = " | ".join(f"{o.variant}: " + "; ".join(o.reasons) for o in forced)
-        log.warning("written anyway (--force), marked failed; `auto` never picks them: %s", detail)
+        log.warning("written anyway (--force), marked failed; `auto` never picks them: %s", _reasons(forced))
     dropped = [o for o in result.failed if o.status == "failed"]
     if dropped:
-        detail = " | ".join(f"{o.variant}: " + "; ".join(o.reasons) for o in dropped)
+        detail = _reasons(dropped)
         if settings.skip_failed:
             log.warning(
                 "not written (failed its gate; name it in --variants to make that an error): %s", detail
