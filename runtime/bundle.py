@@ -334,12 +334,16 @@ def checksum_mismatch(path: Path, expected: str, actual: str) -> BundleError:
     )
 
 
+def listed_path(bundle_dir: str | Path, name: str) -> Path:
+    """Where a manifest-listed file lies: inside the bundle folder (refused if it resolves elsewhere)."""
+    return _inside(atomic_dir.locate(Path(bundle_dir)), name)
+
+
 def read_verified(bundle_dir: str | Path, name: str, expected_sha256: str | None) -> bytes:
     """Read a bundle file once, check its sha256 on those very bytes and return them: what is verified is what
     gets used (no time-of-check/time-of-use gap). `expected_sha256=None` skips the check (verify=False)."""
     bundle_dir = atomic_dir.locate(Path(bundle_dir))
-    path = _inside(bundle_dir, name)
-    data = path.read_bytes()
+    data = listed_path(bundle_dir, name).read_bytes()
     if expected_sha256 is not None:
         actual = hashlib.sha256(data).hexdigest()
         if actual != expected_sha256:

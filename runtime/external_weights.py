@@ -3,21 +3,31 @@
 Export writes each graph's weights to `<graph>.data` (the default). Opened by path, ONNX Runtime would map
 that file itself: fast, but what it maps is whatever is on disk then, not the bytes the loader verified, and a
 file overwritten in place under a running service changes its weights (or kills it with SIGBUS). So the
-runtime reads the weight files once, hashes those bytes, and hands ONNX Runtime their contents
-(`SessionOptions.add_external_initializers_from_files_in_memory`, which copies what it needs while it builds
-the session: nothing is kept afterwards). OpenVINO, which takes external weights only from files beside a
-graph on disk, reads a private temporary copy of the verified bytes (a folder only this process's user can
-open, removed once the model is compiled).
+runtime gives the backends a private copy instead (`PrivateCopy`): the kernel copies each weight file
+into a new temporary folder only this process's user can open, the loader hashes the copies (what is
+checked is what gets loaded), and ONNX Runtime maps them from there (`WeightsFolder`, by the session option
+that names where external weights are looked up). The folder is removed as soon as the session is built:
+the mapped copies live on, unnamed, until the session closes, and nobody can swap them. OpenVINO reads its
+graph and weights from the same kind of folder.
 
-A location the graph names but the bundle does not list is never looked up anywhere: ONNX Runtime is
-pointed at a folder that cannot exist for anything it does not get in memory (graph bytes alone would
-otherwise resolve such names against the current directory), and OpenVINO's copy holds only the listed
-files.
+Where no private folder can be written (no room in TMPDIR, a read-only file system), the loader reads the
+weight files into memory, hashes those bytes and hands them over (`ExternalWeights`): ONNX Runtime copies
+what it needs while it builds the session (`SessionOptions.add_external_initializers_from_files_in_memory`),
+OpenVINO reads a private copy written from them.
+
+A location the graph names but the bundle does not list is never looked up anywhere: the private folder
+holds only the listed files, and a session built from bytes alone is pointed at a folder that cannot exist
+(graph bytes alone would otherwise resolve such names against the current directory).
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import os
+import shutil
+import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,10 +35,17 @@ from .errors import PairbertError
 
 GRAPH_COPY = "graph.onnx"  # the graph's name in a private copy (weight files keep theirs)
 FOLDER_OPTION = "session.model_external_initializers_file_folder_path"  # ONNX Runtime >= 1.21
+COPY_PREFIX = "pairbert-weights-"
 
 
 class ExternalWeightsError(PairbertError, ValueError):
     pass
+
+
+def _check_plain(name: object) -> None:
+    plain = isinstance(name, str) and name not in ("", ".", "..") and not any(c in name for c in "/\\\0")
+    if not plain or name == GRAPH_COPY:  # (the private copy's graph has that name)
+        raise ExternalWeightsError(f"weight file name {name!r} is not a plain file name (nor {GRAPH_COPY!r})")
 
 
 @dataclass(frozen=True)
@@ -41,13 +58,7 @@ class ExternalWeights:
 
     def __post_init__(self):
         for name in self.files:
-            plain = (
-                isinstance(name, str) and name not in ("", ".", "..") and not any(c in name for c in "/\\\0")
-            )
-            if not plain or name == GRAPH_COPY:  # (the private copy's graph has that name)
-                raise ExternalWeightsError(
-                    f"weight file name {name!r} is not a plain file name (nor {GRAPH_COPY!r})"
-                )
+            _check_plain(name)
 
     def add_to(self, options) -> None:
         """Give an ONNX Runtime SessionOptions the weight files' contents."""
@@ -76,3 +87,135 @@ def look_nowhere_else(options) -> None:
     """A session built from bytes looks up external weights it was not given in a folder that cannot exist
     (below /dev/null, which is not a folder), not in the current directory."""
     options.add_session_config_entry(FOLDER_OPTION, os.path.join(os.devnull, "pairbert-no-weights"))
+
+
+@dataclass(frozen=True)
+class WeightsFolder:
+    """A graph's bytes and the private folder (a `PrivateCopy`'s) that holds its weight files under the
+    names the graph gives them (verified by the caller)."""
+
+    graph: bytes
+    folder: Path
+
+    def add_to(self, options) -> None:
+        """Point an ONNX Runtime SessionOptions at the folder: it maps the weight files from there."""
+        options.add_session_config_entry(FOLDER_OPTION, str(self.folder))
+
+    def write_graph(self) -> Path:
+        """Write the graph beside its weights (for OpenVINO, which reads both from disk); its path."""
+        graph = Path(self.folder) / GRAPH_COPY
+        with open(graph, "xb") as f:
+            f.write(self.graph)
+        return graph
+
+
+class CopyFailed(Exception):
+    """No private copy could be made (no room in TMPDIR, a read-only file system, an unreadable source): the
+    loader reads the files into memory instead."""
+
+
+class PrivateCopy:
+    """A new temporary folder (0700) that receives a copy of each source file under its name, copied by the
+    kernel (no bytes pass through Python), and hashes each copy as it grows: a second thread calls `sha256`
+    while `copy` runs, so the hashing hides behind the copy and the session build that follows it.
+
+        copy = PrivateCopy({"model.onnx.data": path})     # CopyFailed: no folder could be made
+        hashing = pool.submit(copy.sha256, "model.onnx.data")
+        copy.copy()                                       # CopyFailed (sha256 then raises it too)
+        ... the backend opens the files in copy.folder ...
+        copy.remove()                                     # what the backend mapped lives on, unnamed
+    """
+
+    CHUNK = 1 << 24  # bytes per kernel copy: how closely the hashing follows
+
+    def __init__(self, sources: dict[str, Path]):
+        for name in sources:
+            _check_plain(name)
+        self.sources = {name: Path(source) for name, source in sources.items()}
+        self._changed = threading.Condition()
+        self._copied = dict.fromkeys(self.sources, 0)
+        self._finished: set[str] = set()
+        self._failure: str | None = None
+        try:
+            self.folder = Path(tempfile.mkdtemp(prefix=COPY_PREFIX))
+        except OSError as exc:
+            raise CopyFailed(f"{tempfile.gettempdir()}: {exc.strerror or exc}") from None
+
+    def copy(self) -> None:
+        try:
+            for name, source in self.sources.items():
+                self._copy_one(source, self.folder / name, name)
+        except OSError as exc:
+            with self._changed:
+                self._failure = f"{exc.filename or self.folder}: {exc.strerror or exc}"
+                self._changed.notify_all()
+            raise CopyFailed(self._failure) from None
+
+    def _copy_one(self, source: Path, target: Path, name: str) -> None:
+        """As many bytes as `source` had when opened: a file that grows meanwhile is not followed, and one
+        that shrinks ends the copy (its hash then tells)."""
+        with open(source, "rb") as src, open(os.open(target, _NEW_FILE, 0o600), "wb", buffering=0) as dst:
+            size, offset = os.fstat(src.fileno()).st_size, 0
+            while offset < size:
+                sent = _copy_range(src, dst, offset, min(size - offset, self.CHUNK))
+                if sent == 0:
+                    break
+                offset += sent
+                self._report(name, offset, finished=False)
+        self._report(name, offset, finished=True)
+
+    def _report(self, name: str, copied: int, finished: bool) -> None:
+        with self._changed:
+            self._copied[name] = copied
+            if finished:
+                self._finished.add(name)
+            self._changed.notify_all()
+
+    def sha256(self, name: str) -> str:
+        """The sha256 of the copy of `name`, read as the copy grows (from another thread than `copy`'s)."""
+        digest, done, fd = hashlib.sha256(), 0, None
+        try:
+            while True:
+                with self._changed:
+                    self._changed.wait_for(
+                        lambda done=done: self._failure or name in self._finished or self._copied[name] > done
+                    )
+                    if self._failure:
+                        raise CopyFailed(self._failure)
+                    copied, finished = self._copied[name], name in self._finished
+                if fd is None:
+                    fd = os.open(self.folder / name, os.O_RDONLY)
+                while done < copied:
+                    block = os.pread(fd, min(copied - done, 1 << 22), done)
+                    digest.update(block)
+                    done += len(block)
+                if finished:
+                    return digest.hexdigest()
+        except OSError as exc:
+            raise CopyFailed(f"{self.folder / name}: {exc.strerror or exc}") from None
+        finally:
+            if fd is not None:
+                os.close(fd)
+
+    def remove(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+
+
+def _copy_range(src, dst, offset: int, count: int) -> int:
+    """Copy `count` bytes at `offset` from `src` to the end of `dst`: by the kernel where it can copy file to
+    file (Linux), else through a buffer. The bytes copied (0 at the end of `src`)."""
+    try:
+        return os.sendfile(dst.fileno(), src.fileno(), offset, count)
+    except (AttributeError, OSError) as exc:  # no os.sendfile (Windows), or to sockets only (macOS)
+        if isinstance(exc, OSError) and exc.errno not in _NO_FILE_SENDFILE:
+            raise
+    src.seek(offset)
+    block = src.read(count)
+    dst.write(block)
+    return len(block)
+
+
+_NO_FILE_SENDFILE = (errno.EINVAL, errno.ENOSYS, errno.ENOTSOCK, errno.EOPNOTSUPP, errno.ENOTSUP)

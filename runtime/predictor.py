@@ -29,6 +29,7 @@ from .bundle import (
     bundle_encoder,
     check_listed_files,
     checksum_mismatch,
+    listed_path,
     read_manifest,
     read_verified,
     require_variant,
@@ -36,7 +37,7 @@ from .bundle import (
 from .contract import GraphContract, TensorSpec, orders_padded_apart
 from .devices import LEDGER, DeviceError, DevicePlan, plan_device
 from .errors import PairbertError
-from .external_weights import ExternalWeights
+from .external_weights import CopyFailed, ExternalWeights, PrivateCopy, WeightsFolder
 from .ort import GPU_LIBS_INSTALL
 from .sessions import (
     BACKENDS,
@@ -473,16 +474,39 @@ def _open_variant(
 
 
 def _open_checked(bundle: Path, info, name: str, settings: SessionSettings, verify: bool):
-    """A session over the variant's files, each read once, and built from those very bytes. A second thread
-    reads the weight files and then computes every sha256 while the runtime builds the session (file reads
-    and hashlib let go of the GIL: the 0.1 s of hashing 172 MB hides behind the build). The session is
+    """A session over the variant's files, built from copies nobody else can change, each hashed once. Weight
+    files are copied by the kernel into a private folder the backend then maps (runtime/external_weights.py);
+    a second thread computes every sha256 on those copies as they grow and while the backend builds the
+    session (hashlib lets go of the GIL: the hashing hides behind the copy and the build). The session is
     handed out only once every digest matches the manifest; on a mismatch it is closed and the load fails,
-    whatever the build made of the bytes. A graph with its weights beside it gets them as verified bytes
-    too, never by path (runtime/external_weights.py)."""
+    whatever the build made of the copies. Without room for a private folder, the weight files are read into
+    memory and handed over as verified bytes (slower, and more memory while it builds)."""
     graph = read_verified(bundle, info.file, None)
     listed = dict(zip(info.external_data, info.external_sha256, strict=True))
     if listed and verify:  # the graph is small when its weights lie beside it: checked here and now
         _check_digest(bundle / info.file, info.sha256, hashlib.sha256(graph).hexdigest())
+    if listed:
+        try:
+            copy = PrivateCopy({file: listed_path(bundle, file) for file in listed})
+        except CopyFailed as exc:
+            log.info("no private copy of the weights (%s): reading them into memory", exc)
+        else:
+            try:
+                return _build_checked(
+                    lambda: (copy.copy(), WeightsFolder(graph, copy.folder))[1],
+                    lambda: [(bundle / f, want, copy.sha256(f)) for f, want in listed.items() if verify],
+                    name,
+                    settings,
+                )
+            except CopyFailed as exc:
+                log.info("no private copy of the weights (%s): reading them into memory", exc)
+            finally:
+                copy.remove()  # what the backend mapped lives on, unnamed, until the session closes
+    return _open_from_memory(bundle, info, name, settings, verify, graph, listed)
+
+
+def _open_from_memory(bundle: Path, info, name: str, settings, verify: bool, graph: bytes, listed: dict):
+    """The weight files read into memory and handed over as verified bytes (no room for a private copy)."""
     weights: dict[str, bytes] = {}
     read = threading.Event()
 
@@ -494,13 +518,20 @@ def _open_checked(bundle: Path, info, name: str, settings: SessionSettings, veri
             read.set()  # the hashing starts right away, before the build below can take the GIL
         return [(bundle / f, want, hashlib.sha256(data).hexdigest()) for f, want, data in hashed if verify]
 
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pairbert-read-sha256") as pool:
-        future = pool.submit(read_then_hash)
-        read.wait()
+    def source():
+        read.wait()  # (weights is incomplete if a read failed: the digests then say why)
+        return ExternalWeights(graph, weights) if listed else graph
+
+    return _build_checked(source, read_then_hash, name, settings)
+
+
+def _build_checked(source, digests, name: str, settings: SessionSettings):
+    """Build a session from `source()` while a second thread computes `digests()` ((path, wanted, actual)
+    triples); the session is handed out only if every digest matches."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pairbert-sha256") as pool:
+        future = pool.submit(digests)
         try:
-            # (weights is incomplete if a read failed: the except below then says why)
-            source = ExternalWeights(graph, weights) if listed else graph
-            session = open_session(BACKEND[name], source, settings)
+            session = open_session(BACKEND[name], source(), settings)
         except BaseException:
             _check_all(future)  # a damaged file: say so, not what the parser hit
             raise

@@ -23,7 +23,7 @@ import numpy as np
 
 from .cuda_graphs import PROVIDER_OPTIONS, CudaGraphRunner
 from .errors import PairbertError, first_line
-from .external_weights import ExternalWeights, ExternalWeightsError, look_nowhere_else
+from .external_weights import ExternalWeights, ExternalWeightsError, WeightsFolder, look_nowhere_else
 from .ort import onnxruntime, prepare_cuda
 from .shapes import CPU_SEQUENCE_BUCKETS, pad_length
 
@@ -72,7 +72,8 @@ class SessionSettings:
     length_buckets: bool = True  # OpenVINO: pad sequences to CPU_SEQUENCE_BUCKETS (bounded memory, shapes.py)
 
 
-Model = bytes | str | Path | ExternalWeights  # ONNX bytes, a path, or a graph with its weight files as bytes
+# ONNX bytes, a path, a graph with its weight files as bytes, or a graph with a private folder of them
+Model = bytes | str | Path | ExternalWeights | WeightsFolder
 
 
 def _source(model: bytes | str | Path) -> bytes | str:
@@ -107,6 +108,13 @@ class OrtSession:
         if not settings.spinning:
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+        if isinstance(model, WeightsFolder):
+            model.add_to(options)  # ONNX Runtime maps the private copies; nothing else is looked up
+            model = model.graph
+        elif isinstance(model, ExternalWeights | bytes):  # weights not given are looked up nowhere, not in
+            look_nowhere_else(
+                options
+            )  # the CWD (a path finds its weight files beside it: export, benchmarks)
         if isinstance(model, ExternalWeights):
             try:
                 model.add_to(options)  # ONNX Runtime copies what it needs while it builds: nothing is kept
@@ -116,8 +124,6 @@ class OrtSession:
         graphs = settings.device == "cuda" and settings.cuda_graphs
         if settings.device == "cuda":
             prepare_cuda(ort)  # CUDA/cuDNN from the nvidia-* wheels, when that is how they were installed
-        if isinstance(model, bytes):  # weights not given in memory are looked up nowhere, not in the CWD
-            look_nowhere_else(options)  # (a path finds its weight files beside it: export, benchmarks)
         self._session = self._load(ort, model, options, settings.device, graphs)
         self.settings = settings
         self.provider = self._session.get_providers()[0]
@@ -242,8 +248,12 @@ class OpenVinoSession:
         if isinstance(model, bytes):
             model = ExternalWeights(model)  # a private copy too: a name the graph gives is looked up there
         try:
-            if isinstance(model, ExternalWeights):
+            if isinstance(model, ExternalWeights | WeightsFolder):
                 core.set_property({"ENABLE_MMAP": False})  # read, not mapped: the copy must not stay held
+            if isinstance(model, WeightsFolder):
+                graph = core.read_model(str(model.write_graph()))
+                self._compiled = _compile(core, graph, config, settings.cache_dir)
+            elif isinstance(model, ExternalWeights):
                 self._compiled = _compile_private_copy(core, model, config, settings.cache_dir)
             else:
                 self._compiled = _compile(core, core.read_model(str(model)), config, settings.cache_dir)

@@ -1,0 +1,166 @@
+"""A bundle's weight files reach the backends as private copies (runtime/external_weights.py): copied by the
+kernel into a 0700 temporary folder, hashed as they are copied, mapped by ONNX Runtime, the folder removed
+once the session is built; without room for the folder, the files are read into memory instead."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import varied_pairs
+
+from pairbert.runtime import PairClassifier, external_weights
+from pairbert.runtime.external_weights import CopyFailed, PrivateCopy
+
+
+@pytest.fixture
+def temp_root(tmp_path, monkeypatch) -> Path:
+    """TMPDIR for this test: a folder it can list afterwards."""
+    root = tmp_path / "tmp"
+    root.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(root))
+    return root
+
+
+def copied_and_hashed(sources: dict[str, Path]) -> tuple[PrivateCopy, dict[str, str]]:
+    """Copy while another thread hashes the copies as they grow (as the loader does)."""
+    copy = PrivateCopy(sources)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        digests = {name: pool.submit(copy.sha256, name) for name in sources}
+        copy.copy()
+        return copy, {name: future.result(timeout=30) for name, future in digests.items()}
+
+
+@pytest.mark.parametrize("kernel", [True, False], ids=["sendfile", "buffered"])
+def test_the_copy_is_byte_equal_and_hashed_as_it_grows(tmp_path, temp_root, monkeypatch, kernel):
+    monkeypatch.setattr(PrivateCopy, "CHUNK", 1000)  # many chunks: the hashing follows the copy
+    if not kernel:  # where sendfile cannot copy file to file (macOS), a buffer does
+
+        def no_file_sendfile(*args):
+            raise OSError(errno.ENOTSOCK, "not a socket")
+
+        monkeypatch.setattr(os, "sendfile", no_file_sendfile)
+    files = {"a.data": os.urandom(25_001), "b.data": b"", "c.data": os.urandom(999)}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    copy, digests = copied_and_hashed({name: tmp_path / name for name in files})
+    assert copy.folder.parent == temp_root and (copy.folder.stat().st_mode & 0o777) == 0o700
+    for name, data in files.items():
+        assert (copy.folder / name).read_bytes() == data
+        assert (copy.folder / name).stat().st_mode & 0o777 == 0o600
+        assert digests[name] == hashlib.sha256(data).hexdigest()
+    copy.remove()
+    assert list(temp_root.iterdir()) == []
+
+
+def test_a_failed_copy_fails_its_hashing_too_and_leaves_nothing(tmp_path, temp_root):
+    (tmp_path / "a.data").write_bytes(b"x" * 100)
+    copy = PrivateCopy({"a.data": tmp_path / "a.data", "b.data": tmp_path / "missing.data"})
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        hashing = pool.submit(copy.sha256, "b.data")
+        with pytest.raises(CopyFailed, match="missing.data"):
+            copy.copy()
+        with pytest.raises(CopyFailed):  # the hashing thread is told, not left waiting
+            hashing.result(timeout=30)
+    copy.remove()
+    assert list(temp_root.iterdir()) == []
+    with pytest.raises(external_weights.ExternalWeightsError, match="not a plain file name"):
+        PrivateCopy({"../a.data": tmp_path / "a.data"})
+
+
+def test_a_loaded_session_maps_only_its_private_copy_and_ignores_the_bundle_changing(
+    tiny_bundle, tmp_path, temp_root
+):
+    """Once loaded, rewriting the bundle's weight file in place (same inode) changes nothing: the session
+    holds a private copy whose folder is already gone from TMPDIR."""
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    pairs = [(r["question"], r["answer"]) for r in varied_pairs(12, seed=5)]
+    clf = PairClassifier.load(bundle, variant="fp32", threads=1)
+    before = clf.predict(pairs).probabilities
+    assert list(temp_root.iterdir()) == []  # the folder was removed once the session was built
+    weights = bundle / "model.fp32.onnx.data"
+    with open(weights, "r+b") as f:  # in place: a mapping of this file would see it
+        f.write(bytes(weights.stat().st_size))
+    assert np.array_equal(clf.predict(pairs).probabilities, before)
+    if Path(
+        "/proc/self/maps"
+    ).exists():  # Linux: ONNX Runtime maps the copy, unnamed, never the bundle's file
+        maps = Path("/proc/self/maps").read_text().splitlines()
+        copies = [line for line in maps if external_weights.COPY_PREFIX in line]
+        assert copies and all(line.endswith("(deleted)") for line in copies)
+        assert not any(str(weights) in line for line in maps)
+    clf.close()
+
+
+def test_without_room_for_a_copy_the_weights_are_read_into_memory(tiny_bundle, tmp_path, monkeypatch, caplog):
+    pairs = [(r["question"], r["answer"]) for r in varied_pairs(12, seed=6)]
+    expected = PairClassifier.load(tiny_bundle, variant="fp32", threads=1).predict(pairs).probabilities
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no-such-folder"))
+    with caplog.at_level(logging.INFO, logger="pairbert.runtime.predictor"):
+        got = PairClassifier.load(tiny_bundle, variant="fp32", threads=1).predict(pairs).probabilities
+    assert np.array_equal(got, expected)
+    assert "reading them into memory" in caplog.text
+
+
+def test_a_copy_that_fails_halfway_falls_back_to_memory_and_leaves_nothing(
+    tiny_bundle, temp_root, monkeypatch, caplog
+):
+    """A disk that fills up during the copy: the load reads the weights into memory instead."""
+    pairs = [(r["question"], r["answer"]) for r in varied_pairs(12, seed=7)]
+    expected = PairClassifier.load(tiny_bundle, variant="fp32", threads=1).predict(pairs).probabilities
+    monkeypatch.setattr(PrivateCopy, "CHUNK", 4096)
+    real = external_weights._copy_range
+    calls = []
+
+    def full_after_one_chunk(src, dst, offset, count):
+        calls.append(offset)
+        if len(calls) > 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(src, dst, offset, count)
+
+    monkeypatch.setattr(external_weights, "_copy_range", full_after_one_chunk)
+    with caplog.at_level(logging.INFO, logger="pairbert.runtime.predictor"):
+        got = PairClassifier.load(tiny_bundle, variant="fp32", threads=1).predict(pairs).probabilities
+    assert len(calls) > 1 and "No space left on device" in caplog.text
+    assert np.array_equal(got, expected)
+    assert list(temp_root.iterdir()) == []
+
+
+def test_a_weight_file_damaged_before_the_copy_fails_the_load(tiny_bundle, tmp_path, temp_root):
+    from pairbert.runtime import BundleError
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    weights = bundle / "model.fp32.onnx.data"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 1
+    weights.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match=r"model\.fp32\.onnx\.data: checksum mismatch"):
+        PairClassifier.load(bundle, variant="fp32", threads=1)
+    assert list(temp_root.iterdir()) == []
+
+
+def test_openvino_compiles_from_the_private_copy_and_holds_nothing_of_it(tiny_bundle, temp_root):
+    """OpenVINO reads the graph and the weights from the private folder (read, not mapped): once compiled,
+    nothing of the copy is left on disk or in the process's mappings."""
+    pytest.importorskip("openvino")
+    pairs = [(r["question"], r["answer"]) for r in varied_pairs(12, seed=8)]
+    ort = PairClassifier.load(tiny_bundle, variant="fp32", threads=1).predict(pairs).probabilities
+    clf = PairClassifier.load(tiny_bundle, variant="openvino-fp32", threads=1)
+    assert clf.backend == "openvino"
+    np.testing.assert_allclose(clf.predict(pairs).probabilities, ort, atol=1e-4)
+    assert list(temp_root.iterdir()) == []
+    if Path("/proc/self/maps").exists():
+        maps = Path("/proc/self/maps").read_text().splitlines()
+        held = [line for line in maps if external_weights.COPY_PREFIX in line]
+        assert not any(external_weights.GRAPH_COPY in line for line in held)
+    clf.close()
