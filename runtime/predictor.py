@@ -37,7 +37,7 @@ from .bundle import (
 from .contract import GraphContract, TensorSpec, orders_padded_apart
 from .devices import LEDGER, DeviceError, DevicePlan, plan_device
 from .errors import PairbertError
-from .external_weights import CopyFailed, ExternalWeights, PrivateCopy, WeightsFolder
+from .external_weights import CopyFailed, ExternalWeights, PrivateCopy, WeightsFolder, populate_mappings
 from .ort import GPU_LIBS_INSTALL
 from .sessions import (
     BACKENDS,
@@ -492,12 +492,14 @@ def _open_checked(bundle: Path, info, name: str, settings: SessionSettings, veri
             log.info("no private copy of the weights (%s): reading them into memory", exc)
         else:
             try:
-                return _build_checked(
+                session = _build_checked(
                     lambda: (copy.copy(), WeightsFolder(graph, copy.folder))[1],
                     lambda: [(bundle / f, want, copy.sha256(f)) for f, want in listed.items() if verify],
                     name,
                     settings,
                 )
+                populate_mappings(copy.folder)  # resident from the start, not growing as rows are used
+                return session
             except CopyFailed as exc:
                 log.info("no private copy of the weights (%s): reading them into memory", exc)
             finally:

@@ -8,6 +8,7 @@ import errno
 import hashlib
 import logging
 import os
+import re
 import shutil
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
@@ -164,3 +165,37 @@ def test_openvino_compiles_from_the_private_copy_and_holds_nothing_of_it(tiny_bu
         held = [line for line in maps if external_weights.COPY_PREFIX in line]
         assert not any(external_weights.GRAPH_COPY in line for line in held)
     clf.close()
+
+
+def mapping_rss_kb(path: Path) -> int:
+    """Resident kB of this process's mappings of `path` (/proc/self/smaps)."""
+    total, inside = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        if "-" in line.split(" ", 1)[0] and len(line.split()) >= 5:  # a mapping's header line
+            inside = line.endswith(str(path))
+        elif inside and line.startswith("Rss:"):
+            total += int(line.split()[1])
+    return total
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="Linux only")
+def test_populating_makes_the_mapped_copy_resident_at_once(tmp_path):
+    """What a backend mapped from the private folder is faulted in at load, so a service's resident memory
+    does not creep up as embedding rows are first used."""
+    import mmap
+
+    folder = tmp_path / "copy"
+    folder.mkdir()
+    weights = folder / "w.data"
+    weights.write_bytes(os.urandom(64 * 4096))
+    with open(weights, "rb") as f:
+        mapped = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
+    kernel = tuple(int(x) for x in re.match(r"(\d+)\.(\d+)", os.uname().release).groups())
+    if kernel < (5, 14):
+        pytest.skip("this kernel has no MADV_POPULATE_READ (Linux >= 5.14)")
+    untouched = mapping_rss_kb(weights)
+    populated = external_weights.populate_mappings(folder)
+    assert untouched == 0 and populated == 64 * 4096
+    assert mapping_rss_kb(weights) == 64 * 4
+    assert external_weights.populate_mappings(tmp_path / "elsewhere") == 0  # only that folder's mappings
+    mapped.close()
