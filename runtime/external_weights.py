@@ -26,8 +26,10 @@ import errno
 import hashlib
 import os
 import shutil
+import stat
 import tempfile
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,7 +37,8 @@ from .errors import PairbertError
 
 GRAPH_COPY = "graph.onnx"  # the graph's name in a private copy (weight files keep theirs)
 FOLDER_OPTION = "session.model_external_initializers_file_folder_path"  # ONNX Runtime >= 1.21
-COPY_PREFIX = "pairbert-weights-"
+COPY_PREFIX = "pairbert-weights-"  # then the loading process's pid: pairbert-weights-<pid>-<random>
+STALE_AFTER_S = 600
 
 
 class ExternalWeightsError(PairbertError, ValueError):
@@ -137,7 +140,8 @@ class PrivateCopy:
         self._finished: set[str] = set()
         self._failure: str | None = None
         try:
-            self.folder = Path(tempfile.mkdtemp(prefix=COPY_PREFIX))
+            remove_stale_copies(Path(tempfile.gettempdir()))
+            self.folder = Path(tempfile.mkdtemp(prefix=f"{COPY_PREFIX}{os.getpid()}-"))
         except OSError as exc:
             raise CopyFailed(f"{tempfile.gettempdir()}: {exc.strerror or exc}") from None
 
@@ -199,6 +203,47 @@ class PrivateCopy:
 
     def remove(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def remove_stale_copies(root: Path) -> int:
+    """Remove the private folders that loads killed between copying and building left in `root` (the window
+    is a fraction of a second: a folder otherwise goes as soon as its session is built, but a service
+    crash-looping through it would leave a copy of its weights each time). Only folders of this user, of a
+    process that is gone, untouched for STALE_AFTER_S. The number removed."""
+    try:
+        entries = [e for e in os.scandir(root) if e.name.startswith(COPY_PREFIX)]
+    except OSError:
+        return 0
+    removed, now, me = 0, time.time(), getattr(os, "getuid", lambda: None)()
+    for entry in entries:
+        pid = entry.name[len(COPY_PREFIX) :].split("-", 1)[0]
+        try:
+            info = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        if (
+            not stat.S_ISDIR(info.st_mode)
+            or (me is not None and info.st_uid != me)
+            or now - info.st_mtime < STALE_AFTER_S
+            or not pid.isdigit()
+            or _alive(int(pid))
+        ):
+            continue
+        shutil.rmtree(entry.path, ignore_errors=True)
+        removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if os.name == "nt":  # os.kill there terminates the process: never used to ask
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError, OverflowError):
+        return True  # someone else's, or not ours to judge
+    return True
 
 
 MADV_POPULATE_READ = 22  # Linux >= 5.14 (Python's mmap module names it from 3.12 on)

@@ -199,3 +199,34 @@ def test_populating_makes_the_mapped_copy_resident_at_once(tmp_path):
     assert mapping_rss_kb(weights) == 64 * 4
     assert external_weights.populate_mappings(tmp_path / "elsewhere") == 0  # only that folder's mappings
     mapped.close()
+
+
+def test_folders_left_by_killed_loads_are_removed_by_the_next_one(tmp_path, temp_root):
+    """A load killed between copying and building leaves its folder; the next load removes those of a
+    process that is gone and untouched for STALE_AFTER_S, and nothing else."""
+    import subprocess
+    import sys
+    import time
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True)
+    dead_pid = int(gone.stdout)
+    old = time.time() - external_weights.STALE_AFTER_S - 60
+
+    def left(name: str, age: float | None = old) -> Path:
+        folder = temp_root / name
+        folder.mkdir()
+        (folder / "model.onnx.data").write_bytes(b"w" * 100)
+        if age is not None:
+            os.utime(folder, (age, age))
+        return folder
+
+    stale = left(f"{external_weights.COPY_PREFIX}{dead_pid}-abc")
+    recent = left(f"{external_weights.COPY_PREFIX}{dead_pid}-def", age=None)  # maybe a load in progress
+    running = left(f"{external_weights.COPY_PREFIX}{os.getpid()}-ghi")  # its process still runs
+    unrelated = left(f"other-{dead_pid}-jkl")
+    (tmp_path / "a.data").write_bytes(b"x")
+    copy = PrivateCopy({"a.data": tmp_path / "a.data"})
+    assert not stale.exists()
+    assert recent.exists() and running.exists() and unrelated.exists() and copy.folder.exists()
+    assert copy.folder.name.startswith(f"{external_weights.COPY_PREFIX}{os.getpid()}-")
+    copy.remove()
