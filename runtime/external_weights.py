@@ -265,7 +265,11 @@ def populate_mappings(folder: Path) -> int:
     except (OSError, AttributeError):
         return 0
     prefix, populated = f"{folder}{os.sep}", 0
-    for line in maps.read_text().splitlines():
+    try:
+        lines = maps.read_text().splitlines()
+    except OSError:
+        return 0
+    for line in lines:
         fields = line.split(maxsplit=5)
         if len(fields) == 6 and fields[5].startswith(prefix):
             start, end = (int(x, 16) for x in fields[0].split("-"))

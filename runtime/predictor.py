@@ -491,9 +491,14 @@ def _open_checked(bundle: Path, info, name: str, settings: SessionSettings, veri
         except CopyFailed as exc:
             log.info("no private copy of the weights (%s): reading them into memory", exc)
         else:
+
+            def copied() -> WeightsFolder:
+                copy.copy()  # while the other thread hashes the copies as they grow
+                return WeightsFolder(graph, copy.folder)
+
             try:
                 session = _build_checked(
-                    lambda: (copy.copy(), WeightsFolder(graph, copy.folder))[1],
+                    copied,
                     lambda: [(bundle / f, want, copy.sha256(f)) for f, want in listed.items() if verify],
                     name,
                     settings,

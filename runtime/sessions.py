@@ -111,10 +111,10 @@ class OrtSession:
         if isinstance(model, WeightsFolder):
             model.add_to(options)  # ONNX Runtime maps the private copies; nothing else is looked up
             model = model.graph
-        elif isinstance(model, ExternalWeights | bytes):  # weights not given are looked up nowhere, not in
-            look_nowhere_else(
-                options
-            )  # the CWD (a path finds its weight files beside it: export, benchmarks)
+        elif isinstance(model, ExternalWeights | bytes):
+            # weights not given are looked up nowhere, not in the CWD (a path finds its weight files beside
+            # it: export, benchmarks)
+            look_nowhere_else(options)
         if isinstance(model, ExternalWeights):
             try:
                 model.add_to(options)  # ONNX Runtime copies what it needs while it builds: nothing is kept
