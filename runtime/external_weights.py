@@ -38,7 +38,7 @@ from .errors import PairbertError
 GRAPH_COPY = "graph.onnx"  # the graph's name in a private copy (weight files keep theirs)
 FOLDER_OPTION = "session.model_external_initializers_file_folder_path"  # ONNX Runtime >= 1.21
 COPY_PREFIX = "pairbert-weights-"  # then the loading process's pid: pairbert-weights-<pid>-<random>
-STALE_AFTER_S = 600
+STALE_AFTER_S = 60  # a folder is locked a moment after it is made: older and unlocked is stale
 
 
 class ExternalWeightsError(PairbertError, ValueError):
@@ -117,15 +117,23 @@ class CopyFailed(Exception):
     loader reads the files into memory instead."""
 
 
+class CopyReplaced(ExternalWeightsError):
+    """What the backend mapped from the private folder is not the copy that was hashed: someone replaced
+    the folder or a file in it while it loaded (a TMPDIR others can write to, without the sticky bit)."""
+
+
 class PrivateCopy:
     """A new temporary folder (0700) that receives a copy of each source file under its name, copied by the
     kernel (no bytes pass through Python), and hashes each copy as it grows: a second thread calls `sha256`
-    while `copy` runs, so the hashing hides behind the copy and the session build that follows it.
+    while `copy` runs, so the hashing hides behind the copy and the session build that follows it. The
+    folder is locked (flock) for its life, so a later load can tell a folder whose process died from a live
+    one (`remove_stale_copies`).
 
         copy = PrivateCopy({"model.onnx.data": path})     # CopyFailed: no folder could be made
         hashing = pool.submit(copy.sha256, "model.onnx.data")
         copy.copy()                                       # CopyFailed (sha256 then raises it too)
         ... the backend opens the files in copy.folder ...
+        copy.settle()                                     # CopyReplaced; faults the mapped copies in
         copy.remove()                                     # what the backend mapped lives on, unnamed
     """
 
@@ -139,29 +147,42 @@ class PrivateCopy:
         self._copied = dict.fromkeys(self.sources, 0)
         self._finished: set[str] = set()
         self._failure: str | None = None
+        self._inodes: set[int] = set()  # of the copies, checked against what the backend mapped
+        self._held: dict[str, int] = {}
+        root = Path(tempfile.gettempdir())
         try:
-            remove_stale_copies(Path(tempfile.gettempdir()))
+            remove_stale_copies(root)
             self.folder = Path(tempfile.mkdtemp(prefix=f"{COPY_PREFIX}{os.getpid()}-"))
         except OSError as exc:
-            raise CopyFailed(f"{tempfile.gettempdir()}: {exc.strerror or exc}") from None
+            raise CopyFailed(f"{root}: {exc.strerror or exc}") from None
+        self._lock = _lock_folder(self.folder)
 
     def copy(self) -> None:
         try:
             for name, source in self.sources.items():
                 self._copy_one(source, self.folder / name, name)
-        except OSError as exc:
+        except BaseException as exc:  # an interrupt too: the hashing thread must not wait for ever
             with self._changed:
-                self._failure = f"{exc.filename or self.folder}: {exc.strerror or exc}"
+                where = getattr(exc, "filename", None) or self.folder
+                why = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+                self._failure = f"{where}: {why}"
                 self._changed.notify_all()
-            raise CopyFailed(self._failure) from None
+            if isinstance(exc, OSError):
+                raise CopyFailed(self._failure) from None
+            raise
 
     def _copy_one(self, source: Path, target: Path, name: str) -> None:
         """As many bytes as `source` had when opened: a file that grows meanwhile is not followed, and one
         that shrinks ends the copy (its hash then tells)."""
         with open(source, "rb") as src, open(os.open(target, _NEW_FILE, 0o600), "wb", buffering=0) as dst:
+            self._held[name] = os.open(target, os.O_RDONLY)  # hashed through; its inode stays ours
+            self._inodes.add(os.fstat(dst.fileno()).st_ino)
             size, offset = os.fstat(src.fileno()).st_size, 0
             while offset < size:
-                sent = _copy_range(src, dst, offset, min(size - offset, self.CHUNK))
+                try:
+                    sent = _copy_range(src, dst, offset, min(size - offset, self.CHUNK))
+                except OSError as exc:  # name the copy being written, not only the folder
+                    raise OSError(exc.errno, exc.strerror, str(target)) from None
                 if sent == 0:
                     break
                 offset += sent
@@ -175,87 +196,134 @@ class PrivateCopy:
                 self._finished.add(name)
             self._changed.notify_all()
 
+    def _progress(self, name: str, done: int) -> tuple[int, bool]:
+        """(bytes copied, finished) once the copy of `name` is past `done` or finished; CopyFailed if not."""
+        with self._changed:
+            self._changed.wait_for(
+                lambda: self._failure or name in self._finished or self._copied[name] > done
+            )
+            if self._failure:
+                raise CopyFailed(self._failure)
+            return self._copied[name], name in self._finished
+
     def sha256(self, name: str) -> str:
         """The sha256 of the copy of `name`, read as the copy grows (from another thread than `copy`'s)."""
-        digest, done, fd = hashlib.sha256(), 0, None
+        digest, done = hashlib.sha256(), 0
+        copied, finished = self._progress(name, done)
         try:
-            while True:
-                with self._changed:
-                    self._changed.wait_for(
-                        lambda done=done: self._failure or name in self._finished or self._copied[name] > done
-                    )
-                    if self._failure:
-                        raise CopyFailed(self._failure)
-                    copied, finished = self._copied[name], name in self._finished
-                if fd is None:
-                    fd = os.open(self.folder / name, os.O_RDONLY)
-                while done < copied:
-                    block = os.pread(fd, min(copied - done, 1 << 22), done)
-                    digest.update(block)
-                    done += len(block)
-                if finished:
-                    return digest.hexdigest()
+            with os.fdopen(os.dup(self._held[name]), "rb", buffering=0) as f:  # the copy made here, by fd
+                f.seek(0)
+                while True:
+                    while done < copied:
+                        block = f.read(min(copied - done, 1 << 22))
+                        if not block:
+                            raise CopyFailed(f"{self.folder / name}: shorter than what was copied into it")
+                        digest.update(block)
+                        done += len(block)
+                    if finished:
+                        return digest.hexdigest()
+                    copied, finished = self._progress(name, done)
         except OSError as exc:
             raise CopyFailed(f"{self.folder / name}: {exc.strerror or exc}") from None
-        finally:
-            if fd is not None:
-                os.close(fd)
+
+    def settle(self) -> int:
+        """Once the backend has opened the copies: check that every file it mapped from the folder is one of
+        the copies made here (CopyReplaced if not), and fault those mappings in, so resident memory holds
+        the whole weights from the start rather than growing as embedding rows are first used (which reads
+        like a leak on a service's memory graph). The bytes populated (0 where the kernel cannot)."""
+        mapped = _mappings_under(self.folder)
+        strangers = sorted({path for _, _, inode, path in mapped if inode not in self._inodes})
+        if strangers:
+            raise CopyReplaced(
+                f"{strangers[0]}: not the private copy that was hashed (was {self.folder} replaced while "
+                "loading? TMPDIR must not be writable by others without the sticky bit)"
+            )
+        return _populate([(start, end) for start, end, _, _ in mapped])
 
     def remove(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
+        for fd in self._held.values():
+            os.close(fd)
+        self._held = {}
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
+
+
+def _lock_folder(folder: Path) -> int | None:
+    """An fd holding an exclusive flock on `folder` until it is closed (or the process ends); None where
+    folders cannot be locked (not POSIX, a file system without flock): such folders are never judged stale."""
+    try:
+        import fcntl
+
+        fd = os.open(folder, os.O_RDONLY)
+    except (ImportError, OSError):
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
 
 
 def remove_stale_copies(root: Path) -> int:
     """Remove the private folders that loads killed between copying and building left in `root` (the window
     is a fraction of a second: a folder otherwise goes as soon as its session is built, but a service
-    crash-looping through it would leave a copy of its weights each time). Only folders of this user, of a
-    process that is gone, untouched for STALE_AFTER_S. The number removed."""
+    crash-looping through it would leave a copy of its weights each time). A folder is stale when nobody
+    holds its lock (its loading process is gone, whatever its pid was: a container's service has the same
+    pid after every restart) and it is older than STALE_AFTER_S (a folder made a moment ago may not be
+    locked yet). Only this user's folders. The number removed; never raises."""
     try:
+        import fcntl
+
         entries = [e for e in os.scandir(root) if e.name.startswith(COPY_PREFIX)]
-    except OSError:
+        me = os.getuid()
+    except (ImportError, AttributeError, OSError):
         return 0
-    removed, now, me = 0, time.time(), getattr(os, "getuid", lambda: None)()
+    removed, now = 0, time.time()
     for entry in entries:
-        pid = entry.name[len(COPY_PREFIX) :].split("-", 1)[0]
         try:
             info = entry.stat(follow_symlinks=False)
+            if not stat.S_ISDIR(info.st_mode) or info.st_uid != me or now - info.st_mtime < STALE_AFTER_S:
+                continue
+            fd = os.open(entry.path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
         except OSError:
             continue
-        if (
-            not stat.S_ISDIR(info.st_mode)
-            or (me is not None and info.st_uid != me)
-            or now - info.st_mtime < STALE_AFTER_S
-            or not pid.isdigit()
-            or _alive(int(pid))
-        ):
-            continue
-        shutil.rmtree(entry.path, ignore_errors=True)
-        removed += 1
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held by a live load: OSError, left alone
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed += 1
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
     return removed
 
 
-def _alive(pid: int) -> bool:
-    if os.name == "nt":  # os.kill there terminates the process: never used to ask
-        return True
+def _mappings_under(folder: Path) -> list[tuple[int, int, int, str]]:
+    """(start, end, inode, path) of this process's mappings of files in `folder` (Linux; [] elsewhere)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError, OverflowError):
-        return True  # someone else's, or not ours to judge
-    return True
+        lines = Path("/proc/self/maps").read_text().splitlines()
+    except OSError:
+        return []
+    prefix = f"{os.path.realpath(folder)}{os.sep}"  # /proc shows resolved paths (a TMPDIR through a link)
+    found = []
+    for line in lines:
+        fields = line.split(maxsplit=5)
+        if len(fields) == 6 and fields[5].startswith(prefix):
+            start, end = (int(x, 16) for x in fields[0].split("-"))
+            found.append((start, end, int(fields[4]), fields[5].removesuffix(" (deleted)")))
+    return found
 
 
 MADV_POPULATE_READ = 22  # Linux >= 5.14 (Python's mmap module names it from 3.12 on)
 
 
-def populate_mappings(folder: Path) -> int:
-    """Fault in every page this process maps from files in `folder` (what a backend mapped from a private
-    copy), so resident memory holds the whole weights from the start rather than growing as embedding rows
-    are first used (which reads like a leak on a service's memory graph). The bytes populated; 0 where the
-    kernel cannot (not Linux, a kernel before 5.14): the pages then come in as they are used."""
-    maps = Path("/proc/self/maps")
-    if not maps.exists():
+def _populate(ranges: list[tuple[int, int]]) -> int:
+    """madvise(MADV_POPULATE_READ) each range; the bytes populated (stops at the first the kernel refuses:
+    a kernel before 5.14, or not Linux)."""
+    if not ranges:
         return 0
     try:
         import ctypes
@@ -264,18 +332,11 @@ def populate_mappings(folder: Path) -> int:
         madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
     except (OSError, AttributeError):
         return 0
-    prefix, populated = f"{folder}{os.sep}", 0
-    try:
-        lines = maps.read_text().splitlines()
-    except OSError:
-        return 0
-    for line in lines:
-        fields = line.split(maxsplit=5)
-        if len(fields) == 6 and fields[5].startswith(prefix):
-            start, end = (int(x, 16) for x in fields[0].split("-"))
-            if madvise(start, end - start, MADV_POPULATE_READ) != 0:
-                return populated  # EINVAL: this kernel has no MADV_POPULATE_READ
-            populated += end - start
+    populated = 0
+    for start, end in ranges:
+        if madvise(start, end - start, MADV_POPULATE_READ) != 0:
+            break
+        populated += end - start
     return populated
 
 

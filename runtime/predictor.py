@@ -37,7 +37,7 @@ from .bundle import (
 from .contract import GraphContract, TensorSpec, orders_padded_apart
 from .devices import LEDGER, DeviceError, DevicePlan, plan_device
 from .errors import PairbertError
-from .external_weights import CopyFailed, ExternalWeights, PrivateCopy, WeightsFolder, populate_mappings
+from .external_weights import CopyFailed, ExternalWeights, PrivateCopy, WeightsFolder
 from .ort import GPU_LIBS_INSTALL
 from .sessions import (
     BACKENDS,
@@ -52,6 +52,7 @@ from .sessions import (
     SessionSettings,
     open_session,
     openvino_available,
+    weights_folder_supported,
 )
 from .tokenization import PairEncoder, TokenizerError
 from .variants import BACKEND, DEVICES, OPENVINO_PRECISION, STATIC_PREFERENCE, variant_key
@@ -485,7 +486,7 @@ def _open_checked(bundle: Path, info, name: str, settings: SessionSettings, veri
     listed = dict(zip(info.external_data, info.external_sha256, strict=True))
     if listed and verify:  # the graph is small when its weights lie beside it: checked here and now
         _check_digest(bundle / info.file, info.sha256, hashlib.sha256(graph).hexdigest())
-    if listed:
+    if listed and weights_folder_supported(BACKEND[name]):
         try:
             copy = PrivateCopy({file: listed_path(bundle, file) for file in listed})
         except CopyFailed as exc:
@@ -503,7 +504,11 @@ def _open_checked(bundle: Path, info, name: str, settings: SessionSettings, veri
                     name,
                     settings,
                 )
-                populate_mappings(copy.folder)  # resident from the start, not growing as rows are used
+                try:
+                    copy.settle()  # what was mapped is what was hashed; resident from the start
+                except BaseException:
+                    session.close()
+                    raise
                 return session
             except CopyFailed as exc:
                 log.info("no private copy of the weights (%s): reading them into memory", exc)
@@ -539,12 +544,12 @@ def _build_checked(source, digests, name: str, settings: SessionSettings):
         future = pool.submit(digests)
         try:
             session = open_session(BACKEND[name], source(), settings)
-        except BaseException:
+        except Exception:
             _check_all(future)  # a damaged file: say so, not what the parser hit
-            raise
+            raise  # (an interrupt goes on as it is: the copy has told the hashing thread to stop)
         try:
             _check_all(future)
-        except BundleError:
+        except BaseException:
             session.close()
             raise
     return session

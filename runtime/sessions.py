@@ -12,6 +12,7 @@ Backends: ONNX Runtime (CPU, CUDA) from the base install; OpenVINO (CPU) from th
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import shutil
 import tempfile
@@ -193,6 +194,28 @@ class OrtSession:
 
     def close(self) -> None:
         self._session = None
+
+
+# The external-initializers folder option (ONNX Runtime 1.21) is silently ignored by older builds, which
+# would then look the weight files up in the current directory: such builds get the weights from memory
+# (and, below 1.24, the message to upgrade).
+WEIGHTS_FOLDER_MIN_ORT = (1, 24)
+
+
+def weights_folder_supported(backend: str) -> bool:
+    """Whether `backend` can open a graph's weights from a private folder (`WeightsFolder`) here: not on
+    Windows (a mapped file cannot be deleted there, so the folder would stay), and for ONNX Runtime only
+    where it honours the folder option."""
+    if os.name == "nt":
+        return False
+    if backend != ONNXRUNTIME:
+        return True
+    try:
+        version = onnxruntime().__version__
+        parts = tuple(int(p) for p in version.split(".")[:2])
+    except (ImportError, AttributeError, ValueError):
+        return False
+    return parts >= WEIGHTS_FOLDER_MIN_ORT
 
 
 def openvino_available() -> bool:

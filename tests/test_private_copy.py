@@ -178,39 +178,118 @@ def mapping_rss_kb(path: Path) -> int:
     return total
 
 
-@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="Linux only")
-def test_populating_makes_the_mapped_copy_resident_at_once(tmp_path):
+def linux_at_least(major: int, minor: int) -> bool:
+    found = re.match(r"(\d+)\.(\d+)", os.uname().release) if hasattr(os, "uname") else None
+    return (
+        os.uname().sysname == "Linux"
+        and found is not None
+        and tuple(map(int, found.groups())) >= (major, minor)
+    )
+
+
+@pytest.mark.skipif(not linux_at_least(5, 14), reason="MADV_POPULATE_READ needs Linux >= 5.14")
+def test_settling_makes_the_mapped_copy_resident_even_through_a_linked_tmpdir(tmp_path, monkeypatch):
     """What a backend mapped from the private folder is faulted in at load, so a service's resident memory
-    does not creep up as embedding rows are first used."""
+    does not creep up as embedding rows are first used. /proc shows resolved paths: a TMPDIR reached
+    through a symlink must still be recognised."""
     import mmap
 
-    folder = tmp_path / "copy"
-    folder.mkdir()
-    weights = folder / "w.data"
-    weights.write_bytes(os.urandom(64 * 4096))
-    with open(weights, "rb") as f:
+    real = tmp_path / "real-tmp"
+    real.mkdir()
+    (tmp_path / "linked-tmp").symlink_to(real)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "linked-tmp"))
+    (tmp_path / "w.data").write_bytes(os.urandom(64 * 4096))
+    copy, _ = copied_and_hashed({"w.data": tmp_path / "w.data"})
+    with open(copy.folder / "w.data", "rb") as f:  # as a backend maps it
         mapped = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
-    kernel = tuple(int(x) for x in re.match(r"(\d+)\.(\d+)", os.uname().release).groups())
-    if kernel < (5, 14):
-        pytest.skip("this kernel has no MADV_POPULATE_READ (Linux >= 5.14)")
-    untouched = mapping_rss_kb(weights)
-    populated = external_weights.populate_mappings(folder)
-    assert untouched == 0 and populated == 64 * 4096
-    assert mapping_rss_kb(weights) == 64 * 4
-    assert external_weights.populate_mappings(tmp_path / "elsewhere") == 0  # only that folder's mappings
+    resolved = real / copy.folder.name / "w.data"
+    untouched = mapping_rss_kb(resolved)
+    assert untouched == 0 and copy.settle() == 64 * 4096
+    assert mapping_rss_kb(resolved) == 64 * 4
     mapped.close()
+    copy.remove()
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="Linux only")
+def test_a_copy_replaced_before_the_backend_maps_it_is_refused(tmp_path, temp_root):
+    """Between the hashing and the backend opening the copy, someone who can write TMPDIR swaps the file:
+    the mapped file is not the copy that was hashed, and the load must not go on."""
+    import mmap
+
+    (tmp_path / "w.data").write_bytes(b"good" * 4096)
+    copy, digests = copied_and_hashed({"w.data": tmp_path / "w.data"})
+    swapped = copy.folder / "w.data"
+    swapped.unlink()
+    swapped.write_bytes(b"evil" * 4096)  # a new file (inode) under the same name
+    with open(swapped, "rb") as f:
+        mapped = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
+    with pytest.raises(external_weights.CopyReplaced, match="not the private copy that was hashed"):
+        copy.settle()
+    mapped.close()
+    copy.remove()
+
+
+def test_an_interrupt_during_the_copy_stops_the_load_without_hanging(tiny_bundle, temp_root, monkeypatch):
+    """Ctrl-C (or a handler raising SystemExit) while the weights are copied: the hashing thread is told,
+    the interrupt goes on as it is (no fallback that would swallow it), nothing is left in TMPDIR."""
+    import threading
+
+    monkeypatch.setattr(PrivateCopy, "CHUNK", 4096)
+    real = external_weights._copy_range
+    calls = []
+
+    def interrupted(src, dst, offset, count):
+        calls.append(offset)
+        if len(calls) > 1:
+            raise KeyboardInterrupt
+        return real(src, dst, offset, count)
+
+    monkeypatch.setattr(external_weights, "_copy_range", interrupted)
+    raised: list[BaseException] = []
+
+    def load() -> None:
+        try:
+            PairClassifier.load(tiny_bundle, variant="fp32", threads=1)
+        except BaseException as exc:  # noqa: BLE001 - the interrupt is what is checked
+            raised.append(exc)
+
+    worker = threading.Thread(target=load, daemon=True)
+    worker.start()
+    worker.join(timeout=60)
+    assert not worker.is_alive(), "the load hung after the interrupt"
+    assert len(raised) == 1 and isinstance(raised[0], KeyboardInterrupt)
+    assert list(temp_root.iterdir()) == []
+
+
+def test_onnxruntime_without_the_folder_option_gets_the_weights_from_memory(
+    tiny_bundle, temp_root, monkeypatch
+):
+    """ONNX Runtime before 1.21 ignores the weights-folder option and would map `model.X.onnx.data` from the
+    current directory: builds below 1.24 never get a private folder (they get the bytes, or the message to
+    upgrade)."""
+    import onnxruntime
+
+    from pairbert.runtime import sessions
+
+    assert sessions.weights_folder_supported("onnxruntime") and sessions.weights_folder_supported("openvino")
+    pairs = [(r["question"], r["answer"]) for r in varied_pairs(8, seed=9)]
+    expected = PairClassifier.load(tiny_bundle, variant="fp32", threads=1).predict(pairs).probabilities
+    monkeypatch.setattr(onnxruntime, "__version__", "1.20.1")
+    assert not sessions.weights_folder_supported("onnxruntime")
+    made = []
+    monkeypatch.setattr(PrivateCopy, "__init__", lambda self, sources: made.append(sources))
+    got = PairClassifier.load(tiny_bundle, variant="fp32", threads=1).predict(pairs).probabilities
+    assert made == [] and np.array_equal(got, expected)
 
 
 def test_folders_left_by_killed_loads_are_removed_by_the_next_one(tmp_path, temp_root):
-    """A load killed between copying and building leaves its folder; the next load removes those of a
-    process that is gone and untouched for STALE_AFTER_S, and nothing else."""
-    import subprocess
-    import sys
+    """A load killed between copying and building leaves its folder; the next load removes the ones nobody
+    holds locked (whatever pid their name carries: a restarted container's service has the same pid) once
+    they are older than STALE_AFTER_S, and nothing else."""
     import time
 
-    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True)
-    dead_pid = int(gone.stdout)
     old = time.time() - external_weights.STALE_AFTER_S - 60
+    prefix = external_weights.COPY_PREFIX
 
     def left(name: str, age: float | None = old) -> Path:
         folder = temp_root / name
@@ -220,13 +299,15 @@ def test_folders_left_by_killed_loads_are_removed_by_the_next_one(tmp_path, temp
             os.utime(folder, (age, age))
         return folder
 
-    stale = left(f"{external_weights.COPY_PREFIX}{dead_pid}-abc")
-    recent = left(f"{external_weights.COPY_PREFIX}{dead_pid}-def", age=None)  # maybe a load in progress
-    running = left(f"{external_weights.COPY_PREFIX}{os.getpid()}-ghi")  # its process still runs
-    unrelated = left(f"other-{dead_pid}-jkl")
     (tmp_path / "a.data").write_bytes(b"x")
+    live = PrivateCopy({"a.data": tmp_path / "a.data"})  # a load in progress holds its folder's lock
+    os.utime(live.folder, (old, old))
+    stale = [left(f"{prefix}12345-abc"), left(f"{prefix}{os.getpid()}-same-pid"), left(f"{prefix}²-odd")]
+    recent = left(f"{prefix}12345-def", age=None)  # maybe made a moment ago, not locked yet
+    unrelated = left("other-12345-jkl")
     copy = PrivateCopy({"a.data": tmp_path / "a.data"})
-    assert not stale.exists()
-    assert recent.exists() and running.exists() and unrelated.exists() and copy.folder.exists()
-    assert copy.folder.name.startswith(f"{external_weights.COPY_PREFIX}{os.getpid()}-")
+    assert not any(folder.exists() for folder in stale)
+    assert live.folder.exists() and recent.exists() and unrelated.exists() and copy.folder.exists()
+    assert copy.folder.name.startswith(f"{prefix}{os.getpid()}-")
+    live.remove()
     copy.remove()
