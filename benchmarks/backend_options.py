@@ -34,8 +34,8 @@ def _median_s(fn, repeats: int) -> float:
 def _as_the_runtime_opens(bundle: Path, variant: str):
     """(open, size on disk): `open(backend, settings)` opens the variant as the runtime does — the graph's
     bytes, with a fresh private copy of its weight files when they lie beside it (runtime/external_weights.py;
-    the copy is part of every load timed here, as in the runtime; its sha256, which the runtime computes on
-    the other core meanwhile, is not)."""
+    the copy and its settling are part of every load timed here, as in the runtime; its sha256, which the
+    runtime computes on the other core meanwhile, is not)."""
     from pairbert.runtime.bundle import read_manifest
     from pairbert.runtime.external_weights import PrivateCopy, WeightsFolder
     from pairbert.runtime.sessions import open_session
@@ -50,7 +50,9 @@ def _as_the_runtime_opens(bundle: Path, variant: str):
         copy = PrivateCopy(sources)
         try:
             copy.copy()
-            return open_session(backend, WeightsFolder(graph, copy.folder), settings)
+            session = open_session(backend, WeightsFolder(graph, copy.folder), settings)
+            copy.settle()  # checked and faulted in, as the runtime does
+            return session
         finally:
             copy.remove()
 

@@ -119,20 +119,21 @@ class CopyFailed(Exception):
 
 class CopyReplaced(ExternalWeightsError):
     """What the backend mapped from the private folder is not the copy that was hashed: someone replaced
-    the folder or a file in it while it loaded (a TMPDIR others can write to, without the sticky bit)."""
+    the folder or a file in it while it loaded (a TMPDIR others can write to)."""
 
 
 class PrivateCopy:
     """A new temporary folder (0700) that receives a copy of each source file under its name, copied by the
-    kernel (no bytes pass through Python), and hashes each copy as it grows: a second thread calls `sha256`
-    while `copy` runs, so the hashing hides behind the copy and the session build that follows it. The
+    kernel on Linux (`sendfile`: no bytes pass through Python), and hashes each copy as it grows: a second
+    thread calls `sha256` while `copy` runs, so the hashing hides behind the copy and the session build that
+    follows it. Each copy is written, hashed and checked through the one descriptor that created it. The
     folder is locked (flock) for its life, so a later load can tell a folder whose process died from a live
-    one (`remove_stale_copies`).
+    one (`remove_stale_copies`; a process forked meanwhile holds the lock too, until it exits).
 
         copy = PrivateCopy({"model.onnx.data": path})     # CopyFailed: no folder could be made
         hashing = pool.submit(copy.sha256, "model.onnx.data")
         copy.copy()                                       # CopyFailed (sha256 then raises it too)
-        ... the backend opens the files in copy.folder ...
+        ... the backend opens the files in copy.folder ...  (copy.abandon() if interrupted before copy())
         copy.settle()                                     # CopyReplaced; faults the mapped copies in
         copy.remove()                                     # what the backend mapped lives on, unnamed
     """
@@ -147,42 +148,49 @@ class PrivateCopy:
         self._copied = dict.fromkeys(self.sources, 0)
         self._finished: set[str] = set()
         self._failure: str | None = None
-        self._inodes: set[int] = set()  # of the copies, checked against what the backend mapped
-        self._held: dict[str, int] = {}
+        self._fds: dict[str, int] = {}  # each copy's own descriptor, from its creation to remove()
         root = Path(tempfile.gettempdir())
         try:
+            _refuse_unsafe(root)
             remove_stale_copies(root)
-            self.folder = Path(tempfile.mkdtemp(prefix=f"{COPY_PREFIX}{os.getpid()}-"))
+            self.folder = Path(tempfile.mkdtemp(prefix=f"{COPY_PREFIX}{os.getpid()}-", dir=root))
         except OSError as exc:
             raise CopyFailed(f"{root}: {exc.strerror or exc}") from None
-        self._lock = _lock_folder(self.folder)
+        self._lock = _try_lock(self.folder)
 
     def copy(self) -> None:
         try:
             for name, source in self.sources.items():
-                self._copy_one(source, self.folder / name, name)
+                self._copy_one(source, name)
         except BaseException as exc:  # an interrupt too: the hashing thread must not wait for ever
-            with self._changed:
-                where = getattr(exc, "filename", None) or self.folder
-                why = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-                self._failure = f"{where}: {why}"
-                self._changed.notify_all()
+            why = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+            self._fail(f"{getattr(exc, 'filename', None) or self.folder}: {why}")
             if isinstance(exc, OSError):
                 raise CopyFailed(self._failure) from None
             raise
 
-    def _copy_one(self, source: Path, target: Path, name: str) -> None:
+    def abandon(self) -> None:
+        """Release the hashing thread when the copy will not finish (an interrupt before `copy` ran)."""
+        if len(self._finished) < len(self.sources):
+            self._fail(f"{self.folder}: the copy was abandoned")
+
+    def _fail(self, why: str) -> None:
+        with self._changed:
+            self._failure = self._failure or why
+            self._changed.notify_all()
+
+    def _copy_one(self, source: Path, name: str) -> None:
         """As many bytes as `source` had when opened: a file that grows meanwhile is not followed, and one
         that shrinks ends the copy (its hash then tells)."""
-        with open(source, "rb") as src, open(os.open(target, _NEW_FILE, 0o600), "wb", buffering=0) as dst:
-            self._held[name] = os.open(target, os.O_RDONLY)  # hashed through; its inode stays ours
-            self._inodes.add(os.fstat(dst.fileno()).st_ino)
+        target = self.folder / name
+        self._fds[name] = fd = os.open(target, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        with open(source, "rb") as src:
             size, offset = os.fstat(src.fileno()).st_size, 0
             while offset < size:
                 try:
-                    sent = _copy_range(src, dst, offset, min(size - offset, self.CHUNK))
-                except OSError as exc:  # name the copy being written, not only the folder
-                    raise OSError(exc.errno, exc.strerror, str(target)) from None
+                    sent = _copy_range(src, fd, offset, min(size - offset, self.CHUNK))
+                except OSError as exc:  # say which copy failed, from where
+                    raise OSError(exc.errno, exc.strerror, f"{source} -> {target}") from None
                 if sent == 0:
                     break
                 offset += sent
@@ -208,55 +216,58 @@ class PrivateCopy:
 
     def sha256(self, name: str) -> str:
         """The sha256 of the copy of `name`, read as the copy grows (from another thread than `copy`'s)."""
-        digest, done = hashlib.sha256(), 0
-        copied, finished = self._progress(name, done)
+        digest, done, finished = hashlib.sha256(), 0, False
         try:
-            with os.fdopen(os.dup(self._held[name]), "rb", buffering=0) as f:  # the copy made here, by fd
-                f.seek(0)
-                while True:
-                    while done < copied:
-                        block = f.read(min(copied - done, 1 << 22))
-                        if not block:
-                            raise CopyFailed(f"{self.folder / name}: shorter than what was copied into it")
-                        digest.update(block)
-                        done += len(block)
-                    if finished:
-                        return digest.hexdigest()
-                    copied, finished = self._progress(name, done)
-        except OSError as exc:
-            raise CopyFailed(f"{self.folder / name}: {exc.strerror or exc}") from None
+            while not finished:
+                copied, finished = self._progress(name, done)
+                while done < copied:
+                    block = os.pread(self._fds[name], min(copied - done, 1 << 22), done)
+                    if not block:
+                        raise CopyFailed(f"{self.folder / name}: shorter than what was copied into it")
+                    digest.update(block)
+                    done += len(block)
+        except (OSError, AttributeError) as exc:  # (no os.pread: not POSIX)
+            raise CopyFailed(f"{self.folder / name}: {getattr(exc, 'strerror', None) or exc}") from None
+        return digest.hexdigest()
 
     def settle(self) -> int:
-        """Once the backend has opened the copies: check that every file it mapped from the folder is one of
-        the copies made here (CopyReplaced if not), and fault those mappings in, so resident memory holds
-        the whole weights from the start rather than growing as embedding rows are first used (which reads
-        like a leak on a service's memory graph). The bytes populated (0 where the kernel cannot)."""
+        """Once the backend has opened the copies: check that every file it still maps from the folder is the
+        copy made (and hashed) under that name (CopyReplaced if not), and fault those mappings in, so
+        resident memory holds the whole weights from the start rather than growing as embedding rows are
+        first used (which reads like a leak on a service's memory graph). The bytes populated (0 where the
+        kernel cannot). Linux only: elsewhere there is no /proc/self/maps to read, and nothing is checked."""
         mapped = _mappings_under(self.folder)
-        strangers = sorted({path for _, _, inode, path in mapped if inode not in self._inodes})
+        ours = {name: os.fstat(fd).st_ino for name, fd in self._fds.items()}
+        strangers = sorted({path for _, _, inode, path in mapped if ours.get(Path(path).name) != inode})
         if strangers:
             raise CopyReplaced(
                 f"{strangers[0]}: not the private copy that was hashed (was {self.folder} replaced while "
-                "loading? TMPDIR must not be writable by others without the sticky bit)"
+                "loading? TMPDIR must not be writable by others)"
             )
         return _populate([(start, end) for start, end, _, _ in mapped])
 
     def remove(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
-        for fd in self._held.values():
+        for fd in [*self._fds.values(), *([self._lock] if self._lock is not None else [])]:
             os.close(fd)
-        self._held = {}
-        if self._lock is not None:
-            os.close(self._lock)
-            self._lock = None
+        self._fds, self._lock = {}, None
 
 
-def _lock_folder(folder: Path) -> int | None:
-    """An fd holding an exclusive flock on `folder` until it is closed (or the process ends); None where
-    folders cannot be locked (not POSIX, a file system without flock): such folders are never judged stale."""
+def _refuse_unsafe(root: Path) -> None:
+    """A TMPDIR that others may write to without the sticky bit lets them rename our folder away and put
+    theirs in its place: no private copy there (the weights are read into memory instead)."""
+    info = os.stat(root)
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not info.st_mode & stat.S_ISVTX:
+        raise CopyFailed(f"{root}: writable by others without the sticky bit")
+
+
+def _try_lock(folder: str | Path) -> int | None:
+    """An fd holding an exclusive flock on `folder` until it is closed (or the process ends); None if someone
+    holds it, or where folders cannot be locked (not POSIX, a file system without flock)."""
     try:
         import fcntl
 
-        fd = os.open(folder, os.O_RDONLY)
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
     except (ImportError, OSError):
         return None
     try:
@@ -275,37 +286,31 @@ def remove_stale_copies(root: Path) -> int:
     pid after every restart) and it is older than STALE_AFTER_S (a folder made a moment ago may not be
     locked yet). Only this user's folders. The number removed; never raises."""
     try:
-        import fcntl
-
         entries = [e for e in os.scandir(root) if e.name.startswith(COPY_PREFIX)]
         me = os.getuid()
-    except (ImportError, AttributeError, OSError):
+    except (AttributeError, OSError):
         return 0
     removed, now = 0, time.time()
     for entry in entries:
         try:
             info = entry.stat(follow_symlinks=False)
-            if not stat.S_ISDIR(info.st_mode) or info.st_uid != me or now - info.st_mtime < STALE_AFTER_S:
-                continue
-            fd = os.open(entry.path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
         except OSError:
             continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held by a live load: OSError, left alone
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != me or now - info.st_mtime < STALE_AFTER_S:
+            continue
+        fd = _try_lock(entry.path)  # None: a live load holds it (or it cannot be judged): left alone
+        if fd is not None:
             shutil.rmtree(entry.path, ignore_errors=True)
-            removed += 1
-        except OSError:
-            pass
-        finally:
             os.close(fd)
+            removed += 1
     return removed
 
 
 def _mappings_under(folder: Path) -> list[tuple[int, int, int, str]]:
     """(start, end, inode, path) of this process's mappings of files in `folder` (Linux; [] elsewhere)."""
-    try:
-        lines = Path("/proc/self/maps").read_text().splitlines()
-    except OSError:
+    try:  # (a path that is not UTF-8 comes back as surrogates, as from os.path.realpath)
+        lines = Path("/proc/self/maps").read_text(errors="surrogateescape").splitlines()
+    except (OSError, ValueError):
         return []
     prefix = f"{os.path.realpath(folder)}{os.sep}"  # /proc shows resolved paths (a TMPDIR through a link)
     found = []
@@ -340,21 +345,18 @@ def _populate(ranges: list[tuple[int, int]]) -> int:
     return populated
 
 
-_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL
-
-
-def _copy_range(src, dst, offset: int, count: int) -> int:
-    """Copy `count` bytes at `offset` from `src` to the end of `dst`: by the kernel where it can copy file to
-    file (Linux), else through a buffer. The bytes copied (0 at the end of `src`)."""
+def _copy_range(src, dst: int, offset: int, count: int) -> int:
+    """Copy `count` bytes at `offset` of the file `src` to the end of what was written to the descriptor
+    `dst`: by the kernel where it can copy file to file (Linux), else through a buffer. The bytes copied (0
+    at the end of `src`)."""
     try:
-        return os.sendfile(dst.fileno(), src.fileno(), offset, count)
+        return os.sendfile(dst, src.fileno(), offset, count)
     except (AttributeError, OSError) as exc:  # no os.sendfile (Windows), or to sockets only (macOS)
         if isinstance(exc, OSError) and exc.errno not in _NO_FILE_SENDFILE:
             raise
     src.seek(offset)
     block = src.read(count)
-    dst.write(block)
-    return len(block)
+    return os.write(dst, block) if block else 0
 
 
 _NO_FILE_SENDFILE = (errno.EINVAL, errno.ENOSYS, errno.ENOTSOCK, errno.EOPNOTSUPP, errno.ENOTSUP)

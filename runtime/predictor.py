@@ -476,45 +476,49 @@ def _open_variant(
 
 def _open_checked(bundle: Path, info, name: str, settings: SessionSettings, verify: bool):
     """A session over the variant's files, built from copies nobody else can change, each hashed once. Weight
-    files are copied by the kernel into a private folder the backend then maps (runtime/external_weights.py);
-    a second thread computes every sha256 on those copies as they grow and while the backend builds the
-    session (hashlib lets go of the GIL: the hashing hides behind the copy and the build). The session is
-    handed out only once every digest matches the manifest; on a mismatch it is closed and the load fails,
-    whatever the build made of the copies. Without room for a private folder, the weight files are read into
-    memory and handed over as verified bytes (slower, and more memory while it builds)."""
+    files are copied into a private folder the backend then opens (`_open_from_private_copy`); without
+    room for one, on Windows, or with an ONNX Runtime that cannot take a folder, they are read into memory
+    and handed over as verified bytes (`_open_from_memory`: slower, and more memory while it builds)."""
     graph = read_verified(bundle, info.file, None)
     listed = dict(zip(info.external_data, info.external_sha256, strict=True))
     if listed and verify:  # the graph is small when its weights lie beside it: checked here and now
         _check_digest(bundle / info.file, info.sha256, hashlib.sha256(graph).hexdigest())
     if listed and weights_folder_supported(BACKEND[name]):
         try:
-            copy = PrivateCopy({file: listed_path(bundle, file) for file in listed})
+            return _open_from_private_copy(bundle, name, settings, verify, graph, listed)
         except CopyFailed as exc:
             log.info("no private copy of the weights (%s): reading them into memory", exc)
-        else:
-
-            def copied() -> WeightsFolder:
-                copy.copy()  # while the other thread hashes the copies as they grow
-                return WeightsFolder(graph, copy.folder)
-
-            try:
-                session = _build_checked(
-                    copied,
-                    lambda: [(bundle / f, want, copy.sha256(f)) for f, want in listed.items() if verify],
-                    name,
-                    settings,
-                )
-                try:
-                    copy.settle()  # what was mapped is what was hashed; resident from the start
-                except BaseException:
-                    session.close()
-                    raise
-                return session
-            except CopyFailed as exc:
-                log.info("no private copy of the weights (%s): reading them into memory", exc)
-            finally:
-                copy.remove()  # what the backend mapped lives on, unnamed, until the session closes
     return _open_from_memory(bundle, info, name, settings, verify, graph, listed)
+
+
+def _open_from_private_copy(bundle: Path, name: str, settings, verify: bool, graph: bytes, listed: dict):
+    """The kernel copies the weight files into a private folder (runtime/external_weights.py) while a second
+    thread hashes each copy as it grows; the backend maps the copies while the hashing finishes (hashlib
+    lets go of the GIL). The session is handed out only once every digest matches the manifest (on a
+    mismatch it is closed and the load fails, whatever the build made of the copies) and what it mapped is
+    those very copies. CopyFailed: no copy could be made."""
+    copy = PrivateCopy({file: listed_path(bundle, file) for file in listed})
+    try:
+
+        def copied() -> WeightsFolder:
+            copy.copy()  # while the other thread hashes the copies as they grow
+            return WeightsFolder(graph, copy.folder)
+
+        session = _build_checked(
+            copied,
+            lambda: [(bundle / f, want, copy.sha256(f)) for f, want in listed.items() if verify],
+            name,
+            settings,
+            stop=copy.abandon,
+        )
+        try:
+            copy.settle()  # what was mapped is what was hashed; resident from the start
+        except BaseException:
+            session.close()
+            raise
+        return session
+    finally:
+        copy.remove()  # what the backend mapped lives on, unnamed, until the session closes
 
 
 def _open_from_memory(bundle: Path, info, name: str, settings, verify: bool, graph: bytes, listed: dict):
@@ -537,16 +541,22 @@ def _open_from_memory(bundle: Path, info, name: str, settings, verify: bool, gra
     return _build_checked(source, read_then_hash, name, settings)
 
 
-def _build_checked(source, digests, name: str, settings: SessionSettings):
+def _build_checked(source, digests, name: str, settings: SessionSettings, stop=lambda: None):
     """Build a session from `source()` while a second thread computes `digests()` ((path, wanted, actual)
-    triples); the session is handed out only if every digest matches."""
+    triples); the session is handed out only if every digest matches. `stop()` releases the second thread
+    when the build ends early (it may be waiting for bytes that will not come)."""
+    backend = BACKEND[name]
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pairbert-sha256") as pool:
-        future = pool.submit(digests)
         try:
-            session = open_session(BACKEND[name], source(), settings)
+            future = pool.submit(digests)
+            session = open_session(backend, source(), settings)
         except Exception:
+            stop()
             _check_all(future)  # a damaged file: say so, not what the parser hit
-            raise  # (an interrupt goes on as it is: the copy has told the hashing thread to stop)
+            raise
+        except BaseException:  # an interrupt goes on as it is, once the second thread is released
+            stop()
+            raise
         try:
             _check_all(future)
         except BaseException:

@@ -274,7 +274,7 @@ class OpenVinoSession:
             if isinstance(model, ExternalWeights | WeightsFolder):
                 core.set_property({"ENABLE_MMAP": False})  # read, not mapped: the copy must not stay held
             if isinstance(model, WeightsFolder):
-                graph = core.read_model(str(model.write_graph()))
+                graph = core.read_model(str(_graph_beside_weights(model)))
                 self._compiled = _compile(core, graph, config, settings.cache_dir)
             elif isinstance(model, ExternalWeights):
                 self._compiled = _compile_private_copy(core, model, config, settings.cache_dir)
@@ -319,6 +319,16 @@ class OpenVinoSession:
     def close(self) -> None:
         self._compiled = None
         self._requests = queue.SimpleQueue()
+
+
+def _graph_beside_weights(model: WeightsFolder) -> Path:
+    try:
+        return model.write_graph()
+    except OSError as exc:  # the environment (no room in TMPDIR), not the bundle: `auto` tries the others
+        raise BackendUnavailable(
+            f"OpenVINO needs the graph beside its weights in {model.folder} (set TMPDIR to a folder with "
+            f"room): {exc.strerror or exc}"
+        ) from None
 
 
 def _compile_private_copy(core, model: ExternalWeights, config: dict, cache_dir: str | None):

@@ -132,6 +132,7 @@ def test_a_copy_that_fails_halfway_falls_back_to_memory_and_leaves_nothing(
     with caplog.at_level(logging.INFO, logger="pairbert.runtime.predictor"):
         got = PairClassifier.load(tiny_bundle, variant="fp32", threads=1).predict(pairs).probabilities
     assert len(calls) > 1 and "No space left on device" in caplog.text
+    assert "model.fp32.onnx.data -> " in caplog.text  # names the file being copied, and where to
     assert np.array_equal(got, expected)
     assert list(temp_root.iterdir()) == []
 
@@ -310,4 +311,106 @@ def test_folders_left_by_killed_loads_are_removed_by_the_next_one(tmp_path, temp
     assert live.folder.exists() and recent.exists() and unrelated.exists() and copy.folder.exists()
     assert copy.folder.name.startswith(f"{prefix}{os.getpid()}-")
     live.remove()
+    copy.remove()
+
+
+def copy_mappings() -> list[str]:
+    maps = Path("/proc/self/maps")
+    return [line for line in maps.read_text().splitlines() if external_weights.COPY_PREFIX in line]
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="Linux only")
+def test_a_load_whose_mapped_copy_is_not_the_hashed_one_fails_and_keeps_nothing(
+    tiny_bundle, temp_root, monkeypatch
+):
+    """The loader settles the copy after the build; if the check refuses what was mapped, the session is
+    closed (nothing of the copy stays mapped), the folder is gone, and the error says what happened."""
+    before = copy_mappings()
+
+    def refuse(self):
+        raise external_weights.CopyReplaced(f"{self.folder}/model.fp32.onnx.data: not the private copy")
+
+    monkeypatch.setattr(PrivateCopy, "settle", refuse)
+    with pytest.raises(external_weights.CopyReplaced, match="not the private copy"):
+        PairClassifier.load(tiny_bundle, variant="fp32", threads=1)
+    assert copy_mappings() == before and list(temp_root.iterdir()) == []
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="Linux only")
+def test_hashing_that_fails_after_the_build_closes_that_session_and_reads_into_memory(
+    tiny_bundle, temp_root, monkeypatch, caplog
+):
+    pairs = [(r["question"], r["answer"]) for r in varied_pairs(8, seed=10)]
+    expected = PairClassifier.load(tiny_bundle, variant="fp32", threads=1).predict(pairs).probabilities
+    before = copy_mappings()
+
+    def unreadable(self, name):
+        raise CopyFailed(f"{self.folder / name}: Too many open files")
+
+    monkeypatch.setattr(PrivateCopy, "sha256", unreadable)
+    with caplog.at_level(logging.INFO, logger="pairbert.runtime.predictor"):
+        got = PairClassifier.load(tiny_bundle, variant="fp32", threads=1).predict(pairs).probabilities
+    assert np.array_equal(got, expected) and "Too many open files" in caplog.text
+    assert copy_mappings() == before  # the session built on the copy was closed
+    assert list(temp_root.iterdir()) == []
+
+
+def test_an_interrupt_before_the_copy_starts_does_not_hang_the_hashing(tmp_path, temp_root):
+    """Interrupted after the hashing thread started but before the copy ran: `abandon` releases it."""
+    import threading
+
+    from pairbert.runtime.predictor import _build_checked
+
+    (tmp_path / "a.data").write_bytes(b"x" * 1000)
+    copy = PrivateCopy({"a.data": tmp_path / "a.data"})
+
+    def interrupted_source():
+        raise KeyboardInterrupt
+
+    raised: list[BaseException] = []
+
+    def build() -> None:
+        try:
+            _build_checked(
+                interrupted_source, lambda: [copy.sha256("a.data")], "fp32", None, stop=copy.abandon
+            )
+        except BaseException as exc:  # noqa: BLE001 - the interrupt is what is checked
+            raised.append(exc)
+
+    worker = threading.Thread(target=build, daemon=True)
+    worker.start()
+    worker.join(timeout=60)
+    assert not worker.is_alive(), "the hashing thread was left waiting"
+    assert len(raised) == 1 and isinstance(raised[0], KeyboardInterrupt)
+    copy.remove()
+    assert list(temp_root.iterdir()) == []
+
+
+def test_a_tmpdir_others_can_write_without_the_sticky_bit_gets_no_copy(tmp_path, monkeypatch):
+    """Others could rename the folder away and put theirs in its place: the weights are read into memory."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(shared))
+    (tmp_path / "a.data").write_bytes(b"x")
+    shared.chmod(0o777)
+    with pytest.raises(CopyFailed, match="writable by others without the sticky bit"):
+        PrivateCopy({"a.data": tmp_path / "a.data"})
+    shared.chmod(0o1777)  # like /tmp
+    copy = PrivateCopy({"a.data": tmp_path / "a.data"})
+    copy.remove()
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="Linux only")
+def test_settling_survives_a_mapped_file_whose_name_is_not_utf8(tmp_path, temp_root):
+    import mmap
+
+    odd = os.path.join(os.fsencode(tmp_path), b"odd-\xff.bin")
+    with open(odd, "wb") as f:
+        f.write(b"x" * 4096)
+    with open(odd, "rb") as f:
+        other = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
+    (tmp_path / "a.data").write_bytes(b"y" * 4096)
+    copy, _ = copied_and_hashed({"a.data": tmp_path / "a.data"})
+    assert copy.settle() == 0  # nothing of the folder is mapped; the odd name is skipped, not a crash
+    other.close()
     copy.remove()
