@@ -112,23 +112,28 @@ def test_without_room_for_a_copy_the_weights_are_read_into_memory(tiny_bundle, t
     assert "reading them into memory" in caplog.text
 
 
+def fail_after_one_chunk(monkeypatch, error: BaseException) -> list[int]:
+    """Copies of 4 KiB chunks; the second one raises `error`. The offsets asked for, as the copy goes."""
+    monkeypatch.setattr(PrivateCopy, "CHUNK", 4096)
+    real, calls = external_weights._copy_range, []
+
+    def failing(src, dst, offset, count):
+        calls.append(offset)
+        if len(calls) > 1:
+            raise error
+        return real(src, dst, offset, count)
+
+    monkeypatch.setattr(external_weights, "_copy_range", failing)
+    return calls
+
+
 def test_a_copy_that_fails_halfway_falls_back_to_memory_and_leaves_nothing(
     tiny_bundle, temp_root, monkeypatch, caplog
 ):
     """A disk that fills up during the copy: the load reads the weights into memory instead."""
     pairs = [(r["question"], r["answer"]) for r in varied_pairs(12, seed=7)]
     expected = PairClassifier.load(tiny_bundle, variant="fp32", threads=1).predict(pairs).probabilities
-    monkeypatch.setattr(PrivateCopy, "CHUNK", 4096)
-    real = external_weights._copy_range
-    calls = []
-
-    def full_after_one_chunk(src, dst, offset, count):
-        calls.append(offset)
-        if len(calls) > 1:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real(src, dst, offset, count)
-
-    monkeypatch.setattr(external_weights, "_copy_range", full_after_one_chunk)
+    calls = fail_after_one_chunk(monkeypatch, OSError(errno.ENOSPC, "No space left on device"))
     with caplog.at_level(logging.INFO, logger="pairbert.runtime.predictor"):
         got = PairClassifier.load(tiny_bundle, variant="fp32", threads=1).predict(pairs).probabilities
     assert len(calls) > 1 and "No space left on device" in caplog.text
@@ -230,35 +235,33 @@ def test_a_copy_replaced_before_the_backend_maps_it_is_refused(tmp_path, temp_ro
     copy.remove()
 
 
+def raised_within(seconds: float, call) -> BaseException:
+    """What `call()` raised on a worker thread, which must end within `seconds` (a hang fails the test)."""
+    import threading
+
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            call()
+        except BaseException as exc:  # noqa: BLE001 - interrupts are what is checked
+            raised.append(exc)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(timeout=seconds)
+    assert not worker.is_alive(), "hung: a thread was left waiting"
+    assert len(raised) == 1
+    return raised[0]
+
+
 def test_an_interrupt_during_the_copy_stops_the_load_without_hanging(tiny_bundle, temp_root, monkeypatch):
     """Ctrl-C (or a handler raising SystemExit) while the weights are copied: the hashing thread is told,
     the interrupt goes on as it is (no fallback that would swallow it), nothing is left in TMPDIR."""
-    import threading
-
-    monkeypatch.setattr(PrivateCopy, "CHUNK", 4096)
-    real = external_weights._copy_range
-    calls = []
-
-    def interrupted(src, dst, offset, count):
-        calls.append(offset)
-        if len(calls) > 1:
-            raise KeyboardInterrupt
-        return real(src, dst, offset, count)
-
-    monkeypatch.setattr(external_weights, "_copy_range", interrupted)
-    raised: list[BaseException] = []
-
-    def load() -> None:
-        try:
-            PairClassifier.load(tiny_bundle, variant="fp32", threads=1)
-        except BaseException as exc:  # noqa: BLE001 - the interrupt is what is checked
-            raised.append(exc)
-
-    worker = threading.Thread(target=load, daemon=True)
-    worker.start()
-    worker.join(timeout=60)
-    assert not worker.is_alive(), "the load hung after the interrupt"
-    assert len(raised) == 1 and isinstance(raised[0], KeyboardInterrupt)
+    fail_after_one_chunk(monkeypatch, KeyboardInterrupt())
+    assert isinstance(
+        raised_within(60, lambda: PairClassifier.load(tiny_bundle, "fp32", threads=1)), KeyboardInterrupt
+    )
     assert list(temp_root.iterdir()) == []
 
 
@@ -357,7 +360,6 @@ def test_hashing_that_fails_after_the_build_closes_that_session_and_reads_into_m
 
 def test_an_interrupt_before_the_copy_starts_does_not_hang_the_hashing(tmp_path, temp_root):
     """Interrupted after the hashing thread started but before the copy ran: `abandon` releases it."""
-    import threading
 
     from pairbert.runtime.predictor import _build_checked
 
@@ -367,21 +369,9 @@ def test_an_interrupt_before_the_copy_starts_does_not_hang_the_hashing(tmp_path,
     def interrupted_source():
         raise KeyboardInterrupt
 
-    raised: list[BaseException] = []
-
-    def build() -> None:
-        try:
-            _build_checked(
-                interrupted_source, lambda: [copy.sha256("a.data")], "fp32", None, stop=copy.abandon
-            )
-        except BaseException as exc:  # noqa: BLE001 - the interrupt is what is checked
-            raised.append(exc)
-
-    worker = threading.Thread(target=build, daemon=True)
-    worker.start()
-    worker.join(timeout=60)
-    assert not worker.is_alive(), "the hashing thread was left waiting"
-    assert len(raised) == 1 and isinstance(raised[0], KeyboardInterrupt)
+    digests = lambda: [copy.sha256("a.data")]  # noqa: E731
+    build = lambda: _build_checked(interrupted_source, digests, "fp32", None, stop=copy.abandon)  # noqa: E731
+    assert isinstance(raised_within(60, build), KeyboardInterrupt)
     copy.remove()
     assert list(temp_root.iterdir()) == []
 
