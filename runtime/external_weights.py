@@ -5,13 +5,16 @@ that file itself: fast, but what it maps is whatever is on disk then, not the by
 file overwritten in place under a running service changes its weights (or kills it with SIGBUS). So the
 runtime gives the backends a private copy instead (`PrivateCopy`): the kernel copies each weight file
 into a new temporary folder only this process's user can open, the loader hashes the copies (what is
-checked is what gets loaded), and ONNX Runtime maps them from there (`WeightsFolder`, by the session option
-that names where external weights are looked up). The folder is removed as soon as the session is built:
+checked is what gets loaded), ONNX Runtime maps them from there (`WeightsFolder`, by the session option
+that names where external weights are looked up), and the loader checks that what it mapped are those very
+files and faults them in (`PrivateCopy.settle`). The folder is removed as soon as the session is built:
 the mapped copies live on, unnamed, until the session closes, and nobody can swap them. OpenVINO reads its
 graph and weights from the same kind of folder.
 
-Where no private folder can be written (no room in TMPDIR, a read-only file system), the loader reads the
-weight files into memory, hashes those bytes and hands them over (`ExternalWeights`): ONNX Runtime copies
+Where no private folder can be written or trusted (no room in TMPDIR, a read-only file system, a TMPDIR
+others may write without the sticky bit), on Windows and with ONNX Runtime before 1.24
+(`sessions.weights_folder_supported`), the loader reads the weight files into memory, hashes those bytes
+and hands them over (`ExternalWeights`): ONNX Runtime copies
 what it needs while it builds the session (`SessionOptions.add_external_initializers_from_files_in_memory`),
 OpenVINO reads a private copy written from them.
 
