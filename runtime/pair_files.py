@@ -132,12 +132,30 @@ def _lines(stream: BinaryIO, source: str, max_chars: int = MAX_LINE_CHARS) -> It
                 line_no += piece.endswith("\r")  # a bare \r ended this line: the next piece is another
 
 
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str):
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(items: list[tuple[str, object]]) -> dict:
+    """`{"answer": A, "answer": B}` is refused (a merge gone wrong), not read as B."""
+    row: dict = {}
+    for key, value in items:
+        if key in row:
+            raise _DuplicateKey(key)
+        row[key] = value
+    return row
+
+
 def _iter_jsonl(stream: BinaryIO, source: str, require_label: bool) -> Iterator[Pair]:
     for line_no, raw in _lines(stream, source):
         if not raw.strip():
             continue
         try:
-            row = json.loads(raw)
+            row = json.loads(raw, object_pairs_hook=_unique_keys)
+        except _DuplicateKey as exc:
+            raise PairFileError(source, line_no, exc.key[:80], "appears twice in one object") from None
         except json.JSONDecodeError as exc:
             raise PairFileError(
                 source, line_no, None, f"not valid JSON ({exc.msg} at column {exc.colno})"

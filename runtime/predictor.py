@@ -21,6 +21,7 @@ from numbers import Integral
 from pathlib import Path
 
 import numpy as np
+from tokenizers import Encoding
 
 from . import atomic_dir, calibration
 from .bundle import (
@@ -104,6 +105,29 @@ def _check_text(value: object, index: int | None, field: str) -> str:
     except UnicodeEncodeError as exc:
         raise PredictorError(f"{where} is not valid Unicode ({exc.reason} at position {exc.start})") from None
     return value
+
+
+def _encodings(value: object, name: str) -> list[Encoding]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise PredictorError(f"{name} must be a list of encodings, got {type(value).__name__}")
+    items = list(value)
+    for index, item in enumerate(items):
+        if not isinstance(item, Encoding):
+            raise PredictorError(
+                f"{name}[{index}] must be a tokenizers.Encoding made by clf.encoder.tokenize, "
+                f"got {type(item).__name__}"
+            )
+    return items
+
+
+def _check_ids(feed: dict[str, np.ndarray], vocab: int) -> None:
+    for name, ids in feed.items():
+        if name.endswith("input_ids") and ids.size and (ids.min() < 0 or ids.max() >= vocab):
+            bad = int(ids.max()) if ids.max() >= vocab else int(ids.min())
+            raise PredictorError(
+                f"the encodings hold token id {bad}, outside this bundle's vocabulary of {vocab}: "
+                "encode the texts with this classifier's own clf.encoder.tokenize"
+            )
 
 
 def _batch_size(batch_size: object) -> int:
@@ -356,10 +380,13 @@ class PairClassifier:
     def predict_encoded(self, qa: Sequence, aq: Sequence, batch_size: int = 32) -> Prediction:
         """Classify pairs already tokenized by `self.encoder.tokenize(questions, answers)` (both orders).
         A server tokenizes each request once on arrival (it needs the token counts to size its batches)
-        and hands the encodings here instead of tokenizing the same texts a second time."""
+        and hands the encodings here instead of tokenizing the same texts a second time. Anything else (a
+        list of ids, another tokenizer's encodings with ids past this bundle's vocabulary) is refused."""
+        qa, aq = _encodings(qa, "qa"), _encodings(aq, "aq")
         if len(qa) != len(aq):
             raise PredictorError(f"{len(qa)} question-first encodings but {len(aq)} answer-first ones")
-        return self._predict_encoded(list(qa), list(aq), _batch_size(batch_size))
+        batch_size = _batch_size(batch_size)
+        return self._prediction(self._logits(qa, aq, batch_size, self.encoder.tokenizer.get_vocab_size()))
 
     def _predict(self, questions: list[str], answers: list[str], batch_size: int) -> Prediction:
         """Tokenized and run TOKENIZE_SLICE pairs at a time: a call's memory beyond its texts and results
@@ -375,14 +402,14 @@ class PairClassifier:
             logits[start:stop] = self._logits(qa, aq, batch_size)
         return self._prediction(logits)
 
-    def _predict_encoded(self, qa: list, aq: list, batch_size: int) -> Prediction:
-        return self._prediction(self._logits(qa, aq, batch_size))
-
-    def _logits(self, qa: list, aq: list, batch_size: int) -> np.ndarray:
+    def _logits(self, qa: list, aq: list, batch_size: int, vocab: int | None = None) -> np.ndarray:
+        """With `vocab`, every fed token id is checked to be in [0, vocab) first (encodings from outside)."""
         logits = np.empty((len(qa), len(self.label_names)), dtype=np.float32)
         lengths = [self.encoder.fed_length(a, b) for a, b in zip(qa, aq, strict=True)]
         for idx in bucketed_batches(lengths, batch_size, self.max_batch_tokens):
             feed = self.encoder.collate([qa[i] for i in idx], [aq[i] for i in idx])
+            if vocab is not None:
+                _check_ids(feed, vocab)
             logits[idx] = self._run(feed)
         return logits
 

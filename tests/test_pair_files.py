@@ -43,6 +43,12 @@ def test_three_formats_read_the_same(tmp_path):
         ("bad.tsv", "question\tanswer\tlabel\nq\t\t1\n", 2, "answer"),
         ("bad.jsonl", '{"question": "q", "answer": "a", "label": true}\n', 1, "label"),
         ("bad.csv", "question,answer,answer\nq,a,b\n", 1, "answer"),
+        (
+            "bad.jsonl",
+            '{"question": "q", "answer": "a"}\n{"question": "q", "answer": "a", "answer": "b"}\n',
+            2,
+            "answer",
+        ),
         ("bad.tsv", "label\tquestion\tanswer\tlabel\n1\tq\ta\t0\n", 1, "label"),
         (
             "deep.jsonl",

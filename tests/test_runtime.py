@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import subprocess
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from helpers import varied_pairs
+from tokenizers import Tokenizer
 
 from pairbert.runtime import BundleError, DeviceError, PairClassifier, PredictorError
 from pairbert.runtime.devices import LEDGER, physical_cores
@@ -405,6 +407,19 @@ def test_predict_encoded_equals_predict_and_checks_its_arguments(tiny_bundle):
         clf.predict_encoded(qa, aq[:8])
     with pytest.raises(PredictorError, match="batch_size"):
         clf.predict_encoded(qa, aq, batch_size=0)
+    with pytest.raises(PredictorError, match=r"qa\[1\] must be a tokenizers.Encoding .* got list"):
+        clf.predict_encoded([qa[0], qa[1].ids], aq[:2])
+    with pytest.raises(PredictorError, match="aq must be a list of encodings, got str"):
+        clf.predict_encoded(qa[:2], "ab")
+    # another tokenizer's encodings: an id past this bundle's vocabulary is refused, not gathered
+    other = copy.copy(clf.encoder)
+    other.tokenizer = Tokenizer.from_str(clf.encoder.tokenizer.to_str())
+    vocab = clf.encoder.tokenizer.get_vocab_size()
+    other.tokenizer.add_tokens(["zzzunseen"])
+    qa2, aq2 = other.tokenize(["what zzzunseen is"], ["a word"])
+    assert vocab in qa2[0].ids
+    with pytest.raises(PredictorError, match=f"token id {vocab}, outside this bundle's vocabulary of"):
+        clf.predict_encoded(qa2, aq2)
 
 
 @pytest.mark.parametrize("damage", ["flip a byte", "truncate"])
