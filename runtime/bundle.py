@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from . import atomic_dir
-from .contract import GraphContract, TensorSpec, orders_padded_apart
+from .contract import GraphContract, TensorSpec, label_names_problem, orders_padded_apart
 from .errors import PairbertError, short_path
 from .tokenization import FEEDS, MAX_MAX_LENGTH, MIN_MAX_LENGTH, PairEncoder
 from .variants import PRECISION
@@ -160,16 +160,9 @@ def _feed(value: object, where: str) -> str:
 
 
 def _labels(value: object, width: object, where: str) -> tuple[str, ...]:
-    ok = isinstance(value, list) and all(isinstance(x, str) and x.strip() for x in value)
-    if not ok or len(value) < 2 or len(set(value)) != len(value):
-        raise BundleError(
-            f"{where}: field 'labels' must be a list of at least 2 distinct non-empty names, "
-            f"got {value!r:.80}"
-        )
-    if len(value) != width:
-        raise BundleError(
-            f"{where}: field 'labels' has {len(value)} names but the graph's logits have {width}"
-        )
+    problem = label_names_problem(value, width)
+    if problem:
+        raise BundleError(f"{where}: {problem}")
     return tuple(value)
 
 

@@ -135,7 +135,12 @@ def _damage(checkpoint: Path, how: str) -> str:
         settings = checkpoint / "pairbert.json"
         data = json.loads(settings.read_text())
         settings.write_text(json.dumps({**data, "labels": ["a", "b", "c"]}))
-        return "pairbert.json: field 'labels' must list 2 names, one per output of the model's head"
+        return "pairbert.json: field 'labels' has 3 names but the model's head has 2 outputs"
+    if how == "repeated-label":  # held to the manifest's rule, so export cannot write a bundle none can load
+        settings = checkpoint / "pairbert.json"
+        data = json.loads(settings.read_text())
+        settings.write_text(json.dumps({**data, "labels": ["match", "match"]}))
+        return "pairbert.json: field 'labels' must be a list of at least 2 distinct non-empty names"
     if how == "pickle-instead":
         weights.unlink()
         (checkpoint / "pytorch_model.bin").write_bytes(b"not read")
@@ -144,6 +149,7 @@ def _damage(checkpoint: Path, how: str) -> str:
 
 
 DAMAGES = [
+    "repeated-label",
     "missing-weight",
     "unexpected-weight",
     "config-not-object",

@@ -24,6 +24,7 @@ import torch
 from transformers.utils import logging as hf_logging
 
 from pairbert.runtime import atomic_dir
+from pairbert.runtime.contract import label_names_problem
 from pairbert.runtime.errors import PairbertError, first_line
 from pairbert.runtime.tokenization import PairEncoder
 
@@ -124,11 +125,9 @@ def load_checkpoint(path: Path, attn_implementation: str | None = None) -> Check
     model = _load_model(path, attn_implementation)
     labels = settings.get("labels", list(LABELS))
     width = model.classifier.out_features
-    if not (isinstance(labels, list) and len(labels) == width and all(isinstance(x, str) for x in labels)):
-        raise CheckpointError(
-            f"{path / SETTINGS_FILE}: field 'labels' must list {width} names, one per output of the model's "
-            f"head, got {labels!r}"[:300]
-        )
+    problem = label_names_problem(labels, width)
+    if problem:
+        raise CheckpointError(f"{path / SETTINGS_FILE}: {problem}")
     if attn_implementation:
         model.set_attention(attn_implementation)
     model.eval()
