@@ -152,14 +152,7 @@ class PrivateCopy:
         self._finished: set[str] = set()
         self._failure: str | None = None
         self._fds: dict[str, int] = {}  # each copy's own descriptor, from its creation to remove()
-        root = Path(tempfile.gettempdir())
-        try:
-            _refuse_unsafe(root)
-            remove_stale_copies(root)
-            self.folder = Path(tempfile.mkdtemp(prefix=f"{COPY_PREFIX}{os.getpid()}-", dir=root))
-        except OSError as exc:
-            raise CopyFailed(f"{root}: {exc.strerror or exc}") from None
-        self._lock = _try_lock(self.folder)
+        self.folder, self._lock = make_private_folder()
 
     def copy(self) -> None:
         try:
@@ -250,10 +243,30 @@ class PrivateCopy:
         return _populate([(start, end) for start, end, _, _ in mapped])
 
     def remove(self) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
-        for fd in [*self._fds.values(), *([self._lock] if self._lock is not None else [])]:
+        remove_private_folder(self.folder, self._lock)
+        for fd in self._fds.values():
             os.close(fd)
         self._fds, self._lock = {}, None
+
+
+def make_private_folder() -> tuple[Path, int | None]:
+    """A new 0700 folder in TMPDIR named for pairbert's copies, and the fd of its lock (None where folders
+    cannot be locked): every private copy, ONNX Runtime's or OpenVINO's, lives in one, so a load killed
+    midway leaves a folder that `remove_stale_copies` finds. CopyFailed where none can be made or trusted."""
+    root = Path(tempfile.gettempdir())
+    try:
+        _refuse_unsafe(root)
+        remove_stale_copies(root)
+        folder = Path(tempfile.mkdtemp(prefix=f"{COPY_PREFIX}{os.getpid()}-", dir=root))
+    except OSError as exc:
+        raise CopyFailed(f"{root}: {exc.strerror or exc}") from None
+    return folder, _try_lock(folder)
+
+
+def remove_private_folder(folder: Path, lock: int | None) -> None:
+    shutil.rmtree(folder, ignore_errors=True)
+    if lock is not None:
+        os.close(lock)
 
 
 def _refuse_unsafe(root: Path) -> None:

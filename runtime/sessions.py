@@ -14,8 +14,6 @@ from __future__ import annotations
 import logging
 import os
 import queue
-import shutil
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +22,15 @@ import numpy as np
 
 from .cuda_graphs import PROVIDER_OPTIONS, CudaGraphRunner
 from .errors import PairbertError, first_line
-from .external_weights import ExternalWeights, ExternalWeightsError, WeightsFolder, look_nowhere_else
+from .external_weights import (
+    CopyFailed,
+    ExternalWeights,
+    ExternalWeightsError,
+    WeightsFolder,
+    look_nowhere_else,
+    make_private_folder,
+    remove_private_folder,
+)
 from .ort import onnxruntime, prepare_cuda
 from .shapes import CPU_SEQUENCE_BUCKETS, pad_length
 
@@ -333,23 +339,24 @@ def _graph_beside_weights(model: WeightsFolder) -> Path:
 
 def _compile_private_copy(core, model: ExternalWeights, config: dict, cache_dir: str | None):
     """Compile from a private temporary copy of the verified bytes (removed afterwards): OpenVINO reads
-    external weights only from files beside a graph on disk, and nobody else can swap this copy."""
+    external weights only from files beside a graph on disk, and nobody else can swap this copy. The folder
+    is one of the runtime's private folders (locked; found by the stale cleanup if this process dies)."""
     try:
-        folder = tempfile.mkdtemp(prefix="pairbert-openvino-")
+        folder, lock = make_private_folder()
         try:
-            path = model.write_private_copy(Path(folder))
-        except OSError:
-            shutil.rmtree(folder, ignore_errors=True)
-            raise
-    except OSError as exc:
+            path = model.write_private_copy(folder)
+        except OSError as exc:
+            remove_private_folder(folder, lock)
+            raise CopyFailed(f"{folder}: {exc.strerror or exc}") from None
+    except CopyFailed as exc:
         raise BackendUnavailable(
-            f"OpenVINO needs a private copy of the graph and weights in {tempfile.gettempdir()} "
-            f"(set TMPDIR to a folder with room): {exc}"
+            f"OpenVINO needs a private copy of the graph and weights in TMPDIR (set TMPDIR to a folder "
+            f"with room that only you can write, or that has the sticky bit): {exc}"
         ) from None
     try:
         return _compile(core, core.read_model(str(path)), config, cache_dir)
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        remove_private_folder(folder, lock)
 
 
 def _compile(core, graph, config: dict, cache_dir: str | None):

@@ -228,7 +228,40 @@ def test_openvino_reads_a_private_copy_of_the_verified_bytes_and_removes_it(
     assert not np.array_equal(given.run(feed), on_disk.run(feed))
     assert list(tmp_path.iterdir()) == []  # the private copy is gone
     maps = Path("/proc/self/maps").read_text() if Path("/proc/self/maps").exists() else ""
-    assert "pairbert-openvino-" not in maps
+    assert str(tmp_path) not in maps
+
+
+def test_openvino_copy_from_memory_is_a_locked_private_folder(tiny_bundle, tmp_path, monkeypatch):
+    """The copy OpenVINO compiles from is one of the runtime's private folders: locked while it is used (a
+    process killed meanwhile leaves one the next load's stale cleanup removes), and never made in a TMPDIR
+    that others may write to without the sticky bit (they could swap the copy before OpenVINO reads it)."""
+    import tempfile
+
+    from pairbert.runtime import sessions
+    from pairbert.runtime.external_weights import COPY_PREFIX, _try_lock
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    path = tiny_bundle / "model.fp32.onnx"
+    model = ExternalWeights(
+        path.read_bytes(), {path.name + ".data": path.with_suffix(".onnx.data").read_bytes()}
+    )
+    seen = []
+    compile_model = sessions._compile
+
+    def looking(core, graph, config, cache_dir):
+        (folder,) = tmp_path.iterdir()
+        seen.append((folder.name, folder.stat().st_mode & 0o777, _try_lock(folder)))
+        return compile_model(core, graph, config, cache_dir)
+
+    monkeypatch.setattr(sessions, "_compile", looking)
+    open_session("openvino", model, SessionSettings(threads=1))
+    (name, mode, lock) = seen[0]
+    assert name.startswith(COPY_PREFIX) and mode == 0o700 and lock is None  # held by the load
+    assert list(tmp_path.iterdir()) == []
+    tmp_path.chmod(0o777)  # others may write, no sticky bit
+    with pytest.raises(BackendUnavailable, match="writable by others without the sticky bit"):
+        open_session("openvino", model, SessionSettings(threads=1))
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_auto_skips_openvino_when_it_has_no_temporary_space(tiny_bundle, tmp_path, monkeypatch, caplog):
