@@ -24,7 +24,7 @@ demo: install
 	$(BIN)/pairbert evaluate $(RUN)/best --data training/data/validation.jsonl
 	$(BIN)/pairbert evaluate $(RUN)/best --data training/data/dev/casual_chat.jsonl
 	$(BIN)/pairbert evaluate $(RUN)/best --data training/data/heldout/support_trivia.jsonl
-	# int8 left out: the default (towers) model misses int8's 99 % label-agreement gate (96.7 %, see README)
+	# int8 left out: the towers model passes int8's 99 % gate by a hair (99.01 %), under the 99.5 % auto asks (README)
 	$(BIN)/pairbert export $(RUN)/best --out $(BUNDLE) --variants fp32,optimized,fp16,openvino-fp32,openvino-bf16
 	$(BIN)/pairbert predict $(BUNDLE) -q "How long should I boil an egg for a soft yolk?" \
 		-a "About six minutes in boiling water gives a set white and a runny yolk."

@@ -56,7 +56,7 @@ from .sessions import (
     weights_folder_supported,
 )
 from .tokenization import PairEncoder, TokenizerError
-from .variants import BACKEND, DEVICES, OPENVINO_PRECISION, STATIC_PREFERENCE, variant_key
+from .variants import AUTO_MIN_AGREEMENT, BACKEND, DEVICES, OPENVINO_PRECISION, STATIC_PREFERENCE, variant_key
 
 log = logging.getLogger(__name__)
 
@@ -226,7 +226,8 @@ class _Request:
 
 def candidates(manifest: Manifest, device: str, backend: str) -> list[str]:
     """Variants `auto` may choose on `device`: passed their parity gate, runnable here, of the asked
-    backend."""
+    backend; of those, the ones whose labels agreed with torch on at least AUTO_MIN_AGREEMENT of the gate's
+    pairs, if any do."""
     names = []
     for name, info in manifest.variants.items():
         kind = BACKEND.get(name)
@@ -235,8 +236,15 @@ def candidates(manifest: Manifest, device: str, backend: str) -> list[str]:
         if backend not in ("auto", kind) or (kind == OPENVINO and not openvino_available()):
             continue
         names.append(name)
+    agreeing = [n for n in names if _agreement(manifest.variants[n]) >= AUTO_MIN_AGREEMENT]
+    names = agreeing or names
     preference = STATIC_PREFERENCE[device]
     return sorted(names, key=lambda n: preference.index(n) if n in preference else len(preference))
+
+
+def _agreement(info) -> float:
+    value = info.parity.get("label_agreement", 1.0)  # (none recorded: a gate on logits, no labels moved)
+    return float(value) if isinstance(value, int | float) else 0.0
 
 
 class PairClassifier:

@@ -355,6 +355,8 @@ def test_export_int8_options_without_int8_are_a_usage_error(tiny_checkpoint, tmp
         "pairbert export: error: --int8-weight-type, --int8-per-tensor: int8 options, but --variants has no "
         "int8; add it or drop them"
     )
+    assert run_cli([*argv, "--no-int8-reduce-range"]) == 2
+    assert "--[no-]int8-reduce-range: int8 options" in capsys.readouterr().err
     assert not (tmp_path / "b").exists()
 
 

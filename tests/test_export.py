@@ -249,3 +249,39 @@ def test_cli_export_prints_stage_lines(tmp_path, tiny_checkpoint):
     assert done.returncode == 0, done.stderr
     assert "✓ parity fp32" in done.stdout and "✓ fusion" in done.stdout
     assert set(read_manifest(out).variants) == {"fp32", "optimized"}
+
+
+def test_int8_weights_are_7_bit_so_no_cpu_overflows(tmp_path):
+    """x86 CPUs without VNNI add each pair of u8 x s8 products into a saturating int16: full-range 8-bit
+    weights overflow there (this MatMul read 129.5 instead of 255 on an AVX2 AMD EPYC) and nowhere else, so a
+    gate passed on one CPU would not hold on another. The default int8 options use 7-bit weights: exact on
+    every CPU. Also: the bundle's manifest names the options."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from pairbert.export.precision import Int8Options, quantize_int8
+
+    k, n = 256, 16
+    w = np.ones((k, n), np.float32)
+    w[0] = -1.0
+    x = np.ones((4, k), np.float32)
+    x[:, 0] = 0.0
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, k])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, n])],
+        [numpy_helper.from_array(w, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, tmp_path / "f.onnx")
+    assert Int8Options().reduce_range
+    quantize_int8(tmp_path / "f.onnx", tmp_path / "q.onnx", Int8Options())
+    session = ort.InferenceSession(str(tmp_path / "q.onnx"), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(None, {"x": x})[0], x @ w, rtol=1e-3)
+
+
+def test_manifest_names_the_int8_options(tiny_bundle):
+    notes = read_manifest(tiny_bundle).variants["int8"].notes
+    assert "int8 options: QInt8-perchannel-reducerange-ffnfp32" in notes

@@ -12,7 +12,7 @@ import threading
 import numpy as np
 import pytest
 import torch
-from helpers import varied_pairs
+from helpers import edit_manifest, varied_pairs
 from tokenizers import Tokenizer
 
 from pairbert.runtime import BundleError, DeviceError, PairClassifier, PredictorError
@@ -74,6 +74,30 @@ def test_auto_on_cpu_without_measuring_takes_the_fixed_order_and_reports_provide
     clf = PairClassifier.load(tiny_bundle, backend="onnxruntime", calibrate=False)
     assert clf.variant == "int8" and clf.device == "cpu" and clf.backend == "onnxruntime"
     assert clf.provider == "CPUExecutionProvider"
+
+
+def test_auto_passes_over_a_variant_that_gave_up_labels_unless_nothing_else_can_run(tiny_bundle, tmp_path):
+    """int8 may pass its own 99 % gate at 99.0 %: `auto` takes only variants that agreed on >= 99.5 % of the
+    gate's labels while one does; by name, int8 still loads."""
+    import shutil
+
+    from pairbert.runtime.bundle import read_manifest
+    from pairbert.runtime.predictor import candidates
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    edit_manifest(bundle, lambda d: d["variants"]["int8"]["parity"].update(label_agreement=0.99))
+    assert "int8" not in candidates(read_manifest(bundle), "cpu", "auto")
+    clf = PairClassifier.load(bundle, backend="onnxruntime", calibrate=False)
+    assert clf.variant == "optimized"
+    assert PairClassifier.load(bundle, variant="int8").variant == "int8"
+
+    def only_int8_passes(d):
+        for name, info in d["variants"].items():
+            info["passed_parity"] = name == "int8"
+
+    edit_manifest(bundle, only_int8_passes)
+    assert candidates(read_manifest(bundle), "cpu", "auto") == ["int8"]
 
 
 def test_bucketing_keeps_caller_order(tiny_bundle):

@@ -247,9 +247,9 @@ def _export(args: argparse.Namespace) -> None:
     int8_flags = [
         flag
         for flag, given in [
-            ("--int8-weight-type", args.int8_weight_type != "QInt8"),
+            ("--int8-weight-type", args.int8_weight_type is not None),
             ("--int8-per-tensor", args.int8_per_tensor),
-            ("--int8-reduce-range", args.int8_reduce_range),
+            ("--[no-]int8-reduce-range", args.int8_reduce_range is not None),
             ("--int8-quantize-ffn-output", args.int8_quantize_ffn_output),
         ]
         if given
@@ -264,9 +264,11 @@ def _export(args: argparse.Namespace) -> None:
         validation_file=args.validation,
         force=args.force,
         int8=Int8Options(
-            weight_type=args.int8_weight_type,
+            weight_type=args.int8_weight_type or Int8Options.weight_type,
             per_channel=not args.int8_per_tensor,
-            reduce_range=args.int8_reduce_range,
+            reduce_range=Int8Options.reduce_range
+            if args.int8_reduce_range is None
+            else args.int8_reduce_range,
             ffn_output_fp32=not args.int8_quantize_ffn_output,
         ),
         external_data=args.external_data,
@@ -843,7 +845,7 @@ def _add_export(sub) -> None:
         "--force", action="store_true", help="write variants that fail the parity gate, marked failed"
     )
     x.add_argument(
-        "--int8-weight-type", default="QInt8", choices=["QInt8", "QUInt8"], help="int8 weight type"
+        "--int8-weight-type", choices=["QInt8", "QUInt8"], help="int8 weight type (default: QInt8)"
     )
     x.add_argument(
         "--int8-per-tensor", action="store_true", help="per-tensor weight scales (default: per channel)"
@@ -854,7 +856,11 @@ def _add_export(sub) -> None:
         help="quantize the FFN output MatMuls too (faster, less accurate; default keeps them fp32)",
     )
     x.add_argument(
-        "--int8-reduce-range", action="store_true", help="7-bit weights (for AVX2 CPUs without VNNI)"
+        "--int8-reduce-range",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="7-bit int8 weights (default: on; 8-bit weights overflow on CPUs without VNNI, so their "
+        "results would depend on the CPU)",
     )
     x.add_argument(
         "--external-data",
