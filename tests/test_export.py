@@ -285,3 +285,22 @@ def test_int8_weights_are_7_bit_so_no_cpu_overflows(tmp_path):
 def test_manifest_names_the_int8_options(tiny_bundle):
     notes = read_manifest(tiny_bundle).variants["int8"].notes
     assert "int8 options: QInt8-perchannel-reducerange-ffnfp32" in notes
+
+
+def test_a_variant_that_passes_under_autos_floor_says_so():
+    """int8 passes its gate from 99 % agreement; under the 99.5 % `auto` asks, the export line says it runs
+    only when asked for by name (`auto` passes over it)."""
+    from pairbert.export.validation import StageReport, gate
+
+    reference = np.tile(np.array([[0.0, 1.0]], np.float32), (200, 1))
+    candidate = reference.copy()
+    candidate[0] = [1.0, 0.0]  # one label of 200 moved: 99.5 %, at the floor
+    report = StageReport()
+    assert gate("int8", reference, candidate, report)[1] == []
+    assert "asked for by name" not in report.lines[-1]
+    candidate[1] = [1.0, 0.0]  # two: 99.0 %, passes the gate, under the floor
+    assert gate("int8", reference, candidate, report)[1] == []
+    assert (
+        "labels agree 99.00% (under the 99.5% `auto` asks: it runs when asked for by name)"
+        in report.lines[-1]
+    )
