@@ -41,6 +41,7 @@ from .errors import PairbertError
 GRAPH_COPY = "graph.onnx"  # the graph's name in a private copy (weight files keep theirs)
 FOLDER_OPTION = "session.model_external_initializers_file_folder_path"  # ONNX Runtime >= 1.21
 COPY_PREFIX = "pairbert-weights-"  # then the loading process's pid: pairbert-weights-<pid>-<random>
+POSIX_MODES = os.name != "nt"  # whether a folder's mode bits say who may write to it
 STALE_AFTER_S = 60  # a folder is locked a moment after it is made: older and unlocked is stale
 
 
@@ -272,6 +273,8 @@ def remove_private_folder(folder: Path, lock: int | None) -> None:
 def _refuse_unsafe(root: Path) -> None:
     """A TMPDIR that others may write to without the sticky bit lets them rename our folder away and put
     theirs in its place: no private copy there (the weights are read into memory instead)."""
+    if not POSIX_MODES:  # Windows makes modes up (every writable folder reads 0o777, never sticky)
+        return
     info = os.stat(root)
     if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not info.st_mode & stat.S_ISVTX:
         raise CopyFailed(f"{root}: writable by others without the sticky bit")

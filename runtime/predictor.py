@@ -226,8 +226,7 @@ class _Request:
 
 def candidates(manifest: Manifest, device: str, backend: str) -> list[str]:
     """Variants `auto` may choose on `device`: passed their parity gate, runnable here, of the asked
-    backend; of those, the ones whose labels agreed with torch on at least AUTO_MIN_AGREEMENT of the gate's
-    pairs, if any do."""
+    backend; in the fixed order."""
     names = []
     for name, info in manifest.variants.items():
         kind = BACKEND.get(name)
@@ -236,15 +235,29 @@ def candidates(manifest: Manifest, device: str, backend: str) -> list[str]:
         if backend not in ("auto", kind) or (kind == OPENVINO and not openvino_available()):
             continue
         names.append(name)
-    agreeing = [n for n in names if _agreement(manifest.variants[n]) >= AUTO_MIN_AGREEMENT]
-    names = agreeing or names
     preference = STATIC_PREFERENCE[device]
     return sorted(names, key=lambda n: preference.index(n) if n in preference else len(preference))
 
 
+def candidate_tiers(manifest: Manifest, device: str, backend: str) -> list[list[str]]:
+    """The candidates in the order `auto` tries them: first those whose labels agreed with torch on at least
+    AUTO_MIN_AGREEMENT of the gate's pairs, then (only if none of those can run here) the others."""
+    names = candidates(manifest, device, backend)
+    agreeing = [n for n in names if _agreement(manifest.variants[n]) >= AUTO_MIN_AGREEMENT]
+    return [tier for tier in (agreeing, [n for n in names if n not in agreeing]) if tier]
+
+
 def _agreement(info) -> float:
-    value = info.parity.get("label_agreement", 1.0)  # (none recorded: a gate on logits, no labels moved)
-    return float(value) if isinstance(value, int | float) else 0.0
+    """The gate's label agreement as recorded, or 0.0 for anything that is not a fraction in [0, 1] (a gate
+    on logits records 1.0; none recorded counts as 1.0)."""
+    value = info.parity.get("label_agreement", 1.0)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return 0.0
+    try:
+        value = float(value)
+    except OverflowError:
+        return 0.0
+    return value if 0.0 <= value <= 1.0 else 0.0  # (NaN fails both comparisons)
 
 
 class PairClassifier:
@@ -668,19 +681,54 @@ def _open(bundle: Path, manifest: Manifest, plan: DevicePlan, request: _Request,
             raise PredictorError(
                 f"variant {name!r} runs on {BACKEND.get(name)}, not on backend {request.backend!r}"
             )
-        names, how = [name], "asked"
-    else:
-        names = candidates(manifest, plan.device, request.backend)
-        if not names:
-            raise BundleError(
-                f"{bundle}: no variant that passed its parity gate runs on {plan.device}"
-                f"{'' if request.backend == 'auto' else ' with ' + request.backend} "
-                f"(has: {', '.join(manifest.variants)})"
+        return _on_cuda_or_none(
+            plan, request, _open_variant(bundle, manifest, name, plan, request, threads), name, "asked"
+        )
+    tiers = candidate_tiers(manifest, plan.device, request.backend)
+    if not tiers:
+        raise BundleError(
+            f"{bundle}: no variant that passed its parity gate runs on {plan.device}"
+            f"{'' if request.backend == 'auto' else ' with ' + request.backend} "
+            f"(has: {', '.join(manifest.variants)})"
+        )
+    if len(tiers) > 1:
+        log.info(
+            "auto: %s agreed with the model on fewer than %.1f%% of the gate's labels: used only if none of "
+            "%s runs here",
+            ", ".join(tiers[1]),
+            AUTO_MIN_AGREEMENT * 100,
+            ", ".join(tiers[0]),
+        )
+    for tier, names in enumerate(tiers):
+        try:
+            return _open_first(bundle, manifest, names, plan, request, threads, vocab)
+        except BackendUnavailable as exc:
+            if tier == len(tiers) - 1:
+                raise
+            log.warning(
+                "auto: none of %s runs here (%s); trying %s", ", ".join(names), exc, ", ".join(tiers[-1])
             )
-        how = "fixed order"
-        if request.calibrate and plan.device == "cpu" and len(names) > 1:
-            return _calibrated(bundle, manifest, names, plan, request, threads, vocab)
-    session = _open_variant(bundle, manifest, names[0], plan, request, threads)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _open_first(bundle: Path, manifest: Manifest, names: list[str], plan, request: _Request, threads, vocab):
+    """The fastest of `names` (measured on the CPU), or the first that opens in their fixed order."""
+    if request.calibrate and plan.device == "cpu" and len(names) > 1:
+        return _calibrated(bundle, manifest, names, plan, request, threads, vocab)
+    for index, name in enumerate(names):
+        try:
+            session = _open_variant(bundle, manifest, name, plan, request, threads)
+        except BackendUnavailable as exc:
+            if index == len(names) - 1:
+                raise
+            log.warning("auto: %s skipped (%s)", name, exc)
+            continue
+        return _on_cuda_or_none(plan, request, session, name, "fixed order")
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _on_cuda_or_none(plan: DevicePlan, request: _Request, session, name: str, how: str):
+    """(session, name, choice), or None when a CUDA plan's session does not really run on CUDA."""
     if plan.device == "cuda" and session.provider != CUDA_PROVIDER:
         # The CUDA provider is installed but does not really run here (no GPU, missing libraries).
         if request.device == "cuda" and not request.allow_fallback:
@@ -692,7 +740,7 @@ def _open(bundle: Path, manifest: Manifest, plan: DevicePlan, request: _Request,
         log.warning("CUDA does not run here (%s); loading the CPU variant instead", session.provider)
         session.close()
         return None
-    return session, names[0], {"how": how}
+    return session, name, {"how": how}
 
 
 def _calibrated(

@@ -343,20 +343,23 @@ def _compile_private_copy(core, model: ExternalWeights, config: dict, cache_dir:
     is one of the runtime's private folders (locked; found by the stale cleanup if this process dies)."""
     try:
         folder, lock = make_private_folder()
+    except CopyFailed as exc:
+        raise _no_private_copy(exc) from None
+    try:  # the folder goes on every way out (an interrupt during the write too)
         try:
             path = model.write_private_copy(folder)
         except OSError as exc:
-            remove_private_folder(folder, lock)
-            raise CopyFailed(f"{folder}: {exc.strerror or exc}") from None
-    except CopyFailed as exc:
-        raise BackendUnavailable(
-            f"OpenVINO needs a private copy of the graph and weights in TMPDIR (set TMPDIR to a folder "
-            f"with room that only you can write, or that has the sticky bit): {exc}"
-        ) from None
-    try:
+            raise _no_private_copy(f"{folder}: {exc.strerror or exc}") from None
         return _compile(core, core.read_model(str(path)), config, cache_dir)
     finally:
         remove_private_folder(folder, lock)
+
+
+def _no_private_copy(why: object) -> BackendUnavailable:
+    return BackendUnavailable(
+        "OpenVINO needs a private copy of the graph and weights in TMPDIR (set TMPDIR to a folder with room "
+        f"that only you can write, or that has the sticky bit): {why}"
+    )
 
 
 def _compile(core, graph, config: dict, cache_dir: str | None):

@@ -4,6 +4,7 @@ torch, `auto` chosen by measurement (cached per bundle and CPU), clear errors wh
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -12,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import varied_pairs
+from helpers import edit_manifest, varied_pairs
 
 from pairbert.runtime import BackendError, BundleError, PairClassifier, PredictorError, calibration
 from pairbert.runtime.bundle import manifest_digest, read_manifest
@@ -237,7 +238,7 @@ def test_openvino_copy_from_memory_is_a_locked_private_folder(tiny_bundle, tmp_p
     that others may write to without the sticky bit (they could swap the copy before OpenVINO reads it)."""
     import tempfile
 
-    from pairbert.runtime import sessions
+    from pairbert.runtime import external_weights, sessions
     from pairbert.runtime.external_weights import COPY_PREFIX, _try_lock
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
@@ -262,6 +263,20 @@ def test_openvino_copy_from_memory_is_a_locked_private_folder(tiny_bundle, tmp_p
     with pytest.raises(BackendUnavailable, match="writable by others without the sticky bit"):
         open_session("openvino", model, SessionSettings(threads=1))
     assert list(tmp_path.iterdir()) == []
+    # Windows makes mode bits up (every writable folder reads 0o777): they are not judged there
+    monkeypatch.setattr(external_weights, "POSIX_MODES", False)
+    open_session("openvino", model, SessionSettings(threads=1))
+    # an interrupt while the copy is written: the folder goes and its lock is released (no fd left)
+    fds = len(os.listdir("/proc/self/fd"))
+
+    def interrupted(folder):
+        (folder / "graph.onnx").write_bytes(b"partly")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ExternalWeights, "write_private_copy", lambda self, folder: interrupted(folder))
+    with pytest.raises(KeyboardInterrupt):
+        open_session("openvino", model, SessionSettings(threads=1))
+    assert list(tmp_path.iterdir()) == [] and len(os.listdir("/proc/self/fd")) == fds
 
 
 def test_auto_skips_openvino_when_it_has_no_temporary_space(tiny_bundle, tmp_path, monkeypatch, caplog):
@@ -277,6 +292,34 @@ def test_auto_skips_openvino_when_it_has_no_temporary_space(tiny_bundle, tmp_pat
     assert calibration.read_cache() == {}
     with pytest.raises(BackendUnavailable, match="TMPDIR"):
         PairClassifier.load(tiny_bundle, variant="openvino-fp32", threads=1)
+
+
+def test_auto_falls_back_to_a_lower_agreement_tier_when_nothing_above_it_runs(
+    tiny_bundle, tmp_path, monkeypatch, caplog
+):
+    """The 99.5 % floor orders, it does not remove: when every variant agreeing on as many labels cannot run
+    here (OpenVINO without a TMPDIR it may use), `auto` loads int8 (99.0 %) rather than failing."""
+    import tempfile
+
+    unsafe = tmp_path / "tmp"
+    unsafe.mkdir()
+    unsafe.chmod(0o777)  # others may write, no sticky bit: no private copy for OpenVINO
+    monkeypatch.setattr(tempfile, "tempdir", str(unsafe))
+    monkeypatch.setenv("PAIRBERT_CACHE_DIR", str(tmp_path / "cache"))
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+
+    def change(d):
+        for name in ("fp32", "optimized", "fp16"):
+            d["variants"][name]["passed_parity"] = False  # as an export of --variants int8,openvino-fp32
+        d["variants"]["int8"]["parity"]["label_agreement"] = 0.99
+
+    edit_manifest(bundle, change)
+    for calibrate in (True, False):
+        with caplog.at_level("INFO", logger="pairbert.runtime.predictor"):
+            assert PairClassifier.load(bundle, calibrate=calibrate, threads=1).variant == "int8"
+        assert "int8 agreed with the model on fewer than 99.5% of the gate's labels" in caplog.text
+        assert "none of openvino-fp32 runs here" in caplog.text
 
 
 def test_openvino_pads_lengths_to_buckets_and_answers_as_unpadded(tiny_bundle):

@@ -82,12 +82,12 @@ def test_auto_passes_over_a_variant_that_gave_up_labels_unless_nothing_else_can_
     import shutil
 
     from pairbert.runtime.bundle import read_manifest
-    from pairbert.runtime.predictor import candidates
+    from pairbert.runtime.predictor import candidate_tiers
 
     bundle = tmp_path / "bundle"
     shutil.copytree(tiny_bundle, bundle)
     edit_manifest(bundle, lambda d: d["variants"]["int8"]["parity"].update(label_agreement=0.99))
-    assert "int8" not in candidates(read_manifest(bundle), "cpu", "auto")
+    assert candidate_tiers(read_manifest(bundle), "cpu", "onnxruntime") == [["optimized", "fp32"], ["int8"]]
     clf = PairClassifier.load(bundle, backend="onnxruntime", calibrate=False)
     assert clf.variant == "optimized"
     assert PairClassifier.load(bundle, variant="int8").variant == "int8"
@@ -97,7 +97,23 @@ def test_auto_passes_over_a_variant_that_gave_up_labels_unless_nothing_else_can_
             info["passed_parity"] = name == "int8"
 
     edit_manifest(bundle, only_int8_passes)
-    assert candidates(read_manifest(bundle), "cpu", "auto") == ["int8"]
+    assert candidate_tiers(read_manifest(bundle), "cpu", "auto") == [["int8"]]
+    assert PairClassifier.load(bundle, calibrate=False).variant == "int8"
+
+
+@pytest.mark.parametrize("recorded", [True, "0.999", None, float("nan"), 10**400, -1, 1.5])
+def test_a_label_agreement_that_is_not_a_fraction_counts_as_none(tiny_bundle, tmp_path, recorded):
+    """A manifest (edited, its checksum recomputed) whose label_agreement is not a fraction in [0, 1] puts
+    that variant in `auto`'s last tier, never a traceback (10**400 overflowed float())."""
+    import shutil
+
+    from pairbert.runtime.bundle import read_manifest
+    from pairbert.runtime.predictor import candidate_tiers
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    edit_manifest(bundle, lambda d: d["variants"]["int8"]["parity"].update(label_agreement=recorded))
+    assert candidate_tiers(read_manifest(bundle), "cpu", "onnxruntime")[-1] == ["int8"]
 
 
 def test_bucketing_keeps_caller_order(tiny_bundle):
