@@ -120,13 +120,23 @@ def _encodings(value: object, name: str) -> list[Encoding]:
     return items
 
 
-def _check_ids(feed: dict[str, np.ndarray], vocab: int) -> None:
+SEGMENTS = 2  # BERT's token types: first and second segment (the pair template's type ids 0 and 1)
+
+
+def _check_ids(feed: dict[str, np.ndarray], id_bound: int) -> None:
+    """Every fed token id in [0, id_bound) and type id in [0, SEGMENTS): the graph's embedding tables would
+    refuse others (ONNX Runtime) or silently read something (OpenVINO)."""
     for name, ids in feed.items():
-        if name.endswith("input_ids") and ids.size and (ids.min() < 0 or ids.max() >= vocab):
-            bad = int(ids.max()) if ids.max() >= vocab else int(ids.min())
+        feature, bound = ("token id", id_bound) if name.endswith("input_ids") else ("token type", SEGMENTS)
+        if (
+            name.endswith(("input_ids", "token_type_ids"))
+            and ids.size
+            and (ids.min() < 0 or ids.max() >= bound)
+        ):
+            bad = int(ids.max()) if ids.max() >= bound else int(ids.min())
             raise PredictorError(
-                f"the encodings hold token id {bad}, outside this bundle's vocabulary of {vocab}: "
-                "encode the texts with this classifier's own clf.encoder.tokenize"
+                f"the encodings hold {feature} {bad}, outside [0, {bound}) for this bundle: encode the texts "
+                "with this classifier's own clf.encoder.tokenize"
             )
 
 
@@ -284,6 +294,7 @@ class PairClassifier:
         self.label_names = tuple(manifest.labels)
         self.max_batch_tokens = max_batch_tokens
         self.choice = choice or {"how": "asked"}  # how the variant was chosen (and the timings, if measured)
+        self._ids_below: int | None = None
         self._finalizer = weakref.finalize(self, LEDGER.release, threads)
 
     @classmethod
@@ -407,7 +418,14 @@ class PairClassifier:
         if len(qa) != len(aq):
             raise PredictorError(f"{len(qa)} question-first encodings but {len(aq)} answer-first ones")
         batch_size = _batch_size(batch_size)
-        return self._prediction(self._logits(qa, aq, batch_size, self.encoder.tokenizer.get_vocab_size()))
+        return self._prediction(self._logits(qa, aq, batch_size, self._id_bound()))
+
+    def _id_bound(self) -> int:
+        """One past the largest id the bundle's tokenizer gives (not its token count: a vocabulary may have
+        gaps), read once."""
+        if self._ids_below is None:
+            self._ids_below = max(self.encoder.tokenizer.get_vocab(with_added_tokens=True).values()) + 1
+        return self._ids_below
 
     def _predict(self, questions: list[str], answers: list[str], batch_size: int) -> Prediction:
         """Tokenized and run TOKENIZE_SLICE pairs at a time: a call's memory beyond its texts and results
@@ -423,14 +441,14 @@ class PairClassifier:
             logits[start:stop] = self._logits(qa, aq, batch_size)
         return self._prediction(logits)
 
-    def _logits(self, qa: list, aq: list, batch_size: int, vocab: int | None = None) -> np.ndarray:
-        """With `vocab`, every fed token id is checked to be in [0, vocab) first (encodings from outside)."""
+    def _logits(self, qa: list, aq: list, batch_size: int, id_bound: int | None = None) -> np.ndarray:
+        """With `id_bound`, the fed ids are checked first (encodings from outside: `_check_ids`)."""
         logits = np.empty((len(qa), len(self.label_names)), dtype=np.float32)
         lengths = [self.encoder.fed_length(a, b) for a, b in zip(qa, aq, strict=True)]
         for idx in bucketed_batches(lengths, batch_size, self.max_batch_tokens):
             feed = self.encoder.collate([qa[i] for i in idx], [aq[i] for i in idx])
-            if vocab is not None:
-                _check_ids(feed, vocab)
+            if id_bound is not None:
+                _check_ids(feed, id_bound)
             logits[idx] = self._run(feed)
         return logits
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 from helpers import edit_manifest, varied_pairs
-from tokenizers import Tokenizer
+from tokenizers import Tokenizer, processors
 
 from pairbert.runtime import BundleError, DeviceError, PairClassifier, PredictorError
 from pairbert.runtime.devices import LEDGER, physical_cores
@@ -458,8 +458,27 @@ def test_predict_encoded_equals_predict_and_checks_its_arguments(tiny_bundle):
     other.tokenizer.add_tokens(["zzzunseen"])
     qa2, aq2 = other.tokenize(["what zzzunseen is"], ["a word"])
     assert vocab in qa2[0].ids
-    with pytest.raises(PredictorError, match=f"token id {vocab}, outside this bundle's vocabulary of"):
+    with pytest.raises(PredictorError, match=rf"token id {vocab}, outside \[0, {vocab}\) for this bundle"):
         clf.predict_encoded(qa2, aq2)
+    # a template with other token types (BERT has two): refused too, not gathered from past the table
+    other.tokenizer = Tokenizer.from_str(clf.encoder.tokenizer.to_str())
+    ids = other.tokenizer.get_vocab()
+    other.tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS]:7 $A:7 [SEP]:7",
+        pair="[CLS]:7 $A:7 [SEP]:7 $B:7 [SEP]:7",
+        special_tokens=[("[CLS]", ids["[CLS]"]), ("[SEP]", ids["[SEP]"])],
+    )
+    qa3, aq3 = other.tokenize(["what is it"], ["a word"])
+    with pytest.raises(PredictorError, match=r"token type 7, outside \[0, 2\) for this bundle"):
+        clf.predict_encoded(qa3, aq3)
+    # the bound is one past the largest id, not the token count (a vocabulary may have gaps)
+    from tokenizers.models import WordPiece
+
+    gapped = copy.copy(clf)
+    gapped.encoder = copy.copy(clf.encoder)
+    gapped.encoder.tokenizer = Tokenizer(WordPiece({"[PAD]": 0, "[UNK]": 1, "word": 5}, unk_token="[UNK]"))
+    gapped._ids_below = None
+    assert gapped.encoder.tokenizer.get_vocab_size() == 3 and gapped._id_bound() == 6
 
 
 @pytest.mark.parametrize("damage", ["flip a byte", "truncate"])
