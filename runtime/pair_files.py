@@ -6,8 +6,9 @@ A line (JSONL) or a field (CSV/TSV) longer than MAX_LINE_CHARS is refused with i
 row cannot exhaust memory; a UTF-8 byte-order mark is accepted at the start of any format; texts must be
 valid Unicode (a JSON "\\ud800" escape makes a lone surrogate, which is refused with its line and field), and
 bytes that are not UTF-8 are refused with their line, worded the same for a file and for standard input.
-A CSV/TSV header that names question, answer or label twice is refused (which one would be meant?); other
-repeated columns (e.g. the empty names of trailing commas) are ignored.
+A CSV/TSV header that names question, answer or label twice is refused (which one would be meant?), and so
+is a JSONL row that gives one of them twice; other repeated columns or keys (e.g. the empty names of trailing
+commas) are ignored.
 """
 
 from __future__ import annotations
@@ -132,19 +133,17 @@ def _lines(stream: BinaryIO, source: str, max_chars: int = MAX_LINE_CHARS) -> It
                 line_no += piece.endswith("\r")  # a bare \r ended this line: the next piece is another
 
 
-class _DuplicateKey(ValueError):
-    def __init__(self, key: str):
-        super().__init__(key)
-        self.key = key
+class _Row(dict):
+    """A JSON object as read, with the pair fields it gives more than once (`repeated`)."""
+
+    repeated: tuple[str, ...] = ()
 
 
-def _unique_keys(items: list[tuple[str, object]]) -> dict:
-    """`{"answer": A, "answer": B}` is refused (a merge gone wrong), not read as B."""
-    row: dict = {}
-    for key, value in items:
-        if key in row:
-            raise _DuplicateKey(key)
-        row[key] = value
+def _row(items: list[tuple[str, object]]) -> _Row:
+    row = _Row(items)
+    if len(row) < len(items):
+        keys = [key for key, _ in items]
+        row.repeated = tuple(f for f in (*FIELDS, LABEL_FIELD) if keys.count(f) > 1)
     return row
 
 
@@ -153,9 +152,7 @@ def _iter_jsonl(stream: BinaryIO, source: str, require_label: bool) -> Iterator[
         if not raw.strip():
             continue
         try:
-            row = json.loads(raw, object_pairs_hook=_unique_keys)
-        except _DuplicateKey as exc:
-            raise PairFileError(source, line_no, exc.key[:80], "appears twice in one object") from None
+            row = json.loads(raw, object_pairs_hook=_row)
         except json.JSONDecodeError as exc:
             raise PairFileError(
                 source, line_no, None, f"not valid JSON ({exc.msg} at column {exc.colno})"
@@ -166,6 +163,10 @@ def _iter_jsonl(stream: BinaryIO, source: str, require_label: bool) -> Iterator[
             raise PairFileError(source, line_no, None, f"not valid JSON ({first_line(exc)})") from None
         if not isinstance(row, dict):
             raise PairFileError(source, line_no, None, f"expected a JSON object, got {type(row).__name__}")
+        if row.repeated:
+            raise PairFileError(
+                source, line_no, row.repeated[0], "given twice in one row (which one is meant?)"
+            )
         yield _make_pair(row, source, line_no, require_label)
 
 

@@ -83,6 +83,12 @@ def test_a_label_written_as_a_float_reads_the_same_in_every_format(tmp_path):
         read_pairs(tmp_path / "b.csv")
 
 
+def test_repeated_keys_outside_the_pair_fields_are_fine_in_jsonl(tmp_path):
+    path = tmp_path / "p.jsonl"
+    path.write_text('{"question": "q", "answer": "a", "src": 1, "src": 2, "meta": {"t": 1, "t": 2}}\n')
+    assert [(p.question, p.answer) for p in read_pairs(path)] == [("q", "a")]
+
+
 def test_repeated_unused_columns_are_fine(tmp_path):
     path = tmp_path / "trailing.csv"
     path.write_text("question,answer,,\nq,a,,\n")  # a spreadsheet's trailing commas
