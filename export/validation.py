@@ -237,7 +237,8 @@ def gate(
     elif figures["label_agreement"] < AUTO_MIN_AGREEMENT:
         report.ok(
             f"parity {variant}",
-            f"{detail} (under the {AUTO_MIN_AGREEMENT:.1%} `auto` asks: it runs when asked for by name)",
+            f"{detail} (under {AUTO_MIN_AGREEMENT:.1%}: `auto` takes it only if no variant at or above "
+            "that runs)",
         )
     else:
         report.ok(f"parity {variant}", detail)

@@ -160,7 +160,7 @@ def _feed(value: object, where: str) -> str:
 
 
 def _labels(value: object, width: object, where: str) -> tuple[str, ...]:
-    problem = label_names_problem(value, width)
+    problem = label_names_problem(value, width, "the contract's logits have")
     if problem:
         raise BundleError(f"{where}: {problem}")
     return tuple(value)

@@ -83,12 +83,12 @@ def orders_padded_apart(contract: GraphContract) -> bool:
 CONTRACT = pair_classifier_contract()
 
 
-def label_names_problem(value: object, width: object) -> str | None:
-    """What is wrong with `value` as the label names of a head with `width` outputs, or None. The bundle's
-    manifest and the checkpoint's settings are held to this one rule."""
+def label_names_problem(value: object, width: object, outputs: str) -> str | None:
+    """What is wrong with `value` as the label names of `width` outputs (`outputs` names them in the
+    message), or None. The bundle's manifest and the checkpoint's settings are held to this one rule."""
     ok = isinstance(value, list) and all(isinstance(x, str) and x.strip() for x in value)
     if not ok or len(value) < 2 or len(set(value)) != len(value):
         return f"field 'labels' must be a list of at least 2 distinct non-empty names, got {value!r:.80}"
     if len(value) != width:
-        return f"field 'labels' has {len(value)} names but the model's head has {width} outputs"
+        return f"field 'labels' has {len(value)} names but {outputs} {width}"
     return None

@@ -135,7 +135,7 @@ def _damage(checkpoint: Path, how: str) -> str:
         settings = checkpoint / "pairbert.json"
         data = json.loads(settings.read_text())
         settings.write_text(json.dumps({**data, "labels": ["a", "b", "c"]}))
-        return "pairbert.json: field 'labels' has 3 names but the model's head has 2 outputs"
+        return "pairbert.json: field 'labels' has 3 names but the model's head has 2"
     if how == "repeated-label":  # held to the manifest's rule, so export cannot write a bundle none can load
         settings = checkpoint / "pairbert.json"
         data = json.loads(settings.read_text())

@@ -125,7 +125,11 @@ def load_checkpoint(path: Path, attn_implementation: str | None = None) -> Check
     model = _load_model(path, attn_implementation)
     labels = settings.get("labels", list(LABELS))
     width = model.classifier.out_features
-    problem = label_names_problem(labels, width)
+    problem = label_names_problem(labels, width, "the model's head has")
+    if "labels" not in settings and problem:
+        problem = (
+            f"no field 'labels' (a {len(LABELS)}-label head is assumed) but the model's head has {width}"
+        )
     if problem:
         raise CheckpointError(f"{path / SETTINGS_FILE}: {problem}")
     if attn_implementation:
