@@ -103,3 +103,19 @@ def test_targets_compare_the_default_path_with_the_strongest_peer():
     assert "chose int8" in text
     assert "| batch-32 built-in mix, pairs/s | 390.0 | 300.0 (openvino-default) | 1.30× |" in text
     assert "| batch-1 short p50, ms | 3.00 | 4.00 (openvino-default) | 0.75× the peer's time |" in text
+
+
+def test_int8_batching_reports_each_batch_size_against_fp32(tiny_bundle, capsys):
+    from pairbert.benchmarks.int8_batching import main
+    from pairbert.runtime.bundle import read_manifest
+
+    report = main([str(tiny_bundle), "--batch-sizes", "1,4,32"])
+    assert json.loads(capsys.readouterr().out) == json.loads(json.dumps(report))
+    assert report["options"] in read_manifest(tiny_bundle).variants["int8"].notes
+    assert set(report["by_batch_size"]) == {1, 4, 32}
+    for figures in report["by_batch_size"].values():
+        assert 0.0 <= figures["label_agreement"] <= 1.0 and figures["max_abs_prob_diff"] >= 0.0
+    changes = report["between_batch_sizes"]
+    assert (
+        changes["max_abs_prob_change"] >= 0.0 and 0 <= changes["labels_differing_1_vs_32"] <= report["pairs"]
+    )
