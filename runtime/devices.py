@@ -112,6 +112,23 @@ def _read_v1(directory: Path) -> float | None:
     return quota / period
 
 
+INT8_DOT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")  # int8 dot products accumulated in int32
+
+
+def int8_overflows_here(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
+    """Known to be an x86 CPU without VNNI: its int8 GEMMs add pairs of u8 x s8 products into a saturating
+    int16, which 8-bit weights overflow (export/precision.py). False where the CPU's flags cannot be read."""
+    try:
+        with open(cpuinfo) as f:
+            for line in f:
+                if line.startswith("flags") and ":" in line:
+                    flags = set(line.split(":", 1)[1].split())
+                    return "avx2" in flags and not flags & set(INT8_DOT_FLAGS)
+    except OSError:
+        pass
+    return False
+
+
 def cuda_provider_available() -> bool:
     return CUDA in onnxruntime().get_available_providers()
 

@@ -36,7 +36,7 @@ from .bundle import (
     require_variant,
 )
 from .contract import GraphContract, TensorSpec, orders_padded_apart
-from .devices import LEDGER, DeviceError, DevicePlan, plan_device
+from .devices import LEDGER, DeviceError, DevicePlan, int8_overflows_here, plan_device
 from .errors import PairbertError
 from .external_weights import CopyFailed, ExternalWeights, PrivateCopy, WeightsFolder
 from .ort import GPU_LIBS_INSTALL
@@ -242,11 +242,21 @@ def candidates(manifest: Manifest, device: str, backend: str) -> list[str]:
         kind = BACKEND.get(name)
         if kind is None or not info.passed_parity or device not in DEVICES[name]:
             continue
+        if _overflows_here(name, info):
+            continue
         if backend not in ("auto", kind) or (kind == OPENVINO and not openvino_available()):
             continue
         names.append(name)
     preference = STATIC_PREFERENCE[device]
     return sorted(names, key=lambda n: preference.index(n) if n in preference else len(preference))
+
+
+def _overflows_here(name: str, info) -> bool:
+    """An int8 variant with 8-bit weights (exported before they became 7-bit), on a CPU that overflows them:
+    its gate, measured elsewhere, does not hold here."""
+    if name != "int8" or "reducerange" in info.notes:
+        return False
+    return int8_overflows_here()
 
 
 def candidate_tiers(manifest: Manifest, device: str, backend: str) -> list[list[str]]:
@@ -694,6 +704,12 @@ def _open(bundle: Path, manifest: Manifest, plan: DevicePlan, request: _Request,
                 "variant %s did not pass its parity gate (%s): its results may differ from the model's",
                 name,
                 "not validated on this kind of machine" if info.validated_on == "none" else "forced",
+            )
+        elif _overflows_here(name, info):
+            log.warning(
+                "variant %s has 8-bit weights, which overflow on this CPU (no VNNI): its results may differ "
+                "from its gate's; re-export the bundle for 7-bit weights",
+                name,
             )
         if request.backend not in ("auto", BACKEND.get(name)):
             raise PredictorError(

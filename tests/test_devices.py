@@ -71,3 +71,22 @@ def test_missing_onnxruntime_names_the_extras(tiny_bundle):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert CPU_INSTALL in done.stdout and GPU_INSTALL in done.stdout
+
+
+@pytest.mark.parametrize(
+    "flags, overflows",
+    [
+        ("fpu sse2 avx avx2 fma", True),  # AVX2 without VNNI (this project's AMD EPYC)
+        ("fpu avx2 avx512f avx512_vnni", False),
+        ("fpu avx2 avx_vnni", False),
+        ("fpu avx2 avx512f amx_bf16 amx_int8", False),
+        (None, False),  # no x86 flags line (an ARM cpuinfo says "Features")
+    ],
+)
+def test_int8_overflow_is_known_from_the_cpu_flags(tmp_path, flags, overflows):
+    from pairbert.runtime.devices import int8_overflows_here
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\n" + (f"flags\t\t: {flags}\n" if flags else "Features\t: asimd\n"))
+    assert int8_overflows_here(cpuinfo) is overflows
+    assert int8_overflows_here(tmp_path / "missing") is False

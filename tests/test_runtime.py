@@ -101,6 +101,32 @@ def test_auto_passes_over_a_variant_that_gave_up_labels_unless_nothing_else_can_
     assert PairClassifier.load(bundle, calibrate=False).variant == "int8"
 
 
+def test_an_int8_variant_with_8_bit_weights_is_not_auto_on_a_cpu_that_overflows_them(
+    tiny_bundle, tmp_path, monkeypatch, caplog
+):
+    """Bundles exported before int8 weights became 7-bit: their gate does not hold on an x86 CPU without
+    VNNI, so `auto` passes over their int8 there; asked for by name, it loads with a warning."""
+    import shutil
+
+    from pairbert.runtime import predictor
+    from pairbert.runtime.bundle import read_manifest
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    edit_manifest(
+        bundle, lambda d: d["variants"]["int8"].update(notes="int8 options: QInt8-perchannel-ffnfp32")
+    )
+    manifest = read_manifest(bundle)
+    monkeypatch.setattr(predictor, "int8_overflows_here", lambda: True)
+    assert "int8" not in predictor.candidates(manifest, "cpu", "auto")
+    with caplog.at_level("WARNING", logger="pairbert.runtime.predictor"):
+        assert PairClassifier.load(bundle, variant="int8").variant == "int8"
+    assert "variant int8 has 8-bit weights, which overflow on this CPU" in caplog.text
+    monkeypatch.setattr(predictor, "int8_overflows_here", lambda: False)
+    assert "int8" in predictor.candidates(manifest, "cpu", "auto")
+    assert "int8" in predictor.candidates(read_manifest(tiny_bundle), "cpu", "auto")  # 7-bit: anywhere
+
+
 @pytest.mark.parametrize("recorded", [True, "0.999", None, float("nan"), 10**400, -1, 1.5])
 def test_a_label_agreement_that_is_not_a_fraction_counts_as_none(tiny_bundle, tmp_path, recorded):
     """A manifest (edited, its checksum recomputed) whose label_agreement is not a fraction in [0, 1] puts
