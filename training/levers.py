@@ -57,6 +57,9 @@ RECIPES: dict[str, dict] = {
     "epochs3": {"epochs": 3},
     "inbatch-neg-sym-epochs3": {"contrastive_negatives": True, "contrastive_symmetric": True, "epochs": 3},
     "inbatch-neg-epochs3": {"contrastive_negatives": True, "contrastive_symmetric": False, "epochs": 3},
+    "cosine-head": {"head_learning_rate": 0.0},  # the head stays the baseline's cosine fit: encoders only
+    "cosine-head-seed1": {"head_learning_rate": 0.0, "seed": 1},
+    "cosine-head-seed2": {"head_learning_rate": 0.0, "seed": 2},
 }
 
 
