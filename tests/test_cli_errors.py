@@ -279,12 +279,18 @@ def test_ctrl_c_or_sigterm_names_the_partial_file(tiny_bundle, tmp_path, sig, co
     fifo = tmp_path / "in.jsonl"
     os.mkfifo(fifo)
     out = tmp_path / "out.jsonl"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pairbert", "predict", str(tiny_bundle), "--input", str(fifo)]
-        + ["--output", str(out), "--chunk", "1"],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    # A runner started in the background (`cmd &` without job control) ignores SIGINT, and an ignored signal
+    # stays ignored across exec: give the child the default disposition a terminal's Ctrl-C meets.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pairbert", "predict", str(tiny_bundle), "--input", str(fifo)]
+            + ["--output", str(out), "--chunk", "1"],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
     with open(fifo, "w") as writer:  # kept open: the reader then waits for more lines
         for row in varied_pairs(2):
             writer.write(json.dumps({"question": row["question"], "answer": row["answer"]}) + "\n")
