@@ -22,8 +22,10 @@ class Int8Options:
     for 8-bit weights; VNNI and AMX accumulate in int32 and do not. With 7-bit weights no pair can overflow,
     so the graph computes the same on every x86 CPU and the parity gate measured where it was exported holds
     where it runs. On the towers MiniLM default (AMD EPYC, AVX2): label agreement with fp32 98.0 % with
-    8-bit weights (below the 99 % gate) and 99.7 % with 7-bit ones, on the validation split; 97.7 % and
-    99.3 % on the 2,800 training pairs; same speed, ~1.35x fp32 at batch 32.
+    8-bit weights (below the 99 % gate) and 99.7 % with 7-bit ones, on the validation split in batches of
+    32 (the export gate's batches of 16 read 96.7 % and 99.0 %: int8 depends on its batch-mates, see
+    benchmarks/int8_batching.py); 97.7 % and 99.3 % on the 2,800 training pairs; same speed, ~1.35x fp32
+    at batch 32.
     """
 
     weight_type: str = "QInt8"  # or "QUInt8"

@@ -242,8 +242,6 @@ def candidates(manifest: Manifest, device: str, backend: str) -> list[str]:
         kind = BACKEND.get(name)
         if kind is None or not info.passed_parity or device not in DEVICES[name]:
             continue
-        if _overflows_here(name, info):
-            continue
         if backend not in ("auto", kind) or (kind == OPENVINO and not openvino_available()):
             continue
         names.append(name)
@@ -252,19 +250,24 @@ def candidates(manifest: Manifest, device: str, backend: str) -> list[str]:
 
 
 def _overflows_here(name: str, info) -> bool:
-    """An int8 variant with 8-bit weights (exported before they became 7-bit), on a CPU that overflows them:
-    its gate, measured elsewhere, does not hold here."""
-    if name != "int8" or "reducerange" in info.notes:
+    """An int8 variant with 8-bit signed weights (exported before they became 7-bit), on a CPU that overflows
+    them: its gate, measured elsewhere, does not hold here. (Unsigned weights take a kernel that does not
+    overflow.)"""
+    if name != "int8" or "reducerange" in info.notes or "int8 options: QUInt8" in info.notes:
         return False
     return int8_overflows_here()
 
 
 def candidate_tiers(manifest: Manifest, device: str, backend: str) -> list[list[str]]:
-    """The candidates in the order `auto` tries them: first those whose labels agreed with torch on at least
-    AUTO_MIN_AGREEMENT of the gate's pairs, then (only if none of those can run here) the others."""
+    """The candidates in the order `auto` tries them, tier after tier while none of a tier can run here:
+    those whose labels agreed with torch on at least AUTO_MIN_AGREEMENT of the gate's pairs, the others, and
+    last an int8 variant whose 8-bit weights overflow on this CPU (`_overflows_here`)."""
     names = candidates(manifest, device, backend)
+    overflowing = [n for n in names if _overflows_here(n, manifest.variants[n])]
+    names = [n for n in names if n not in overflowing]
     agreeing = [n for n in names if _agreement(manifest.variants[n]) >= AUTO_MIN_AGREEMENT]
-    return [tier for tier in (agreeing, [n for n in names if n not in agreeing]) if tier]
+    tiers = (agreeing, [n for n in names if n not in agreeing], overflowing)
+    return [tier for tier in tiers if tier]
 
 
 def _agreement(info) -> float:
@@ -726,23 +729,25 @@ def _open(bundle: Path, manifest: Manifest, plan: DevicePlan, request: _Request,
             f"(has: {', '.join(manifest.variants)})"
         )
     if len(tiers) > 1:
-        log.info(
-            "auto: %s agreed with the model on fewer than %.1f%% of the gate's labels: used only if none of "
-            "%s runs here",
-            ", ".join(tiers[1]),
-            AUTO_MIN_AGREEMENT * 100,
-            ", ".join(tiers[0]),
-        )
+        log.info("auto: tries %s (%s)", " before ".join(", ".join(t) for t in tiers), _tier_reasons(manifest))
     for tier, names in enumerate(tiers):
+        if _overflows_here(names[0], manifest.variants[names[0]]):
+            log.warning("auto: %s has 8-bit weights, which overflow on this CPU; re-export it", names[0])
         try:
             return _open_first(bundle, manifest, names, plan, request, threads, vocab)
         except BackendUnavailable as exc:
             if tier == len(tiers) - 1:
                 raise
-            log.warning(
-                "auto: none of %s runs here (%s); trying %s", ", ".join(names), exc, ", ".join(tiers[-1])
-            )
+            following = ", ".join(tiers[tier + 1])
+            log.warning("auto: none of %s runs here (%s); trying %s", ", ".join(names), exc, following)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _tier_reasons(manifest: Manifest) -> str:
+    reasons = [f"labels agreeing on {AUTO_MIN_AGREEMENT:.1%} of the gate's pairs first"]
+    if any(_overflows_here(n, info) for n, info in manifest.variants.items()):
+        reasons.append("int8 with 8-bit weights, which overflow on this CPU, last")
+    return "; ".join(reasons)
 
 
 def _open_first(bundle: Path, manifest: Manifest, names: list[str], plan, request: _Request, threads, vocab):

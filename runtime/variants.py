@@ -37,9 +37,10 @@ DEVICES = {
 # order breaks its near-ties (within 5 %, timing noise). ONNX Runtime's `optimized` comes before OpenVINO
 # fp32: the two run within a few % of each other on both CPUs measured (AMX Xeon, AVX2 EPYC), and
 # `optimized` starts about twice as fast (no OpenVINO import, no compile) in ~90 MB less memory.
-# `auto` takes a variant whose labels agreed with the torch model on fewer of the gate's pairs than this only
-# when no variant of the bundle agrees on as many (int8 may pass its own 99 % gate at 99.0 %; the default
-# path should not silently give up more than 0.5 % of the labels for speed). By name, any passing variant.
+# `auto` tries the variants whose labels agreed with the torch model on at least this share of the gate's
+# pairs first, and the others only if none of those can run here (int8 may pass its own 99 % gate at 99.0 %;
+# the default path should not silently give up more than 0.5 % of the labels for speed). By name, any
+# passing variant.
 AUTO_MIN_AGREEMENT = 0.995
 STATIC_PREFERENCE = {
     "cpu": ("openvino-bf16", "int8", "optimized", "openvino-fp32", "fp32"),

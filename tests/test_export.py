@@ -303,3 +303,8 @@ def test_a_variant_that_passes_under_autos_floor_says_so():
     assert report.lines[-1].endswith(
         "labels agree 99.00% (under 99.5%: `auto` takes it only if no variant at or above that runs)"
     )
+    reference = np.tile(np.array([[0.0, 1.0]], np.float32), (398, 1))
+    candidate = reference.copy()
+    candidate[:2] = [1.0, 0.0]  # 396 of 398: 99.497 %, under the floor; rounded it would read 99.50 %
+    assert gate("int8", reference, candidate, report)[1] == []
+    assert "labels agree 99.49% (under 99.5%" in report.lines[-1]

@@ -101,11 +101,12 @@ def test_auto_passes_over_a_variant_that_gave_up_labels_unless_nothing_else_can_
     assert PairClassifier.load(bundle, calibrate=False).variant == "int8"
 
 
-def test_an_int8_variant_with_8_bit_weights_is_not_auto_on_a_cpu_that_overflows_them(
+def test_an_int8_variant_with_8_bit_weights_comes_last_on_a_cpu_that_overflows_them(
     tiny_bundle, tmp_path, monkeypatch, caplog
 ):
     """Bundles exported before int8 weights became 7-bit: their gate does not hold on an x86 CPU without
-    VNNI, so `auto` passes over their int8 there; asked for by name, it loads with a warning."""
+    VNNI, so `auto` tries their int8 there only when nothing else runs, with a warning (so does asking for it
+    by name). Unsigned 8-bit weights take a kernel that does not overflow."""
     import shutil
 
     from pairbert.runtime import predictor
@@ -116,15 +117,30 @@ def test_an_int8_variant_with_8_bit_weights_is_not_auto_on_a_cpu_that_overflows_
     edit_manifest(
         bundle, lambda d: d["variants"]["int8"].update(notes="int8 options: QInt8-perchannel-ffnfp32")
     )
-    manifest = read_manifest(bundle)
     monkeypatch.setattr(predictor, "int8_overflows_here", lambda: True)
-    assert "int8" not in predictor.candidates(manifest, "cpu", "auto")
+    assert predictor.candidate_tiers(read_manifest(bundle), "cpu", "onnxruntime") == [
+        ["optimized", "fp32"],
+        ["int8"],
+    ]
     with caplog.at_level("WARNING", logger="pairbert.runtime.predictor"):
         assert PairClassifier.load(bundle, variant="int8").variant == "int8"
     assert "variant int8 has 8-bit weights, which overflow on this CPU" in caplog.text
+
+    def only_int8_passes(d):
+        for name, info in d["variants"].items():
+            info["passed_parity"] = name == "int8"
+
+    edit_manifest(bundle, only_int8_passes)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="pairbert.runtime.predictor"):
+        assert PairClassifier.load(bundle, calibrate=False).variant == "int8"  # still loads: the last tier
+    assert "auto: int8 has 8-bit weights, which overflow on this CPU" in caplog.text
+    edit_manifest(bundle, lambda d: d["variants"]["int8"].update(notes="int8 options: QUInt8-perchannel"))
+    assert predictor.candidate_tiers(read_manifest(bundle), "cpu", "auto") == [["int8"]]
+    assert not predictor._overflows_here("int8", read_manifest(bundle).variants["int8"])
     monkeypatch.setattr(predictor, "int8_overflows_here", lambda: False)
-    assert "int8" in predictor.candidates(manifest, "cpu", "auto")
-    assert "int8" in predictor.candidates(read_manifest(tiny_bundle), "cpu", "auto")  # 7-bit: anywhere
+    manifest = read_manifest(tiny_bundle)  # 7-bit: first tier anywhere
+    assert "int8" in predictor.candidate_tiers(manifest, "cpu", "onnxruntime")[0]
 
 
 @pytest.mark.parametrize("recorded", [True, "0.999", None, float("nan"), 10**400, -1, 1.5])
