@@ -69,7 +69,8 @@ def warm_up(classifier) -> None:
     """Run the shapes the first requests will have (1 pair, a batch, the longest pair) so they do not pay
     ONNX Runtime's first-run costs."""
     long_text = " ".join(["word"] * classifier.encoder.max_length)
-    classifier.predict([WARMUP_PAIR])
+    qa, aq = classifier.encoder.tokenize([WARMUP_PAIR[0]], [WARMUP_PAIR[1]])
+    classifier.predict_encoded(qa, aq)  # the requests' own path (it reads the tokenizer's id bound once)
     classifier.predict([WARMUP_PAIR] * 32, batch_size=32)
     classifier.predict([(long_text, long_text)])
     classifier.predict([("hi", long_text)])  # the longest a cut (towers) feed gets: one side near max_length
