@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .devices import cpu_info
+
 log = logging.getLogger(__name__)
 
 CACHE_ENV = "PAIRBERT_CACHE_DIR"
@@ -57,18 +59,10 @@ def openvino_cache_dir() -> Path | None:
 
 def cpu_signature() -> str:
     """The CPU model and the instruction-set features that change which kernels run."""
-    model, flags = platform.processor() or platform.machine(), ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and ":" in line:
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags") and ":" in line:
-                wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "avx_vnni")
-                flags = " ".join(f for f in line.split(":", 1)[1].split() if f in wanted)
-                break
-    except OSError:
-        pass
-    return f"{model} [{flags}] x{os.cpu_count()}"
+    model, flags = cpu_info()
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "avx_vnni")
+    kept = " ".join(f for f in flags or () if f in wanted)
+    return f"{model or platform.processor() or platform.machine()} [{kept}] x{os.cpu_count()}"
 
 
 def _versions() -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -115,18 +116,29 @@ def _read_v1(directory: Path) -> float | None:
 INT8_DOT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")  # int8 dot products accumulated in int32
 
 
-def int8_overflows_here(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
-    """Known to be an x86 CPU without VNNI: its int8 GEMMs add pairs of u8 x s8 products into a saturating
-    int16, which 8-bit weights overflow (export/precision.py). False where the CPU's flags cannot be read."""
+@functools.lru_cache(maxsize=8)
+def cpu_info(cpuinfo: str | Path = "/proc/cpuinfo") -> tuple[str | None, tuple[str, ...] | None]:
+    """(model name, instruction-set flags in the order listed) of the first CPU in `cpuinfo`, read once per
+    process; None for what it does not say (not Linux; an ARM cpuinfo lists "Features", not "flags")."""
+    model = None
     try:
         with open(cpuinfo) as f:
             for line in f:
-                if line.startswith("flags") and ":" in line:
-                    flags = set(line.split(":", 1)[1].split())
-                    return "avx2" in flags and not flags & set(INT8_DOT_FLAGS)
+                key, colon, value = line.partition(":")
+                if colon and key.strip() == "model name" and model is None:
+                    model = value.strip()
+                elif colon and key.strip() == "flags":
+                    return model, tuple(value.split())
     except OSError:
         pass
-    return False
+    return model, None
+
+
+def int8_overflows_here(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
+    """Known to be an x86 CPU without VNNI: its int8 GEMMs add pairs of u8 x s8 products into a saturating
+    int16, which 8-bit weights overflow (export/precision.py). False where the CPU's flags cannot be read."""
+    flags = set(cpu_info(cpuinfo)[1] or ())
+    return "avx2" in flags and not flags & set(INT8_DOT_FLAGS)
 
 
 def cuda_provider_available() -> bool:
