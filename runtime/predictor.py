@@ -729,7 +729,11 @@ def _open(bundle: Path, manifest: Manifest, plan: DevicePlan, request: _Request,
             f"(has: {', '.join(manifest.variants)})"
         )
     if len(tiers) > 1:
-        log.info("auto: tries %s (%s)", " before ".join(", ".join(t) for t in tiers), _tier_reasons(manifest))
+        log.info(
+            "auto: tries %s (%s)",
+            " before ".join(", ".join(t) for t in tiers),
+            _tier_reasons(manifest, tiers),
+        )
     for tier, names in enumerate(tiers):
         if _overflows_here(names[0], manifest.variants[names[0]]):
             log.warning("auto: %s has 8-bit weights, which overflow on this CPU; re-export it", names[0])
@@ -743,9 +747,9 @@ def _open(bundle: Path, manifest: Manifest, plan: DevicePlan, request: _Request,
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _tier_reasons(manifest: Manifest) -> str:
+def _tier_reasons(manifest: Manifest, tiers: list[list[str]]) -> str:
     reasons = [f"labels agreeing on {AUTO_MIN_AGREEMENT:.1%} of the gate's pairs first"]
-    if any(_overflows_here(n, info) for n, info in manifest.variants.items()):
+    if _overflows_here(tiers[-1][0], manifest.variants[tiers[-1][0]]):  # (such a tier is always the last)
         reasons.append("int8 with 8-bit weights, which overflow on this CPU, last")
     return "; ".join(reasons)
 
