@@ -21,7 +21,7 @@ import numpy as np
 def main(argv: list[str] | None = None) -> dict:
     from pairbert.builtin_data import BUILTIN_VALIDATION
     from pairbert.export.precision import Int8Options, quantize_int8
-    from pairbert.export.validation import make_session, parity_figures
+    from pairbert.export.validation import make_session, parity_figures, run_batches
     from pairbert.runtime.bundle import bundle_encoder, read_manifest
     from pairbert.runtime.pair_files import read_pairs
     from pairbert.runtime.predictor import softmax
@@ -35,13 +35,12 @@ def main(argv: list[str] | None = None) -> dict:
     manifest = read_manifest(bundle)
     encoder = bundle_encoder(bundle, manifest)
     pairs = read_pairs(args.data)
-    names = manifest.contract.output_names
 
     def logits(path: Path, size: int) -> np.ndarray:
         session = make_session(path)
         chunks = [pairs[i : i + size] for i in range(0, len(pairs), size)]
         feeds = [encoder.encode([p.question for p in c], [p.answer for p in c]) for c in chunks]
-        return np.concatenate([session.run(names, f)[0] for f in feeds])
+        return run_batches(session, manifest.contract, feeds)
 
     base = bundle / manifest.variants["optimized"].file
     reference = logits(base, 32)
