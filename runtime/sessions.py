@@ -251,6 +251,13 @@ def has_bf16_units() -> bool:
     return "BF16" in openvino_capabilities()
 
 
+# Whether a file can be removed while mapped (POSIX: the mapping outlives the name). There OpenVINO maps
+# its private copy as ONNX Runtime does: reading the weights in instead (ENABLE_MMAP off) was the one
+# setting the runs that went wrong on an AMX machine had apart from the compiled-model cache (README:
+# OpenVINO on AMX); on Windows a mapped copy could not be removed, so it is read.
+MAPPED_FILES_REMOVABLE = os.name != "nt"
+
+
 class OpenVinoSession:
     """An OpenVINO CPU model compiled from the bundle's ONNX graph. Thread-safe: each concurrent call takes
     its own infer request from a pool (requests are created on demand and reused). Sequence lengths are
@@ -277,8 +284,8 @@ class OpenVinoSession:
         if isinstance(model, bytes):
             model = ExternalWeights(model)  # a private copy too: a name the graph gives is looked up there
         try:
-            if isinstance(model, ExternalWeights | WeightsFolder):
-                core.set_property({"ENABLE_MMAP": False})  # read, not mapped: the copy must not stay held
+            if isinstance(model, ExternalWeights | WeightsFolder) and not MAPPED_FILES_REMOVABLE:
+                core.set_property({"ENABLE_MMAP": False})  # read, not mapped: the copy must be removable
             if isinstance(model, WeightsFolder):
                 graph = core.read_model(str(_graph_beside_weights(model)))
                 self._compiled = _compile(core, graph, config, settings.cache_dir)

@@ -121,8 +121,9 @@ def test_auto_reopens_a_near_tie_winner_it_closed_earlier(tiny_bundle, monkeypat
     from pairbert.runtime import predictor
 
     names = predictor.candidates(read_manifest(tiny_bundle), "cpu", "auto")
-    assert names[:3] == ["int8", "optimized", "openvino-fp32"]
-    # optimized ties int8, then openvino-fp32 ties optimized but not int8; the rest are slow
+    # ["int8", "optimized", "openvino-fp32", …] here; a CPU with bf16 units puts openvino-bf16 first
+    assert len(names) >= 3
+    # the second ties the first, then the third ties the second but not the first; the rest are slow
     seconds = {name: ([1.04, 1.00, 0.98] + [2.0] * len(names))[i] for i, name in enumerate(names)}
     order = iter(names)
 
@@ -133,9 +134,7 @@ def test_auto_reopens_a_near_tie_winner_it_closed_earlier(tiny_bundle, monkeypat
 
     monkeypatch.setattr(calibration, "time_candidate", fake_timing)
     with PairClassifier.load(tiny_bundle, threads=1) as clf:
-        assert (
-            clf.variant == "optimized" and clf.choice["how"] == "measured"
-        )  # tied with 0.98, first in order
+        assert clf.variant == names[1] and clf.choice["how"] == "measured"  # tied with 0.98, first in order
         assert len(clf.predict([("who wrote hamlet?", "shakespeare.")])) == 1
 
 
@@ -213,7 +212,8 @@ def test_openvino_reads_a_private_copy_of_the_verified_bytes_and_removes_it(
     tiny_bundle, tmp_path, monkeypatch
 ):
     """OpenVINO reads external weights only beside a graph on disk: it gets a copy of the verified bytes in a
-    private temporary folder, gone once the model is compiled (read, not mapped: nothing holds it)."""
+    private temporary folder, gone once the model is compiled (on POSIX OpenVINO maps the copy, which then
+    lives on unnamed until the session closes, as ONNX Runtime's does)."""
     import tempfile
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
@@ -229,7 +229,7 @@ def test_openvino_reads_a_private_copy_of_the_verified_bytes_and_removes_it(
     assert not np.array_equal(given.run(feed), on_disk.run(feed))
     assert list(tmp_path.iterdir()) == []  # the private copy is gone
     maps = Path("/proc/self/maps").read_text() if Path("/proc/self/maps").exists() else ""
-    assert str(tmp_path) not in maps
+    assert all(line.endswith("(deleted)") for line in maps.splitlines() if str(tmp_path) in line)
 
 
 def test_openvino_copy_from_memory_is_a_locked_private_folder(tiny_bundle, tmp_path, monkeypatch):
@@ -389,6 +389,17 @@ def test_openvino_compiles_once_into_the_cache_and_a_second_load_reuses_it(tiny_
     np.testing.assert_array_equal(again, expected)
     with PairClassifier.load(tiny_bundle, variant="fp32", threads=1) as ort:
         np.testing.assert_allclose(again, ort.predict(pairs).probabilities, atol=1e-5)
+
+
+def test_bf16_is_compiled_at_each_load_never_read_from_the_model_cache(tmp_path, monkeypatch):
+    """Cached bf16 blobs crashed or answered wrongly on an AMX machine (README: OpenVINO on AMX): only fp32
+    OpenVINO variants use the compiled-model cache."""
+    from pairbert.runtime import predictor
+
+    monkeypatch.setenv(calibration.CACHE_ENV, str(tmp_path / "cache"))
+    assert predictor._openvino_cache("openvino-fp32") == str(tmp_path / "cache" / "openvino")
+    assert predictor._openvino_cache("openvino-bf16") is None
+    assert predictor._openvino_cache("optimized") is None
 
 
 def test_an_unwritable_openvino_cache_warns_and_loads_without_it(tiny_bundle, tmp_path, monkeypatch, caplog):
