@@ -4,6 +4,7 @@ process whose last stdout line is a JSON object."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -21,14 +22,27 @@ def run_json(args: list[str], timeout: float = 600) -> dict:
     """Run `python ARGS…` (e.g. ["-m", module, …] or ["-c", code]) and parse its last line as JSON;
     `process_wall_s` adds the process's wall time, interpreter start-up included."""
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout)
+    what = args[1] if args[0] == "-m" else "python -c"
+    try:
+        done = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise BenchmarkError(f"{what} failed: still running after {timeout:.0f} s (stopped)") from None
     wall = time.perf_counter() - start
     if done.returncode != 0:
-        what = args[1] if args[0] == "-m" else "python -c"
-        raise BenchmarkError(f"{what} failed:\n{done.stderr[-3000:]}")
+        raise BenchmarkError(f"{what} {_ended(done.returncode)}:\n{done.stderr[-3000:]}")
     result = json.loads(done.stdout.strip().splitlines()[-1])
     result["process_wall_s"] = wall
     return result
+
+
+def _ended(returncode: int) -> str:
+    """How a process that did not succeed ended: "failed", or the signal that killed it (a native crash)."""
+    if returncode >= 0:
+        return "failed"
+    try:
+        return f"killed by {signal.Signals(-returncode).name}"
+    except ValueError:
+        return f"killed by signal {-returncode}"
 
 
 def output_folder(path: str | Path) -> Path:

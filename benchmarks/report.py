@@ -212,33 +212,39 @@ def _throughput(r: dict, rows: list[dict], base: dict) -> list[str]:
 
 def _footprint(r: dict, rows: list[dict]) -> list[str]:
     lines: list[str] = []
-    cs, mg, inst = r["cold_start"], r["memory_growth"], r["installed"]
-    lines += [
-        "",
-        "### Footprint",
-        "",
-        f"- Cold start, new process (import + load + first prediction, {cs['runtime']['variant']}): "
-        f"{cs['runtime']['total_s']:.3f} s in-process, {cs['runtime']['process_wall_s']:.3f} s with "
-        f"interpreter start-up; "
-        f"torch: {cs['torch']['total_s']:.3f} s "
-        f"({_ratio(cs['torch']['total_s'], cs['runtime']['total_s'])} slower)"
-        + (
-            f"; the first-ever load on this machine (auto times every candidate, then caches): "
-            f"{r['cold_start_first_ever']['total_s']:.3f} s."
-            if "cold_start_first_ever" in r
-            else "."
-        ),
+    cs, mg, inst = r.get("cold_start"), r.get("memory_growth"), r["installed"]
+    lines += ["", "### Footprint", ""]
+    if cs:
+        lines.append(
+            f"- Cold start, new process (import + load + first prediction, {cs['runtime']['variant']}): "
+            f"{cs['runtime']['total_s']:.3f} s in-process, {cs['runtime']['process_wall_s']:.3f} s with "
+            f"interpreter start-up; "
+            f"torch: {cs['torch']['total_s']:.3f} s "
+            f"({_ratio(cs['torch']['total_s'], cs['runtime']['total_s'])} slower)"
+            + (
+                f"; the first-ever load on this machine (auto times every candidate, then caches): "
+                f"{r['cold_start_first_ever']['total_s']:.3f} s."
+                if "cold_start_first_ever" in r
+                else "."
+            )
+        )
+    lines.append(
         "- Peak RSS per contestant process: "
         + ", ".join(f"{c['contestant']} {c['peak_rss_mb']:.0f} MB" for c in rows)
-        + ".",
-        f"- RSS growth over {mg['predictions']} predictions of varied shapes after warm-up, first vs "
-        f"second half of the "
-        f"run: peak {mg['growth_pct']:+.2f}% ({mg['first_window_mb']['peak']:.0f} → "
-        f"{mg['last_window_mb']['peak']:.0f} MB), "
-        f"median {mg['median_growth_pct']:+.2f}% ({mg['first_window_mb']['median']:.0f} → "
-        f"{mg['last_window_mb']['median']:.0f} MB); single readings swing between "
-        f"{min(mg['first_window_mb']['low'], mg['last_window_mb']['low']):.0f} and "
-        f"{max(mg['first_window_mb']['peak'], mg['last_window_mb']['peak']):.0f} MB.",
+        + "."
+    )
+    if mg:
+        lines.append(
+            f"- RSS growth over {mg['predictions']} predictions of varied shapes after warm-up, first vs "
+            f"second half of the "
+            f"run: peak {mg['growth_pct']:+.2f}% ({mg['first_window_mb']['peak']:.0f} → "
+            f"{mg['last_window_mb']['peak']:.0f} MB), "
+            f"median {mg['median_growth_pct']:+.2f}% ({mg['first_window_mb']['median']:.0f} → "
+            f"{mg['last_window_mb']['median']:.0f} MB); single readings swing between "
+            f"{min(mg['first_window_mb']['low'], mg['last_window_mb']['low']):.0f} and "
+            f"{max(mg['first_window_mb']['peak'], mg['last_window_mb']['peak']):.0f} MB."
+        )
+    lines += [
         "- Files on disk: " + ", ".join(f"{k} {v} MB" for k, v in r["disk_mb"].items()) + ".",
         f"- Installed size: runtime environment {inst['runtime_mb']} MB"
         + (

@@ -208,18 +208,42 @@ def _run_suite(bundle: Path, checkpoint: Path | None, out: Path, quick: bool, th
         ["-m", "pairbert.benchmarks.gemm_peak", str(hidden), str(threads), "0.3" if quick else "1.5"], 300
     )
     names, skipped = contestants_for(manifest)
-    results = [_run_worker(name, bundle, checkpoint, threads, quick) for name in names]
+    failed: list[str] = []  # a contestant or stage that failed: the rest is still measured and written
+
+    def attempt(what: str, measure):
+        try:
+            return measure()
+        except BenchmarkError as exc:
+            failed.append(f"{what}: {_one_line(exc)}")
+            print(f"  {what} FAILED: {_one_line(exc)}", flush=True)
+            return None
+
+    results = [
+        r
+        for name in names
+        if (r := attempt(name, lambda name=name: _run_worker(name, bundle, checkpoint, threads, quick)))
+    ]
+    if not any(r["contestant"] == "torch-fp32" for r in results):
+        raise BenchmarkError(f"the baseline torch-fp32 failed, nothing to compare with ({failed[0]})")
     add_efficiency(results, hidden, layers, peak["peak_gflops"])
     problems = check_agreement(results)
-    floor = kernel_floor(results, hidden, intermediate, layers, threads, quick)
+    floor = attempt(
+        "kernel floor", lambda: kernel_floor(results, hidden, intermediate, layers, threads, quick)
+    )
 
     # the default path, as a service runs it (auto: the calibration cache is warm from its worker)
-    growth = footprint.memory_growth(bundle, "auto", threads, 500 if quick else 10000, 100 if quick else 1000)
-    if not quick and growth["growth_pct"] > MAX_RSS_GROWTH_PCT:
+    growth = attempt(
+        "memory growth",
+        lambda: footprint.memory_growth(
+            bundle, "auto", threads, 500 if quick else 10000, 100 if quick else 1000
+        ),
+    )
+    if growth and not quick and growth["growth_pct"] > MAX_RSS_GROWTH_PCT:
         problems.append(
             f"RSS grew {growth['growth_pct']:.1f}% over {growth['predictions']} predictions "
             f"(> {MAX_RSS_GROWTH_PCT}%)"
         )
+    cold = attempt("cold start", lambda: _cold_starts(bundle, checkpoint, threads, quick)) or {}
     report = {
         "machine": cpu_description(),
         "versions": library_versions(),
@@ -229,9 +253,9 @@ def _run_suite(bundle: Path, checkpoint: Path | None, out: Path, quick: bool, th
         "gemm_peak": peak,
         "skipped": skipped,
         "contestants": results,
-        "kernel_floor": floor,
-        **_cold_starts(bundle, checkpoint, threads, quick),
-        "memory_growth": growth,
+        **({"kernel_floor": floor} if floor else {}),
+        **cold,
+        **({"memory_growth": growth} if growth else {}),
         "disk_mb": {
             **{
                 k if k.startswith("openvino") else f"ort-{k}": round(v.size_bytes / 2**20, 1)
@@ -242,7 +266,7 @@ def _run_suite(bundle: Path, checkpoint: Path | None, out: Path, quick: bool, th
             ),
         },
         "installed": footprint.installed_sizes(),
-        "problems": problems,
+        "problems": failed + problems,
         "seconds": round(time.perf_counter() - started, 1),
         "command": "pairbert bench " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["bench"] else "",
     }
@@ -251,4 +275,15 @@ def _run_suite(bundle: Path, checkpoint: Path | None, out: Path, quick: bool, th
 
     (out / "results.md").write_text(markdown(report))
     plots(report, out)
+    if failed:
+        raise BenchmarkError(f"{len(failed)} part(s) failed; what ran is in {out}: " + "; ".join(failed))
     return report
+
+
+def _one_line(exc: BaseException) -> str:
+    """A failed process's error on one line: what failed, and the last line it wrote (a native crash's
+    "double free or corruption", a Python error's message)."""
+    head, _, rest = str(exc).partition("\n")
+    last = next((line.strip() for line in reversed(rest.splitlines()) if line.strip()), "")
+    head = head.rstrip(":")
+    return f"{head} ({last})" if last else head

@@ -119,3 +119,35 @@ def test_int8_batching_reports_each_batch_size_against_fp32(tiny_bundle, capsys)
     assert (
         changes["max_abs_prob_change"] >= 0.0 and 0 <= changes["labels_differing_1_vs_32"] <= report["pairs"]
     )
+
+
+def test_a_crashed_contestant_or_stage_still_writes_what_was_measured(
+    tiny_bundle, tiny_checkpoint, tmp_path, monkeypatch
+):
+    """A worker killed by a native crash (seen: OpenVINO's "double free or corruption" on an AMX machine)
+    fails the run, but what did run is written, and results.md names what failed and how."""
+    from pairbert.benchmarks import footprint, suite
+    from pairbert.benchmarks.processes import BenchmarkError, run_json
+
+    def crash(*args, **kwargs):
+        return run_json(["-c", "import os; os.abort()"])  # a real process, really killed by SIGABRT
+
+    real_worker = suite._run_worker
+    monkeypatch.setattr(
+        suite, "contestants_for", lambda manifest: (["torch-fp32", "ort-fp32", "ort-int8"], [])
+    )
+    monkeypatch.setattr(
+        suite, "_run_worker", lambda name, *a: crash() if name == "ort-int8" else real_worker(name, *a)
+    )
+    monkeypatch.setattr(footprint, "memory_growth", crash)
+    out = tmp_path / "out"
+    with pytest.raises(BenchmarkError, match=r"2 part\(s\) failed; what ran is in .*ort-int8: .*SIGABRT"):
+        suite.run_suite(tiny_bundle, tiny_checkpoint, out, quick=True, threads=1)
+    report = json.loads((out / "results.json").read_text())
+    assert [c["contestant"] for c in report["contestants"]] == ["torch-fp32", "ort-fp32"]
+    assert "memory_growth" not in report and report["cold_start"]["runtime"]["total_s"] > 0
+    assert report["problems"][:2] == [
+        "ort-int8: python -c killed by SIGABRT",
+        "memory growth: python -c killed by SIGABRT",
+    ]
+    assert "ort-int8: python -c killed by SIGABRT" in (out / "results.md").read_text()
