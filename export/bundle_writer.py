@@ -34,6 +34,7 @@ import onnx
 import torch
 
 from pairbert.builtin_data import BUILTIN_VALIDATION
+from pairbert.runtime.answer_check import CHECK_PAIRS
 from pairbert.runtime.bundle import (
     FORMAT_VERSION,
     MANIFEST_FILE,
@@ -52,6 +53,7 @@ from pairbert.training.batches import encode_batch
 from pairbert.training.checkpoint import LABELS, load_checkpoint
 
 from . import fusion, onnx_graph, precision
+from .answer_check import record_answers
 from .openvino_variants import build_openvino_variants
 from .validation import (
     ExportError,
@@ -385,7 +387,7 @@ def _run_extra_validators(
 
 
 def _write(
-    src: _Source, work: Path, out_dir: Path, outcomes: dict[str, VariantOutcome], timings: dict
+    src: _Source, work: Path, out_dir: Path, outcomes: dict[str, VariantOutcome], timings: dict, check: dict
 ) -> Manifest:
     """Drop the files of unwritten variants and intermediates, write tokenizer + manifest, swap into place."""
     keep = {o.info.file for o in outcomes.values() if o.written}
@@ -412,6 +414,7 @@ def _write(
         source_checkpoint=str(ckpt.path.resolve()),
         source_weights_sha256=weights_sha256(ckpt.path),
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        answer_check=check,
     )
     (work / MANIFEST_FILE).write_text(manifest.to_json())
     _swap_into_place(work, out_dir)
@@ -450,7 +453,13 @@ def build_bundle(
         # built from
         outcomes.update(_run_extra_validators(src, work, settings, report))
         _require_a_passing_variant(outcomes, out_dir)
-        manifest = _write(src, work, out_dir, outcomes, timings)
+        started_check = time.perf_counter()
+        written = {name: o.info for name, o in outcomes.items() if o.written}
+        check = record_answers(work, src.ckpt.encoder.with_apart(orders_padded_apart(CONTRACT)), written)
+        timings["answer_check"] = time.perf_counter() - started_check
+        answered = ", ".join(check.get("probabilities", {})) or "no variant"
+        report.ok("answer check", f"{len(CHECK_PAIRS)} pairs, answers of {answered} recorded")
+        manifest = _write(src, work, out_dir, outcomes, timings, check)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     seconds = time.perf_counter() - started

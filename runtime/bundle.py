@@ -75,6 +75,9 @@ class Manifest:
         ""  # of the checkpoint's weights: a benchmark checks it compares the same model
     )
     created: str = ""
+    # {"feed": graph inputs of pairbert's check pairs, "probabilities": {variant: its answers at export}}
+    # (runtime/answer_check.py); {} in bundles written before it
+    answer_check: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -126,6 +129,7 @@ class Manifest:
             source_checkpoint=_typed(d, "source_checkpoint", str, "", where),
             source_weights_sha256=_typed(d, "source_weights_sha256", str, "", where),
             created=_typed(d, "created", str, "", where),
+            answer_check=_answer_check(d.get("answer_check", {}), contract, len(labels), variants, where),
         )
 
 
@@ -224,6 +228,44 @@ _VARIANT_TYPES = {
     "notes": str,
 }
 _VARIANT_REQUIRED = ("name", "file", "precision", "size_bytes", "sha256", "intended_device")
+
+
+def _answer_check(value: object, contract: GraphContract, labels: int, variants: dict, where: str) -> dict:
+    """The check batch (one rectangular int matrix per graph input, one row per pair) and, per listed
+    variant, its probabilities (a row of `labels` numbers in [0, 1] per pair)."""
+    what = f"{where}: field 'answer_check'"
+    if value == {}:
+        return {}
+    if not isinstance(value, dict) or set(value) != {"feed", "probabilities"}:
+        raise BundleError(f"{what} must be an object with exactly 'feed' and 'probabilities'")
+    feed, answers = value["feed"], value["probabilities"]
+    if not isinstance(feed, dict) or sorted(feed) != sorted(contract.input_names):
+        raise BundleError(f"{what}: 'feed' must give exactly the graph's inputs {list(contract.input_names)}")
+    rows = {len(_matrix(m, (int,), f"{what}: feed.{name}")) for name, m in feed.items()}
+    if len(rows) != 1:
+        raise BundleError(f"{what}: every input of 'feed' must have the same number of pairs")
+    if not isinstance(answers, dict) or not set(answers) <= set(variants):
+        raise BundleError(f"{what}: 'probabilities' must map variants of this bundle to their answers")
+    for name, m in answers.items():
+        m = _matrix(m, (int, float), f"{what}: probabilities.{name}")
+        if len(m) not in rows or len(m[0]) != labels or not all(0 <= x <= 1 for r in m for x in r):
+            raise BundleError(
+                f"{what}: probabilities.{name} must be {rows.pop()} rows of {labels} numbers in [0, 1]"
+            )
+    return value
+
+
+def _matrix(value: object, kinds: tuple[type, ...], what: str) -> list:
+    """A non-empty rectangular list of lists of `kinds` (never bool), or BundleError naming `what`."""
+    if not (
+        isinstance(value, list)
+        and value
+        and all(isinstance(r, list) and r and len(r) == len(value[0]) for r in value)
+        and all(isinstance(x, kinds) and not isinstance(x, bool) for r in value for x in r)
+    ):
+        kind = " or ".join(k.__name__ for k in kinds)
+        raise BundleError(f"{what} must be a non-empty rectangular list of lists of {kind}")
+    return value
 
 
 def _variants(value: object, where: str) -> dict[str, VariantInfo]:

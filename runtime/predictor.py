@@ -24,7 +24,9 @@ import numpy as np
 from tokenizers import Encoding
 
 from . import atomic_dir, calibration
+from .answer_check import AnswerMismatch, check_answers, feed_problem
 from .bundle import (
+    MANIFEST_FILE,
     BundleError,
     Manifest,
     bundle_encoder,
@@ -550,11 +552,25 @@ def _open_variant(
     info = manifest.variants[name]
     settings = _settings(plan, request, threads, name)
     try:
-        return _open_checked(bundle, info, name, settings, request.verify)
+        session = _open_checked(bundle, info, name, settings, request.verify)
     except BackendUnavailable:
         raise  # the environment, not the bundle: `auto` tries the other candidates
     except BackendError as exc:
         raise BundleError(f"{bundle / info.file}: {exc}") from None
+    try:  # answers as at export (AnswerMismatch: this machine computes it wrongly; `auto` tries the others)
+        moved = check_answers(session, manifest.answer_check, name, info.precision)
+    except BackendUnavailable:
+        session.close()
+        raise
+    except BackendError as exc:
+        session.close()
+        raise BundleError(f"{bundle / info.file}: the answer check cannot run ({exc})") from None
+    except BaseException:
+        session.close()
+        raise
+    if moved is not None:
+        log.info("%s: check pairs answered as at export (max |Δprob| %.2g)", name, moved)
+    return session
 
 
 def _open_checked(bundle: Path, info, name: str, settings: SessionSettings, verify: bool):
@@ -688,6 +704,9 @@ def _check_digest(path: Path, expected: str, actual: str) -> None:
 def _open_on_a_device(bundle: Path, manifest: Manifest, request: _Request, threads: int, encoder):
     """(session, variant, device, how it was chosen) on the first device plan that runs."""
     vocab = encoder.tokenizer.get_vocab_size()
+    problem = feed_problem(manifest.answer_check, vocab)
+    if problem:
+        raise BundleError(f"{bundle / MANIFEST_FILE}: field 'answer_check': {problem}")
     for plan in _device_plans(request):
         opened = _open(bundle, manifest, plan, request, threads, vocab)
         if opened is not None:
@@ -842,7 +861,9 @@ def _calibrated(
         "measured_in_s": round(time.perf_counter() - started, 2),
         "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    if not skipped:  # a candidate that could not run now is measured again next time
+    # a candidate that could not run now is measured again next time; one that answers wrongly here will
+    # answer so again (same bundle, same CPU: the cache key)
+    if all(isinstance(exc, AnswerMismatch) for exc in skipped):
         calibration.remember(key, entry)
     log.info("auto measured %s: %s", ", ".join(names), best)
     return sessions[best], best, {"how": "measured", **entry}
