@@ -17,10 +17,10 @@ import numpy as np
 from .sessions import BackendUnavailable
 
 # How far a variant's probabilities may move between the exporting machine and this one. fp32 graphs differ
-# only by summation order (~1e-6 measured); reduced precisions by their rounding on other kernels (bf16 on
-# AMX vs AVX512-BF16, fp16 on CUDA vs the CPU kernels that validated it: ~3e-3 measured). A wrong answer
-# moves a confident pair by tenths.
-TOLERANCE = {"fp32": 1e-3, "fp16": 0.05, "bf16": 0.05, "int8": 0.05}
+# by summation order (~1e-6 on CPUs) and by TF32 where CUDA runs them (1.4e-4 seen on the test model);
+# reduced precisions by their rounding on other kernels (bf16 on AMX vs AVX512-BF16, fp16 on CUDA vs the
+# CPU kernels that validated it: ~3e-3). A wrong answer moves a confident pair by tenths.
+TOLERANCE = {"fp32": 0.01, "fp16": 0.05, "bf16": 0.05, "int8": 0.05}
 
 # pairbert's own check pairs (no user data): one that fits, one that does not. Two short pairs keep the
 # check to one small run (~12 ms for MiniLM on 2 cores; four pairs took ~25 ms of a ~0.5 s cold start).
@@ -60,6 +60,7 @@ def check_answers(session, check: dict, variant: str, precision: str) -> float |
     if moved > allowed:
         raise AnswerMismatch(
             f"{variant} answers the export's check pairs differently here (max |Δprob| {moved:.3f}, allowed "
-            f"{allowed:g} for {precision}): this CPU or backend computes it wrongly, so it is not used"
+            f"{allowed:g} for {precision}): this machine or backend computes it unlike the one that "
+            "exported it, so it is not used"
         )
     return moved

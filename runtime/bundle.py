@@ -27,6 +27,7 @@ from .tokenization import FEEDS, MAX_MAX_LENGTH, MIN_MAX_LENGTH, PairEncoder
 from .variants import PRECISION
 
 FORMAT_VERSION = 2
+MAX_CHECK_ROWS = 8  # pairs the manifest's answer_check may hold (export writes 2): a bounded check at load
 DIGEST_FIELD = "manifest_sha256"
 MANIFEST_FILE = "manifest.json"
 TOKENIZER_FILE = "tokenizer.json"
@@ -129,7 +130,14 @@ class Manifest:
             source_checkpoint=_typed(d, "source_checkpoint", str, "", where),
             source_weights_sha256=_typed(d, "source_weights_sha256", str, "", where),
             created=_typed(d, "created", str, "", where),
-            answer_check=_answer_check(d.get("answer_check", {}), contract, len(labels), variants, where),
+            answer_check=_answer_check(
+                d.get("answer_check", {}),
+                contract,
+                len(labels),
+                variants,
+                _max_length(d.get("max_length"), where),
+                where,
+            ),
         )
 
 
@@ -230,8 +238,11 @@ _VARIANT_TYPES = {
 _VARIANT_REQUIRED = ("name", "file", "precision", "size_bytes", "sha256", "intended_device")
 
 
-def _answer_check(value: object, contract: GraphContract, labels: int, variants: dict, where: str) -> dict:
-    """The check batch (one rectangular int matrix per graph input, one row per pair) and, per listed
+def _answer_check(
+    value: object, contract: GraphContract, labels: int, variants: dict, max_length: int, where: str
+) -> dict:
+    """The check batch (one rectangular int matrix per graph input, one row per pair, at most
+    MAX_CHECK_ROWS rows of at most max_length tokens, the inputs of one order equally wide) and, per listed
     variant, its probabilities (a row of `labels` numbers in [0, 1] per pair)."""
     what = f"{where}: field 'answer_check'"
     if value == {}:
@@ -241,18 +252,30 @@ def _answer_check(value: object, contract: GraphContract, labels: int, variants:
     feed, answers = value["feed"], value["probabilities"]
     if not isinstance(feed, dict) or sorted(feed) != sorted(contract.input_names):
         raise BundleError(f"{what}: 'feed' must give exactly the graph's inputs {list(contract.input_names)}")
-    rows = {len(_matrix(m, (int,), f"{what}: feed.{name}")) for name, m in feed.items()}
-    if len(rows) != 1:
-        raise BundleError(f"{what}: every input of 'feed' must have the same number of pairs")
+    shapes = {name: _shape(_matrix(m, (int,), f"{what}: feed.{name}")) for name, m in feed.items()}
+    rows = {r for r, _ in shapes.values()}
+    widths = {(spec.axes[1], shapes[spec.name][1]) for spec in contract.inputs if len(spec.axes) == 2}
+    if len(rows) != 1 or len({axis for axis, _ in widths}) != len(widths):
+        raise BundleError(
+            f"{what}: the inputs of 'feed' must have the same number of pairs, and those of one order "
+            "the same length"
+        )
+    (pairs,) = rows
+    if pairs > MAX_CHECK_ROWS or any(w > max_length for _, w in widths):
+        raise BundleError(f"{what}: 'feed' may hold {MAX_CHECK_ROWS} pairs of {max_length} tokens at most")
     if not isinstance(answers, dict) or not set(answers) <= set(variants):
         raise BundleError(f"{what}: 'probabilities' must map variants of this bundle to their answers")
     for name, m in answers.items():
         m = _matrix(m, (int, float), f"{what}: probabilities.{name}")
-        if len(m) not in rows or len(m[0]) != labels or not all(0 <= x <= 1 for r in m for x in r):
+        if len(m) != pairs or len(m[0]) != labels or not all(0 <= x <= 1 for r in m for x in r):
             raise BundleError(
-                f"{what}: probabilities.{name} must be {rows.pop()} rows of {labels} numbers in [0, 1]"
+                f"{what}: probabilities.{name} must be {pairs} rows of {labels} numbers in [0, 1]"
             )
     return value
+
+
+def _shape(matrix: list) -> tuple[int, int]:
+    return len(matrix), len(matrix[0])
 
 
 def _matrix(value: object, kinds: tuple[type, ...], what: str) -> list:

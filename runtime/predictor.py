@@ -39,7 +39,7 @@ from .bundle import (
 )
 from .contract import GraphContract, TensorSpec, orders_padded_apart
 from .devices import LEDGER, DeviceError, DevicePlan, int8_overflows_here, plan_device
-from .errors import PairbertError
+from .errors import PairbertError, first_line
 from .external_weights import CopyFailed, ExternalWeights, PrivateCopy, WeightsFolder
 from .ort import GPU_LIBS_INSTALL
 from .sessions import (
@@ -557,14 +557,17 @@ def _open_variant(
         raise  # the environment, not the bundle: `auto` tries the other candidates
     except BackendError as exc:
         raise BundleError(f"{bundle / info.file}: {exc}") from None
-    try:  # answers as at export (AnswerMismatch: this machine computes it wrongly; `auto` tries the others)
+    graph = bundle / info.file
+    _check_apart(graph, session, orders_padded_apart(manifest.contract))  # the graph is what the manifest
+    _check_labels(graph, session, manifest)  # says, before it is run (each closes the session it refuses)
+    try:  # answers as at export (AnswerMismatch: computed differently here; `auto` tries the others)
         moved = check_answers(session, manifest.answer_check, name, info.precision)
     except BackendUnavailable:
         session.close()
         raise
-    except BackendError as exc:
+    except (BackendError, KeyError, ValueError) as exc:  # a graph that cannot take the manifest's batch
         session.close()
-        raise BundleError(f"{bundle / info.file}: the answer check cannot run ({exc})") from None
+        raise BundleError(f"{graph}: the answer check cannot run ({first_line(exc)})") from None
     except BaseException:
         session.close()
         raise
@@ -664,10 +667,10 @@ def _build_checked(source, digests, name: str, settings: SessionSettings, stop=l
     return session
 
 
-def _check_apart(path: Path, session, encoder: PairEncoder) -> None:
+def _check_apart(path: Path, session, apart: bool) -> None:
     """A manifest saying the orders come at their own lengths must describe a graph that takes them so: ONNX
     Runtime plans its buffers on its axis names, and tied ones fail deep inside a run."""
-    if not encoder.apart or session.backend != ONNXRUNTIME:
+    if not apart or session.backend != ONNXRUNTIME:
         return
     inputs = tuple(TensorSpec(i.name, i.type, tuple(i.shape)) for i in session.session.get_inputs())
     if not orders_padded_apart(GraphContract(inputs, ())):  # the manifest's rule, on the graph's own axes
@@ -711,9 +714,6 @@ def _open_on_a_device(bundle: Path, manifest: Manifest, request: _Request, threa
         opened = _open(bundle, manifest, plan, request, threads, vocab)
         if opened is not None:
             session, name, choice = opened
-            graph = bundle / manifest.variants[name].file
-            _check_apart(graph, session, encoder)
-            _check_labels(graph, session, manifest)
             return session, name, plan.device, choice
     raise DeviceError("no device could run this bundle")  # pragma: no cover - the CPU plan opens or raises
 
@@ -832,27 +832,41 @@ def _calibrated(
             log.warning("auto: cached choice %s cannot run now (%s); measuring the others", name, exc)
     timings, sessions, skipped = {}, {}, []
     started = time.perf_counter()
-    for name in names:
-        try:
-            session = _open_variant(bundle, manifest, name, plan, request, threads)
-        except BackendUnavailable as exc:
-            log.warning("auto: %s skipped (%s)", name, exc)
-            skipped.append(exc)
-            continue
-        timings[name] = calibration.time_candidate(
-            session.run, manifest.contract.input_names, vocab, orders_padded_apart(manifest.contract)
-        )
-        sessions[name] = session
-        leader = calibration.fastest(timings)  # one session open at a time: memory stays that of one
-        for other in [n for n in sessions if n != leader]:
-            sessions.pop(other).close()
-    if not timings:
-        raise skipped[-1]
-    best = calibration.fastest(timings)
-    if best not in sessions:  # a near-tie lost earlier can be won once a faster candidate moves the best
-        for other in list(sessions):
-            sessions.pop(other).close()
-        sessions[best] = _open_variant(bundle, manifest, best, plan, request, threads)
+    try:
+        for name in names:
+            try:
+                session = _open_variant(bundle, manifest, name, plan, request, threads)
+            except BackendUnavailable as exc:
+                log.warning("auto: %s skipped (%s)", name, exc)
+                skipped.append(exc)
+                continue
+            sessions[name] = session
+            timings[name] = calibration.time_candidate(
+                session.run, manifest.contract.input_names, vocab, orders_padded_apart(manifest.contract)
+            )
+            leader = calibration.fastest(timings)  # one session open at a time: memory stays that of one
+            for other in [n for n in sessions if n != leader]:
+                sessions.pop(other).close()
+        if not timings:
+            raise skipped[-1]
+        best = calibration.fastest(timings)
+        if best not in sessions:  # a near-tie lost earlier can be won once a faster one moves the best
+            try:
+                reopened = _open_variant(bundle, manifest, best, plan, request, threads)
+            except BackendUnavailable as exc:  # keep the one still open (it was the leader a moment ago)
+                log.warning(
+                    "auto: %s cannot be opened again (%s); keeping %s", best, exc, next(iter(sessions))
+                )
+                skipped.append(exc)
+                best = next(iter(sessions))
+            else:
+                for other in list(sessions):
+                    sessions.pop(other).close()
+                sessions[best] = reopened
+    except BaseException:  # an error or an interrupt: nothing opened here stays open
+        for session in sessions.values():
+            session.close()
+        raise
     entry = {
         "choice": best,
         "timings_s": timings,

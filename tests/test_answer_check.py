@@ -88,3 +88,66 @@ def test_check_ids_outside_the_tokenizer_are_refused_before_any_backend_reads_th
     edit_manifest(bundle, out_of_vocabulary)
     with pytest.raises(BundleError, match=r"field 'answer_check': feed\.\w+input_ids has values outside"):
         PairClassifier.load(bundle, variant="fp32", threads=1)
+
+
+@pytest.mark.parametrize("shift, refused", [(0.005, False), (0.02, True)])
+def test_fp32_graphs_may_move_by_a_hundredth_and_no_more(bundle, shift, refused):
+    """The recorded answers of `optimized` moved by `shift` (as another machine's rounding would move them):
+    within the fp32 tolerance it loads, beyond it is refused."""
+
+    def move(d):
+        rows = d["answer_check"]["probabilities"]["optimized"]
+        d["answer_check"]["probabilities"]["optimized"] = [
+            [min(1.0, r[0] + shift), max(0.0, r[1] - shift)] if r[0] < 0.5 else [r[0] - shift, r[1] + shift]
+            for r in rows
+        ]
+
+    edit_manifest(bundle, move)
+    if refused:
+        with pytest.raises(AnswerMismatch, match=r"max \|Δprob\| 0\.02\d, allowed 0\.01 for fp32"):
+            PairClassifier.load(bundle, variant="optimized", threads=1)
+    else:
+        PairClassifier.load(bundle, variant="optimized", threads=1).close()
+
+
+def test_a_refused_variant_leaves_no_session_or_private_copy(bundle, tmp_path, monkeypatch):
+    import tempfile
+
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+
+    def swap(d):
+        d["answer_check"]["probabilities"]["fp32"] = [
+            r[::-1] for r in d["answer_check"]["probabilities"]["fp32"]
+        ]
+
+    edit_manifest(bundle, swap)
+    for _ in range(2):
+        with pytest.raises(AnswerMismatch):
+            PairClassifier.load(bundle, variant="fp32", threads=1)
+    assert list(temp.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda c: [rows.extend(rows[:1] * 7) for rows in c["feed"].values()], "may hold 8 pairs of"),
+        (lambda c: [row.extend([0] * 600) for rows in c["feed"].values() for row in rows], "tokens at most"),
+        (
+            lambda c: [row.append(0) for row in c["feed"]["qa_input_ids"]],
+            "those of one order the same length",
+        ),
+    ],
+)
+def test_the_check_batch_is_bounded(bundle, change, message):
+    """A manifest cannot make every load (and every candidate `auto` times) run a large batch."""
+
+    def grow(d):
+        change(d["answer_check"])
+        for rows in d["answer_check"]["probabilities"].values():
+            rows.extend(rows[:1] * (len(d["answer_check"]["feed"]["qa_input_ids"]) - len(rows)))
+
+    edit_manifest(bundle, grow)
+    with pytest.raises(BundleError, match=f"field 'answer_check'.*{message}"):
+        read_manifest(bundle)

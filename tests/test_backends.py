@@ -229,7 +229,9 @@ def test_openvino_reads_a_private_copy_of_the_verified_bytes_and_removes_it(
     assert not np.array_equal(given.run(feed), on_disk.run(feed))
     assert list(tmp_path.iterdir()) == []  # the private copy is gone
     maps = Path("/proc/self/maps").read_text() if Path("/proc/self/maps").exists() else ""
-    assert all(line.endswith("(deleted)") for line in maps.splitlines() if str(tmp_path) in line)
+    copies = [line for line in maps.splitlines() if str(tmp_path) in line]
+    assert all(line.endswith("(deleted)") for line in copies)
+    assert copies or not maps  # mapped, not read in (Linux; elsewhere there is no /proc to look at)
 
 
 def test_openvino_copy_from_memory_is_a_locked_private_folder(tiny_bundle, tmp_path, monkeypatch):

@@ -82,8 +82,8 @@ def test_a_loaded_session_maps_only_its_private_copy_and_ignores_the_bundle_chan
     tiny_bundle, tmp_path, temp_root, variant
 ):
     """Once loaded, rewriting the bundle's weight file in place (same inode) changes nothing: the session
-    holds a private copy whose folder is already gone from TMPDIR. OpenVINO maps its copy too (on POSIX),
-    and may keep no mapping once it has compiled; neither ever maps the bundle's own file."""
+    holds a private copy whose folder is already gone from TMPDIR. OpenVINO maps its copy too (on POSIX;
+    reading it in was what the wrong AMX loads had); neither ever maps the bundle's own file."""
     bundle = tmp_path / "bundle"
     shutil.copytree(tiny_bundle, bundle)
     pairs = [(r["question"], r["answer"]) for r in varied_pairs(12, seed=5)]
@@ -99,8 +99,10 @@ def test_a_loaded_session_maps_only_its_private_copy_and_ignores_the_bundle_chan
     ).exists():  # Linux: ONNX Runtime maps the copy, unnamed, never the bundle's file
         maps = Path("/proc/self/maps").read_text().splitlines()
         copies = [line for line in maps if external_weights.COPY_PREFIX in line]
-        assert copies or variant.startswith("openvino")
-        assert all(line.endswith("(deleted)") for line in copies)
+        # (OpenVINO's compiled-model cache, on in these tests, hands it the weights in its blob instead)
+        assert (copies or variant.startswith("openvino")) and all(
+            line.endswith("(deleted)") for line in copies
+        )
         assert not any(str(weights) in line for line in maps)
     clf.close()
 
