@@ -14,6 +14,8 @@
 #   unpack       join the carried parts, check sha256, float32 weights again (gpu_carry.py)
 #   install      the carried wheels into /tmp/site (ahead of the image's onnxruntime), pairbert as a shim
 #   export       fp32, optimized, int8, openvino-fp32, openvino-bf16, each parity-gated on THIS CPU (all cores)
+#   soak         each CPU variant against fp32 over rounds of varied shapes (variant_soak.py), one process
+#                each: a native crash is its exit status, wrong answers its agreement
 #   bench        pairbert bench --quick on the two cores (auto calibrates there: what it picks on this CPU)
 #   full         full workers (batch 32 x 128, three batch sizes, 304 validation pairs) for the default path
 #                and the strongest peers, while the deadline allows
@@ -56,6 +58,7 @@ environment() {
   # two logical CPUs on two distinct physical cores (first of each core), as a 2-core machine would have
   lscpu -p=CPU,CORE,SOCKET | grep -v '^#' | sort -t, -k3,3n -k2,2n -k1,1n \
     | awk -F, '!seen[$3","$2]++ {print $1}' | head -2 | paste -sd, > "$WORK/cores"
+  [ -s "$WORK/cores" ] || { echo "could not pick two cores from lscpu -p"; return 1; }
   echo "bench cores: $(cat "$WORK/cores")"
   $PY -V
 }
@@ -90,7 +93,7 @@ bench() {
   pinned $PY -m pairbert bench "$WORK/bundle" --checkpoint "$WORK/checkpoint" --quick --threads 2 \
     --out "$OUT/bench-quick"
   local rc=$?
-  cp ~/.cache/pairbert/calibration.json "$OUT/" 2>/dev/null
+  cp "${PAIRBERT_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/pairbert}/calibration.json" "$OUT/" 2>/dev/null
   cat "$OUT/bench-quick/results.md" 2>/dev/null | head -40
   return $rc
 }
@@ -113,21 +116,40 @@ for m,t in r['throughput'].items()})" "$OUT/full/$name.json" 2>/dev/null
 
 peak() { pinned $PY -m pairbert.benchmarks.gemm_peak 384 2 1.5 | tee "$OUT/gemm_peak.json"; }
 
+soak() {
+  local name rc=0
+  mkdir -p "$OUT/soak"
+  for name in ${SOAK:-openvino-bf16 openvino-fp32 int8 optimized}; do
+    echo "--- $name ($(date -u +%T))"
+    timeout 100 taskset -c "$(cat "$WORK/cores")" $PY -m pairbert.benchmarks.variant_soak "$WORK/bundle" "$name" \
+      --threads 2 > "$OUT/soak/$name.json" 2> "$OUT/soak/$name.err"
+    local code=$?
+    ((code != 0)) && rc=1
+    echo "exit $code $(tail -c 300 "$OUT/soak/$name.err" | tail -1)"
+    $PY -c "import json,sys; r=json.load(open(sys.argv[1])); print({k: r[k] for k in ('provider', \
+'predictions', 'seconds', 'worst_agreement', 'max_abs_prob_diff', 'passed')})" "$OUT/soak/$name.json" 2>/dev/null
+  done
+  return $rc
+}
+
 export PY OUT WORK CARRY END FULL PYTHONPATH="/tmp/site:$WORK/shim${PYTHONPATH:+:$PYTHONPATH}"
-export -f left environment install export_bundle pinned bench full peak
+export -f left environment install export_bundle pinned soak bench full peak
 
 step environment 30 environment
 [ -d "$WORK/wheels" ] || step unpack 90 $PY benchmarks/gpu_carry.py unpack "$CARRY" --out "$WORK"
 step install 90 install
 step export 200 export_bundle
+step soak 300 soak
 step bench 240 bench
 step full 300 full
 step peak 60 peak
 step pytest 90 $PY -m pytest tests/test_backends.py -q -x -p no:cacheprovider
 
 echo "=== summary"
-for k in environment unpack install export bench full peak pytest; do
+for k in environment unpack install export soak bench full peak pytest; do
   echo "$k: ${STATUS[$k]:-not run}"
 done | tee "$OUT/summary.txt"
+exec >/dev/null 2>&1  # close the pipe to tee (it has printed everything), so log.txt is complete
+sleep 1
 tar -czf "$FINAL_OUT/cpu-check.tar.gz" -C "$OUT" .
 cp "$OUT/log.txt" "$OUT/summary.txt" "$FINAL_OUT/" 2>/dev/null

@@ -30,7 +30,10 @@ def run_json(args: list[str], timeout: float = 600) -> dict:
     wall = time.perf_counter() - start
     if done.returncode != 0:
         raise BenchmarkError(f"{what} {_ended(done.returncode)}:\n{done.stderr[-3000:]}")
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    try:
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+    except (IndexError, json.JSONDecodeError):  # it ended well but did not say what it measured
+        raise BenchmarkError(f"{what} printed no JSON result:\n{done.stderr[-3000:]}") from None
     result["process_wall_s"] = wall
     return result
 

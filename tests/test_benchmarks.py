@@ -151,3 +151,27 @@ def test_a_crashed_contestant_or_stage_still_writes_what_was_measured(
         "memory growth: python -c killed by SIGABRT",
     ]
     assert "ort-int8: python -c killed by SIGABRT" in (out / "results.md").read_text()
+
+
+def test_variant_soak_compares_every_round_and_batch_size_with_the_reference(tiny_bundle, capsys):
+    from pairbert.benchmarks.variant_soak import main
+
+    argv = [
+        str(tiny_bundle),
+        "optimized",
+        "--rounds",
+        "2",
+        "--batches",
+        "1,8",
+        "--pairs",
+        "24",
+        "--threads",
+        "1",
+    ]
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [(r["round"], r["batch"]) for r in report["runs"]] == [(0, 1), (0, 8), (1, 1), (1, 8)]
+    assert report["predictions"] == 96 and report["passed"]
+    assert report["worst_agreement"] == 1.0 and report["max_abs_prob_diff"] < 1e-4
+    assert main([str(tiny_bundle), "no-such-variant", "--pairs", "4"]) == 1
+    assert "variant_soak: error:" in capsys.readouterr().err
