@@ -35,20 +35,7 @@ exec > >(tee -a "$OUT/log.txt") 2>&1
 declare -A STATUS
 
 END=$(($(date +%s) + DEADLINE))
-left() { echo $((END - $(date +%s))); }
-
-step() {  # step NAME TIMEOUT_S COMMAND…: run, time, record pass/fail, keep going; never past the deadline
-  local name=$1 limit=$2; shift 2
-  ((limit > $(left))) && limit=$(left)
-  if ((limit < 10)); then STATUS[$name]="no time left"; echo "=== $name: no time left"; return 1; fi
-  echo "=== $name ($(date -u +%T), limit ${limit}s)"
-  local t0=$SECONDS
-  timeout "$limit" bash -o pipefail -c '"$@"' _ "$@"
-  local rc=$?
-  STATUS[$name]="rc=$rc $((SECONDS - t0))s"
-  echo "=== $name: ${STATUS[$name]}"
-  return $rc
-}
+source benchmarks/device_steps.sh  # step, left
 
 environment() {
   lscpu | tee "$OUT/lscpu.txt" | grep -E 'Model name|^CPU\(s\)|Thread|Core|Socket|NUMA node\(s\)|L2|L3'

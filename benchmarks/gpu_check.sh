@@ -34,17 +34,7 @@ mkdir -p "$OUT"
 exec > >(tee -a "$OUT/log.txt") 2>&1
 declare -A STATUS
 
-step() {  # step NAME TIMEOUT_S COMMAND…: run (functions too), time, record pass/fail, keep going
-  local name=$1 limit=$2; shift 2
-  if [[ " ${STEPS:-all} " != *" all "* && " ${STEPS:-} " != *" $name "* ]]; then STATUS[$name]="skipped"; return 0; fi
-  echo "=== $name ($(date -u +%T))"
-  local t0=$SECONDS
-  timeout "$limit" bash -o pipefail -c '"$@"' _ "$@"
-  local rc=$?
-  STATUS[$name]="rc=$rc $((SECONDS - t0))s"
-  echo "=== $name: ${STATUS[$name]}"
-  return $rc
-}
+source benchmarks/device_steps.sh  # step
 
 environment() {
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
