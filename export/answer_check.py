@@ -6,11 +6,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from pairbert.runtime.answer_check import CHECK_PAIRS
 from pairbert.runtime.bundle import VariantInfo
 from pairbert.runtime.devices import physical_cores
+from pairbert.runtime.predictor import softmax
 from pairbert.runtime.sessions import SessionSettings, open_session
 from pairbert.runtime.tokenization import PairEncoder
 from pairbert.runtime.variants import BACKEND, OPENVINO_PRECISION
@@ -19,23 +18,22 @@ from pairbert.runtime.variants import BACKEND, OPENVINO_PRECISION
 def record_answers(folder: Path, encoder: PairEncoder, variants: dict[str, VariantInfo]) -> dict:
     """{"feed": …, "probabilities": {variant: …}} for every variant that was validated here ({} if none)."""
     feed = encoder.encode([q for q, _ in CHECK_PAIRS], [a for _, a in CHECK_PAIRS])
+    threads = physical_cores()
     answers = {}
     for name, info in variants.items():
         if info.validated_on == "none" or name not in BACKEND:  # never checked here: nothing to compare with
             continue
         settings = SessionSettings(
-            threads=physical_cores(),
+            threads=threads,
             device="cuda" if info.validated_on == "cuda" else "cpu",
             precision=OPENVINO_PRECISION.get(name, "f32"),
             cuda_graphs=False,
         )
         session = open_session(BACKEND[name], folder / info.file, settings)
         try:
-            logits = session.run(feed).astype(np.float64)
+            answers[name] = softmax(session.run(feed)).astype(float).round(6).tolist()  # (6 decimals in JSON)
         finally:
             session.close()
-        probabilities = np.exp(logits - logits.max(-1, keepdims=True))
-        answers[name] = (probabilities / probabilities.sum(-1, keepdims=True)).round(6).tolist()
     if not answers:
         return {}
     return {"feed": {k: v.tolist() for k, v in feed.items()}, "probabilities": answers}

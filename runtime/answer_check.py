@@ -30,11 +30,11 @@ CHECK_PAIRS = (
 )
 
 
-def feed_problem(check: dict, vocab: int) -> str | None:
-    """What is wrong with the check batch for a tokenizer of `vocab` ids (None: nothing): ids outside the
-    vocabulary, masks or token types other than 0/1 would make a backend read out of its tables."""
+def feed_problem(check: dict, id_bound: int) -> str | None:
+    """What is wrong with the check batch for a tokenizer whose ids are below `id_bound` (None: nothing): ids
+    outside it, masks or token types other than 0/1 would make a backend read out of its tables."""
     for name, rows in check.get("feed", {}).items():
-        bound = vocab if name.endswith("input_ids") else 2
+        bound = id_bound if name.endswith("input_ids") else 2
         if any(not 0 <= x < bound for row in rows for x in row):
             return f"feed.{name} has values outside [0, {bound})"
     return None
@@ -50,10 +50,10 @@ def check_answers(session, check: dict, variant: str, precision: str) -> float |
     expected = check.get("probabilities", {}).get(variant)
     if expected is None:
         return None
+    from .predictor import softmax  # (the one copy; predictor imports this module)
+
     feed = {name: np.asarray(rows, dtype=np.int64) for name, rows in check["feed"].items()}
-    logits = np.asarray(session.run(feed), dtype=np.float64)
-    got = np.exp(logits - logits.max(-1, keepdims=True))
-    got /= got.sum(-1, keepdims=True)
+    got = softmax(np.asarray(session.run(feed)))
     finite = np.isfinite(got).all()
     moved = float(np.abs(got - np.asarray(expected, dtype=np.float64)).max()) if finite else 1.0
     allowed = TOLERANCE.get(precision, 0.05)

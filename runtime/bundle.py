@@ -115,10 +115,11 @@ class Manifest:
         width = contract.outputs[0].axes[-1]
         labels = _labels(d.get("labels"), width, where)
         variants = _variants(d.get("variants"), where)
+        max_length = _max_length(d.get("max_length"), where)
         return cls(
             format_version=version,
             labels=labels,
-            max_length=_max_length(d.get("max_length"), where),
+            max_length=max_length,
             contract=contract,
             variants=variants,
             tokenizer_file=_file_name(
@@ -131,12 +132,7 @@ class Manifest:
             source_weights_sha256=_typed(d, "source_weights_sha256", str, "", where),
             created=_typed(d, "created", str, "", where),
             answer_check=_answer_check(
-                d.get("answer_check", {}),
-                contract,
-                len(labels),
-                variants,
-                _max_length(d.get("max_length"), where),
-                where,
+                d.get("answer_check", {}), contract, len(labels), variants, max_length, where
             ),
         )
 

@@ -309,7 +309,6 @@ class PairClassifier:
         self.label_names = tuple(manifest.labels)
         self.max_batch_tokens = max_batch_tokens
         self.choice = choice or {"how": "asked"}  # how the variant was chosen (and the timings, if measured)
-        self._ids_below: int | None = None
         self._finalizer = weakref.finalize(self, LEDGER.release, threads)
 
     @classmethod
@@ -433,14 +432,7 @@ class PairClassifier:
         if len(qa) != len(aq):
             raise PredictorError(f"{len(qa)} question-first encodings but {len(aq)} answer-first ones")
         batch_size = _batch_size(batch_size)
-        return self._prediction(self._logits(qa, aq, batch_size, self._id_bound()))
-
-    def _id_bound(self) -> int:
-        """One past the largest id the bundle's tokenizer gives (not its token count: a vocabulary may have
-        gaps), read once."""
-        if self._ids_below is None:
-            self._ids_below = max(self.encoder.tokenizer.get_vocab(with_added_tokens=True).values()) + 1
-        return self._ids_below
+        return self._prediction(self._logits(qa, aq, batch_size, self.encoder.id_bound))
 
     def _predict(self, questions: list[str], answers: list[str], batch_size: int) -> Prediction:
         """Tokenized and run TOKENIZE_SLICE pairs at a time: a call's memory beyond its texts and results
@@ -707,7 +699,7 @@ def _check_digest(path: Path, expected: str, actual: str) -> None:
 def _open_on_a_device(bundle: Path, manifest: Manifest, request: _Request, threads: int, encoder):
     """(session, variant, device, how it was chosen) on the first device plan that runs."""
     vocab = encoder.tokenizer.get_vocab_size()
-    problem = feed_problem(manifest.answer_check, vocab)
+    problem = feed_problem(manifest.answer_check, encoder.id_bound)  # the bound predict_encoded holds to
     if problem:
         raise BundleError(f"{bundle / MANIFEST_FILE}: field 'answer_check': {problem}")
     for plan in _device_plans(request):

@@ -42,6 +42,7 @@ such pathological text is affected; without the cut it cost memory proportional 
 from __future__ import annotations
 
 import copy
+import functools
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -180,6 +181,11 @@ class PairEncoder:
         self._counter = None  # a copy without truncation, made on the first long text
         self._split_cut = None  # what text without whitespace may be cut before (split_cut), with it
         self._check_cut()
+
+    @functools.cached_property
+    def id_bound(self) -> int:
+        """One past the largest id the tokenizer gives (not its token count: a vocabulary may have gaps)."""
+        return max(self.tokenizer.get_vocab(with_added_tokens=True).values()) + 1
 
     def _check_cut(self) -> None:
         if self.feed != "pair" and not self.cuttable():

@@ -516,11 +516,10 @@ def test_predict_encoded_equals_predict_and_checks_its_arguments(tiny_bundle):
     # the bound is one past the largest id, not the token count (a vocabulary may have gaps)
     from tokenizers.models import WordPiece
 
-    gapped = copy.copy(clf)
-    gapped.encoder = copy.copy(clf.encoder)
-    gapped.encoder.tokenizer = Tokenizer(WordPiece({"[PAD]": 0, "[UNK]": 1, "word": 5}, unk_token="[UNK]"))
-    gapped._ids_below = None
-    assert gapped.encoder.tokenizer.get_vocab_size() == 3 and gapped._id_bound() == 6
+    from pairbert.runtime.tokenization import PairEncoder
+
+    gapped = PairEncoder(Tokenizer(WordPiece({"[PAD]": 0, "[UNK]": 1, "word": 5}, unk_token="[UNK]")))
+    assert gapped.tokenizer.get_vocab_size() == 3 and gapped.id_bound == 6
 
 
 @pytest.mark.parametrize("damage", ["flip a byte", "truncate"])
