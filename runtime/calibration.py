@@ -4,7 +4,10 @@ The cache (a JSON file in the user's cache folder) is keyed by the bundle's mani
 sha256 is in it), this CPU's signature, the thread count, the library versions and the way of choosing (the
 candidates in their tie-break order, the timed shapes, `rule()`), so a changed bundle, CPU, library or rule
 is measured again. The workload is two fixed shapes, a single short pair (latency) and 16 pairs of
-45 tokens (throughput); the candidate with the smallest product of the two times wins.
+45 tokens (throughput); the candidate with the smallest product of the two times wins. Each candidate is then
+soaked (`soak`): rows of varied lengths, alone and in mixed batches, must get the same answers every time, or
+the candidate is not used. The measuring runs in a child process (runtime/calibration_child.py), so a
+candidate that crashes the process on this machine is left out instead of taking the caller down.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .answer_check import TOLERANCE as ANSWER_TOLERANCE
+from .answer_check import AnswerMismatch
 from .devices import cpu_info
 
 log = logging.getLogger(__name__)
@@ -32,6 +37,25 @@ CACHE_FILE = "calibration.json"
 SHAPES = ((1, 21), (16, 45))
 REPEATS = 5
 TOLERANCE = 0.05  # candidates within 5 % of the fastest are tied; the preference order breaks the tie
+# Set (to anything but "" or "0") to measure in the calling process instead of a child process: for hosts
+# that cannot start one (sys.executable is not Python, a sandbox without fork); a crash then takes the caller.
+IN_PROCESS_ENV = "PAIRBERT_CALIBRATE_IN_PROCESS"
+
+# The soak: SOAK_ROWS rows of SOAK_TOKENS lengths (and the manifest's check pairs), each alone first, then
+# drawn into batches of SOAK_BATCHES sizes; every row must answer as it did alone. A candidate that crashed
+# (double free) or answered wrongly after its first calls on an AMX machine did so within a few dozen calls
+# of varied shapes (README: OpenVINO on an AMX machine).
+SOAK_ROWS = 12
+SOAK_TOKENS = (5, 64)
+SOAK_BATCHES = (3, 8, 32, 1, 16, 5, 32, 2)
+# How far a row's probabilities may move with the rows it is batched with: as far as a load may move them
+# from the export's (runtime/answer_check.py), except int8, whose activations are quantized with one scale
+# per batch, so a row's answer depends on its neighbours (measured: see README, *auto*).
+SOAK_TOLERANCE = {**ANSWER_TOLERANCE, "int8": 0.25}
+
+
+class Inconsistent(AnswerMismatch):
+    """A candidate answers the same row differently from one call to the next (beyond its precision)."""
 
 
 def cache_dir() -> Path:
@@ -101,7 +125,11 @@ def rule() -> str:
 
     padded = [bucket(tokens, CPU_SEQUENCE_BUCKETS) for _, tokens in SHAPES]
     apart = [aq_tokens(tokens) for _, tokens in SHAPES]
-    return f"shapes={SHAPES} padded={padded} aq-apart={apart} fastest-of-{REPEATS} tolerance={TOLERANCE}"
+    soak = f"soak={SOAK_ROWS}x{SOAK_TOKENS} batches={SOAK_BATCHES} within={sorted(SOAK_TOLERANCE.items())}"
+    return (
+        f"shapes={SHAPES} padded={padded} aq-apart={apart} each-order-to-its-bucket fastest-of-{REPEATS} "
+        f"tolerance={TOLERANCE} {soak}"
+    )
 
 
 def aq_tokens(tokens: int) -> int:
@@ -171,6 +199,100 @@ def time_candidate(
             samples.append(time.perf_counter() - t)
         timings[f"{pairs}x{tokens}"] = float(min(samples))
     return timings
+
+
+def soak(
+    run: Callable[[dict], np.ndarray],
+    input_names: list[str],
+    vocab: int,
+    precision: str,
+    apart: bool = False,
+    check: dict | None = None,
+    expected: list | None = None,
+) -> dict:
+    """Run rows of varied lengths (random ids, and the manifest's check pairs, `check`) alone, then in mixed
+    batches drawn from them; every row must answer in a batch as it did alone, and the check pairs as at
+    export (`expected`, the manifest's probabilities for this variant, when it has some), within
+    SOAK_TOLERANCE of the precision. Returns {"calls", "max_moved"}; raises Inconsistent otherwise (also for
+    answers that are not finite)."""
+    from .predictor import softmax  # (the one copy; predictor imports this module)
+
+    rng = np.random.default_rng(20261127)
+    lengths = rng.integers(*SOAK_TOKENS, SOAK_ROWS)
+    rows = [_random_row(input_names, int(n), vocab, apart, rng) for n in lengths]
+    checked = _rows_of(check or {}, input_names)
+    rows += checked
+    alone = [softmax(np.asarray(run(_collate([row], input_names)), np.float64))[0] for row in rows]
+    worst, calls = 0.0, len(rows)
+    if checked and expected is not None and len(expected) == len(checked):  # as at export, not only as
+        exported = [np.asarray(e, np.float64) for e in expected]  # a moment ago
+        worst = _moved(alone[SOAK_ROWS:], exported)
+        alone[SOAK_ROWS:] = exported
+    for size in SOAK_BATCHES:
+        pick = rng.integers(0, len(rows), size)
+        got = softmax(np.asarray(run(_collate([rows[i] for i in pick], input_names)), np.float64))
+        calls += 1
+        worst = max(worst, _moved(list(got), [alone[i] for i in pick]))
+    allowed = SOAK_TOLERANCE.get(precision, 0.05)
+    if worst > allowed:
+        raise Inconsistent(
+            f"answers the same pairs differently from one call to the next here (max |Δprob| {worst:.3f} "
+            f"over {calls} calls, allowed {allowed:g} for {precision}), so it is not used"
+        )
+    return {"calls": calls, "max_moved": worst}
+
+
+def _moved(got: list, reference: list) -> float:
+    """The largest |Δprob| between two lists of probability rows (inf if any is not finite)."""
+    if not got:
+        return 0.0
+    got, reference = np.stack(got), np.stack(reference)
+    if not (np.isfinite(got).all() and np.isfinite(reference).all()):
+        return float("inf")
+    return float(np.abs(got - reference).max())
+
+
+def _random_row(input_names: list[str], tokens: int, vocab: int, apart: bool, rng) -> dict[str, np.ndarray]:
+    """One pair's feed, unpadded: random ids, a full mask, two segments; the AQ order at its own length when
+    the graph takes the orders apart."""
+    by_order = {}
+    for order, length in (("qa", tokens), ("aq", aq_tokens(tokens) if apart else tokens)):
+        types = np.zeros(length, np.int64)
+        types[length // 2 :] = 1
+        by_order[order] = {
+            "input_ids": rng.integers(0, vocab, size=length, dtype=np.int64),
+            "attention_mask": np.ones(length, np.int64),
+            "token_type_ids": types,
+        }
+    return {name: by_order[name.split("_", 1)[0]][name.split("_", 1)[1]] for name in input_names}
+
+
+def _rows_of(feed: dict, input_names: list[str]) -> list[dict[str, np.ndarray]]:
+    """The rows of a padded feed (the manifest's check batch), each order cut to its mask's length."""
+    if not feed or any(name not in feed for name in input_names):
+        return []
+    arrays = {name: np.asarray(feed[name], np.int64) for name in input_names}
+    rows = []
+    for r in range(len(next(iter(arrays.values())))):
+        masks = [name for name in input_names if name.endswith("attention_mask")]
+        lengths = {name.split("_", 1)[0]: int(arrays[name][r].sum()) for name in masks}
+        rows.append({name: arrays[name][r, : lengths[name.split("_", 1)[0]]] for name in input_names})
+    return rows
+
+
+def _collate(rows: list[dict[str, np.ndarray]], input_names: list[str]) -> dict[str, np.ndarray]:
+    """Rows padded to the longest of each order (id 0, mask 0, type 0 beyond a row's length)."""
+    width = {}
+    for name in input_names:
+        order = name.split("_", 1)[0]
+        width[order] = max(width.get(order, 1), *(len(row[name]) for row in rows))
+    feed = {}
+    for name in input_names:
+        batch = np.zeros((len(rows), width[name.split("_", 1)[0]]), np.int64)
+        for i, row in enumerate(rows):
+            batch[i, : len(row[name])] = row[name]
+        feed[name] = batch
+    return feed
 
 
 def _relative(timings: dict[str, dict]) -> dict[str, float]:

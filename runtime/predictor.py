@@ -8,6 +8,7 @@ result.labels, result.probabilities   # label index per pair, P(label) per pair 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import threading
@@ -801,6 +802,34 @@ def _on_cuda_or_none(plan: DevicePlan, request: _Request, session, name: str, ho
     return session, name, {"how": how}
 
 
+def measure_candidate(session, manifest: Manifest, name: str, vocab: int) -> tuple[dict, dict]:
+    """(timings, soak) of an open candidate: its calibration times (runtime/calibration.py), then the soak,
+    which raises calibration.Inconsistent when its answers move from one call to the next."""
+    apart = orders_padded_apart(manifest.contract)
+    names = manifest.contract.input_names
+    timings = calibration.time_candidate(session.run, names, vocab, apart)
+    check = manifest.answer_check
+    expected = check.get("probabilities", {}).get(name)
+    precision = manifest.variants[name].precision
+    soaked = calibration.soak(session.run, names, vocab, precision, apart, check.get("feed"), expected)
+    return timings, soaked
+
+
+@dataclass
+class _Measured:
+    """What calibration found: timings of the candidates that ran, soak figures, and why others did not."""
+
+    timings: dict
+    soak: dict
+    skipped: dict  # name -> reason (could not run now, or answered wrongly)
+    lasting: set  # of skipped and crashed: will fail so again here (a wrong answer, a crash)
+    crashed: dict  # name -> how the child process measuring it died (measured in a child only)
+    isolated: bool
+
+    def why_not(self) -> str:
+        return "; ".join(f"{n}: {why}" for n, why in {**self.skipped, **self.crashed}.items())
+
+
 def _calibrated(
     bundle: Path,
     manifest: Manifest,
@@ -810,8 +839,8 @@ def _calibrated(
     threads: int,
     vocab: int,
 ):
-    """The fastest of `names` on this CPU: from the cache, or timed now (each candidate loaded once, one
-    open at a time; the winner is loaded again if a later candidate moved a near-tie back to it)."""
+    """The fastest of `names` on this CPU: from the cache, or measured now, in a child process where one can
+    be started (a candidate that crashes it is left out), else here; then the winner is loaded."""
     # the manifest as loaded and checked (it lists every file's sha256): no second read of manifest.json
     key = calibration.cache_key(manifest.to_json().encode(), threads, plan.device, names)
     cached = calibration.read_cache().get(key)
@@ -822,54 +851,234 @@ def _calibrated(
             return session, name, {"how": "measured (cached)", **cached}
         except BackendUnavailable as exc:
             log.warning("auto: cached choice %s cannot run now (%s); measuring the others", name, exc)
-    timings, sessions, skipped = {}, {}, []
     started = time.perf_counter()
-    try:
-        for name in names:
-            try:
-                session = _open_variant(bundle, manifest, name, plan, request, threads)
-            except BackendUnavailable as exc:
-                log.warning("auto: %s skipped (%s)", name, exc)
-                skipped.append(exc)
-                continue
-            sessions[name] = session
-            timings[name] = calibration.time_candidate(
-                session.run, manifest.contract.input_names, vocab, orders_padded_apart(manifest.contract)
-            )
-            leader = calibration.fastest(timings)  # one session open at a time: memory stays that of one
-            for other in [n for n in sessions if n != leader]:
-                sessions.pop(other).close()
-        if not timings:
-            raise skipped[-1]
-        best = calibration.fastest(timings)
-        if best not in sessions:  # a near-tie lost earlier can be won once a faster one moves the best
-            try:
-                reopened = _open_variant(bundle, manifest, best, plan, request, threads)
-            except BackendUnavailable as exc:  # keep the one still open (it was the leader a moment ago)
-                log.warning(
-                    "auto: %s cannot be opened again (%s); keeping %s", best, exc, next(iter(sessions))
-                )
-                skipped.append(exc)
-                best = next(iter(sessions))
-            else:
-                for other in list(sessions):
-                    sessions.pop(other).close()
-                sessions[best] = reopened
-    except BaseException:  # an error or an interrupt: nothing opened here stays open
-        for session in sessions.values():
-            session.close()
-        raise
+    measured, opened = None, None
+    if os.environ.get(calibration.IN_PROCESS_ENV, "") in ("", "0"):
+        measured = _measure_in_child(bundle, manifest, names, request, threads, vocab)
+    if measured is None:
+        measured, opened = _measure_here(bundle, manifest, names, plan, request, threads, vocab)
+    for name, why in measured.skipped.items():
+        log.warning("auto: %s skipped (%s)", name, why)
+    for name, why in measured.crashed.items():
+        log.warning("auto: %s left out: measuring it crashed the child process (%s)", name, why)
+    if not measured.timings:
+        raise BackendUnavailable(measured.why_not())
+    timings, best = dict(measured.timings), calibration.fastest(measured.timings)
+    while opened is None or opened[0] != best:
+        if opened is not None:  # measured here: the leader, kept open, lost a near-tie to a closed one
+            opened[1].close()
+            opened = None
+        try:
+            opened = (best, _open_variant(bundle, manifest, best, plan, request, threads))
+        except BackendUnavailable as exc:  # measured a moment ago; the next fastest then
+            log.warning("auto: %s cannot be opened again (%s)", best, exc)
+            measured.skipped[best] = str(exc)
+            del timings[best]
+            if not timings:
+                raise
+            best = calibration.fastest(timings)
     entry = {
         "choice": best,
-        "timings_s": timings,
+        "timings_s": measured.timings,
+        "soak": measured.soak,
+        "isolated": measured.isolated,
+        "skipped": measured.skipped,
+        "crashed": measured.crashed,
         "cpu": calibration.cpu_signature(),
         "threads": threads,
         "measured_in_s": round(time.perf_counter() - started, 2),
         "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    # a candidate that could not run now is measured again next time; one that answers wrongly here will
-    # answer so again (same bundle, same CPU: the cache key)
-    if all(isinstance(exc, AnswerMismatch) for exc in skipped):
+    # a candidate that could not run now is measured again next time; one that answers wrongly or crashes
+    # here will do so again (same bundle, CPU and libraries: the cache key)
+    if set(measured.skipped) | set(measured.crashed) <= measured.lasting:
         calibration.remember(key, entry)
     log.info("auto measured %s: %s", ", ".join(names), best)
-    return sessions[best], best, {"how": "measured", **entry}
+    return opened[1], best, {"how": "measured", **entry}
+
+
+def _measure_here(bundle: Path, manifest: Manifest, names, plan, request: _Request, threads: int, vocab: int):
+    """Calibration in this process: (_Measured, (name, its open session)); one session open at a time, the
+    leader's kept open (a near-tie lost earlier can be won once a faster one moves the best: it is then
+    loaded again by the caller)."""
+    measured = _Measured({}, {}, {}, set(), {}, isolated=False)
+    leader = None
+    try:
+        for name in names:
+            try:
+                session = _open_variant(bundle, manifest, name, plan, request, threads)
+            except BackendUnavailable as exc:
+                measured.skipped[name] = str(exc)
+                if isinstance(exc, AnswerMismatch):
+                    measured.lasting.add(name)
+                continue
+            try:
+                timed = measure_candidate(session, manifest, name, vocab)
+                measured.timings[name], measured.soak[name] = timed
+            except calibration.Inconsistent as exc:
+                session.close()
+                measured.skipped[name] = str(exc)
+                measured.lasting.add(name)
+                continue
+            except BaseException:
+                session.close()
+                raise
+            if calibration.fastest(measured.timings) == name:
+                if leader is not None:
+                    leader[1].close()
+                leader = (name, session)
+            else:
+                session.close()
+    except BaseException:  # an error or an interrupt: nothing opened here stays open
+        if leader is not None:
+            leader[1].close()
+        raise
+    return measured, leader
+
+
+# How long a child may take per candidate (load, timing, soak: ~2 s for MiniLM on 2 cores) before the
+# candidate counts as hung and the child is killed; the first candidate also gets the child's start.
+CHILD_SECONDS_PER_CANDIDATE = 120
+CHILD_START_SECONDS = 30
+
+
+def _measure_in_child(bundle: Path, manifest: Manifest, names, request: _Request, threads: int, vocab: int):
+    """Calibration in child processes (runtime/calibration_child.py): a _Measured, or None when no child
+    could run at all (the caller then measures in this process). A candidate during which the child dies
+    (a signal, an exit, a hang past its time) is left out and a new child measures the rest."""
+    import dataclasses
+    import sys
+
+    job = {
+        "path": [p for p in sys.path if isinstance(p, str)],
+        "bundle": str(bundle),
+        "manifest_sha256": hashlib.sha256(manifest.to_json().encode()).hexdigest(),
+        "request": dataclasses.asdict(request),
+        "threads": threads,
+        "vocab": vocab,
+    }
+    measured = _Measured({}, {}, {}, set(), {}, isolated=True)
+    remaining = list(names)
+    while remaining:
+        try:
+            events, stderr, status = _run_child({**job, "names": remaining})
+        except OSError as exc:
+            log.warning("auto: cannot start a child process to measure in (%s); measuring here", exc)
+            return None
+        running = None
+        for event in events:
+            if "start" in event:
+                running = event["start"]
+            elif "done" in event:
+                name, running = event["done"], None
+                measured.timings[name], measured.soak[name] = event["timings_s"], event["soak"]
+                remaining.remove(name)
+            elif "skipped" in event:
+                name, running = event["skipped"], None
+                measured.skipped[name] = event["reason"]
+                if event["mismatch"]:
+                    measured.lasting.add(name)
+                remaining.remove(name)
+            elif "error" in event and event["error"] in remaining:  # raise it as a load here would
+                _open_variant(bundle, manifest, event["error"], plan_device("cpu"), request, threads).close()
+                raise BackendError(f"auto: measuring {event['error']} failed ({event['message']})")
+            elif "error" in event:
+                raise BundleError(event["message"])
+        if status == 0 or (running is None and not remaining):
+            break
+        why = _death(status, stderr)
+        if running is None:  # died outside any candidate (it could not import pairbert, ...)
+            if measured.timings or measured.skipped or measured.crashed:
+                log.warning("auto: the measuring child process failed (%s); using what it measured", why)
+                break
+            log.warning("auto: the measuring child process failed (%s); measuring here", why)
+            return None
+        measured.crashed[running] = why
+        if status is not None:  # a crash here recurs (same bundle, CPU, libraries); a hang may not
+            measured.lasting.add(running)
+        remaining.remove(running)
+    return measured
+
+
+def _run_child(job: dict) -> tuple[list[dict], str, int | None]:
+    """Run one measuring child: (its events, the end of its stderr, its exit status, or None when it was
+    killed for running past CHILD_SECONDS_PER_CANDIDATE on one candidate). OSError: it cannot start."""
+    import queue
+    import subprocess
+    import sys
+    import tempfile
+
+    from .calibration_child import LAUNCH, events
+
+    with tempfile.TemporaryFile() as err:  # a file, not a pipe: a chatty child cannot block on it
+        child = subprocess.Popen(
+            [sys.executable, "-c", LAUNCH], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err
+        )
+        lines: queue.SimpleQueue = queue.SimpleQueue()
+
+        def read() -> None:
+            for line in child.stdout:
+                lines.put(line.decode(errors="replace"))
+            lines.put(None)
+
+        reader = threading.Thread(target=read, name="pairbert-calibration", daemon=True)
+        reader.start()
+        got, hung, ended = [], False, False
+        try:
+            try:
+                child.stdin.write(json.dumps(job).encode())
+                child.stdin.close()
+            except OSError:  # it died at once: its status and stderr say why
+                pass
+            deadline = time.monotonic() + CHILD_START_SECONDS + CHILD_SECONDS_PER_CANDIDATE
+            while True:
+                try:
+                    line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    hung = True
+                    child.kill()
+                    break
+                if line is None:
+                    ended = True
+                    break
+                for event in events(line):
+                    got.append(event)
+                    if "start" in event:
+                        deadline = time.monotonic() + CHILD_SECONDS_PER_CANDIDATE
+        finally:  # an interrupt here takes the child with it
+            try:
+                if ended:  # its output closed: it is exiting
+                    child.wait(timeout=CHILD_START_SECONDS)
+            except subprocess.TimeoutExpired:
+                pass
+            if child.poll() is None:
+                child.kill()
+            status = child.wait()
+            reader.join(timeout=CHILD_START_SECONDS)  # (the pipe ends with the child)
+            child.stdout.close()
+        err.seek(0)
+        stderr = err.read()[-8000:].decode(errors="replace")
+    return got, stderr, None if hung else status
+
+
+def _death(status: int | None, stderr: str) -> str:
+    """How a child ended, with the line of its stderr that says most (glibc's "double free or corruption"
+    comes before faulthandler's "Fatal Python error")."""
+    import signal
+
+    if status is None:
+        how = f"still running {CHILD_SECONDS_PER_CANDIDATE} s after it started, killed"
+    elif status < 0:
+        try:
+            how = f"killed by {signal.Signals(-status).name}"
+        except ValueError:
+            how = f"killed by signal {-status}"
+    else:
+        how = f"exited with status {status}"
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    fatal = next((i for i, line in enumerate(lines) if line.startswith("Fatal Python error")), None)
+    if fatal is None:
+        said = lines[-1] if lines else ""
+    else:
+        said = lines[fatal - 1] if fatal > 0 else lines[fatal]
+    return f"{how}: {said[:200]}" if said else how
