@@ -43,7 +43,18 @@ def pad_feed(feed: dict[str, np.ndarray], batch: int, length: int) -> dict[str, 
 
 def pad_length(feed: dict[str, np.ndarray], buckets: tuple[int, ...]) -> dict[str, np.ndarray]:
     """The feed with its sequence axis padded to the next bucket above its longest input (unchanged when
-    already there, or beyond the largest bucket)."""
+    already there, or beyond the largest bucket). A feed whose two orders come at their own lengths (the
+    graph takes them apart: `qa_*` and `aq_*` inputs of different lengths) has each order padded to its own
+    bucket: a one-pair feed of 15 + 4 tokens runs as 16 + 4, not 16 + 16."""
+    orders: dict[str, dict[str, np.ndarray]] = {}
+    for name, value in feed.items():
+        orders.setdefault(name.split("_", 1)[0], {})[name] = value
+    if len({value.shape[1] for value in feed.values()}) > 1 and all(len(o) > 1 for o in orders.values()):
+        return {name: value for order in orders.values() for name, value in _padded(order, buckets).items()}
+    return _padded(feed, buckets)
+
+
+def _padded(feed: dict[str, np.ndarray], buckets: tuple[int, ...]) -> dict[str, np.ndarray]:
     batch = next(iter(feed.values())).shape[0]
     length = max(value.shape[1] for value in feed.values())
     target = bucket(length, buckets)

@@ -33,6 +33,12 @@ def private_cache(tmp_path, monkeypatch):
     monkeypatch.setenv(calibration.CACHE_ENV, str(tmp_path / "cache"))
 
 
+def predictor_candidates(bundle) -> list[str]:
+    from pairbert.runtime import predictor
+
+    return predictor.candidates(read_manifest(bundle), "cpu", "auto")
+
+
 def torch_logits(checkpoint, pairs) -> np.ndarray:
     from pairbert.runtime.pair_files import Pair
 
@@ -133,6 +139,7 @@ def test_auto_reopens_a_near_tie_winner_it_closed_earlier(tiny_bundle, monkeypat
         return {"1x21": s, "16x45": s}
 
     monkeypatch.setattr(calibration, "time_candidate", fake_timing)
+    monkeypatch.setenv(calibration.IN_PROCESS_ENV, "1")  # the fake timing lives in this process
     with PairClassifier.load(tiny_bundle, threads=1) as clf:
         assert clf.variant == names[1] and clf.choice["how"] == "measured"  # tied with 0.98, first in order
         assert len(clf.predict([("who wrote hamlet?", "shakespeare.")])) == 1
@@ -287,6 +294,7 @@ def test_auto_skips_openvino_when_it_has_no_temporary_space(tiny_bundle, tmp_pat
     import tempfile
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no-such-folder"))
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "no-such-folder"))  # for the child that measures
     monkeypatch.setenv("PAIRBERT_CACHE_DIR", str(tmp_path / "cache"))
     with caplog.at_level("WARNING", logger="pairbert.runtime.predictor"):
         clf = PairClassifier.load(tiny_bundle, device="cpu", threads=1)
@@ -307,6 +315,7 @@ def test_auto_falls_back_to_a_lower_agreement_tier_when_nothing_above_it_runs(
     unsafe.mkdir()
     unsafe.chmod(0o777)  # others may write, no sticky bit: no private copy for OpenVINO
     monkeypatch.setattr(tempfile, "tempdir", str(unsafe))
+    monkeypatch.setenv("TMPDIR", str(unsafe))  # for the child that measures
     monkeypatch.setenv("PAIRBERT_CACHE_DIR", str(tmp_path / "cache"))
     bundle = tmp_path / "bundle"
     shutil.copytree(tiny_bundle, bundle)
@@ -320,11 +329,12 @@ def test_auto_falls_back_to_a_lower_agreement_tier_when_nothing_above_it_runs(
     for calibrate in (True, False):
         with caplog.at_level("INFO", logger="pairbert.runtime.predictor"):
             assert PairClassifier.load(bundle, calibrate=calibrate, threads=1).variant == "int8"
-        assert (
-            "auto: tries openvino-fp32 before int8 (labels agreeing on 99.5% of the gate's pairs first)"
+        openvino = ", ".join(n for n in predictor_candidates(bundle) if BACKEND[n] == "openvino")
+        assert (  # (openvino-bf16 too where this CPU has bf16 units)
+            f"auto: tries {openvino} before int8 (labels agreeing on 99.5% of the gate's pairs first)"
             in (caplog.text)
         )
-        assert "none of openvino-fp32 runs here" in caplog.text
+        assert f"none of {openvino} runs here" in caplog.text
 
 
 def test_openvino_pads_lengths_to_buckets_and_answers_as_unpadded(tiny_bundle):
@@ -352,6 +362,26 @@ def test_openvino_pads_lengths_to_buckets_and_answers_as_unpadded(tiny_bundle):
     assert pad_length(on_bucket, CPU_SEQUENCE_BUCKETS) is on_bucket  # already a bucket: no copy
     beyond = calibration.synthetic_feed(names, 1, 600, vocab=50)
     assert pad_length(beyond, CPU_SEQUENCE_BUCKETS) is beyond  # beyond the largest bucket: run as it is
+
+
+def test_openvino_pads_each_order_to_its_own_bucket_when_they_come_apart(tiny_bundle):
+    """A feed whose orders come at their own lengths (15 + 4 tokens) runs as 16 + 4, not 16 + 16, and
+    answers as unpadded."""
+    from pairbert.runtime.contract import orders_padded_apart
+    from pairbert.runtime.shapes import CPU_SEQUENCE_BUCKETS, pad_length
+
+    manifest = read_manifest(tiny_bundle)
+    assert orders_padded_apart(manifest.contract)  # (the bundles export writes now)
+    names, path = manifest.contract.input_names, tiny_bundle / "model.fp32.onnx"
+    bucketed = open_session("openvino", path, SessionSettings(threads=1))
+    exact = open_session("openvino", path, SessionSettings(threads=1, length_buckets=False))
+    for batch, qa, aq in ((1, 15, 4), (3, 13, 30), (2, 33, 9)):
+        feed = {**calibration.synthetic_feed(names, batch, qa, vocab=50, aq=aq)}
+        padded = pad_length(feed, CPU_SEQUENCE_BUCKETS)
+        for name in names:
+            wanted = qa if name.startswith("qa_") else aq
+            assert padded[name].shape == (batch, min(b for b in CPU_SEQUENCE_BUCKETS if b >= wanted))
+        np.testing.assert_allclose(bucketed.run(feed), exact.run(feed), atol=1e-5)
 
 
 def test_close_hands_threads_back_and_context_manager(tiny_bundle):
