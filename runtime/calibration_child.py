@@ -1,14 +1,15 @@
-"""`auto`'s measurement in a child process, so that a candidate which crashes the process on this machine
-costs that candidate, not the caller.
+"""`auto`'s measurement of one candidate in a child process, so that a candidate which crashes the process
+on this machine costs that candidate, not the caller.
 
 Seen on an AMX machine (README: OpenVINO on an AMX machine): OpenVINO's bf16 sessions died with "double
-free or corruption" a few dozen calls in, taking the process with them; upstream reports the like for some
-AMX VMs and not others (openvinotoolkit/openvino#37577). A Python `try` cannot catch an abort, a child can:
-the parent (`runtime/predictor.py`, `_measure_in_child`) starts this module with the job on stdin, reads
-one line per event on stdout, and when the child dies it knows which candidate was running, leaves it out
-and starts a new child for the ones not measured yet. The child loads and checks each candidate exactly as
-the parent would (`_open_variant`: digests, graph, answer check), times it and soaks it
-(runtime/calibration.py); the parent then loads only the winner.
+free or corruption" inside `infer`, taking the process with them; upstream reports the like for some AMX
+VMs and not others (openvinotoolkit/openvino#37577). A Python `try` cannot catch an abort, a child can. The
+parent (runtime/predictor.py, `_measure_in_child`) starts one child per candidate, so whatever kills a
+child, at any point up to its exit, is that candidate's doing (heap corruption is often reported by a later
+`free`). The child loads and checks the candidate as a load would (`_open_variant`: digests, graph, answer
+check), times it and soaks it (runtime/calibration.py), reporting each step as one line on a private
+descriptor (native libraries' prints go to stderr, and cannot tear an event apart); the parent then loads
+only the winner.
 """
 
 from __future__ import annotations
@@ -16,31 +17,27 @@ from __future__ import annotations
 import faulthandler
 import hashlib
 import json
+import os
 import sys
+import tempfile
 from pathlib import Path
 
-PREFIX = "pairbert-calibration "  # marks the child's event lines among anything a library prints
-
-# What the parent runs: the job arrives on stdin; the parent's import path first, so the child imports
-# the same pairbert the caller did (an uninstalled checkout on sys.path included).
-LAUNCH = (
-    "import json, sys\n"
-    "job = json.loads(sys.stdin.read())\n"
-    "sys.path[:0] = [p for p in job['path'] if p not in sys.path]\n"
-    "from pairbert.runtime.calibration_child import main\n"
-    "main(job)\n"
-)
+PREFIX = "pairbert-calibration "  # marks the child's event lines
 
 
-def emit(event: dict) -> None:
-    sys.stdout.write(PREFIX + json.dumps(event) + "\n")
-    sys.stdout.flush()  # each line out before the next candidate can crash the process
+def launch(path: list[str]) -> str:
+    """The program the parent runs with `python -c`: the parent's import path exactly, before any import
+    (`-c` would put the working directory first, where a stray json.py must not be imported), then main()
+    with the job from stdin."""
+    return (
+        f"import sys\nsys.path[:] = {path!r}\nfrom pairbert.runtime.calibration_child import main\nmain()\n"
+    )
 
 
-def events(stdout: str) -> list[dict]:
-    """The child's event lines (anything else a library printed is ignored; a torn last line too)."""
+def events(text: str) -> list[dict]:
+    """The event lines in `text` (a torn or foreign line is ignored)."""
     found = []
-    for line in stdout.splitlines():
+    for line in text.splitlines():
         if line.startswith(PREFIX):
             try:
                 found.append(json.loads(line[len(PREFIX) :]))
@@ -49,36 +46,60 @@ def events(stdout: str) -> list[dict]:
     return found
 
 
-def main(job: dict) -> None:
+def main() -> None:
+    out = os.fdopen(os.dup(1), "w", buffering=1)  # events go to the parent's pipe on a private descriptor;
+    os.dup2(2, 1)  # anything else written to stdout, by Python or a native library, goes to stderr
+
+    def emit(event: dict) -> None:
+        out.write(PREFIX + json.dumps(event) + "\n")
+        out.flush()  # each line out before the next step can crash the process
+
+    import pairbert
+
+    from .calibration import IN_PROCESS_ENV
+
+    emit({"hello": pairbert.__file__})  # a Python running this pairbert: not a host that ignored -c
+    job = json.loads(sys.stdin.read())
     faulthandler.enable()  # a crash leaves its Python stack on stderr for the parent's warning
-    from .answer_check import AnswerMismatch
-    from .bundle import check_listed_files, read_manifest
-    from .devices import plan_device
+    os.environ[IN_PROCESS_ENV] = "1"  # a load inside this child never starts another child
+    tempfile.tempdir = job["tempdir"]  # the caller's temporary folder (private copies of the weights)
+
+    from .bundle import BundleError, check_listed_files, read_manifest
+    from .devices import LEDGER, plan_device
     from .predictor import _open_variant, _Request, measure_candidate
+
+    LEDGER.assume(job["claimed"])  # as many threads held as in the caller: the same spinning setting
+    bundle, name = Path(job["bundle"]), job["name"]
+    try:
+        manifest = read_manifest(bundle)
+        check_listed_files(bundle, manifest)
+        if hashlib.sha256(manifest.to_json().encode()).hexdigest() != job["manifest_sha256"]:
+            raise BundleError(f"{bundle}: the bundle changed while it was being loaded")
+        request = _Request(**job["request"])
+        session = _open_variant(bundle, manifest, name, plan_device("cpu"), request, job["threads"])
+    except Exception as exc:  # the parent raises a bundle's fault as a load would; skips the rest
+        emit(_failure(name, exc, "loading"))
+        return
+    emit({"loaded": name})
+    try:
+        timings, soaked = measure_candidate(session, manifest, name, job["vocab"], progress=emit)
+    except Exception as exc:
+        emit(_failure(name, exc, "measuring"))
+        return
+    finally:
+        session.close()
+    emit({"done": name, "timings_s": timings, "soak": soaked})
+    sys.stdout.flush()
+    # then a normal exit: a heap this candidate damaged may still abort at its teardown, and is caught so
+
+
+def _failure(name: str, exc: Exception, step: str) -> dict:
+    from .answer_check import AnswerMismatch
+    from .bundle import BundleError
     from .sessions import BackendUnavailable
 
-    bundle = Path(job["bundle"])
-    manifest = read_manifest(bundle)
-    check_listed_files(bundle, manifest)
-    if hashlib.sha256(manifest.to_json().encode()).hexdigest() != job["manifest_sha256"]:
-        emit({"error": None, "message": f"{bundle}: the bundle changed while it was being loaded"})
-        sys.exit(3)
-    request, plan = _Request(**job["request"]), plan_device("cpu")
-    for name in job["names"]:
-        emit({"start": name})
-        try:
-            session = _open_variant(bundle, manifest, name, plan, request, job["threads"])
-        except BackendUnavailable as exc:
-            emit({"skipped": name, "reason": str(exc), "mismatch": isinstance(exc, AnswerMismatch)})
-            continue
-        except Exception as exc:  # the parent opens it itself and raises the same error as a load would
-            emit({"error": name, "message": str(exc)})
-            sys.exit(2)
-        try:
-            timings, soaked = measure_candidate(session, manifest, name, job["vocab"])
-        except Exception as exc:  # answers that moved, or a run that failed: not used here
-            emit({"skipped": name, "reason": str(exc), "mismatch": isinstance(exc, AnswerMismatch)})
-            continue
-        finally:
-            session.close()
-        emit({"done": name, "timings_s": timings, "soak": soaked})
+    if isinstance(exc, BundleError):
+        return {"error": name, "bundle": True, "message": str(exc)}
+    if isinstance(exc, BackendUnavailable):
+        return {"skipped": name, "reason": str(exc), "mismatch": isinstance(exc, AnswerMismatch)}
+    return {"skipped": name, "reason": f"{step} it failed: {type(exc).__name__}: {exc}", "mismatch": False}

@@ -208,5 +208,11 @@ class ThreadLedger:
     def claimed(self) -> int:
         return self._claimed
 
+    def assume(self, claimed: int) -> None:
+        """Hold `claimed` threads as another process's ledger does (the child that measures for it), so
+        sessions there get the same settings (spinning) as in that process."""
+        with self._lock:
+            self._claimed = claimed
+
 
 LEDGER = ThreadLedger()

@@ -802,12 +802,15 @@ def _on_cuda_or_none(plan: DevicePlan, request: _Request, session, name: str, ho
     return session, name, {"how": how}
 
 
-def measure_candidate(session, manifest: Manifest, name: str, vocab: int) -> tuple[dict, dict]:
+def measure_candidate(session, manifest: Manifest, name: str, vocab: int, progress=None) -> tuple[dict, dict]:
     """(timings, soak) of an open candidate: its calibration times (runtime/calibration.py), then the soak,
-    which raises calibration.Inconsistent when its answers move from one call to the next."""
+    which raises calibration.Inconsistent when its answers move from one call to the next. `progress(event)`
+    hears of the end of the timing (a child's sign of life)."""
     apart = orders_padded_apart(manifest.contract)
     names = manifest.contract.input_names
     timings = calibration.time_candidate(session.run, names, vocab, apart)
+    if progress is not None:
+        progress({"timed": name})
     check = manifest.answer_check
     expected = check.get("probabilities", {}).get(name)
     precision = manifest.variants[name].precision
@@ -844,7 +847,7 @@ def _calibrated(
     # the manifest as loaded and checked (it lists every file's sha256): no second read of manifest.json
     key = calibration.cache_key(manifest.to_json().encode(), threads, plan.device, names)
     cached = calibration.read_cache().get(key)
-    if isinstance(cached, dict) and cached.get("choice") in names:
+    if isinstance(cached, dict) and cached.get("choice") in names and calibration.still_good(cached):
         name = cached["choice"]
         try:
             session = _open_variant(bundle, manifest, name, plan, request, threads)
@@ -860,7 +863,7 @@ def _calibrated(
     for name, why in measured.skipped.items():
         log.warning("auto: %s skipped (%s)", name, why)
     for name, why in measured.crashed.items():
-        log.warning("auto: %s left out: measuring it crashed the child process (%s)", name, why)
+        log.warning("auto: %s left out: the child process measuring it %s", name, why)
     if not measured.timings:
         raise BackendUnavailable(measured.why_not())
     timings, best = dict(measured.timings), calibration.fastest(measured.timings)
@@ -936,149 +939,208 @@ def _measure_here(bundle: Path, manifest: Manifest, names, plan, request: _Reque
     return measured, leader
 
 
-# How long a child may take per candidate (load, timing, soak: ~2 s for MiniLM on 2 cores) before the
-# candidate counts as hung and the child is killed; the first candidate also gets the child's start.
-CHILD_SECONDS_PER_CANDIDATE = 120
-CHILD_START_SECONDS = 30
+# A child gets CHILD_HELLO_SECONDS to start (import pairbert and say so), then CHILD_STEP_SECONDS for each
+# step (load with its answer check, timing, soak: ~1-2 s each for MiniLM on 2 cores) before it counts as
+# hung and is killed, and CHILD_EXIT_SECONDS to exit after its result (what it measured is kept).
+CHILD_HELLO_SECONDS = 30
+CHILD_STEP_SECONDS = 120
+CHILD_EXIT_SECONDS = 10
+# Deaths that are the candidate's own doing and recur (same bundle, CPU, libraries): remembered. Anything else
+# (SIGKILL from the OOM killer, SIGTERM or SIGINT from a service manager, an exit status) is not.
+CRASH_SIGNALS = ("SIGSEGV", "SIGABRT", "SIGBUS", "SIGILL", "SIGFPE")
+WINDOWS_CTRL_C = 0xC000013A  # STATUS_CONTROL_C_EXIT; other NTSTATUS codes >= 0xC0000000 are crashes
+
+
+class _NoChild(Exception):
+    """No child process could measure (it cannot start, or what started is not a Python running pairbert)."""
+
+
+def _can_start_child() -> str | None:
+    """Why no child can be started here (None: one can)."""
+    import sys
+
+    if not sys.executable:
+        return "sys.executable is empty (an embedded interpreter)"
+    if getattr(sys, "frozen", False):  # a frozen app's executable runs the app, not `python -c`
+        return "a frozen application (sys.frozen)"
+    return None
 
 
 def _measure_in_child(bundle: Path, manifest: Manifest, names, request: _Request, threads: int, vocab: int):
-    """Calibration in child processes (runtime/calibration_child.py): a _Measured, or None when no child
-    could run at all (the caller then measures in this process). A candidate during which the child dies
-    (a signal, an exit, a hang past its time) is left out and a new child measures the rest."""
+    """Calibration with one child process per candidate (runtime/calibration_child.py): a _Measured, or None
+    when the first child could not run (the caller then measures in this process). A candidate whose child
+    dies, at any point up to its exit, or shows no sign of life for CHILD_STEP_SECONDS, is left out."""
     import dataclasses
+    import subprocess  # (lazy: a load with the cache warm never starts a child)
     import sys
+    import tempfile
 
+    why = _can_start_child()
+    if why:
+        log.warning("auto: no child process to measure in (%s); measuring here", why)
+        return None
     job = {
         "path": [p for p in sys.path if isinstance(p, str)],
         "bundle": str(bundle),
         "manifest_sha256": hashlib.sha256(manifest.to_json().encode()).hexdigest(),
         "request": dataclasses.asdict(request),
         "threads": threads,
+        "claimed": LEDGER.claimed,
+        "tempdir": tempfile.gettempdir(),
         "vocab": vocab,
     }
     measured = _Measured({}, {}, {}, set(), {}, isolated=True)
-    remaining = list(names)
-    while remaining:
+    for index, name in enumerate(names):
         try:
-            events, stderr, status = _run_child({**job, "names": remaining})
-        except OSError as exc:
-            log.warning("auto: cannot start a child process to measure in (%s); measuring here", exc)
-            return None
-        running = None
-        for event in events:
-            if "start" in event:
-                running = event["start"]
-            elif "done" in event:
-                name, running = event["done"], None
-                measured.timings[name], measured.soak[name] = event["timings_s"], event["soak"]
-                remaining.remove(name)
-            elif "skipped" in event:
-                name, running = event["skipped"], None
-                measured.skipped[name] = event["reason"]
-                if event["mismatch"]:
-                    measured.lasting.add(name)
-                remaining.remove(name)
-            elif "error" in event and event["error"] in remaining:  # raise it as a load here would
-                _open_variant(bundle, manifest, event["error"], plan_device("cpu"), request, threads).close()
-                raise BackendError(f"auto: measuring {event['error']} failed ({event['message']})")
-            elif "error" in event:
-                raise BundleError(event["message"])
-        if status == 0 or (running is None and not remaining):
+            got, stderr, status = _run_child({**job, "name": name})
+            if not any("hello" in event for event in got):
+                raise _NoChild(f"it did not start pairbert ({_death(status, stderr)})")
+        except (_NoChild, OSError, subprocess.SubprocessError, ValueError) as exc:
+            if index == 0:
+                log.warning("auto: no child process to measure in (%s); measuring here", exc)
+                return None
+            for rest in names[index:]:  # not remembered: measured again next time
+                measured.skipped[rest] = f"no child process to measure it in ({exc})"
             break
-        why = _death(status, stderr)
-        if running is None:  # died outside any candidate (it could not import pairbert, ...)
-            if measured.timings or measured.skipped or measured.crashed:
-                log.warning("auto: the measuring child process failed (%s); using what it measured", why)
-                break
-            log.warning("auto: the measuring child process failed (%s); measuring here", why)
-            return None
-        measured.crashed[running] = why
-        if status is not None:  # a crash here recurs (same bundle, CPU, libraries); a hang may not
-            measured.lasting.add(running)
-        remaining.remove(running)
+        _take_child_result(measured, name, got, stderr, status)
     return measured
+
+
+def _take_child_result(measured: _Measured, name: str, got: list[dict], stderr: str, status: int | None):
+    final = next((e for e in got if {"done", "skipped", "error"} & e.keys()), None)
+    if final is not None and "error" in final:  # a fault of the bundle: the load fails as it would here
+        raise BundleError(final["message"])
+    died = status is None and final is None or (status is not None and status != 0)
+    if final is not None and "skipped" in final:
+        measured.skipped[name] = final["reason"]
+        if final["mismatch"]:
+            measured.lasting.add(name)
+        return
+    if not died:  # (a child that hung at its exit after its result is not held against it)
+        measured.timings[name], measured.soak[name] = final["timings_s"], final["soak"]
+        return
+    step = "after its result" if final else f"while {_last_step(got)}"
+    measured.crashed[name] = f"{_death(status, stderr)} ({step})"  # "killed by SIGABRT: ... (while soaking)"
+    if _is_crash(status):
+        measured.lasting.add(name)
+
+
+def _last_step(got: list[dict]) -> str:
+    steps = [key for e in got for key in e if key in ("hello", "loaded", "timed")]
+    return {None: "starting", "hello": "loading", "loaded": "timing", "timed": "soaking"}[
+        steps[-1] if steps else None
+    ]
+
+
+def _is_crash(status: int | None) -> bool:
+    """The candidate's own crash (recurs), not a kill from outside or an exit status."""
+    import signal
+
+    if status is None:
+        return False
+    if os.name == "nt":
+        code = status & 0xFFFFFFFF
+        return code >= 0xC0000000 and code != WINDOWS_CTRL_C
+    return status < 0 and any(getattr(signal, n, None) == -status for n in CRASH_SIGNALS)
 
 
 def _run_child(job: dict) -> tuple[list[dict], str, int | None]:
     """Run one measuring child: (its events, the end of its stderr, its exit status, or None when it was
-    killed for running past CHILD_SECONDS_PER_CANDIDATE on one candidate). OSError: it cannot start."""
+    killed for showing no sign of life in time). OSError/SubprocessError/ValueError: it cannot start."""
+    import collections
     import queue
+    import signal
     import subprocess
     import sys
-    import tempfile
 
-    from .calibration_child import LAUNCH, events
+    from . import calibration_child
 
-    with tempfile.TemporaryFile() as err:  # a file, not a pipe: a chatty child cannot block on it
-        child = subprocess.Popen(
-            [sys.executable, "-c", LAUNCH], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err
-        )
-        lines: queue.SimpleQueue = queue.SimpleQueue()
+    posix = os.name == "posix"
+    flags = subprocess._args_from_interpreter_flags()  # -I, -E, -s ... as this interpreter was started
+    child = subprocess.Popen(
+        [sys.executable, *flags, "-c", calibration_child.launch(job["path"])],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, calibration.IN_PROCESS_ENV: "1"},  # a load inside it never starts another
+        start_new_session=posix,  # a terminal's Ctrl-C reaches the caller, which ends the child itself
+        creationflags=0 if posix else subprocess.CREATE_NEW_PROCESS_GROUP,
+    )
 
-        def read() -> None:
-            for line in child.stdout:
-                lines.put(line.decode(errors="replace"))
-            lines.put(None)
-
-        reader = threading.Thread(target=read, name="pairbert-calibration", daemon=True)
-        reader.start()
-        got, hung, ended = [], False, False
+    def kill() -> None:
         try:
+            os.killpg(child.pid, signal.SIGKILL) if posix else child.kill()  # with whatever it started
+        except OSError:
+            pass
+
+    lines: queue.SimpleQueue = queue.SimpleQueue()
+    tail: collections.deque = collections.deque(maxlen=40)
+
+    def read_events() -> None:
+        for line in child.stdout:
+            lines.put(line.decode(errors="replace"))
+        lines.put(None)
+
+    def read_stderr() -> None:
+        for line in child.stderr:
+            tail.append(line.decode(errors="replace"))
+
+    readers = [threading.Thread(target=f, daemon=True) for f in (read_events, read_stderr)]
+    for reader in readers:
+        reader.start()
+    got, hung = [], False
+    try:
+        try:
+            child.stdin.write(json.dumps(job).encode())
+            child.stdin.close()
+        except OSError:  # it died at once: its status and stderr say why
+            pass
+        deadline = time.monotonic() + CHILD_HELLO_SECONDS
+        while True:
             try:
-                child.stdin.write(json.dumps(job).encode())
-                child.stdin.close()
-            except OSError:  # it died at once: its status and stderr say why
-                pass
-            deadline = time.monotonic() + CHILD_START_SECONDS + CHILD_SECONDS_PER_CANDIDATE
-            while True:
-                try:
-                    line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
-                except queue.Empty:
-                    hung = True
-                    child.kill()
-                    break
-                if line is None:
-                    ended = True
-                    break
-                for event in events(line):
-                    got.append(event)
-                    if "start" in event:
-                        deadline = time.monotonic() + CHILD_SECONDS_PER_CANDIDATE
-        finally:  # an interrupt here takes the child with it
+                line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                hung = True
+                break
+            if line is None:
+                break
+            for event in calibration_child.events(line):
+                got.append(event)
+                final = {"done", "skipped", "error"} & event.keys()
+                deadline = time.monotonic() + (CHILD_EXIT_SECONDS if final else CHILD_STEP_SECONDS)
+        if not hung:
             try:
-                if ended:  # its output closed: it is exiting
-                    child.wait(timeout=CHILD_START_SECONDS)
+                child.wait(timeout=CHILD_EXIT_SECONDS)
             except subprocess.TimeoutExpired:
-                pass
-            if child.poll() is None:
-                child.kill()
-            status = child.wait()
-            reader.join(timeout=CHILD_START_SECONDS)  # (the pipe ends with the child)
-            child.stdout.close()
-        err.seek(0)
-        stderr = err.read()[-8000:].decode(errors="replace")
-    return got, stderr, None if hung else status
+                hung = True
+    finally:  # on every way out (an interrupt too) the child and what it started go
+        if hung or child.poll() is None:
+            kill()
+        status = child.wait()
+        for reader in readers:
+            reader.join(timeout=CHILD_EXIT_SECONDS)  # (the pipes end with the process group)
+    return got, "".join(tail)[-8000:], None if hung else status
 
 
 def _death(status: int | None, stderr: str) -> str:
-    """How a child ended, with the line of its stderr that says most (glibc's "double free or corruption"
-    comes before faulthandler's "Fatal Python error")."""
+    """How a child ended, with the line of its stderr that says most: the C library's or the loader's own
+    words (glibc's "double free or corruption" comes before faulthandler's "Fatal Python error"), else the
+    last line."""
+    import re
     import signal
 
     if status is None:
-        how = f"still running {CHILD_SECONDS_PER_CANDIDATE} s after it started, killed"
+        how = "showed no sign of life in time, killed"
     elif status < 0:
         try:
             how = f"killed by {signal.Signals(-status).name}"
         except ValueError:
             how = f"killed by signal {-status}"
     else:
-        how = f"exited with status {status}"
+        how = f"exited with status {status:#x}" if status > 0xFFFF else f"exited with status {status}"
     lines = [line.strip() for line in stderr.splitlines() if line.strip()]
-    fatal = next((i for i, line in enumerate(lines) if line.startswith("Fatal Python error")), None)
-    if fatal is None:
-        said = lines[-1] if lines else ""
-    else:
-        said = lines[fatal - 1] if fatal > 0 else lines[fatal]
+    telling = re.compile(r"corruption|free\(\)|malloc|segmentation|illegal instruction|error", re.IGNORECASE)
+    said = next((line for line in lines if telling.search(line) and "Fatal Python" not in line), "")
+    said = said or next((line for line in lines if line.startswith("Fatal Python error")), "")
+    said = said or (lines[-1] if lines else "")
     return f"{how}: {said[:200]}" if said else how

@@ -294,11 +294,11 @@ def test_auto_skips_openvino_when_it_has_no_temporary_space(tiny_bundle, tmp_pat
     import tempfile
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no-such-folder"))
-    monkeypatch.setenv("TMPDIR", str(tmp_path / "no-such-folder"))  # for the child that measures
     monkeypatch.setenv("PAIRBERT_CACHE_DIR", str(tmp_path / "cache"))
     with caplog.at_level("WARNING", logger="pairbert.runtime.predictor"):
         clf = PairClassifier.load(tiny_bundle, device="cpu", threads=1)
     assert clf.backend == "onnxruntime" and "openvino-fp32 skipped" in caplog.text
+    assert clf.choice["isolated"] is True  # the child measured, in this process's temporary folder
     assert calibration.read_cache() == {}
     with pytest.raises(BackendUnavailable, match="TMPDIR"):
         PairClassifier.load(tiny_bundle, variant="openvino-fp32", threads=1)
@@ -315,7 +315,6 @@ def test_auto_falls_back_to_a_lower_agreement_tier_when_nothing_above_it_runs(
     unsafe.mkdir()
     unsafe.chmod(0o777)  # others may write, no sticky bit: no private copy for OpenVINO
     monkeypatch.setattr(tempfile, "tempdir", str(unsafe))
-    monkeypatch.setenv("TMPDIR", str(unsafe))  # for the child that measures
     monkeypatch.setenv("PAIRBERT_CACHE_DIR", str(tmp_path / "cache"))
     bundle = tmp_path / "bundle"
     shutil.copytree(tiny_bundle, bundle)
