@@ -67,13 +67,23 @@ class ServerState:
 
 def warm_up(classifier) -> None:
     """Run the shapes the first requests will have (1 pair, a batch, the longest pair) so they do not pay
-    ONNX Runtime's first-run costs."""
-    long_text = " ".join(["word"] * classifier.encoder.max_length)
+    ONNX Runtime's first-run costs, then full runs at the token budget (`max_batch_tokens` padded tokens:
+    many short pairs to a few long ones), as TEI warms up at its largest batch: a backend that keeps buffers
+    for the largest shape it has run (OpenVINO) takes that memory before /ready, not over the first
+    thousand requests."""
+    max_length = classifier.encoder.max_length
+    long_text = " ".join(["word"] * max_length)
     qa, aq = classifier.encoder.tokenize([WARMUP_PAIR[0]], [WARMUP_PAIR[1]])
     classifier.predict_encoded(qa, aq)  # the requests' own path (it reads the tokenizer's id bound once)
     classifier.predict([WARMUP_PAIR] * 32, batch_size=32)
     classifier.predict([(long_text, long_text)])
     classifier.predict([("hi", long_text)])  # the longest a cut (towers) feed gets: one side near max_length
+    budget = classifier.max_batch_tokens or 32 * max_length
+    for tokens in (16, 32, 64, 128):
+        if tokens <= max_length:
+            text = " ".join(["word"] * (tokens - 2))  # [CLS] and [SEP] make it `tokens`
+            pairs = max(1, budget // tokens)
+            classifier.predict([(text, text)] * pairs, batch_size=pairs)
 
 
 def _error(status: int, message: str, field: str | None = None, headers: dict | None = None) -> JSONResponse:
