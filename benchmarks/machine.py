@@ -22,7 +22,19 @@ def cpu_description() -> dict:
 
     isa = [
         f
-        for f in ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile")
+        for f in (
+            "sse4_2",
+            "avx",
+            "avx2",
+            "fma",
+            "avx512f",
+            "avx512_vnni",
+            "avx512_bf16",
+            "avx_vnni",
+            "amx_tile",
+            "amx_bf16",
+            "amx_int8",
+        )
         if f in flags
     ]
     return {

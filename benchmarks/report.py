@@ -305,17 +305,19 @@ def _throughput_plot(plt, r: dict, path: Path) -> Path:
     rows = r["contestants"]
     fig, ax = plt.subplots(figsize=(9, 4.8))
     batches: set[int] = set()
-    for c in rows:
-        for mode, by_batch in c["throughput"].items():
-            xs = [int(b) for b in by_batch]
-            batches.update(xs)
-            ax.plot(
-                xs,
-                [t["pairs_per_s"] for t in by_batch.values()],
-                marker="o",
-                linestyle="-" if c["family"] in ("ort", "openvino") else "--",
-                label=f"{c['contestant']} ({mode})",
-            )
+    lines = [(c, mode, by_batch) for c in rows for mode, by_batch in c["throughput"].items()]
+    colours = plt.get_cmap("tab20" if len(lines) > 10 else "tab10")  # one colour per line, up to 20
+    for i, (c, mode, by_batch) in enumerate(lines):
+        xs = [int(b) for b in by_batch]
+        batches.update(xs)
+        ax.plot(
+            xs,
+            [t["pairs_per_s"] for t in by_batch.values()],
+            marker="o",
+            color=colours(i % colours.N),
+            linestyle="-" if c["family"] in ("ort", "openvino") else "--",
+            label=f"{c['contestant']} ({mode})",
+        )
     ax.set_xscale("log", base=2)
     ax.set_xticks(sorted(batches), [str(b) for b in sorted(batches)])
     ax.minorticks_off()
