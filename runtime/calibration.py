@@ -160,19 +160,20 @@ def read_cache() -> dict:
 
 
 def still_good(entry: dict) -> bool:
-    """Whether a cached choice may be used: not when RECALIBRATE_ENV is set, nor when a candidate crashed
-    while it was measured more than CRASH_MEMORY_DAYS ago (or at an unreadable time)."""
+    """Whether a cached choice may be used: not when RECALIBRATE_ENV is set, nor when a candidate crashed or
+    answered wrongly while it was measured more than CRASH_MEMORY_DAYS ago (or at a time that is unreadable
+    or in the future): the host, not only the libraries, decides those."""
     from datetime import datetime, timezone
 
     if os.environ.get(RECALIBRATE_ENV, "") not in ("", "0"):
         return False
-    if not entry.get("crashed"):
+    if not entry.get("crashed") and not entry.get("skipped"):
         return True
     try:
         age = datetime.now(timezone.utc) - datetime.fromisoformat(entry["measured_at"])
     except (KeyError, TypeError, ValueError):
         return False
-    return age.days < CRASH_MEMORY_DAYS
+    return age.total_seconds() >= 0 and age.days < CRASH_MEMORY_DAYS
 
 
 def remember(key: str, entry: dict) -> None:

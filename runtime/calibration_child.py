@@ -4,12 +4,14 @@ on this machine costs that candidate, not the caller.
 Seen on an AMX machine (README: OpenVINO on an AMX machine): OpenVINO's bf16 sessions died with "double
 free or corruption" inside `infer`, taking the process with them; upstream reports the like for some AMX
 VMs and not others (openvinotoolkit/openvino#37577). A Python `try` cannot catch an abort, a child can. The
-parent (runtime/predictor.py, `_measure_in_child`) starts one child per candidate, so whatever kills a
-child, at any point up to its exit, is that candidate's doing (heap corruption is often reported by a later
-`free`). The child loads and checks the candidate as a load would (`_open_variant`: digests, graph, answer
-check), times it and soaks it (runtime/calibration.py), reporting each step as one line on a private
-descriptor (native libraries' prints go to stderr, and cannot tear an event apart); the parent then loads
-only the winner.
+parent (runtime/predictor.py, `_measure_in_child`) starts one child per candidate, so a death at any point
+up to the child's exit is blamed on that candidate (heap damage is often reported by a later `free`): it
+is left out, and remembered only if a crash signal recurs in a second child. The child loads and checks
+the candidate as a load would (`_open_variant`: digests, graph, answer check), times it and soaks it
+(runtime/calibration.py), reporting each step as one line on a descriptor of its own, set aside before any
+import (whatever else is written to stdout, by Python or a native library, goes to stderr); the parent
+then loads only the winner. The child exits when its stdin closes: it does not outlive a caller killed
+outright.
 """
 
 from __future__ import annotations
@@ -20,17 +22,23 @@ import json
 import os
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 PREFIX = "pairbert-calibration "  # marks the child's event lines
 
 
 def launch(path: list[str]) -> str:
-    """The program the parent runs with `python -c`: the parent's import path exactly, before any import
-    (`-c` would put the working directory first, where a stray json.py must not be imported), then main()
-    with the job from stdin."""
+    """The program the parent runs with `python -c`: stdout set aside for the events and pointed at stderr
+    before anything is imported, the parent's import path exactly (`-c` would put the working directory
+    first, where a stray json.py must not be imported), then main()."""
     return (
-        f"import sys\nsys.path[:] = {path!r}\nfrom pairbert.runtime.calibration_child import main\nmain()\n"
+        "import os, sys\n"
+        "events = os.dup(1)\n"
+        "os.dup2(2, 1)\n"
+        f"sys.path[:] = {path!r}\n"
+        "from pairbert.runtime.calibration_child import main\n"
+        "main(events)\n"
     )
 
 
@@ -46,9 +54,8 @@ def events(text: str) -> list[dict]:
     return found
 
 
-def main() -> None:
-    out = os.fdopen(os.dup(1), "w", buffering=1)  # events go to the parent's pipe on a private descriptor;
-    os.dup2(2, 1)  # anything else written to stdout, by Python or a native library, goes to stderr
+def main(events_fd: int) -> None:
+    out = os.fdopen(events_fd, "w", buffering=1)
 
     def emit(event: dict) -> None:
         out.write(PREFIX + json.dumps(event) + "\n")
@@ -59,10 +66,12 @@ def main() -> None:
     from .calibration import IN_PROCESS_ENV
 
     emit({"hello": pairbert.__file__})  # a Python running this pairbert: not a host that ignored -c
-    job = json.loads(sys.stdin.read())
+    job = json.loads(_first_line(0))
+    threading.Thread(target=_exit_when_orphaned, daemon=True).start()
     faulthandler.enable()  # a crash leaves its Python stack on stderr for the parent's warning
     os.environ[IN_PROCESS_ENV] = "1"  # a load inside this child never starts another child
-    tempfile.tempdir = job["tempdir"]  # the caller's temporary folder (private copies of the weights)
+    if job["tempdir"] is not None:
+        tempfile.tempdir = job["tempdir"]  # the caller's temporary folder (private copies of the weights)
 
     from .bundle import BundleError, check_listed_files, read_manifest
     from .devices import LEDGER, plan_device
@@ -91,6 +100,25 @@ def main() -> None:
     emit({"done": name, "timings_s": timings, "soak": soaked})
     sys.stdout.flush()
     # then a normal exit: a heap this candidate damaged may still abort at its teardown, and is caught so
+
+
+def _first_line(fd: int) -> bytes:
+    """The job line, read from the descriptor itself (no sys.stdin buffer whose lock a thread would hold)."""
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def _exit_when_orphaned() -> None:
+    """The parent keeps this child's stdin open until it has ended it; end of file means the parent is
+    gone (killed outright): exit rather than hold a model on a machine nobody measures for."""
+    while os.read(0, 65536):
+        pass
+    os._exit(70)
 
 
 def _failure(name: str, exc: Exception, step: str) -> dict:

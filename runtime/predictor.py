@@ -963,66 +963,103 @@ def _can_start_child() -> str | None:
         return "sys.executable is empty (an embedded interpreter)"
     if getattr(sys, "frozen", False):  # a frozen app's executable runs the app, not `python -c`
         return "a frozen application (sys.frozen)"
+    name = os.path.basename(sys.executable).lower()
+    if not name.startswith(("python", "pypy")):  # uwsgi, an embedding host: it would run itself again
+        return f"sys.executable is {sys.executable}, not a Python interpreter"
     return None
 
 
 def _measure_in_child(bundle: Path, manifest: Manifest, names, request: _Request, threads: int, vocab: int):
     """Calibration with one child process per candidate (runtime/calibration_child.py): a _Measured, or None
-    when the first child could not run (the caller then measures in this process). A candidate whose child
-    dies, at any point up to its exit, or shows no sign of life for CHILD_STEP_SECONDS, is left out."""
+    when no child could run pairbert here (the caller then measures in this process). A candidate whose
+    child dies, at any point up to its exit, or shows no sign of life in time, is left out; one whose child
+    crashed (a signal: `_is_crash`) is run once more in a new child, and remembered as crashing only if it
+    crashes again."""
     import dataclasses
     import subprocess  # (lazy: a load with the cache warm never starts a child)
-    import sys
     import tempfile
 
     why = _can_start_child()
     if why:
         log.warning("auto: no child process to measure in (%s); measuring here", why)
         return None
+    try:
+        tempdir = tempfile.gettempdir()
+    except OSError:  # none usable: the child finds none either, and OpenVINO is skipped there as here
+        tempdir = None
     job = {
-        "path": [p for p in sys.path if isinstance(p, str)],
         "bundle": str(bundle),
         "manifest_sha256": hashlib.sha256(manifest.to_json().encode()).hexdigest(),
         "request": dataclasses.asdict(request),
         "threads": threads,
         "claimed": LEDGER.claimed,
-        "tempdir": tempfile.gettempdir(),
+        "tempdir": tempdir,
         "vocab": vocab,
     }
     measured = _Measured({}, {}, {}, set(), {}, isolated=True)
     for index, name in enumerate(names):
-        try:
-            got, stderr, status = _run_child({**job, "name": name})
-            if not any("hello" in event for event in got):
-                raise _NoChild(f"it did not start pairbert ({_death(status, stderr)})")
-        except (_NoChild, OSError, subprocess.SubprocessError, ValueError) as exc:
-            if index == 0:
-                log.warning("auto: no child process to measure in (%s); measuring here", exc)
-                return None
-            for rest in names[index:]:  # not remembered: measured again next time
-                measured.skipped[rest] = f"no child process to measure it in ({exc})"
-            break
-        _take_child_result(measured, name, got, stderr, status)
+        first_crash = None
+        for attempt in (1, 2):
+            try:
+                got, stderr, status = _child_that_starts({**job, "name": name})
+            except (_NoChild, OSError, subprocess.SubprocessError, ValueError, RuntimeError) as exc:
+                if index == 0 and attempt == 1:
+                    log.warning("auto: no child process to measure in (%s); measuring here", exc)
+                    return None
+                for rest in names[index:]:  # (never in this process after a crash); measured next time
+                    measured.skipped.setdefault(rest, f"no child process to measure it in ({exc})")
+                return measured
+            crashed = _take_child_result(measured, name, got, stderr, status)
+            if attempt == 1:
+                if not crashed:
+                    break
+                first_crash = measured.crashed.pop(name)
+                log.warning("auto: %s crashed its child (%s); measuring it once more", name, first_crash)
+            elif crashed:  # twice: this bundle crashes on this CPU with these libraries
+                measured.lasting.add(name)
+            elif name in measured.timings:  # a crash that comes and goes is a crash: left out, not remembered
+                del measured.timings[name], measured.soak[name]
+                measured.crashed[name] = f"{first_crash}; the second run did not crash"
     return measured
 
 
-def _take_child_result(measured: _Measured, name: str, got: list[dict], stderr: str, status: int | None):
+def _child_that_starts(job: dict) -> tuple[list[dict], str, int | None]:
+    """`_run_child`, once more with a longer start-up allowance if the first showed no sign of life (a cold
+    page cache, a loaded machine). _NoChild when what started is not a Python running this pairbert."""
+    import pairbert
+
+    mine = os.path.realpath(pairbert.__file__)
+    for hello_seconds in (CHILD_HELLO_SECONDS, 4 * CHILD_HELLO_SECONDS):
+        got, stderr, status = _run_child(job, hello_seconds)
+        hello = next((e["hello"] for e in got if "hello" in e), None)
+        if hello is not None:
+            if os.path.realpath(str(hello)) != mine:
+                raise _NoChild(f"it runs another pairbert ({hello}, not {mine})")
+            return got, stderr, status
+        if status is not None:  # it ended without a hello: not a Python that can run this pairbert
+            break
+    raise _NoChild(f"it did not start pairbert ({_death(status, stderr)})")
+
+
+def _take_child_result(
+    measured: _Measured, name: str, got: list[dict], stderr: str, status: int | None
+) -> bool:
+    """Record what one child said and how it ended; True when it died by a crash signal (`_is_crash`).
+    status None: it was killed for showing no sign of life in time."""
     final = next((e for e in got if {"done", "skipped", "error"} & e.keys()), None)
     if final is not None and "error" in final:  # a fault of the bundle: the load fails as it would here
         raise BundleError(final["message"])
-    died = status is None and final is None or (status is not None and status != 0)
     if final is not None and "skipped" in final:
         measured.skipped[name] = final["reason"]
         if final["mismatch"]:
             measured.lasting.add(name)
-        return
-    if not died:  # (a child that hung at its exit after its result is not held against it)
+        return False
+    if final is not None and status in (0, None):  # (hung at its exit after its result: not held against it)
         measured.timings[name], measured.soak[name] = final["timings_s"], final["soak"]
-        return
+        return False
     step = "after its result" if final else f"while {_last_step(got)}"
     measured.crashed[name] = f"{_death(status, stderr)} ({step})"  # "killed by SIGABRT: ... (while soaking)"
-    if _is_crash(status):
-        measured.lasting.add(name)
+    return _is_crash(status)
 
 
 def _last_step(got: list[dict]) -> str:
@@ -1044,9 +1081,12 @@ def _is_crash(status: int | None) -> bool:
     return status < 0 and any(getattr(signal, n, None) == -status for n in CRASH_SIGNALS)
 
 
-def _run_child(job: dict) -> tuple[list[dict], str, int | None]:
+def _run_child(job: dict, hello_seconds: float) -> tuple[list[dict], str, int | None]:
     """Run one measuring child: (its events, the end of its stderr, its exit status, or None when it was
-    killed for showing no sign of life in time). OSError/SubprocessError/ValueError: it cannot start."""
+    killed for showing no sign of life in time: `hello_seconds` to start, CHILD_STEP_SECONDS a step,
+    CHILD_EXIT_SECONDS to exit after its result). OSError/SubprocessError/ValueError: it cannot start.
+    The child's stdin stays open while it runs: it exits when that closes, so it does not outlive a caller
+    killed outright."""
     import collections
     import queue
     import signal
@@ -1057,13 +1097,14 @@ def _run_child(job: dict) -> tuple[list[dict], str, int | None]:
 
     posix = os.name == "posix"
     flags = subprocess._args_from_interpreter_flags()  # -I, -E, -s ... as this interpreter was started
+    path = [p for p in sys.path if isinstance(p, str)]
     child = subprocess.Popen(
-        [sys.executable, *flags, "-c", calibration_child.launch(job["path"])],
+        [sys.executable, *flags, "-c", calibration_child.launch(path)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env={**os.environ, calibration.IN_PROCESS_ENV: "1"},  # a load inside it never starts another
-        start_new_session=posix,  # a terminal's Ctrl-C reaches the caller, which ends the child itself
+        start_new_session=posix,  # a terminal's Ctrl-C reaches the caller only; the caller ends the child
         creationflags=0 if posix else subprocess.CREATE_NEW_PROCESS_GROUP,
     )
 
@@ -1085,17 +1126,17 @@ def _run_child(job: dict) -> tuple[list[dict], str, int | None]:
         for line in child.stderr:
             tail.append(line.decode(errors="replace"))
 
-    readers = [threading.Thread(target=f, daemon=True) for f in (read_events, read_stderr)]
-    for reader in readers:
-        reader.start()
-    got, hung = [], False
-    try:
+    got, hung, readers = [], False, []
+    try:  # from the moment it exists: on every way out (an interrupt too) the child and what it started go
+        for read in (read_events, read_stderr):
+            readers.append(threading.Thread(target=read, daemon=True))
+            readers[-1].start()
         try:
-            child.stdin.write(json.dumps(job).encode())
-            child.stdin.close()
+            child.stdin.write(json.dumps(job).encode() + b"\n")
+            child.stdin.flush()
         except OSError:  # it died at once: its status and stderr say why
             pass
-        deadline = time.monotonic() + CHILD_HELLO_SECONDS
+        deadline = time.monotonic() + hello_seconds
         while True:
             try:
                 line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
@@ -1113,10 +1154,14 @@ def _run_child(job: dict) -> tuple[list[dict], str, int | None]:
                 child.wait(timeout=CHILD_EXIT_SECONDS)
             except subprocess.TimeoutExpired:
                 hung = True
-    finally:  # on every way out (an interrupt too) the child and what it started go
+    finally:
         if hung or child.poll() is None:
             kill()
         status = child.wait()
+        try:
+            child.stdin.close()
+        except OSError:
+            pass
         for reader in readers:
             reader.join(timeout=CHILD_EXIT_SECONDS)  # (the pipes end with the process group)
     return got, "".join(tail)[-8000:], None if hung else status
@@ -1138,9 +1183,13 @@ def _death(status: int | None, stderr: str) -> str:
             how = f"killed by signal {-status}"
     else:
         how = f"exited with status {status:#x}" if status > 0xFFFF else f"exited with status {status}"
-    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
-    telling = re.compile(r"corruption|free\(\)|malloc|segmentation|illegal instruction|error", re.IGNORECASE)
-    said = next((line for line in lines if telling.search(line) and "Fatal Python" not in line), "")
-    said = said or next((line for line in lines if line.startswith("Fatal Python error")), "")
-    said = said or (lines[-1] if lines else "")
+    lines = [line.strip() for line in reversed(stderr.splitlines()) if line.strip()]  # the last first
+    said = ""
+    for telling in (
+        r"corruption|free\(\)|malloc|segmentation fault|illegal instruction|terminate called|bad_alloc",
+        r"^Fatal Python error",
+        r"error",
+    ):
+        said = said or next((line for line in lines if re.search(telling, line, re.IGNORECASE)), "")
+    said = said or (lines[0] if lines else "")
     return f"{how}: {said[:200]}" if said else how

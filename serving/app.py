@@ -29,6 +29,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from pairbert.runtime.errors import PairbertError
+from pairbert.runtime.predictor import DEFAULT_MAX_BATCH_TOKENS
 
 from .batcher import DynamicBatcher, NotRunning, QueueFull
 from .metrics import Metrics
@@ -65,12 +66,14 @@ class ServerState:
         self.metrics = Metrics(lambda: self.batcher.stats.queued_pairs if self.batcher else 0)
 
 
-def warm_up(classifier) -> None:
+def warm_up(classifier, max_pairs: int = 256) -> None:
     """Run the shapes the first requests will have (1 pair, a batch, the longest pair) so they do not pay
-    ONNX Runtime's first-run costs, then full runs at the token budget (`max_batch_tokens` padded tokens:
-    many short pairs to a few long ones), as TEI warms up at its largest batch: a backend that keeps buffers
-    for the largest shape it has run (OpenVINO) takes that memory before /ready, not over the first
-    thousand requests."""
+    ONNX Runtime's first-run costs, then full runs at the token budget (the predictor's `max_batch_tokens`,
+    at most `max_pairs` pairs a run), as TEI warms up at its largest batch: a backend that keeps buffers for
+    the largest shape it has run (OpenVINO) takes that memory before /ready, not over the first thousand
+    requests. Those runs have texts of 14 to max_length - 2 words, each order of a towers feed then about
+    that long plus [CLS] and [SEP] (a whole-pair feed truncates the pair to max_length), both sides alike
+    and one side short."""
     max_length = classifier.encoder.max_length
     long_text = " ".join(["word"] * max_length)
     qa, aq = classifier.encoder.tokenize([WARMUP_PAIR[0]], [WARMUP_PAIR[1]])
@@ -78,12 +81,12 @@ def warm_up(classifier) -> None:
     classifier.predict([WARMUP_PAIR] * 32, batch_size=32)
     classifier.predict([(long_text, long_text)])
     classifier.predict([("hi", long_text)])  # the longest a cut (towers) feed gets: one side near max_length
-    budget = classifier.max_batch_tokens or 32 * max_length
-    for tokens in (16, 32, 64, 128):
-        if tokens <= max_length:
-            text = " ".join(["word"] * (tokens - 2))  # [CLS] and [SEP] make it `tokens`
-            pairs = max(1, budget // tokens)
-            classifier.predict([(text, text)] * pairs, batch_size=pairs)
+    budget = classifier.max_batch_tokens or DEFAULT_MAX_BATCH_TOKENS
+    for tokens in sorted({t for t in (16, 32, 64, 128, 256, 512) if t < max_length} | {max_length}):
+        text, short = " ".join(["word"] * (tokens - 2)), "word"
+        pairs = max(1, min(max_pairs, budget // tokens))
+        for pair in ((text, text), (short, text), (text, short)):
+            classifier.predict([pair] * pairs, batch_size=pairs)
 
 
 def _error(status: int, message: str, field: str | None = None, headers: dict | None = None) -> JSONResponse:
@@ -266,7 +269,7 @@ async def _start(state: ServerState, loader: Callable[[], object], on_fatal: Cal
     try:
         clf = state.classifier = await batcher.run_on_worker(loader)
         if s.warmup:
-            await batcher.run_on_worker(lambda: warm_up(clf))
+            await batcher.run_on_worker(lambda: warm_up(clf, s.max_batch_pairs))
     except Exception as exc:
         if not isinstance(exc, PairbertError):
             log.exception("loading %s failed", s.bundle)
