@@ -67,7 +67,10 @@ def main(events_fd: int) -> None:
 
     emit({"hello": pairbert.__file__})  # a Python running this pairbert: not a host that ignored -c
     job = json.loads(_first_line(0))
-    threading.Thread(target=_exit_when_orphaned, daemon=True).start()
+    try:
+        threading.Thread(target=_exit_when_orphaned, daemon=True).start()
+    except RuntimeError:  # no thread to spare (a pids limit): measured all the same, without the lifeline
+        pass
     faulthandler.enable()  # a crash leaves its Python stack on stderr for the parent's warning
     os.environ[IN_PROCESS_ENV] = "1"  # a load inside this child never starts another child
     if job["tempdir"] is not None:

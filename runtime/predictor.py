@@ -998,28 +998,30 @@ def _measure_in_child(bundle: Path, manifest: Manifest, names, request: _Request
     }
     measured = _Measured({}, {}, {}, set(), {}, isolated=True)
     for index, name in enumerate(names):
-        first_crash = None
-        for attempt in (1, 2):
-            try:
-                got, stderr, status = _child_that_starts({**job, "name": name})
-            except (_NoChild, OSError, subprocess.SubprocessError, ValueError, RuntimeError) as exc:
-                if index == 0 and attempt == 1:
-                    log.warning("auto: no child process to measure in (%s); measuring here", exc)
-                    return None
-                for rest in names[index:]:  # (never in this process after a crash); measured next time
-                    measured.skipped.setdefault(rest, f"no child process to measure it in ({exc})")
-                return measured
-            crashed = _take_child_result(measured, name, got, stderr, status)
-            if attempt == 1:
-                if not crashed:
-                    break
-                first_crash = measured.crashed.pop(name)
-                log.warning("auto: %s crashed its child (%s); measuring it once more", name, first_crash)
-            elif crashed:  # twice: this bundle crashes on this CPU with these libraries
-                measured.lasting.add(name)
-            elif name in measured.timings:  # a crash that comes and goes is a crash: left out, not remembered
-                del measured.timings[name], measured.soak[name]
-                measured.crashed[name] = f"{first_crash}; the second run did not crash"
+        try:
+            got, stderr, status = _child_that_starts({**job, "name": name})
+        except (_NoChild, OSError, subprocess.SubprocessError, ValueError, RuntimeError) as exc:
+            if index == 0:
+                log.warning("auto: no child process to measure in (%s); measuring here", exc)
+                return None
+            for rest in names[index:]:  # measured again next time
+                measured.skipped[rest] = f"no child process to measure it in ({exc})"
+            return measured
+        if not _take_child_result(measured, name, got, stderr, status):
+            continue
+        first = measured.crashed.pop(name)  # a crash signal: once more in a new child
+        log.warning("auto: %s crashed its child (%s); measuring it once more", name, first)
+        try:
+            got, stderr, status = _child_that_starts({**job, "name": name})
+        except (_NoChild, OSError, subprocess.SubprocessError, ValueError, RuntimeError) as exc:
+            measured.crashed[name] = f"{first}; no child to measure it again ({exc})"
+            continue  # (never in this process after a crash)
+        if _take_child_result(measured, name, got, stderr, status):  # twice: it crashes here
+            measured.lasting.add(name)
+        if name in measured.timings:  # a crash that comes and goes is a crash: left out, not remembered
+            del measured.timings[name], measured.soak[name]
+        second = measured.crashed.get(name) or measured.skipped.get(name) or "ran"
+        measured.crashed[name] = f"{first}; then, once more: {second}"
     return measured
 
 

@@ -71,9 +71,10 @@ def warm_up(classifier, max_pairs: int = 256) -> None:
     ONNX Runtime's first-run costs, then full runs at the token budget (the predictor's `max_batch_tokens`,
     at most `max_pairs` pairs a run), as TEI warms up at its largest batch: a backend that keeps buffers for
     the largest shape it has run (OpenVINO) takes that memory before /ready, not over the first thousand
-    requests. Those runs have texts of 14 to max_length - 2 words, each order of a towers feed then about
-    that long plus [CLS] and [SEP] (a whole-pair feed truncates the pair to max_length), both sides alike
-    and one side short."""
+    requests. Those runs have texts of t - 2 words for t in 16, 32, ..., 512 below max_length and
+    max_length itself, so each order of a towers feed is about t tokens with [CLS] and [SEP] (a whole-pair
+    feed truncates the pair to max_length), both sides alike and one side short. With no token budget
+    (`max_batch_tokens` None) they use the predictor's default, 1,024."""
     max_length = classifier.encoder.max_length
     long_text = " ".join(["word"] * max_length)
     qa, aq = classifier.encoder.tokenize([WARMUP_PAIR[0]], [WARMUP_PAIR[1]])
