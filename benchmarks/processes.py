@@ -4,13 +4,12 @@ process whose last stdout line is a JSON object."""
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from pairbert.runtime.errors import PairbertError
+from pairbert.runtime.errors import PairbertError, killed_by
 from pairbert.signals import sigterm_raises
 
 
@@ -40,12 +39,7 @@ def run_json(args: list[str], timeout: float = 600) -> dict:
 
 def _ended(returncode: int) -> str:
     """How a process that did not succeed ended: "failed", or the signal that killed it (a native crash)."""
-    if returncode >= 0:
-        return "failed"
-    try:
-        return f"killed by {signal.Signals(-returncode).name}"
-    except ValueError:
-        return f"killed by signal {-returncode}"
+    return "failed" if returncode >= 0 else killed_by(returncode)
 
 
 def output_folder(path: str | Path) -> Path:

@@ -200,13 +200,19 @@ def synthetic_feed(
     by_order = {}
     for order, length in (("qa", tokens), ("aq", aq or tokens)):
         rng = np.random.default_rng(pairs * 1000 + length)
-        types = np.zeros((pairs, length), np.int64)
-        types[:, length // 2 :] = 1
-        by_order[order] = {
-            "input_ids": rng.integers(0, vocab, size=(pairs, length), dtype=np.int64),
-            "attention_mask": np.ones((pairs, length), np.int64),
-            "token_type_ids": types,
-        }
+        by_order[order] = _segments(rng.integers(0, vocab, size=(pairs, length), dtype=np.int64))
+    return _by_input(by_order, input_names)
+
+
+def _segments(ids: np.ndarray) -> dict[str, np.ndarray]:
+    """One order's inputs for `ids` (a row or a batch of rows): a full mask, the second half segment 1."""
+    types = np.zeros_like(ids)
+    types[..., ids.shape[-1] // 2 :] = 1
+    return {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": types}
+
+
+def _by_input(by_order: dict[str, dict[str, np.ndarray]], input_names: list[str]) -> dict[str, np.ndarray]:
+    """{"qa": {"input_ids": …}, …} as the graph's inputs ("qa_input_ids", …)."""
     return {name: by_order[name.split("_", 1)[0]][name.split("_", 1)[1]] for name in input_names}
 
 
@@ -289,14 +295,8 @@ def _random_row(input_names: list[str], tokens: int, vocab: int, apart: bool, rn
     the graph takes the orders apart."""
     by_order = {}
     for order, length in (("qa", tokens), ("aq", aq_tokens(tokens) if apart else tokens)):
-        types = np.zeros(length, np.int64)
-        types[length // 2 :] = 1
-        by_order[order] = {
-            "input_ids": rng.integers(0, vocab, size=length, dtype=np.int64),
-            "attention_mask": np.ones(length, np.int64),
-            "token_type_ids": types,
-        }
-    return {name: by_order[name.split("_", 1)[0]][name.split("_", 1)[1]] for name in input_names}
+        by_order[order] = _segments(rng.integers(0, vocab, size=length, dtype=np.int64))
+    return _by_input(by_order, input_names)
 
 
 def _rows_of(feed: dict, input_names: list[str]) -> list[dict[str, np.ndarray]]:

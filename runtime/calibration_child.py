@@ -42,6 +42,11 @@ def launch(path: list[str]) -> str:
     )
 
 
+def is_final(event: dict) -> bool:
+    """The child's last word on its candidate: measured, skipped, or a fault of the bundle."""
+    return bool({"done", "skipped", "error"} & event.keys())
+
+
 def events(text: str) -> list[dict]:
     """The event lines in `text` (a torn or foreign line is ignored)."""
     found = []

@@ -19,3 +19,14 @@ def short_path(path: object, limit: int = 120) -> str:
     shown whole)."""
     text = str(path)
     return text if len(text) <= limit else f"{text[: limit // 2]}…{text[-limit // 2 :]}"
+
+
+def killed_by(status: int) -> str:
+    """How a process that a signal ended ended (`status` is the negative signal number subprocess gives):
+    "killed by SIGABRT", or the number when the name is unknown."""
+    import signal
+
+    try:
+        return f"killed by {signal.Signals(-status).name}"
+    except ValueError:
+        return f"killed by signal {-status}"

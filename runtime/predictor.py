@@ -40,7 +40,7 @@ from .bundle import (
 )
 from .contract import GraphContract, TensorSpec, orders_padded_apart
 from .devices import LEDGER, DeviceError, DevicePlan, int8_overflows_here, plan_device
-from .errors import PairbertError, first_line
+from .errors import PairbertError, first_line, killed_by
 from .external_weights import CopyFailed, ExternalWeights, PrivateCopy, WeightsFolder
 from .ort import GPU_LIBS_INSTALL
 from .sessions import (
@@ -829,6 +829,12 @@ class _Measured:
     crashed: dict  # name -> how the child process measuring it died (measured in a child only)
     isolated: bool
 
+    def skip(self, name: str, reason: str, lasting: bool = False) -> None:
+        """Leave `name` out for `reason`; `lasting`: it will fail so again here (a wrong answer)."""
+        self.skipped[name] = reason
+        if lasting:
+            self.lasting.add(name)
+
     def why_not(self) -> str:
         return "; ".join(f"{n}: {why}" for n, why in {**self.skipped, **self.crashed}.items())
 
@@ -875,7 +881,7 @@ def _calibrated(
             opened = (best, _open_variant(bundle, manifest, best, plan, request, threads))
         except BackendUnavailable as exc:  # measured a moment ago; the next fastest then
             log.warning("auto: %s cannot be opened again (%s)", best, exc)
-            measured.skipped[best] = str(exc)
+            measured.skip(best, str(exc))
             del timings[best]
             if not timings:
                 raise
@@ -911,17 +917,14 @@ def _measure_here(bundle: Path, manifest: Manifest, names, plan, request: _Reque
             try:
                 session = _open_variant(bundle, manifest, name, plan, request, threads)
             except BackendUnavailable as exc:
-                measured.skipped[name] = str(exc)
-                if isinstance(exc, AnswerMismatch):
-                    measured.lasting.add(name)
+                measured.skip(name, str(exc), lasting=isinstance(exc, AnswerMismatch))
                 continue
             try:
                 timed = measure_candidate(session, manifest, name, vocab)
                 measured.timings[name], measured.soak[name] = timed
             except calibration.Inconsistent as exc:
                 session.close()
-                measured.skipped[name] = str(exc)
-                measured.lasting.add(name)
+                measured.skip(name, str(exc), lasting=True)
                 continue
             except BaseException:
                 session.close()
@@ -996,16 +999,17 @@ def _measure_in_child(bundle: Path, manifest: Manifest, names, request: _Request
         "tempdir": tempdir,
         "vocab": vocab,
     }
+    no_child = (_NoChild, OSError, subprocess.SubprocessError, ValueError, RuntimeError)
     measured = _Measured({}, {}, {}, set(), {}, isolated=True)
     for index, name in enumerate(names):
         try:
             got, stderr, status = _child_that_starts({**job, "name": name})
-        except (_NoChild, OSError, subprocess.SubprocessError, ValueError, RuntimeError) as exc:
+        except no_child as exc:
             if index == 0:
                 log.warning("auto: no child process to measure in (%s); measuring here", exc)
                 return None
             for rest in names[index:]:  # measured again next time
-                measured.skipped[rest] = f"no child process to measure it in ({exc})"
+                measured.skip(rest, f"no child process to measure it in ({exc})")
             return measured
         if not _take_child_result(measured, name, got, stderr, status):
             continue
@@ -1013,7 +1017,7 @@ def _measure_in_child(bundle: Path, manifest: Manifest, names, request: _Request
         log.warning("auto: %s crashed its child (%s); measuring it once more", name, first)
         try:
             got, stderr, status = _child_that_starts({**job, "name": name})
-        except (_NoChild, OSError, subprocess.SubprocessError, ValueError, RuntimeError) as exc:
+        except no_child as exc:
             measured.crashed[name] = f"{first}; no child to measure it again ({exc})"
             continue  # (never in this process after a crash)
         if _take_child_result(measured, name, got, stderr, status):  # twice: it crashes here
@@ -1048,13 +1052,13 @@ def _take_child_result(
 ) -> bool:
     """Record what one child said and how it ended; True when it died by a crash signal (`_is_crash`).
     status None: it was killed for showing no sign of life in time."""
-    final = next((e for e in got if {"done", "skipped", "error"} & e.keys()), None)
+    from . import calibration_child
+
+    final = next((e for e in got if calibration_child.is_final(e)), None)
     if final is not None and "error" in final:  # a fault of the bundle: the load fails as it would here
         raise BundleError(final["message"])
     if final is not None and "skipped" in final:
-        measured.skipped[name] = final["reason"]
-        if final["mismatch"]:
-            measured.lasting.add(name)
+        measured.skip(name, final["reason"], lasting=final["mismatch"])
         return False
     if final is not None and status in (0, None):  # (hung at its exit after its result: not held against it)
         measured.timings[name], measured.soak[name] = final["timings_s"], final["soak"]
@@ -1149,7 +1153,7 @@ def _run_child(job: dict, hello_seconds: float) -> tuple[list[dict], str, int | 
                 break
             for event in calibration_child.events(line):
                 got.append(event)
-                final = {"done", "skipped", "error"} & event.keys()
+                final = calibration_child.is_final(event)
                 deadline = time.monotonic() + (CHILD_EXIT_SECONDS if final else CHILD_STEP_SECONDS)
         if not hung:
             try:
@@ -1174,15 +1178,11 @@ def _death(status: int | None, stderr: str) -> str:
     words (glibc's "double free or corruption" comes before faulthandler's "Fatal Python error"), else the
     last line."""
     import re
-    import signal
 
     if status is None:
         how = "showed no sign of life in time, killed"
     elif status < 0:
-        try:
-            how = f"killed by {signal.Signals(-status).name}"
-        except ValueError:
-            how = f"killed by signal {-status}"
+        how = killed_by(status)
     else:
         how = f"exited with status {status:#x}" if status > 0xFFFF else f"exited with status {status}"
     lines = [line.strip() for line in reversed(stderr.splitlines()) if line.strip()]  # the last first
