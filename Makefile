@@ -24,8 +24,10 @@ demo: install
 	$(BIN)/pairbert evaluate $(RUN)/best --data training/data/validation.jsonl
 	$(BIN)/pairbert evaluate $(RUN)/best --data training/data/dev/casual_chat.jsonl
 	$(BIN)/pairbert evaluate $(RUN)/best --data training/data/heldout/support_trivia.jsonl
-	# int8 left out: the towers model passes int8's 99 % gate by a hair (99.01 %), under the 99.5 % auto asks (README)
-	$(BIN)/pairbert export $(RUN)/best --out $(BUNDLE) --variants fp32,optimized,fp16,openvino-fp32,openvino-bf16
+	# ORT's dynamic int8 left out: it passes its 99 % gate by a hair (99.01 %), under the 99.5 % auto asks (README).
+	# --skip-failed: a variant that misses its gate on a retrained model is left out with a warning.
+	$(BIN)/pairbert export $(RUN)/best --out $(BUNDLE) --skip-failed \
+		--variants fp32,optimized,fp16,openvino-fp32,openvino-bf16,openvino-int8
 	$(BIN)/pairbert predict $(BUNDLE) -q "How long should I boil an egg for a soft yolk?" \
 		-a "About six minutes in boiling water gives a set white and a runny yolk."
 	$(BIN)/pairbert predict $(BUNDLE) -q "How long should I boil an egg for a soft yolk?" \

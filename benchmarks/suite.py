@@ -23,6 +23,7 @@ MAX_RSS_GROWTH_PCT = 5.0  # the runtime issue's bound on memory growth over 10,0
 def contestants_for(manifest) -> tuple[list[str], list[str]]:
     """(contestants to run, contestants skipped here and why)."""
     from pairbert.runtime.sessions import has_bf16_units, openvino_available
+    from pairbert.runtime.variants import OPENVINO_VARIANTS
 
     # torch-int8 (torch.ao dynamic quantization) is deprecated in torch 2.x; the worker reports if it is gone.
     names, skipped = ["torch-fp32"], []
@@ -38,7 +39,7 @@ def contestants_for(manifest) -> tuple[list[str], list[str]]:
     else:
         skipped.append("openvino-default (OpenVINO not installed: pip install 'pairbert[openvino]')")
     names += [f"ort-{v}" for v in ("fp32", "optimized", "int8") if v in manifest.variants]
-    for v in ("openvino-fp32", "openvino-bf16"):
+    for v in OPENVINO_VARIANTS:
         info = manifest.variants.get(v)
         if info is not None and info.passed_parity and openvino_available():
             names.append(v)

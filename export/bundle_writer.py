@@ -33,7 +33,7 @@ import numpy as np
 import onnx
 import torch
 
-from pairbert.builtin_data import BUILTIN_VALIDATION
+from pairbert.builtin_data import BUILTIN_TRAIN, BUILTIN_VALIDATION
 from pairbert.runtime.answer_check import CHECK_PAIRS
 from pairbert.runtime.bundle import (
     FORMAT_VERSION,
@@ -52,7 +52,7 @@ from pairbert.runtime.variants import OPENVINO_VARIANTS, ORT_VARIANTS, PRECISION
 from pairbert.training.batches import encode_batch
 from pairbert.training.checkpoint import LABELS, load_checkpoint
 
-from . import fusion, onnx_graph, precision
+from . import fusion, onnx_graph, precision, static_int8
 from .answer_check import record_answers
 from .openvino_variants import build_openvino_variants
 from .validation import (
@@ -85,6 +85,9 @@ class ParityInputs:
     report: StageReport
     force: bool
     variants: tuple[str, ...]  # the variants asked for: a validator builds those it knows
+    # training-pair feeds for variants that calibrate (static int8), built on first call; never the parity
+    # pairs
+    calibration: Callable[[], list[dict[str, np.ndarray]]] | None = None
 
 
 # Called with the parity inputs; returns the variants it built and validated (their files in work_dir). A
@@ -96,7 +99,12 @@ ExtraValidator = Callable[[ParityInputs], Sequence[VariantInfo]]
 def openvino_validator(inputs: ParityInputs) -> list[VariantInfo]:
     """OpenVINO fp32/bf16 over the bundle's fp32 graph (export/openvino_variants.py)."""
     return build_openvino_variants(
-        inputs.fp32_path, inputs.reference, inputs.feeds, inputs.report, inputs.variants
+        inputs.fp32_path,
+        inputs.reference,
+        inputs.feeds,
+        inputs.report,
+        inputs.variants,
+        calibration=inputs.calibration,
     )
 
 
@@ -104,6 +112,8 @@ def openvino_validator(inputs: ParityInputs) -> list[VariantInfo]:
 class ExportSettings:
     variants: tuple[str, ...] = VARIANTS
     validation_file: str | None = None  # default: the checkpoint's validation split
+    # pairs static int8 is calibrated on; default: the checkpoint's training split (never the parity pairs)
+    calibration_file: str | None = None
     force: bool = False  # write variants that fail the parity gate (marked as failed)
     # variants not asked for by name (the CLI's default list): one that fails its gate is left out with a
     # warning, not an error — the bundle holds every variant that passed (fp32 must still pass)
@@ -157,6 +167,7 @@ class _Source:
     num_heads: int
     hidden: int
     pairs: list
+    parity_file: str
     reference: np.ndarray
     feeds: list[dict[str, np.ndarray]]
     grid: list[dict[str, np.ndarray]]
@@ -260,6 +271,7 @@ def _prepare(checkpoint: Path, settings: ExportSettings, echo) -> _Source:
         num_heads=cfg["num_attention_heads"],
         hidden=cfg["hidden_size"],
         pairs=pairs,
+        parity_file=val_file,
         reference=reference,
         feeds=[{k: v.numpy() for k, v in f.items()} for f in torch_feeds],
         grid=shape_grid_feeds(CONTRACT, encoder.tokenizer.get_vocab_size()),
@@ -370,6 +382,7 @@ def _run_extra_validators(
         report,
         settings.force,
         tuple(settings.variants),
+        calibration=lambda: _calibration_feeds(src, settings),
     )
     outcomes = {}
     for validator in settings.extra_validators:
@@ -384,6 +397,33 @@ def _run_extra_validators(
                     info.name, status, (info.notes or "failed its parity gate",), info
                 )
     return outcomes
+
+
+def _calibration_file(src: _Source, settings: ExportSettings) -> str:
+    """--calibration, else the checkpoint's training file, else the built-in training split; never the
+    file the parity gate reads (a variant calibrated on the pairs it is gated on would pass by design)."""
+    chosen = settings.calibration_file or src.ckpt.settings.get("train_config", {}).get("train_file")
+    if not chosen or not Path(chosen).is_file():  # the run's file, moved or gone: the built-in split
+        if settings.calibration_file:
+            raise ExportError("settings", f"--calibration {settings.calibration_file}: no such file")
+        chosen = str(BUILTIN_TRAIN)
+    if os.path.samefile(chosen, src.parity_file):
+        raise ExportError(
+            "settings",
+            f"--calibration {chosen} is the file the parity gate reads: calibrate on training pairs",
+        )
+    return chosen
+
+
+def _calibration_feeds(src: _Source, settings: ExportSettings) -> list[dict[str, np.ndarray]]:
+    """The first CALIBRATION_PAIRS pairs of the calibration file, fed as the runtime feeds the graph."""
+    pairs = read_pairs(_calibration_file(src, settings))[: static_int8.CALIBRATION_PAIRS]
+    encoder = src.ckpt.encoder.with_apart(orders_padded_apart(CONTRACT))
+    size = static_int8.CALIBRATION_BATCH
+    return [
+        {k: v.numpy() for k, v in encode_batch(encoder, pairs[i : i + size], with_labels=False).items()}
+        for i in range(0, len(pairs), size)
+    ]
 
 
 def _write(
@@ -434,6 +474,8 @@ def build_bundle(
     out_dir = _output_folder(out_dir)  # so does an --out that cannot or must not become a bundle
     if settings.validation_file is not None and not Path(settings.validation_file).is_file():
         raise ExportError("settings", f"--validation {settings.validation_file}: no such file")
+    if settings.calibration_file is not None and not Path(settings.calibration_file).is_file():
+        raise ExportError("settings", f"--calibration {settings.calibration_file}: no such file")
     report = StageReport(echo=echo)
     started = time.perf_counter()
     src = _prepare(Path(checkpoint), settings, echo)

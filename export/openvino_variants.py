@@ -1,16 +1,20 @@
-"""OpenVINO variants of a bundle: the fp32 graph compiled by OpenVINO in fp32 and in bf16, each parity-gated
-against torch like every other variant.
+"""OpenVINO variants of a bundle: the fp32 graph compiled by OpenVINO in fp32 and in bf16, and its static
+int8 form, each parity-gated against torch like every other variant.
 
-They need no file of their own: OpenVINO reads the bundle's `model.fp32.onnx` (measured: reading the ONNX
-at load is as fast as reading an IR written at export, and an IR would add a second copy of the weights; see
-README). bf16 is validated only where the CPU has bf16 matrix units (AMX or AVX512-BF16): elsewhere OpenVINO
-would quietly compute in fp32, so the variant is written marked `validated_on: none`, not passed, and `auto`
-never picks it.
+fp32 and bf16 need no file of their own: OpenVINO reads the bundle's `model.fp32.onnx` (measured: reading
+the ONNX at load is as fast as reading an IR written at export, and an IR would add a second copy of the
+weights; see README). bf16 is validated only where the CPU has bf16 matrix units (AMX or AVX512-BF16):
+elsewhere OpenVINO would quietly compute in fp32, so the variant is written marked `validated_on: none`, not
+passed, and `auto` never picks it. `openvino-int8` is its own graph (`model.openvino-int8.onnx`: the fp32
+graph with int8 quantize/dequantize pairs calibrated on training pairs, export/static_int8.py), validated
+everywhere: without VNNI or AMX OpenVINO still runs it in int8, only slower.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +23,11 @@ from pairbert.runtime.bundle import VariantInfo, sha256_file
 from pairbert.runtime.sessions import SessionSettings, has_bf16_units, open_session, openvino_available
 from pairbert.runtime.variants import OPENVINO_PRECISION, OPENVINO_VARIANTS, PRECISION
 
+from . import static_int8
 from .onnx_graph import external_files
 from .validation import StageReport, gate
+
+INT8_FILE = "model.openvino-int8.onnx"
 
 log = logging.getLogger(__name__)
 
@@ -32,28 +39,34 @@ def build_openvino_variants(
     report: StageReport,
     wanted: tuple[str, ...] = OPENVINO_VARIANTS,
     threads: int = 1,
+    calibration: Callable[[], list[dict[str, np.ndarray]]] | None = None,
 ) -> list[VariantInfo]:
     """VariantInfo for each wanted OpenVINO variant over `fp32_path` (already checked and gated as ORT
-    fp32)."""
+    fp32). `calibration` gives the training-pair feeds openvino-int8 is calibrated on (written beside
+    `fp32_path`); without it that variant is skipped."""
     wanted = tuple(v for v in wanted if v in OPENVINO_VARIANTS)
     if not wanted:
         return []
     if not openvino_available():
         report.fail("openvino", "not installed: OpenVINO variants skipped (pip install 'pairbert[openvino]')")
         return []
-    extra = external_files(fp32_path)  # its weight file, when the graph keeps them beside it
-    size = fp32_path.stat().st_size + sum((fp32_path.parent / e).stat().st_size for e in extra)
     out = []
     for name in wanted:
+        graph = fp32_path
+        if name == "openvino-int8":
+            graph = _static_int8(fp32_path, calibration, report)
+            if graph is None:
+                continue
+        extra = external_files(graph)  # its weight file, when the graph keeps them beside it
         common = dict(
             name=name,
-            file=fp32_path.name,
+            file=graph.name,
             precision=PRECISION[name],
-            size_bytes=size,
-            sha256=sha256_file(fp32_path),
+            size_bytes=graph.stat().st_size + sum((graph.parent / e).stat().st_size for e in extra),
+            sha256=sha256_file(graph),
             intended_device="cpu",
             external_data=tuple(extra),
-            external_sha256=tuple(sha256_file(fp32_path.parent / e) for e in extra),
+            external_sha256=tuple(sha256_file(graph.parent / e) for e in extra),
         )
         if name == "openvino-bf16" and not has_bf16_units():
             report.fail(
@@ -69,7 +82,7 @@ def build_openvino_variants(
             )
             continue
         session = open_session(
-            "openvino", fp32_path, SessionSettings(threads=threads, precision=OPENVINO_PRECISION[name])
+            "openvino", graph, SessionSettings(threads=threads, precision=OPENVINO_PRECISION[name])
         )
         candidate = np.concatenate([session.run(feed) for feed in feeds])
         session.close()
@@ -80,3 +93,22 @@ def build_openvino_variants(
             )
         )
     return out
+
+
+def _static_int8(
+    fp32_path: Path, calibration: Callable[[], list[dict[str, np.ndarray]]] | None, report: StageReport
+) -> Path | None:
+    """The static int8 graph beside `fp32_path`, or None (reported) when it cannot be built here."""
+    if not static_int8.nncf_available():
+        report.fail("openvino-int8", f"NNCF is not installed: skipped ({static_int8.QUANTIZE_EXTRA})")
+        return None
+    if calibration is None:
+        report.fail("openvino-int8", "no calibration pairs: skipped")
+        return None
+    started = time.perf_counter()
+    feeds = calibration()
+    path = static_int8.quantize_static(fp32_path, fp32_path.parent / INT8_FILE, feeds)
+    pairs = sum(len(next(iter(f.values()))) for f in feeds)
+    seconds = time.perf_counter() - started
+    report.ok("quantize openvino-int8", f"calibrated on {pairs} training pairs in {seconds:.1f} s")
+    return path

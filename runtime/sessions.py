@@ -298,10 +298,23 @@ class OpenVinoSession:
         except Exception as exc:  # openvino raises RuntimeError with multi-line details
             raise BackendError(f"OpenVINO cannot load the graph ({openvino_reason(exc)})") from None
         self.settings = settings
-        self.provider = f"OpenVINO CPU ({settings.precision})"
+        self._provider: str | None = None
         self.input_names = [p.get_any_name() for p in self._compiled.inputs]
         self._requests: queue.SimpleQueue = queue.SimpleQueue()
         self._lock = threading.Lock()
+
+    @property
+    def provider(self) -> str:
+        """What runs, as the compiled model says: "OpenVINO CPU (bf16)", or "(i8 + bf16)" for a graph with
+        int8 pairs; a bf16 hint on a CPU without bf16 units reads "(f32)". Read on first use (~10 ms)."""
+        if self._provider is None:
+            compiled = self._compiled
+            if compiled is None:
+                return f"OpenVINO CPU ({self.settings.precision})"
+            self._provider = (
+                f"OpenVINO CPU ({' + '.join(_matmul_precisions(compiled)) or self.settings.precision})"
+            )
+        return self._provider
 
     def run(self, feed: dict[str, np.ndarray]) -> np.ndarray:
         compiled = self._compiled
@@ -332,6 +345,20 @@ class OpenVinoSession:
     def close(self) -> None:
         self._compiled = None
         self._requests = queue.SimpleQueue()
+
+
+def _matmul_precisions(compiled) -> list[str]:
+    """The precisions the compiled model's matrix products run in, the most used first."""
+    counts: dict[str, int] = {}
+    try:
+        for op in compiled.get_runtime_model().get_ordered_ops():
+            info = op.get_rt_info()
+            if info["layerType"].astype(str) in ("FullyConnected", "MatMul"):
+                precision = info["runtimePrecision"].astype(str)
+                counts[precision] = counts.get(precision, 0) + 1
+    except Exception:  # a plugin that names its layers otherwise: the hint is the best we know
+        return []
+    return sorted(counts, key=lambda k: -counts[k])
 
 
 def _graph_beside_weights(model: WeightsFolder) -> Path:

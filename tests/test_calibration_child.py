@@ -53,7 +53,8 @@ def first_tier(bundle) -> set[str]:
 
 
 def openvino_candidates(bundle) -> set[str]:
-    """openvino-fp32, and openvino-bf16 where this CPU has bf16 units (it was validated at export)."""
+    """openvino-fp32 and openvino-int8, and openvino-bf16 where this CPU has bf16 units (validated at export);
+    each reads its own `provider` (the precisions it runs in), which the faults below key their markers by."""
     found = {n for n in first_tier(bundle) if BACKEND[n] == "openvino"}
     assert found  # (the faulted ones: the tests below compare with this set)
     return found

@@ -258,10 +258,14 @@ def _export(args: argparse.Namespace) -> None:
         raise UserError(
             f"{', '.join(int8_flags)}: int8 options, but --variants has no int8; add it or drop them"
         )
+    if args.calibration is not None and "openvino-int8" not in (args.variants or VARIANTS):
+        raise UserError("--calibration calibrates openvino-int8, but --variants has no openvino-int8")
     settings = ExportSettings(
         variants=args.variants or VARIANTS,
-        skip_failed=args.variants is None,  # the default list: a bundle of every variant that passes
+        # the default list, or --skip-failed: a bundle of every variant that passes
+        skip_failed=args.variants is None or args.skip_failed,
         validation_file=args.validation,
+        calibration_file=args.calibration,
         force=args.force,
         int8=Int8Options(
             weight_type=args.int8_weight_type or Int8Options.weight_type,
@@ -842,7 +846,17 @@ def _add_export(sub) -> None:
         "--validation", help="pairs for the parity gate (default: the checkpoint's validation split)"
     )
     x.add_argument(
+        "--calibration",
+        help="pairs openvino-int8 is calibrated on (default: the checkpoint's training split; never the "
+        "parity pairs)",
+    )
+    x.add_argument(
         "--force", action="store_true", help="write variants that fail the parity gate, marked failed"
+    )
+    x.add_argument(
+        "--skip-failed",
+        action="store_true",
+        help="a variant named in --variants that fails its gate is left out with a warning, not an error",
     )
     x.add_argument(
         "--int8-weight-type", choices=["QInt8", "QUInt8"], help="int8 weight type (default: QInt8)"

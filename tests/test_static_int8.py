@@ -1,0 +1,121 @@
+"""openvino-int8: the fp32 graph with static int8 quantize/dequantize pairs (NNCF, calibrated on training
+pairs at export), run by OpenVINO. Its own graph in the bundle, gated like every variant, calibrated never on
+the pairs it is gated on, and a pair's answer does not depend on the pairs batched with it."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import onnx
+import pytest
+from helpers import varied_pairs, write_jsonl
+
+from pairbert.runtime import PairClassifier, calibration
+from pairbert.runtime.bundle import read_manifest, sha256_file
+
+pytest.importorskip("openvino")
+pytest.importorskip("nncf")
+
+from pairbert.export import static_int8  # noqa: E402
+from pairbert.export.bundle_writer import ExportError, ExportSettings, build_bundle  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv(calibration.CACHE_ENV, str(tmp_path / "cache"))
+
+
+def _nodes(path):
+    return onnx.load(str(path), load_external_data=False).graph.node
+
+
+def test_its_own_graph_with_int8_pairs_listed_and_gated(tiny_bundle):
+    info = read_manifest(tiny_bundle).variants["openvino-int8"]
+    assert info.file == "model.openvino-int8.onnx" and info.precision == "int8"
+    assert info.sha256 == sha256_file(tiny_bundle / info.file)
+    assert info.external_data == ("model.openvino-int8.onnx.data",)
+    assert info.passed_parity and info.validated_on == "cpu" and info.parity["label_agreement"] >= 0.99
+    ops = [n.op_type for n in _nodes(tiny_bundle / info.file)]
+    assert ops.count("QuantizeLinear") >= 4 and ops.count("DequantizeLinear") >= 4
+    assert "QuantizeLinear" not in [n.op_type for n in _nodes(tiny_bundle / "model.fp32.onnx")]
+
+
+def test_the_first_layers_ffn_outputs_stay_out_of_int8(tiny_bundle):
+    """The FFN output MatMuls of layers 0 and 1 (the tiny model has two layers: all of them) are fed by the
+    fp32 activations; the other MatMuls of the same layers read dequantized int8."""
+    fp32 = onnx.load(str(tiny_bundle / "model.fp32.onnx"), load_external_data=False)
+    kept = static_int8.ffn_output_matmuls(fp32, static_int8.KEEP_FFN_OUTPUT_LAYERS)
+    assert len(kept) == 4 and all("/output/dense/" in name for name in kept)  # 2 layers × 2 branches
+    nodes = _nodes(tiny_bundle / "model.openvino-int8.onnx")
+    producer = {out: n.op_type for n in nodes for out in n.output}
+    by_name = {n.name: n for n in nodes}
+    assert all(producer.get(by_name[name].input[0]) != "DequantizeLinear" for name in kept)
+    quantized = [n for n in nodes if n.op_type == "MatMul" and producer.get(n.input[0]) == "DequantizeLinear"]
+    assert quantized and not {n.name for n in quantized} & set(kept)
+    assert static_int8.ffn_output_matmuls(fp32, 1) == [n for n in kept if "layer.0/" in n]
+
+
+def test_it_answers_like_torch_and_alone_as_in_a_batch(tiny_bundle):
+    pairs = [(r["question"], r["answer"]) for r in varied_pairs(40, seed=31)]
+    with PairClassifier.load(tiny_bundle, variant="fp32") as fp32:
+        expected = fp32.predict(pairs, batch_size=8)
+    with PairClassifier.load(tiny_bundle, variant="openvino-int8") as clf:
+        assert (clf.backend, clf.variant) == ("openvino", "openvino-int8")
+        batched = clf.predict(pairs, batch_size=40)
+        alone = np.concatenate([clf.predict([p]).probabilities for p in pairs])
+    assert (batched.labels == expected.labels).mean() >= 0.99
+    # static scales: a pair's answer is its own (dynamic int8 rescales each run by its batch-mates)
+    assert np.abs(batched.probabilities - alone).max() <= 0.02
+
+
+def test_calibration_never_reads_the_pairs_it_is_gated_on(tiny_checkpoint, tmp_path):
+    validation = write_jsonl(tmp_path / "v.jsonl", varied_pairs(40, seed=5))
+    settings = ExportSettings(
+        variants=("fp32", "openvino-int8"),
+        validation_file=str(validation),
+        calibration_file=str(validation),
+        external_data=False,
+    )
+    with pytest.raises(ExportError, match="is the file the parity gate reads"):
+        build_bundle(tiny_checkpoint, tmp_path / "b", settings, echo=None)
+    assert not (tmp_path / "b").exists()
+    nope = str(tmp_path / "nope.jsonl")
+    missing = ExportSettings(variants=("fp32", "openvino-int8"), calibration_file=nope)
+    with pytest.raises(ExportError, match="--calibration .*nope.jsonl: no such file"):
+        build_bundle(tiny_checkpoint, tmp_path / "b", missing, echo=None)
+
+
+def test_calibration_file_is_used_and_reported(tiny_checkpoint, tmp_path):
+    calib = write_jsonl(tmp_path / "calib.jsonl", varied_pairs(13, seed=9))
+    lines: list[str] = []
+    settings = ExportSettings(
+        variants=("fp32", "openvino-int8"), calibration_file=str(calib), external_data=False
+    )
+    result = build_bundle(tiny_checkpoint, tmp_path / "b", settings, echo=lines.append)
+    assert "openvino-int8" in result.manifest.variants
+    assert any("calibrated on 13 training pairs" in line for line in lines), lines
+
+
+def test_without_nncf_the_export_names_the_extra_and_writes_the_rest(tiny_checkpoint, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "nncf", None)  # as if the [quantize] extra were not installed
+    lines: list[str] = []
+    settings = ExportSettings(variants=("fp32", "openvino-int8"), external_data=False)
+    result = build_bundle(tiny_checkpoint, tmp_path / "b", settings, echo=lines.append)
+    assert set(result.manifest.variants) == {"fp32"}
+    assert any("pip install 'pairbert[quantize]'" in line for line in lines), lines
+    with pytest.raises(static_int8.QuantizationUnavailable, match=r"pairbert\[quantize\]"):
+        static_int8.quantize_static(tmp_path / "b" / "model.fp32.onnx", tmp_path / "q.onnx", [{}])
+
+
+def test_cli_calibration_needs_the_variant(tiny_checkpoint, tmp_path, capsys):
+    from pairbert import cli
+
+    argv = ["export", str(tiny_checkpoint), "--out", str(tmp_path / "b"), "--variants", "fp32"]
+    try:
+        code = cli.main([*argv, "--calibration", str(tmp_path / "c.jsonl")])
+    except SystemExit as exc:
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code == 2 and "--calibration calibrates openvino-int8, but --variants has no openvino-int8" in err
+    assert "Traceback" not in err and not (tmp_path / "b").exists()
