@@ -85,9 +85,8 @@ class ParityInputs:
     report: StageReport
     force: bool
     variants: tuple[str, ...]  # the variants asked for: a validator builds those it knows
-    # training-pair feeds for variants that calibrate (static int8), built on first call; never the parity
-    # pairs
-    calibration: Callable[[], list[dict[str, np.ndarray]]] | None = None
+    # the training pairs variants that calibrate (static int8) are calibrated on; never parity pairs
+    calibration: static_int8.CalibrationPairs | None = None
 
 
 # Called with the parity inputs; returns the variants it built and validated (their files in work_dir). A
@@ -167,7 +166,7 @@ class _Source:
     num_heads: int
     hidden: int
     pairs: list
-    parity_file: str
+    calibration: static_int8.CalibrationPairs | None
     reference: np.ndarray
     feeds: list[dict[str, np.ndarray]]
     grid: list[dict[str, np.ndarray]]
@@ -271,7 +270,7 @@ def _prepare(checkpoint: Path, settings: ExportSettings, echo) -> _Source:
         num_heads=cfg["num_attention_heads"],
         hidden=cfg["hidden_size"],
         pairs=pairs,
-        parity_file=val_file,
+        calibration=_calibration(ckpt, settings, pairs) if "openvino-int8" in settings.variants else None,
         reference=reference,
         feeds=[{k: v.numpy() for k, v in f.items()} for f in torch_feeds],
         grid=shape_grid_feeds(CONTRACT, encoder.tokenizer.get_vocab_size()),
@@ -382,7 +381,7 @@ def _run_extra_validators(
         report,
         settings.force,
         tuple(settings.variants),
-        calibration=lambda: _calibration_feeds(src, settings),
+        calibration=src.calibration,
     )
     outcomes = {}
     for validator in settings.extra_validators:
@@ -399,31 +398,37 @@ def _run_extra_validators(
     return outcomes
 
 
-def _calibration_file(src: _Source, settings: ExportSettings) -> str:
-    """--calibration, else the checkpoint's training file, else the built-in training split; never the
-    file the parity gate reads (a variant calibrated on the pairs it is gated on would pass by design)."""
-    chosen = settings.calibration_file or src.ckpt.settings.get("train_config", {}).get("train_file")
+def _calibration(ckpt, settings: ExportSettings, parity_pairs: list) -> static_int8.CalibrationPairs:
+    """The pairs openvino-int8 is calibrated on: --calibration, else the checkpoint's training file, else
+    the built-in training split; the first CALIBRATION_PAIRS of them that are not parity pairs (same
+    question and answer: a variant calibrated on the pairs it is gated on would pass by design, whatever
+    file they came from). A --calibration with nothing left is an error; the checkpoint's own file with
+    nothing left (a run trained on its validation pairs) skips the variant."""
+    chosen = settings.calibration_file or ckpt.settings.get("train_config", {}).get("train_file")
     if not chosen or not Path(chosen).is_file():  # the run's file, moved or gone: the built-in split
-        if settings.calibration_file:
-            raise ExportError("settings", f"--calibration {settings.calibration_file}: no such file")
         chosen = str(BUILTIN_TRAIN)
-    if os.path.samefile(chosen, src.parity_file):
-        raise ExportError(
-            "settings",
-            f"--calibration {chosen} is the file the parity gate reads: calibrate on training pairs",
-        )
-    return chosen
-
-
-def _calibration_feeds(src: _Source, settings: ExportSettings) -> list[dict[str, np.ndarray]]:
-    """The first CALIBRATION_PAIRS pairs of the calibration file, fed as the runtime feeds the graph."""
-    pairs = read_pairs(_calibration_file(src, settings))[: static_int8.CALIBRATION_PAIRS]
-    encoder = src.ckpt.encoder.with_apart(orders_padded_apart(CONTRACT))
+    parity = {(p.question, p.answer) for p in parity_pairs}
+    kept, left_out = [], 0
+    for pair in read_pairs(chosen):
+        if (pair.question, pair.answer) in parity:
+            left_out += 1
+        elif len(kept) < static_int8.CALIBRATION_PAIRS:
+            kept.append(pair)
+    if not kept:
+        why = f"every pair of {chosen} is also a parity pair: calibrate on training pairs"
+        if settings.calibration_file:
+            raise ExportError("settings", f"--calibration {why}")
+        return static_int8.CalibrationPairs(source=chosen, left_out=left_out, problem=why)
+    encoder = ckpt.encoder.with_apart(orders_padded_apart(CONTRACT))
     size = static_int8.CALIBRATION_BATCH
-    return [
-        {k: v.numpy() for k, v in encode_batch(encoder, pairs[i : i + size], with_labels=False).items()}
-        for i in range(0, len(pairs), size)
-    ]
+
+    def feeds() -> list[dict[str, np.ndarray]]:
+        return [
+            {k: v.numpy() for k, v in encode_batch(encoder, kept[i : i + size], with_labels=False).items()}
+            for i in range(0, len(kept), size)
+        ]
+
+    return static_int8.CalibrationPairs(chosen, len(kept), left_out, feeds)
 
 
 def _write(

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from pairbert.runtime.bundle import VariantInfo, sha256_file
+from pairbert.runtime.errors import first_line
 from pairbert.runtime.sessions import SessionSettings, has_bf16_units, open_session, openvino_available
 from pairbert.runtime.variants import OPENVINO_PRECISION, OPENVINO_VARIANTS, PRECISION
 
@@ -39,11 +39,11 @@ def build_openvino_variants(
     report: StageReport,
     wanted: tuple[str, ...] = OPENVINO_VARIANTS,
     threads: int = 1,
-    calibration: Callable[[], list[dict[str, np.ndarray]]] | None = None,
+    calibration: static_int8.CalibrationPairs | None = None,
 ) -> list[VariantInfo]:
     """VariantInfo for each wanted OpenVINO variant over `fp32_path` (already checked and gated as ORT
-    fp32). `calibration` gives the training-pair feeds openvino-int8 is calibrated on (written beside
-    `fp32_path`); without it that variant is skipped."""
+    fp32). `calibration`: the training pairs openvino-int8 is calibrated on (its graph is written beside
+    `fp32_path`); without them that variant is skipped."""
     wanted = tuple(v for v in wanted if v in OPENVINO_VARIANTS)
     if not wanted:
         return []
@@ -52,11 +52,15 @@ def build_openvino_variants(
         return []
     out = []
     for name in wanted:
-        graph = fp32_path
+        graph, int8_recipe = fp32_path, ""
         if name == "openvino-int8":
             graph = _static_int8(fp32_path, calibration, report)
             if graph is None:
                 continue
+            int8_recipe = (
+                f"static int8 ({static_int8.StaticInt8Options().label()}), calibrated on {calibration.pairs} "
+                f"pairs of {calibration.source}"
+            )
         extra = external_files(graph)  # its weight file, when the graph keeps them beside it
         common = dict(
             name=name,
@@ -84,31 +88,43 @@ def build_openvino_variants(
         session = open_session(
             "openvino", graph, SessionSettings(threads=threads, precision=OPENVINO_PRECISION[name])
         )
+        ran = session.provider  # what the compiled model computes in here, e.g. "OpenVINO CPU (i8 + bf16)"
         candidate = np.concatenate([session.run(feed) for feed in feeds])
         session.close()
         figures, fails = gate(name, reference, candidate, report)
+        notes = list(fails)
+        if name == "openvino-int8":  # a CPU with(out) bf16 units computes the part left in float otherwise
+            notes.append(f"validated as {ran}; {int8_recipe}")
         out.append(
             VariantInfo(
-                **common, parity=figures, passed_parity=not fails, validated_on="cpu", notes="; ".join(fails)
+                **common, parity=figures, passed_parity=not fails, validated_on="cpu", notes="; ".join(notes)
             )
         )
     return out
 
 
 def _static_int8(
-    fp32_path: Path, calibration: Callable[[], list[dict[str, np.ndarray]]] | None, report: StageReport
+    fp32_path: Path, calibration: static_int8.CalibrationPairs | None, report: StageReport
 ) -> Path | None:
     """The static int8 graph beside `fp32_path`, or None (reported) when it cannot be built here."""
     if not static_int8.nncf_available():
         report.fail("openvino-int8", f"NNCF is not installed: skipped ({static_int8.QUANTIZE_EXTRA})")
         return None
-    if calibration is None:
-        report.fail("openvino-int8", "no calibration pairs: skipped")
+    if calibration is None or calibration.feeds is None:
+        why = calibration.problem if calibration is not None else "no calibration pairs"
+        report.fail("openvino-int8", f"{why}: skipped")
         return None
     started = time.perf_counter()
-    feeds = calibration()
-    path = static_int8.quantize_static(fp32_path, fp32_path.parent / INT8_FILE, feeds)
-    pairs = sum(len(next(iter(f.values()))) for f in feeds)
+    try:
+        path = static_int8.quantize_static(fp32_path, fp32_path.parent / INT8_FILE, calibration.feeds())
+    except Exception as exc:  # NNCF and onnx raise anything; the other variants stand without this one
+        log.warning("openvino-int8 quantization failed", exc_info=True)
+        report.fail("openvino-int8", f"quantization failed, skipped: {type(exc).__name__}: {first_line(exc)}")
+        return None
     seconds = time.perf_counter() - started
-    report.ok("quantize openvino-int8", f"calibrated on {pairs} training pairs in {seconds:.1f} s")
+    left = f"; {calibration.left_out} parity pairs in it left out" if calibration.left_out else ""
+    report.ok(
+        "quantize openvino-int8",
+        f"calibrated on {calibration.pairs} pairs of {calibration.source}{left} in {seconds:.1f} s",
+    )
     return path

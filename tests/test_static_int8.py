@@ -36,6 +36,7 @@ def test_its_own_graph_with_int8_pairs_listed_and_gated(tiny_bundle):
     assert info.sha256 == sha256_file(tiny_bundle / info.file)
     assert info.external_data == ("model.openvino-int8.onnx.data",)
     assert info.passed_parity and info.validated_on == "cpu" and info.parity["label_agreement"] >= 0.99
+    assert "validated as OpenVINO CPU (i8" in info.notes and "calibrated on 5 pairs of" in info.notes
     ops = [n.op_type for n in _nodes(tiny_bundle / info.file)]
     assert ops.count("QuantizeLinear") >= 4 and ops.count("DequantizeLinear") >= 4
     assert "QuantizeLinear" not in [n.op_type for n in _nodes(tiny_bundle / "model.fp32.onnx")]
@@ -62,6 +63,7 @@ def test_it_answers_like_torch_and_alone_as_in_a_batch(tiny_bundle):
         expected = fp32.predict(pairs, batch_size=8)
     with PairClassifier.load(tiny_bundle, variant="openvino-int8") as clf:
         assert (clf.backend, clf.variant) == ("openvino", "openvino-int8")
+        assert clf.provider.startswith("OpenVINO CPU (i8")  # int8 kernels run the most matrix products
         batched = clf.predict(pairs, batch_size=40)
         alone = np.concatenate([clf.predict([p]).probabilities for p in pairs])
     assert (batched.labels == expected.labels).mean() >= 0.99
@@ -70,31 +72,50 @@ def test_it_answers_like_torch_and_alone_as_in_a_batch(tiny_bundle):
 
 
 def test_calibration_never_reads_the_pairs_it_is_gated_on(tiny_checkpoint, tmp_path):
+    """By content, not by path: a copy of the parity file is refused, and parity pairs inside a training
+    file are left out of the calibration (and counted)."""
     validation = write_jsonl(tmp_path / "v.jsonl", varied_pairs(40, seed=5))
+    copy = tmp_path / "copy.jsonl"
+    copy.write_bytes(validation.read_bytes())
+    for calib in (validation, copy):
+        settings = ExportSettings(
+            variants=("fp32", "openvino-int8"),
+            validation_file=str(validation),
+            calibration_file=str(calib),
+            external_data=False,
+        )
+        with pytest.raises(ExportError, match=f"every pair of {calib} is also a parity pair"):
+            build_bundle(tiny_checkpoint, tmp_path / "b", settings, echo=None)
+        assert not (tmp_path / "b").exists()
+    mixed = write_jsonl(tmp_path / "mixed.jsonl", varied_pairs(40, seed=5)[:7] + varied_pairs(13, seed=9))
+    lines: list[str] = []
     settings = ExportSettings(
         variants=("fp32", "openvino-int8"),
         validation_file=str(validation),
-        calibration_file=str(validation),
+        calibration_file=str(mixed),
         external_data=False,
-    )
-    with pytest.raises(ExportError, match="is the file the parity gate reads"):
-        build_bundle(tiny_checkpoint, tmp_path / "b", settings, echo=None)
-    assert not (tmp_path / "b").exists()
-    nope = str(tmp_path / "nope.jsonl")
-    missing = ExportSettings(variants=("fp32", "openvino-int8"), calibration_file=nope)
-    with pytest.raises(ExportError, match="--calibration .*nope.jsonl: no such file"):
-        build_bundle(tiny_checkpoint, tmp_path / "b", missing, echo=None)
-
-
-def test_calibration_file_is_used_and_reported(tiny_checkpoint, tmp_path):
-    calib = write_jsonl(tmp_path / "calib.jsonl", varied_pairs(13, seed=9))
-    lines: list[str] = []
-    settings = ExportSettings(
-        variants=("fp32", "openvino-int8"), calibration_file=str(calib), external_data=False
     )
     result = build_bundle(tiny_checkpoint, tmp_path / "b", settings, echo=lines.append)
     assert "openvino-int8" in result.manifest.variants
-    assert any("calibrated on 13 training pairs" in line for line in lines), lines
+    assert any(f"calibrated on 13 pairs of {mixed}; 7 parity pairs in it left out" in line for line in lines)
+    nope = str(tmp_path / "nope.jsonl")
+    missing = ExportSettings(variants=("fp32", "openvino-int8"), calibration_file=nope)
+    with pytest.raises(ExportError, match="--calibration .*nope.jsonl: no such file"):
+        build_bundle(tiny_checkpoint, tmp_path / "b2", missing, echo=None)
+
+
+def test_a_run_trained_on_its_validation_pairs_exports_without_int8(tiny_tokenizer, tmp_path):
+    """The checkpoint's own training file is its validation file: nothing to calibrate on that is not a
+    parity pair, so openvino-int8 is skipped with the reason, and the rest is written."""
+    from helpers import FAST, tiny_config
+
+    from pairbert.training.loop import train
+
+    train(tiny_config(tmp_path / "run", tiny_tokenizer, epochs=1, **FAST))
+    lines: list[str] = []
+    result = build_bundle(tmp_path / "run" / "last", tmp_path / "b", ExportSettings(), echo=lines.append)
+    assert "openvino-int8" not in result.manifest.variants and "openvino-fp32" in result.manifest.variants
+    assert any("is also a parity pair: calibrate on training pairs: skipped" in line for line in lines), lines
 
 
 def test_without_nncf_the_export_names_the_extra_and_writes_the_rest(tiny_checkpoint, tmp_path, monkeypatch):
