@@ -13,7 +13,9 @@
 #   environment  lscpu, the CPU's matrix units, OpenVINO's capabilities; two cores on distinct physical cores
 #   unpack       join the carried parts, check sha256, float32 weights again (gpu_carry.py)
 #   install      the carried wheels into /tmp/site (ahead of the image's onnxruntime), pairbert as a shim
-#   export       fp32, optimized, int8, openvino-fp32, openvino-bf16, each parity-gated on THIS CPU (all cores)
+#   export       fp32, optimized, int8, openvino-fp32, openvino-bf16, openvino-int8, each parity-gated on THIS
+#                CPU (all cores); openvino-int8 needs NNCF's wheel and those of its dependencies the image
+#                lacks among the carried ones, else the export skips it with a line saying so
 #   soak         each CPU variant against fp32 over rounds of varied shapes (variant_soak.py), one process
 #                each: a native crash is its exit status, wrong answers its agreement
 #   bench        pairbert bench --quick on the two cores (auto calibrates there: what it picks on this CPU)
@@ -68,7 +70,7 @@ PY
 
 export_bundle() {
   $PY -m pairbert export "$WORK/checkpoint" --out "$WORK/bundle" \
-    --variants fp32,optimized,int8,openvino-fp32,openvino-bf16 --force || return 1
+    --variants fp32,optimized,int8,openvino-fp32,openvino-bf16,openvino-int8 --force || return 1
   cp "$WORK/bundle/manifest.json" "$OUT/manifest.json"
   $PY -c "import json; m=json.load(open('$OUT/manifest.json')); \
 [print(k, v['validated_on'], v['passed_parity'], v['parity']) for k, v in m['variants'].items()]"
@@ -106,7 +108,7 @@ peak() { pinned $PY -m pairbert.benchmarks.gemm_peak 384 2 1.5 | tee "$OUT/gemm_
 soak() {
   local name rc=0
   mkdir -p "$OUT/soak"
-  for name in ${SOAK:-openvino-bf16 openvino-fp32 int8 optimized}; do
+  for name in ${SOAK:-openvino-bf16 openvino-int8 openvino-fp32 int8 optimized}; do
     echo "--- $name ($(date -u +%T))"
     timeout 100 taskset -c "$(cat "$WORK/cores")" $PY -m pairbert.benchmarks.variant_soak "$WORK/bundle" "$name" \
       --threads 2 > "$OUT/soak/$name.json" 2> "$OUT/soak/$name.err"

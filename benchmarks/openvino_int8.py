@@ -20,12 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
-RECIPES = (  # (transformer, overflow_fix, keep_ffn_output_layers); the first is what export ships
-    (True, True, 2),
-    (True, True, 0),
-    (True, True, 6),
-    (True, False, 2),
-    (False, True, 2),
+RECIPES = (  # (transformer, overflow_fix, keep_ffn_output_layers, symmetric); the first is what export ships
+    (True, True, 2, True),
+    (True, True, 2, False),
+    (True, True, 0, True),
+    (True, True, 6, True),
+    (True, False, 2, True),
+    (False, True, 2, True),
 )
 
 
@@ -131,8 +132,8 @@ def main(argv: list[str] | None = None) -> list[dict]:  # long: one sweep script
     for precision in ("f32", "bf16"):
         row("fp32 graph", fp32_path, precision, {})
     with tempfile.TemporaryDirectory() as tmp:
-        for transformer, overflow_fix, keep in RECIPES:
-            options = StaticInt8Options(transformer, overflow_fix, keep)
+        for transformer, overflow_fix, keep, symmetric in RECIPES:
+            options = StaticInt8Options(transformer, overflow_fix, keep, symmetric)
             path = Path(tmp) / f"{options.label()}.onnx"
             quantize_static(fp32_path, path, calibration, options)
             for precision in ("bf16", "f32"):

@@ -59,7 +59,15 @@ from .sessions import (
     weights_folder_supported,
 )
 from .tokenization import PairEncoder, TokenizerError
-from .variants import AUTO_MIN_AGREEMENT, BACKEND, DEVICES, OPENVINO_PRECISION, STATIC_PREFERENCE, variant_key
+from .variants import (
+    AUTO_MIN_AGREEMENT,
+    BACKEND,
+    BY_NAME_ONLY,
+    DEVICES,
+    OPENVINO_PRECISION,
+    STATIC_PREFERENCE,
+    variant_key,
+)
 
 log = logging.getLogger(__name__)
 
@@ -239,11 +247,11 @@ class _Request:
 
 def candidates(manifest: Manifest, device: str, backend: str) -> list[str]:
     """Variants `auto` may choose on `device`: passed their parity gate, runnable here, of the asked
-    backend; in the fixed order."""
+    backend, not BY_NAME_ONLY; in the fixed order."""
     names = []
     for name, info in manifest.variants.items():
         kind = BACKEND.get(name)
-        if kind is None or not info.passed_parity or device not in DEVICES[name]:
+        if kind is None or not info.passed_parity or device not in DEVICES[name] or name in BY_NAME_ONLY:
             continue
         if backend not in ("auto", kind) or (kind == OPENVINO and not openvino_available()):
             continue

@@ -1,6 +1,7 @@
 """openvino-int8: the fp32 graph with static int8 quantize/dequantize pairs (NNCF, calibrated on training
 pairs at export), run by OpenVINO. Its own graph in the bundle, gated like every variant, calibrated never on
-the pairs it is gated on, and a pair's answer does not depend on the pairs batched with it."""
+the pairs it is gated on, a pair's answer does not depend on the pairs batched with it, and `auto` leaves it
+to those who ask for it by name."""
 
 from __future__ import annotations
 
@@ -69,6 +70,19 @@ def test_it_answers_like_torch_and_alone_as_in_a_batch(tiny_bundle):
     assert (batched.labels == expected.labels).mean() >= 0.99
     # static scales: a pair's answer is its own (dynamic int8 rescales each run by its batch-mates)
     assert np.abs(batched.probabilities - alone).max() <= 0.02
+
+
+def test_auto_never_chooses_it_but_a_name_loads_it(tiny_bundle):
+    from pairbert.runtime import predictor
+
+    manifest = read_manifest(tiny_bundle)
+    assert manifest.variants["openvino-int8"].passed_parity
+    for backend in ("auto", "openvino"):
+        assert "openvino-int8" not in predictor.candidates(manifest, "cpu", backend)
+    with PairClassifier.load(tiny_bundle, backend="openvino") as clf:
+        assert clf.variant != "openvino-int8" and "openvino-int8" not in clf.choice["timings_s"]
+    with PairClassifier.load(tiny_bundle, backend="openvino", variant="int8") as clf:
+        assert clf.variant == "openvino-int8"
 
 
 def test_calibration_never_reads_the_pairs_it_is_gated_on(tiny_checkpoint, tmp_path):
