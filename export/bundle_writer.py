@@ -46,7 +46,8 @@ from pairbert.runtime.bundle import (
 )
 from pairbert.runtime.contract import CONTRACT, GraphContract, orders_padded_apart
 from pairbert.runtime.devices import CPU, CUDA, cuda_provider_available
-from pairbert.runtime.pair_files import read_pairs
+from pairbert.runtime.pair_files import PairFileError, read_pairs
+from pairbert.runtime.sessions import openvino_available
 from pairbert.runtime.tokenization import ORDERS, input_name
 from pairbert.runtime.variants import OPENVINO_VARIANTS, ORT_VARIANTS, PRECISION, VARIANTS
 from pairbert.training.batches import encode_batch
@@ -404,12 +405,20 @@ def _calibration(ckpt, settings: ExportSettings, parity_pairs: list) -> static_i
     question and answer: a variant calibrated on the pairs it is gated on would pass by design, whatever
     file they came from). A --calibration with nothing left is an error; the checkpoint's own file with
     nothing left (a run trained on its validation pairs) skips the variant."""
+    if not (static_int8.nncf_available() and openvino_available()):  # skipped anyway: read nothing
+        return static_int8.CalibrationPairs(problem="needs NNCF and OpenVINO")
     chosen = settings.calibration_file or ckpt.settings.get("train_config", {}).get("train_file")
     if not chosen or not Path(chosen).is_file():  # the run's file, moved or gone: the built-in split
         chosen = str(BUILTIN_TRAIN)
     parity = {(p.question, p.answer) for p in parity_pairs}
     kept, left_out = [], 0
-    for pair in read_pairs(chosen):
+    try:
+        pairs = read_pairs(chosen)
+    except PairFileError as exc:
+        if settings.calibration_file:
+            raise
+        return static_int8.CalibrationPairs(source=chosen, problem=f"calibration pairs unreadable ({exc})")
+    for pair in pairs:
         if (pair.question, pair.answer) in parity:
             left_out += 1
         elif len(kept) < static_int8.CALIBRATION_PAIRS:

@@ -908,7 +908,9 @@ def _add_predict(sub) -> None:
         help="write JSONL here, replaced only when the run succeeds; after a failure or Ctrl-C the complete "
         "rows written so far are in OUTPUT.partial (default: standard output)",
     )
-    _add_variant_and_device(p, "graph to run (auto: the fastest that passed parity for the device)")
+    _add_variant_and_device(
+        p, "graph to run (auto: the fastest that passed parity for the device; openvino-int8 by name only)"
+    )
     p.add_argument(
         "--backend",
         default="auto",
@@ -952,7 +954,9 @@ def _add_serve(sub) -> None:
     s.add_argument("bundle", help="bundle folder written by `pairbert export`")
     s.add_argument("--host", default=S.host, help="address to listen on (loopback unless you say otherwise)")
     s.add_argument("--port", type=port_number, default=S.port, help="0 picks a free port (printed)")
-    _add_variant_and_device(s, "variant to serve (auto: the fastest that passed parity)")
+    _add_variant_and_device(
+        s, "variant to serve (auto: the fastest that passed parity; openvino-int8 by name only)"
+    )
     s.add_argument("--threads", type=thread_count, help="threads per worker (default: cores / workers)")
     s.add_argument("--workers", type=worker_count, default=S.workers, help="processes; they split the cores")
     s.add_argument("--no-batching", action="store_true", help="run each request alone (a baseline)")
