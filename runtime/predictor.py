@@ -821,8 +821,8 @@ def measure_candidate(session, manifest: Manifest, name: str, vocab: int, progre
         progress({"timed": name})
     check = manifest.answer_check
     expected = check.get("probabilities", {}).get(name)
-    bound = name if name in calibration.SOAK_TOLERANCE else manifest.variants[name].precision
-    soaked = calibration.soak(session.run, names, vocab, bound, apart, check.get("feed"), expected)
+    precision = manifest.variants[name].precision
+    soaked = calibration.soak(session.run, names, vocab, precision, apart, check.get("feed"), expected)
     return timings, soaked
 
 

@@ -3,7 +3,8 @@
 ONNX Runtime variants have their own graph file; OpenVINO's fp32 and bf16 variants compile the bundle's fp32
 graph with an inference precision (bf16 runs on the CPU's matrix units where it has them); `openvino-int8`
 has its own graph, the fp32 graph with static int8 quantize/dequantize pairs written at export (NNCF,
-calibrated on training pairs), which OpenVINO runs with int8 kernels (VNNI/AMX) and the rest in fp32.
+calibrated on training pairs), which OpenVINO runs with int8 kernels (VNNI/AMX) and the rest at its
+OPENVINO_PRECISION hint; `auto` never chooses it (BY_NAME_ONLY).
 """
 
 from __future__ import annotations
