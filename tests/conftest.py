@@ -42,8 +42,14 @@ def tiny_checkpoint(tmp_path_factory, tiny_tokenizer, smoke_file) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory, tiny_checkpoint) -> Path:
-    from pairbert.export.bundle_writer import export_bundle
+    """Every variant of the tiny model. openvino-int8 alone may miss its 99 % gate: on an AMX Xeon its
+    kernels flipped 1 of the 60 labels of this tiny random model (98.33 %), where AVX512-VNNI CPUs kept
+    them all; export then rightly leaves it out, and the tests that need it skip, naming why
+    (`helpers.needs_variant`)."""
+    from pairbert.export.bundle_writer import build_bundle
 
     out = tmp_path_factory.mktemp("bundle") / "bundle"
-    export_bundle(tiny_checkpoint, out, echo=None)
+    result = build_bundle(tiny_checkpoint, out, echo=None)
+    missed = {o.variant: o.reasons for o in result.failed}
+    assert set(missed) <= {"openvino-int8"}, f"the tiny bundle's variants missed their gates: {missed}"
     return out

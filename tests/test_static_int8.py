@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import onnx
 import pytest
-from helpers import varied_pairs, write_jsonl
+from helpers import needs_variant, varied_pairs, write_jsonl
 
 from pairbert.runtime import PairClassifier, calibration
 from pairbert.runtime.bundle import read_manifest, sha256_file
@@ -27,29 +27,36 @@ def private_cache(tmp_path, monkeypatch):
     monkeypatch.setenv(calibration.CACHE_ENV, str(tmp_path / "cache"))
 
 
+@pytest.fixture
+def int8_bundle(tiny_bundle):
+    """The tiny bundle, where openvino-int8 passed its gate on this CPU (else the test skips, naming why)."""
+    needs_variant(tiny_bundle, "openvino-int8")
+    return tiny_bundle
+
+
 def _nodes(path):
     return onnx.load(str(path), load_external_data=False).graph.node
 
 
-def test_its_own_graph_with_int8_pairs_listed_and_gated(tiny_bundle):
-    info = read_manifest(tiny_bundle).variants["openvino-int8"]
+def test_its_own_graph_with_int8_pairs_listed_and_gated(int8_bundle):
+    info = read_manifest(int8_bundle).variants["openvino-int8"]
     assert info.file == "model.openvino-int8.onnx" and info.precision == "int8"
-    assert info.sha256 == sha256_file(tiny_bundle / info.file)
+    assert info.sha256 == sha256_file(int8_bundle / info.file)
     assert info.external_data == ("model.openvino-int8.onnx.data",)
     assert info.passed_parity and info.validated_on == "cpu" and info.parity["label_agreement"] >= 0.99
     assert "validated as OpenVINO CPU (i8" in info.notes and "calibrated on 5 pairs of" in info.notes
-    ops = [n.op_type for n in _nodes(tiny_bundle / info.file)]
+    ops = [n.op_type for n in _nodes(int8_bundle / info.file)]
     assert ops.count("QuantizeLinear") >= 4 and ops.count("DequantizeLinear") >= 4
-    assert "QuantizeLinear" not in [n.op_type for n in _nodes(tiny_bundle / "model.fp32.onnx")]
+    assert "QuantizeLinear" not in [n.op_type for n in _nodes(int8_bundle / "model.fp32.onnx")]
 
 
-def test_the_first_layers_ffn_outputs_stay_out_of_int8(tiny_bundle):
+def test_the_first_layers_ffn_outputs_stay_out_of_int8(int8_bundle):
     """The FFN output MatMuls of layers 0 and 1 (the tiny model has two layers: all of them) are fed by the
     fp32 activations; the other MatMuls of the same layers read dequantized int8."""
-    fp32 = onnx.load(str(tiny_bundle / "model.fp32.onnx"), load_external_data=False)
+    fp32 = onnx.load(str(int8_bundle / "model.fp32.onnx"), load_external_data=False)
     kept = static_int8.ffn_output_matmuls(fp32, static_int8.KEEP_FFN_OUTPUT_LAYERS)
     assert len(kept) == 4 and all("/output/dense/" in name for name in kept)  # 2 layers × 2 branches
-    nodes = _nodes(tiny_bundle / "model.openvino-int8.onnx")
+    nodes = _nodes(int8_bundle / "model.openvino-int8.onnx")
     producer = {out: n.op_type for n in nodes for out in n.output}
     by_name = {n.name: n for n in nodes}
     assert all(producer.get(by_name[name].input[0]) != "DequantizeLinear" for name in kept)
@@ -58,11 +65,11 @@ def test_the_first_layers_ffn_outputs_stay_out_of_int8(tiny_bundle):
     assert static_int8.ffn_output_matmuls(fp32, 1) == [n for n in kept if "layer.0/" in n]
 
 
-def test_it_answers_like_torch_and_alone_as_in_a_batch(tiny_bundle):
+def test_it_answers_like_torch_and_alone_as_in_a_batch(int8_bundle):
     pairs = [(r["question"], r["answer"]) for r in varied_pairs(40, seed=31)]
-    with PairClassifier.load(tiny_bundle, variant="fp32") as fp32:
+    with PairClassifier.load(int8_bundle, variant="fp32") as fp32:
         expected = fp32.predict(pairs, batch_size=8)
-    with PairClassifier.load(tiny_bundle, variant="openvino-int8") as clf:
+    with PairClassifier.load(int8_bundle, variant="openvino-int8") as clf:
         assert (clf.backend, clf.variant) == ("openvino", "openvino-int8")
         assert clf.provider.startswith("OpenVINO CPU (i8")  # int8 kernels run the most matrix products
         batched = clf.predict(pairs, batch_size=40)
@@ -72,16 +79,16 @@ def test_it_answers_like_torch_and_alone_as_in_a_batch(tiny_bundle):
     assert np.abs(batched.probabilities - alone).max() <= 0.02
 
 
-def test_auto_never_chooses_it_but_a_name_loads_it(tiny_bundle):
+def test_auto_never_chooses_it_but_a_name_loads_it(int8_bundle):
     from pairbert.runtime import predictor
 
-    manifest = read_manifest(tiny_bundle)
+    manifest = read_manifest(int8_bundle)
     assert manifest.variants["openvino-int8"].passed_parity
     for backend in ("auto", "openvino"):
         assert "openvino-int8" not in predictor.candidates(manifest, "cpu", backend)
-    with PairClassifier.load(tiny_bundle, backend="openvino") as clf:
+    with PairClassifier.load(int8_bundle, backend="openvino") as clf:
         assert clf.variant != "openvino-int8" and "openvino-int8" not in clf.choice.get("timings_s", {})
-    with PairClassifier.load(tiny_bundle, backend="openvino", variant="int8") as clf:
+    with PairClassifier.load(int8_bundle, backend="openvino", variant="int8") as clf:
         assert clf.variant == "openvino-int8"
 
 
