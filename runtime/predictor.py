@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Encoding
 
-from . import atomic_dir, calibration
+from . import atomic_dir, calibration, sessions
 from .answer_check import AnswerMismatch, check_answers, feed_problem
 from .bundle import (
     MANIFEST_FILE,
@@ -537,11 +537,15 @@ def _settings(plan: DevicePlan, request: _Request, threads: int, name: str) -> S
 
 
 def _openvino_cache(name: str) -> str | None:
-    """OpenVINO's compiled-model cache folder for variant `name`, or None. Not for bf16: on an AMX machine
-    (Xeon family 6 model 207) the loads that imported a cached bf16 blob crashed ("double free or
-    corruption") or answered 50 % of 40 pairs, where compiling the same graph agreed with fp32 on all 304
-    (README: OpenVINO on AMX); a bf16 load compiles each time until that is shown fixed."""
-    if BACKEND.get(name) != OPENVINO or OPENVINO_PRECISION.get(name) != "f32":
+    """OpenVINO's compiled-model cache folder for variant `name`, or None. bf16 (and int8, whose float part
+    is bf16) only where OpenVINO maps the weights (POSIX): on an AMX machine (Xeon family 6 model 207) the
+    loads that imported a cached bf16 blob while reading the weights in (ENABLE_MMAP off) crashed ("double
+    free or corruption") or answered 50 % of 40 pairs; with the weights mapped, three imports on the same
+    CPU model answered bit for bit like a fresh compile (README: OpenVINO on AMX). Where the weights are
+    read (Windows), a bf16 load compiles each time. Every load still checks its answers."""
+    if BACKEND.get(name) != OPENVINO:
+        return None
+    if OPENVINO_PRECISION.get(name) != "f32" and not sessions.MAPPED_FILES_REMOVABLE:
         return None
     folder = calibration.openvino_cache_dir()
     return None if folder is None else str(folder)
