@@ -338,7 +338,9 @@ class OpenVinoSession:
             with self._lock:
                 request = compiled.create_infer_request()
         try:
-            request.infer(feed)
+            # share_inputs: OpenVINO reads the feed's arrays in place instead of copying each into a tensor
+            # of its own (~0.2 ms of a 2 ms batch-1 call here); they are this call's alone and outlive it
+            request.infer(feed, share_inputs=True)
             return np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True)
         except Exception as exc:  # openvino raises RuntimeError with multi-line details
             raise BackendError(f"OpenVINO failed to run the graph ({openvino_reason(exc)})") from None
