@@ -366,6 +366,28 @@ def test_export_int8_options_without_int8_are_a_usage_error(tiny_checkpoint, tmp
     assert not (tmp_path / "b").exists()
 
 
+def test_export_skip_failed_leaves_out_a_variant_that_misses_its_gate(
+    tiny_checkpoint, tmp_path, capsys, caplog, monkeypatch
+):
+    """The gate made impossible for openvino-fp32: named in --variants it is an error (exit 1, nothing of it
+    written); with --skip-failed the rest is written and it is left out with a warning naming it."""
+    pytest.importorskip("openvino")
+    from pairbert.export import validation
+
+    monkeypatch.setitem(
+        validation.PARITY_RULES, "openvino-fp32", validation.ParityRule(max_abs_logit_diff=-1.0)
+    )
+    out = tmp_path / "b"
+    argv = ["export", str(tiny_checkpoint), "--out", str(out), "--variants", "fp32,openvino-fp32"]
+    assert run_cli(argv) == 1
+    assert "variant 'openvino-fp32'" in capsys.readouterr().err
+    assert "openvino-fp32" not in json.loads((out / "manifest.json").read_text())["variants"]
+    caplog.clear()
+    assert run_cli([*argv, "--skip-failed"]) == 0
+    assert "not written (failed its gate" in caplog.text and "openvino-fp32: max |Δlogit|" in caplog.text
+    assert set(json.loads((out / "manifest.json").read_text())["variants"]) == {"fp32"}
+
+
 def test_evaluate_finds_a_checkpoint_whose_swap_was_interrupted(tiny_checkpoint, tmp_path):
     import shutil
 
