@@ -396,7 +396,16 @@ def _run_extra_validators(
                 outcomes[info.name] = VariantOutcome(
                     info.name, status, (info.notes or "failed its parity gate",), info
                 )
+    for name in _extra_variants(settings.variants):  # asked for, but nothing could be built here
+        if name not in outcomes:
+            why = report.failures.get(name) or report.failures.get("openvino") or "could not be built here"
+            outcomes[name] = VariantOutcome(name, "failed", (why,))
     return outcomes
+
+
+def _extra_variants(variants: tuple[str, ...]) -> list[str]:
+    """The asked-for variants the extra validators build (those not in FILE_NAMES: OpenVINO's)."""
+    return [v for v in variants if v not in FILE_NAMES]
 
 
 def _calibration(ckpt, settings: ExportSettings, parity_pairs: list) -> static_int8.CalibrationPairs:
@@ -562,7 +571,9 @@ def export_bundle(
         detail = _reasons(dropped)
         if settings.skip_failed:
             log.warning(
-                "not written (failed its gate; name it in --variants to make that an error): %s", detail
+                "not written (failed its gate, or could not be built here; name it in --variants to make "
+                "that an error): %s",
+                detail,
             )
             return result.manifest
         first = dropped[0].info

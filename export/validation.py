@@ -41,11 +41,13 @@ class ParityError(ExportError):
 class StageReport:
     lines: list[str] = field(default_factory=list)
     echo: Callable[[str], None] | None = None
+    failures: dict[str, str] = field(default_factory=dict)  # stage -> its last failure's detail
 
     def ok(self, stage: str, detail: str = "") -> None:
         self._add(f"  ✓ {stage}" + (f": {detail}" if detail else ""))
 
     def fail(self, stage: str, detail: str) -> None:
+        self.failures[stage] = detail
         self._add(f"  ✗ {stage}: {detail}")
 
     def _add(self, line: str) -> None:

@@ -19,7 +19,8 @@ pytest.importorskip("openvino")
 pytest.importorskip("nncf")
 
 from pairbert.export import static_int8  # noqa: E402
-from pairbert.export.bundle_writer import ExportError, ExportSettings, build_bundle  # noqa: E402
+from pairbert.export.bundle_writer import ExportError, ExportSettings, build_bundle, export_bundle  # noqa: E402
+from pairbert.export.validation import ParityError  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -146,6 +147,13 @@ def test_without_nncf_the_export_names_the_extra_and_writes_the_rest(tiny_checkp
     result = build_bundle(tiny_checkpoint, tmp_path / "b", settings, echo=lines.append)
     assert set(result.manifest.variants) == {"fp32"}
     assert any("pip install 'pairbert[quantize]'" in line for line in lines), lines
+    unbuilt = result.outcomes["openvino-int8"]
+    assert unbuilt.status == "failed" and "pairbert[quantize]" in unbuilt.reasons[0]
+    # named, it is an error, as a missed gate is (pairbert export exits 1); --skip-failed leaves it out
+    with pytest.raises(ParityError, match=r"openvino-int8: NNCF is not installed.*pairbert\[quantize\]"):
+        export_bundle(tiny_checkpoint, tmp_path / "b", settings, echo=None)
+    settings.skip_failed = True
+    assert set(export_bundle(tiny_checkpoint, tmp_path / "b", settings, echo=None).variants) == {"fp32"}
     with pytest.raises(static_int8.QuantizationUnavailable, match=r"pairbert\[quantize\]"):
         static_int8.quantize_static(tmp_path / "b" / "model.fp32.onnx", tmp_path / "q.onnx", [{}])
 
