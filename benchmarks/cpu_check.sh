@@ -15,7 +15,7 @@
 #   install      the carried wheels into /tmp/site (ahead of the image's onnxruntime), pairbert as a shim
 #   export       fp32, optimized, int8, openvino-fp32, openvino-bf16, openvino-int8, each parity-gated on THIS
 #                CPU (all cores); openvino-int8 needs NNCF's wheel and those of its dependencies the image
-#                lacks among the carried ones (pydot; this session carried nncf 3.4.0 and pydot 4.0.1), else the
+#                lacks among the carried ones (carry the nncf and pydot wheels too), else the
 #                export leaves it out (--skip-failed) with a line saying so
 #   soak         each CPU variant against fp32 over rounds of varied shapes (variant_soak.py), one process
 #                each: a native crash is its exit status, wrong answers its agreement
