@@ -751,10 +751,19 @@ def _open(bundle: Path, manifest: Manifest, plan: DevicePlan, request: _Request,
         )
     tiers = candidate_tiers(manifest, plan.device, request.backend)
     if not tiers:
+        by_name = [
+            n
+            for n, info in manifest.variants.items()
+            if n in BY_NAME_ONLY
+            and info.passed_parity
+            and plan.device in DEVICES[n]
+            and request.backend in ("auto", BACKEND[n])
+        ]
         raise BundleError(
             f"{bundle}: no variant that passed its parity gate runs on {plan.device}"
             f"{'' if request.backend == 'auto' else ' with ' + request.backend} "
             f"(has: {', '.join(manifest.variants)})"
+            + (f"; {', '.join(by_name)} loads only by name: variant={by_name[0]!r}" if by_name else "")
         )
     if len(tiers) > 1:
         log.info(

@@ -93,6 +93,29 @@ def test_auto_never_chooses_it_but_a_name_loads_it(int8_bundle):
         assert clf.variant == "openvino-int8"
 
 
+def test_backend_openvino_with_only_int8_passing_says_to_name_it(int8_bundle, tmp_path):
+    import shutil
+
+    from helpers import edit_manifest
+
+    from pairbert.runtime.bundle import BundleError
+
+    bundle = tmp_path / "b"
+    shutil.copytree(int8_bundle, bundle)
+
+    def only_int8(data):
+        for name in ("openvino-fp32", "openvino-bf16"):
+            data["variants"][name]["passed_parity"] = False
+
+    edit_manifest(bundle, only_int8)
+    with pytest.raises(
+        BundleError, match=r"with openvino .*; openvino-int8 loads only by name: variant='openvino-int8'"
+    ):
+        PairClassifier.load(bundle, backend="openvino")
+    with PairClassifier.load(bundle, backend="openvino", variant="openvino-int8") as clf:
+        assert clf.variant == "openvino-int8"
+
+
 def test_calibration_never_reads_the_pairs_it_is_gated_on(tiny_checkpoint, tmp_path):
     """By content, not by path: a copy of the parity file is refused, and parity pairs inside a training
     file are left out of the calibration (and counted)."""
