@@ -140,7 +140,7 @@ def rule() -> str:
     )
     return (
         f"shapes={SHAPES} padded={padded} aq-apart={apart} each-order-to-its-bucket fastest-of-{REPEATS} "
-        f"tolerance={TOLERANCE} {soak}"
+        f"tolerance={TOLERANCE} {soak} openvino-measured-as-imported"
     )
 
 

@@ -83,7 +83,7 @@ def main(events_fd: int) -> None:
 
     from .bundle import BundleError, check_listed_files, read_manifest
     from .devices import LEDGER, plan_device
-    from .predictor import _open_variant, _Request, measure_candidate
+    from .predictor import _open_as_later_loads, _Request, measure_candidate
 
     LEDGER.assume(job["claimed"])  # as many threads held as in the caller: the same spinning setting
     bundle, name = Path(job["bundle"]), job["name"]
@@ -93,7 +93,7 @@ def main(events_fd: int) -> None:
         if hashlib.sha256(manifest.to_json().encode()).hexdigest() != job["manifest_sha256"]:
             raise BundleError(f"{bundle}: the bundle changed while it was being loaded")
         request = _Request(**job["request"])
-        session = _open_variant(bundle, manifest, name, plan_device("cpu"), request, job["threads"])
+        session = _open_as_later_loads(bundle, manifest, name, plan_device("cpu"), request, job["threads"])
     except Exception as exc:  # the parent raises a bundle's fault as a load would; skips the rest
         emit(_failure(name, exc, "loading"))
         return

@@ -537,18 +537,39 @@ def _settings(plan: DevicePlan, request: _Request, threads: int, name: str) -> S
 
 
 def _openvino_cache(name: str) -> str | None:
-    """OpenVINO's compiled-model cache folder for variant `name`, or None. bf16 (and int8, whose float part
-    is bf16) only where OpenVINO maps the weights (POSIX): on an AMX machine (Xeon family 6 model 207) the
-    loads that imported a cached bf16 blob while reading the weights in (ENABLE_MMAP off) crashed ("double
-    free or corruption") or answered 50 % of 40 pairs; with the weights mapped, three imports on the same
-    CPU model answered bit for bit like a fresh compile (README: OpenVINO on AMX). Where the weights are
-    read (Windows), a bf16 load compiles each time. Every load still checks its answers."""
-    if BACKEND.get(name) != OPENVINO:
+    """OpenVINO's compiled-model cache folder for variant `name`, or None; one folder per inference
+    precision, since OpenVINO's cache key leaves the precision out (an fp32 load would import a bf16 blob of
+    the same graph). bf16 only where OpenVINO maps the weights (POSIX): on an AMX machine (Xeon family 6
+    model 207) the loads that imported a cached bf16 blob while reading the weights in (ENABLE_MMAP off)
+    crashed ("double free or corruption") or answered 50 % of 40 pairs; with the weights mapped, three
+    imports on the same CPU model answered bit for bit like a fresh compile (README: OpenVINO on AMX).
+    Not for openvino-int8 (its cached import has not been checked on such a machine) nor, where the
+    weights are read (Windows), for bf16: those compile at every load. Every load still checks its
+    answers, and `auto` measures and soaks a cached candidate as imported (`_open_as_later_loads`)."""
+    if BACKEND.get(name) != OPENVINO or name in NO_MODEL_CACHE:
         return None
-    if OPENVINO_PRECISION.get(name) != "f32" and not sessions.MAPPED_FILES_REMOVABLE:
+    precision = OPENVINO_PRECISION.get(name, "f32")
+    if precision != "f32" and not sessions.MAPPED_FILES_REMOVABLE:
         return None
     folder = calibration.openvino_cache_dir()
-    return None if folder is None else str(folder)
+    return None if folder is None else str(folder / precision)
+
+
+NO_MODEL_CACHE = ("openvino-int8",)
+
+
+def _open_as_later_loads(
+    bundle: Path, manifest: Manifest, name: str, plan: DevicePlan, request: _Request, threads: int
+):
+    """_open_variant, as every later load will run it: an OpenVINO candidate that was just compiled into
+    the model cache is opened again, so what `auto` times and soaks is the blob later loads import."""
+    session = _open_variant(bundle, manifest, name, plan, request, threads)
+    if getattr(session, "backend", None) != OPENVINO or not session.settings.cache_dir:
+        return session
+    if session.loaded_from_cache:
+        return session
+    session.close()
+    return _open_variant(bundle, manifest, name, plan, request, threads)
 
 
 def _open_variant(
@@ -836,6 +857,8 @@ def measure_candidate(session, manifest: Manifest, name: str, vocab: int, progre
     expected = check.get("probabilities", {}).get(name)
     precision = manifest.variants[name].precision
     soaked = calibration.soak(session.run, names, vocab, precision, apart, check.get("feed"), expected)
+    if getattr(session, "backend", None) == OPENVINO:
+        soaked["from_cache"] = session.loaded_from_cache  # what later loads import, or compiled each time
     return timings, soaked
 
 
@@ -936,7 +959,7 @@ def _measure_here(bundle: Path, manifest: Manifest, names, plan, request: _Reque
     try:
         for name in names:
             try:
-                session = _open_variant(bundle, manifest, name, plan, request, threads)
+                session = _open_as_later_loads(bundle, manifest, name, plan, request, threads)
             except BackendUnavailable as exc:
                 measured.skip(name, str(exc), lasting=isinstance(exc, AnswerMismatch))
                 continue

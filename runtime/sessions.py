@@ -11,6 +11,7 @@ Backends: ONNX Runtime (CPU, CUDA) from the base install; OpenVINO (CPU) from th
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -353,6 +354,14 @@ class OpenVinoSession:
         width = self._compiled.outputs[0].get_partial_shape()[-1]
         return width.get_length() if width.is_static else None
 
+    @property
+    def loaded_from_cache(self) -> bool:
+        """The compiled model was imported from OpenVINO's model cache rather than compiled now."""
+        try:
+            return bool(self._compiled.get_property("LOADED_FROM_CACHE"))
+        except Exception:  # closed, or a plugin without the property
+            return False
+
     def close(self) -> None:
         self._compiled = None
         self._requests = queue.SimpleQueue()
@@ -409,11 +418,14 @@ def _no_private_copy(why: object) -> BackendUnavailable:
 
 def _compile(core, graph, config: dict, cache_dir: str | None):
     """compile_model, through OpenVINO's model cache when there is one (the cached blob is the compiled
-    form of this same graph: OpenVINO keys it by the graph's hash, the device and the options). A cache
-    that fails (full disk, a damaged blob) costs a compilation without it, not the load."""
+    form of this same graph: OpenVINO keys it by the graph and the device, not by the inference precision
+    or the thread count, which it applies at import; so each precision has a cache folder of its own,
+    `predictor._openvino_cache`). A cache that fails (full disk, a damaged blob) costs a compilation without
+    it, not the load."""
     if cache_dir:
         try:
-            return core.compile_model(graph, "CPU", {**config, "CACHE_DIR": cache_dir})
+            with _cache_lock(cache_dir):
+                return core.compile_model(graph, "CPU", {**config, "CACHE_DIR": cache_dir})
         except Exception as exc:
             log.warning(
                 "OpenVINO model cache %s failed (%s); compiling without it", cache_dir, first_line(exc)
@@ -422,6 +434,31 @@ def _compile(core, graph, config: dict, cache_dir: str | None):
         return core.compile_model(graph, "CPU", config)
     except Exception as exc:  # openvino raises RuntimeError with multi-line details
         raise BackendError(f"OpenVINO cannot load the graph ({openvino_reason(exc)})") from None
+
+
+@contextlib.contextmanager
+def _cache_lock(cache_dir: str):
+    """One process at a time compiles into, or imports from, an OpenVINO cache folder. OpenVINO writes a
+    blob in place (truncate, then write) and maps the blob it imports: two processes starting on an empty
+    cache (`pairbert serve --workers N`) could otherwise rewrite a blob a third has just mapped, which dies
+    of SIGBUS. Held for one compile (under a second); POSIX only (no-op elsewhere, and where the lock file
+    cannot be made: the cache then works as before)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        yield
+        return
+    try:
+        os.makedirs(cache_dir, exist_ok=True)
+        fd = os.open(os.path.join(cache_dir, ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError:
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def open_session(backend: str, model: Model, settings: SessionSettings) -> OrtSession | OpenVinoSession:

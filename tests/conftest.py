@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import build_tokenizer, train_tiny_checkpoint
+from helpers import build_tokenizer, int8_gate_may_miss_here, train_tiny_checkpoint
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -42,14 +42,15 @@ def tiny_checkpoint(tmp_path_factory, tiny_tokenizer, smoke_file) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory, tiny_checkpoint) -> Path:
-    """Every variant of the tiny model. openvino-int8 alone may miss its 99 % gate: on an AMX Xeon its
-    kernels flipped 1 of the 60 labels of this tiny random model (98.33 %), where AVX512-VNNI CPUs kept
-    them all; export then rightly leaves it out, and the tests that need it skip, naming why
-    (`helpers.needs_variant`)."""
+    """Every variant of the tiny model. On an AMX Xeon openvino-int8 alone may miss its 99 % gate: its
+    kernels there flipped 1 of the 60 labels of this tiny random model (98.33 %), where AVX2 and
+    AVX512-VNNI CPUs kept them all; export then rightly leaves it out, and the tests that need it skip,
+    naming why (`helpers.needs_variant`). Anywhere else a missed gate fails here."""
     from pairbert.export.bundle_writer import build_bundle
 
     out = tmp_path_factory.mktemp("bundle") / "bundle"
     result = build_bundle(tiny_checkpoint, out, echo=None)
     missed = {o.variant: o.reasons for o in result.failed}
-    assert set(missed) <= {"openvino-int8"}, f"the tiny bundle's variants missed their gates: {missed}"
+    allowed = {"openvino-int8"} if int8_gate_may_miss_here() else set()
+    assert set(missed) <= allowed, f"the tiny bundle's variants missed their gates: {missed}"
     return out

@@ -40,6 +40,16 @@ def build_tokenizer(path: Path) -> Path:
     return path
 
 
+def int8_gate_may_miss_here() -> bool:
+    """Whether this CPU is one where openvino-int8 of the tiny random model was seen to miss its 99 % gate:
+    an AMX Xeon (1 of 60 labels flipped). Elsewhere a missing openvino-int8 is a regression."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return "amx_int8" in f.read().split()
+    except OSError:
+        return False
+
+
 def needs_variant(bundle: Path, name: str) -> None:
     """Skip the calling test when `name` is not in the bundle because it missed its gate on this CPU (see
     the tiny_bundle fixture: only openvino-int8 may)."""

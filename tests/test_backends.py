@@ -412,13 +412,16 @@ def test_a_two_column_array_of_pairs_is_accepted(tiny_bundle):
 @pytest.mark.skipif(os.name == "nt", reason="bf16 reads the cache only where the weights are mapped")
 def test_openvino_compiles_once_into_the_cache_and_a_second_load_reuses_it(tiny_bundle, tmp_path, variant):
     pairs = [(r["question"], r["answer"]) for r in varied_pairs(7, seed=3)]
-    folder = tmp_path / "cache" / "openvino"  # under PAIRBERT_CACHE_DIR (the private_cache fixture)
+    precision = "f32" if variant == "openvino-fp32" else "bf16"
+    folder = tmp_path / "cache" / "openvino" / precision  # under PAIRBERT_CACHE_DIR (private_cache fixture)
     with PairClassifier.load(tiny_bundle, variant=variant, threads=1) as first:
         expected = first.predict(pairs).probabilities
+        assert first.session.loaded_from_cache is False
     blobs = {p.name: p.stat().st_mtime_ns for p in folder.iterdir() if p.suffix == ".blob"}
     assert blobs, f"no compiled model in {folder}: {list(folder.iterdir())}"
     with PairClassifier.load(tiny_bundle, variant=variant, threads=1) as second:
         again = second.predict(pairs).probabilities
+        assert second.session.loaded_from_cache is True  # imported, not compiled again
     assert {
         p.name: p.stat().st_mtime_ns for p in folder.iterdir() if p.suffix == ".blob"
     } == blobs  # read, not rewritten
@@ -430,22 +433,48 @@ def test_openvino_compiles_once_into_the_cache_and_a_second_load_reuses_it(tiny_
 
 def test_bf16_reads_the_model_cache_only_where_the_weights_are_mapped(tmp_path, monkeypatch):
     """Cached bf16 blobs crashed or answered wrongly on an AMX machine when OpenVINO read the weights in
-    (README: OpenVINO on AMX): where it reads them (Windows), bf16 and int8 compile at every load."""
+    (README: OpenVINO on AMX): where it reads them (Windows), bf16 compiles at every load; int8 always does.
+    Each precision has its own folder: OpenVINO's cache key leaves the precision out."""
     from pairbert.runtime import predictor, sessions
 
     monkeypatch.setenv(calibration.CACHE_ENV, str(tmp_path / "cache"))
-    folder = str(tmp_path / "cache" / "openvino")
+    folder = tmp_path / "cache" / "openvino"
     monkeypatch.setattr(sessions, "MAPPED_FILES_REMOVABLE", True)
-    assert [predictor._openvino_cache(n) for n in ("openvino-fp32", "openvino-bf16", "openvino-int8")] == [
-        folder
-    ] * 3
-    assert predictor._openvino_cache("optimized") is None
-    monkeypatch.setattr(sessions, "MAPPED_FILES_REMOVABLE", False)
-    assert predictor._openvino_cache("openvino-fp32") == folder
+    assert predictor._openvino_cache("openvino-fp32") == str(folder / "f32")
+    assert predictor._openvino_cache("openvino-bf16") == str(folder / "bf16")
     assert (
-        predictor._openvino_cache("openvino-bf16") is None
-        and predictor._openvino_cache("openvino-int8") is None
+        predictor._openvino_cache("openvino-int8") is None and predictor._openvino_cache("optimized") is None
     )
+    monkeypatch.setattr(sessions, "MAPPED_FILES_REMOVABLE", False)
+    assert predictor._openvino_cache("openvino-fp32") == str(folder / "f32")
+    assert predictor._openvino_cache("openvino-bf16") is None
+
+
+@pytest.mark.skipif(os.name != "posix", reason="the cache lock is POSIX's flock")
+def test_one_process_at_a_time_compiles_into_the_openvino_cache(tiny_bundle, tmp_path):
+    """While another holds the cache folder's lock (compiling, or importing what it just wrote), a load
+    waits instead of rewriting a blob in place under a process that maps it."""
+    import fcntl
+    import threading
+
+    folder = tmp_path / "cache" / "openvino" / "f32"  # under PAIRBERT_CACHE_DIR (the private_cache fixture)
+    folder.mkdir(parents=True)
+    fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    loaded = {}
+    thread = threading.Thread(
+        target=lambda: loaded.update(clf=PairClassifier.load(tiny_bundle, variant="openvino-fp32", threads=1))
+    )
+    try:
+        thread.start()
+        thread.join(2.0)
+        assert thread.is_alive() and not list(folder.glob("*.blob"))  # waiting, nothing written
+    finally:
+        os.close(fd)
+    thread.join(60)
+    assert not thread.is_alive() and list(folder.glob("*.blob"))
+    with loaded["clf"] as clf:
+        assert len(clf.predict([("who wrote hamlet?", "shakespeare wrote hamlet.")])) == 1
 
 
 def test_an_unwritable_openvino_cache_warns_and_loads_without_it(tiny_bundle, tmp_path, monkeypatch, caplog):

@@ -72,6 +72,9 @@ def test_auto_measures_each_candidate_in_a_child_and_soaks_it(tiny_bundle):
         check_rows = len(read_manifest(tiny_bundle).answer_check["feed"]["qa_input_ids"])
         for soaked in choice["soak"].values():  # every row alone, then at least one round of batches
             assert soaked["calls"] >= calibration.SOAK_ROWS + check_rows + len(calibration.SOAK_BATCHES)
+        for name in openvino_candidates(tiny_bundle) & set(choice["soak"]):
+            # measured and soaked as every later load runs it: the blob imported from the model cache
+            assert choice["soak"][name]["from_cache"] is (predictor._openvino_cache(name) is not None), name
         assert clf.variant == calibration.fastest(choice["timings_s"])
         assert len(clf.predict(PAIRS)) == 2
     with PairClassifier.load(tiny_bundle, threads=1) as again:

@@ -12,6 +12,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from helpers import int8_gate_may_miss_here
 
 from pairbert.export import bundle_writer
 from pairbert.export.bundle_writer import ExportSettings, export_bundle, shape_grid_feeds
@@ -27,15 +28,10 @@ LAYERS = 2  # random:tiny
 
 def test_bundle_has_every_variant_with_checksums_and_figures(tiny_bundle):
     manifest = read_manifest(tiny_bundle)
-    # openvino-int8 may have missed its gate on this CPU (the fixture says when; its tests skip then)
-    assert set(manifest.variants) - {"openvino-int8"} == {
-        "fp32",
-        "optimized",
-        "int8",
-        "fp16",
-        "openvino-fp32",
-        "openvino-bf16",
-    }
+    every = {"fp32", "optimized", "int8", "fp16", "openvino-fp32", "openvino-bf16", "openvino-int8"}
+    # openvino-int8 may have missed its gate on an AMX CPU (the fixture says why; its tests skip then)
+    assert set(manifest.variants) <= every
+    assert every - set(manifest.variants) <= ({"openvino-int8"} if int8_gate_may_miss_here() else set())
     for name in ("fp32", "optimized", "int8", "fp16"):  # OpenVINO's entries: tests/test_backends.py
         info = manifest.variants[name]
         path = tiny_bundle / info.file
