@@ -7,13 +7,13 @@ graph on two threads (bf16 hint, model only, the short validation pair and 32 va
 
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import openvino as ov
 from openvino import opset13 as ops
 
+from pairbert.benchmarks.turns import in_turns
 from pairbert.builtin_data import DATA_DIR
 from pairbert.runtime.bundle import bundle_encoder, read_manifest
 
@@ -73,23 +73,8 @@ def main(bundle: Path) -> None:
         runs[f"branches as two 1-thread requests, pinning {pin}"] = run_split
     print("max |dlogit| against the whole graph (32 pairs):")
     print({k: float(np.abs(v(f32) - run_whole(f32)).max()) for k, v in runs.items()})
-    res = {k: {"b1 ms": [], "b32 ms": []} for k in runs}
-    for _ in range(4):
-        for k, v in runs.items():
-            for _ in range(20):
-                v(f1)
-            ts = []
-            for _ in range(200):
-                t = time.perf_counter()
-                v(f1)
-                ts.append(time.perf_counter() - t)
-            res[k]["b1 ms"].append(round(1e3 * float(np.median(ts)), 3))
-            ts = []
-            for _ in range(10):
-                t = time.perf_counter()
-                v(f32)
-                ts.append(time.perf_counter() - t)
-            res[k]["b32 ms"].append(round(1e3 * float(np.median(ts)), 1))
+    timed = in_turns(runs, {"b1 ms": (f1, 200), "b32 ms": (f32, 10)}, warmup=20)
+    res = {k: {feed: [round(ms, 3) for ms in v] for feed, v in r.items()} for k, r in timed.items()}
     for k, r in res.items():
         print(k, r)
 

@@ -144,24 +144,9 @@ def config(bundle):
 
     runs["ov-default-e2e"] = ov_e2e
     runs["pairbert-predict"] = lambda f: clf.predict(P1 if f is short else P32, batch_size=32)
-    res = {k: {"b1": [], "long": []} for k in runs}
-    for _rnd in range(4):
-        for name, run in runs.items():
-            for _ in range(3):
-                run(short)
-            ts = []
-            for _ in range(40):
-                t = time.perf_counter()
-                run(short)
-                ts.append(time.perf_counter() - t)
-            res[name]["b1"].append(1e3 * float(np.median(ts)))
-            run(long)
-            ts = []
-            for _ in range(4):
-                t = time.perf_counter()
-                run(long)
-                ts.append(time.perf_counter() - t)
-            res[name]["long"].append(1e3 * float(np.median(ts)))
+    from pairbert.benchmarks.turns import in_turns
+
+    res = in_turns(runs, {"b1": (short, 40), "long": (long, 4)})
     for name, r in res.items():
         print(
             f"{name:20s} b1 ms {[round(x, 2) for x in r['b1']]}  32x128 ms {[round(x, 1) for x in r['long']]}"
