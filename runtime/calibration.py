@@ -74,12 +74,12 @@ def cache_dir() -> Path:
     return Path(base) / "pairbert"
 
 
-def openvino_cache_dir() -> Path | None:
-    """Where OpenVINO keeps the models it compiled (CACHE_DIR: a second load reads the compiled blob
-    instead of compiling again), made if need be: `openvino/` in the cache folder above. None, with a
-    warning, when that folder cannot be written (read-only home, a file in the way): OpenVINO then compiles
-    without a cache, as before."""
-    folder = cache_dir() / "openvino"
+def openvino_cache_dir(precision: str) -> Path | None:
+    """Where OpenVINO keeps the models it compiled for one inference precision (CACHE_DIR: a second load
+    reads the compiled blob instead of compiling again), made if need be: `openvino/<precision>/` in the
+    cache folder above. None, with a warning, when that folder cannot be written (read-only home, a file in
+    the way): OpenVINO then compiles without a cache, as before."""
+    folder = cache_dir() / "openvino" / precision
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".probe-"):

@@ -551,8 +551,8 @@ def _openvino_cache(name: str) -> str | None:
     precision = OPENVINO_PRECISION.get(name, "f32")
     if precision != "f32" and not sessions.MAPPED_FILES_REMOVABLE:
         return None
-    folder = calibration.openvino_cache_dir()
-    return None if folder is None else str(folder / precision)
+    folder = calibration.openvino_cache_dir(precision)
+    return None if folder is None else str(folder)
 
 
 NO_MODEL_CACHE = ("openvino-int8",)
@@ -562,14 +562,25 @@ def _open_as_later_loads(
     bundle: Path, manifest: Manifest, name: str, plan: DevicePlan, request: _Request, threads: int
 ):
     """_open_variant, as every later load will run it: an OpenVINO candidate that was just compiled into
-    the model cache is opened again, so what `auto` times and soaks is the blob later loads import."""
+    the model cache is opened again, so what `auto` times and soaks is the blob later loads import (not
+    when no blob was written: later loads compile too, as this one did)."""
+    cache = _openvino_cache(name) if plan.device == "cpu" else None
+    before = _blobs(cache)
     session = _open_variant(bundle, manifest, name, plan, request, threads)
-    if getattr(session, "backend", None) != OPENVINO or not session.settings.cache_dir:
-        return session
-    if session.loaded_from_cache:
+    if getattr(session, "backend", None) != OPENVINO or session.loaded_from_cache or _blobs(cache) == before:
         return session
     session.close()
     return _open_variant(bundle, manifest, name, plan, request, threads)
+
+
+def _blobs(folder: str | None) -> dict[str, int]:
+    """The compiled models in an OpenVINO cache folder, by name, with their modification times."""
+    if folder is None:
+        return {}
+    try:
+        return {e.name: e.stat().st_mtime_ns for e in os.scandir(folder) if e.name.endswith(".blob")}
+    except OSError:
+        return {}
 
 
 def _open_variant(

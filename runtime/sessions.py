@@ -16,10 +16,17 @@ import logging
 import os
 import queue
 import threading
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; the cache is used without a lock there
+    fcntl = None
 
 from .cuda_graphs import PROVIDER_OPTIONS, CudaGraphRunner
 from .errors import PairbertError, first_line
@@ -424,8 +431,14 @@ def _compile(core, graph, config: dict, cache_dir: str | None):
     it, not the load."""
     if cache_dir:
         try:
-            with _cache_lock(cache_dir):
-                return core.compile_model(graph, "CPU", {**config, "CACHE_DIR": cache_dir})
+            with _cache_lock(cache_dir) as usable:
+                if usable:
+                    return core.compile_model(graph, "CPU", {**config, "CACHE_DIR": cache_dir})
+            log.warning(
+                "OpenVINO model cache %s: another process has held it for over %.0f s; compiling without it",
+                cache_dir,
+                CACHE_LOCK_WAIT_S,
+            )
         except Exception as exc:
             log.warning(
                 "OpenVINO model cache %s failed (%s); compiling without it", cache_dir, first_line(exc)
@@ -436,29 +449,52 @@ def _compile(core, graph, config: dict, cache_dir: str | None):
         raise BackendError(f"OpenVINO cannot load the graph ({openvino_reason(exc)})") from None
 
 
+# How long a load waits for another process's compile into the same OpenVINO cache folder before it
+# compiles without the cache (a compile takes about a second; a process stuck holding the lock must not
+# stall every load, or make `auto` drop OpenVINO after its child's time limit).
+CACHE_LOCK_WAIT_S = 30.0
+
+
 @contextlib.contextmanager
-def _cache_lock(cache_dir: str):
+def _cache_lock(cache_dir: str) -> Iterator[bool]:
     """One process at a time compiles into, or imports from, an OpenVINO cache folder. OpenVINO writes a
     blob in place (truncate, then write) and maps the blob it imports: two processes starting on an empty
     cache (`pairbert serve --workers N`) could otherwise rewrite a blob a third has just mapped, which dies
-    of SIGBUS. Held for one compile (under a second); POSIX only (no-op elsewhere, and where the lock file
-    cannot be made: the cache then works as before)."""
-    try:
-        import fcntl
-    except ImportError:  # Windows
-        yield
+    of SIGBUS. Yields whether to use the cache: False when another process held the lock for
+    CACHE_LOCK_WAIT_S. Where there is no flock (Windows, a file system without locks) or no lock file can
+    be made, the cache is used without a lock, as before."""
+    fd = _lock_file(cache_dir)
+    if fd is None:
+        yield True
         return
     try:
-        os.makedirs(cache_dir, exist_ok=True)
-        fd = os.open(os.path.join(cache_dir, ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
-    except OSError:
-        yield
-        return
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
+        yield _acquire(fd, CACHE_LOCK_WAIT_S)
     finally:
         os.close(fd)  # releases the lock
+
+
+def _lock_file(cache_dir: str) -> int | None:
+    if fcntl is None:
+        return None
+    try:
+        os.makedirs(cache_dir, exist_ok=True)
+        return os.open(os.path.join(cache_dir, ".lock"), os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError:
+        return None
+
+
+def _acquire(fd: int, wait_s: float) -> bool:
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+        except OSError:  # no locks on this file system
+            return True
 
 
 def open_session(backend: str, model: Model, settings: SessionSettings) -> OrtSession | OpenVinoSession:

@@ -477,6 +477,39 @@ def test_one_process_at_a_time_compiles_into_the_openvino_cache(tiny_bundle, tmp
         assert len(clf.predict([("who wrote hamlet?", "shakespeare wrote hamlet.")])) == 1
 
 
+@pytest.mark.skipif(os.name != "posix", reason="the cache lock is POSIX's flock")
+def test_a_cache_locked_too_long_or_without_locks_still_loads(tiny_bundle, tmp_path, monkeypatch, caplog):
+    """A lock held past CACHE_LOCK_WAIT_S: the load compiles without the cache (warned, nothing written);
+    a file system without flock: the cache is used without the lock."""
+    import errno
+    import fcntl
+
+    from pairbert.runtime import sessions
+
+    folder = tmp_path / "cache" / "openvino" / "f32"  # under PAIRBERT_CACHE_DIR (the private_cache fixture)
+    folder.mkdir(parents=True)
+    fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    monkeypatch.setattr(sessions, "CACHE_LOCK_WAIT_S", 0.3)
+    try:
+        with (
+            caplog.at_level("WARNING"),
+            PairClassifier.load(tiny_bundle, variant="openvino-fp32", threads=1) as clf,
+        ):
+            assert len(clf.predict([("a question?", "an answer.")])) == 1
+    finally:
+        os.close(fd)
+    assert "held it for over 0 s; compiling without it" in caplog.text and not list(folder.glob("*.blob"))
+
+    def no_locks(*_):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(sessions.fcntl, "flock", no_locks)
+    with PairClassifier.load(tiny_bundle, variant="openvino-fp32", threads=1) as clf:
+        assert len(clf.predict([("a question?", "an answer.")])) == 1
+    assert list(folder.glob("*.blob"))  # the cache, used without a lock
+
+
 def test_an_unwritable_openvino_cache_warns_and_loads_without_it(tiny_bundle, tmp_path, monkeypatch, caplog):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
@@ -487,4 +520,4 @@ def test_an_unwritable_openvino_cache_warns_and_loads_without_it(tiny_bundle, tm
     ):
         assert clf.predict([("a question?", "an answer.")]).probabilities.shape == (1, len(clf.label_names))
     assert any("cannot write the OpenVINO model cache" in r.getMessage() for r in caplog.records)
-    assert calibration.openvino_cache_dir() is None
+    assert calibration.openvino_cache_dir("f32") is None
