@@ -23,7 +23,8 @@
 #   full         full workers (batch 32 x 128, three batch sizes, 304 validation pairs) for the default path
 #                and the strongest peers, while the deadline allows
 #   peak         the matrix yardstick (fp32, int8, bf16 where the CPU has units), 1.5 s per shape
-#   pytest       tests/test_backends.py on this CPU (the bf16 paths that an AVX2 machine skips)
+#   pytest       tests/test_backends.py on this CPU (the bf16 paths that an AVX2 machine skips); PYTEST_ARGS=tests
+#                and PYTEST_LIMIT=300 for the whole suite (its serving tests need fastapi/uvicorn wheels carried)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 FINAL_OUT=${OUT:-runs/cpu-check}
@@ -133,7 +134,7 @@ step soak 300 soak
 step bench 240 bench
 step full 300 full
 step peak 60 peak
-step pytest 90 $PY -m pytest tests/test_backends.py -q -x -p no:cacheprovider
+step pytest ${PYTEST_LIMIT:-90} $PY -m pytest ${PYTEST_ARGS:-tests/test_backends.py} -q -x -p no:cacheprovider
 
 echo "=== summary"
 for k in environment unpack install export soak bench full peak pytest; do
