@@ -64,8 +64,11 @@ def features(checkpoint: str) -> tuple[dict, dict]:
                     token_type_ids=b["aq_token_type_ids"],
                     output_hidden_states=True,
                 )
-                u, v = model.tower_embeddings(*(b[k] for k in _TOWER_INPUTS))
-                logits = model(**b).logits
+                # the towers' own pooling and head over the states just computed (tower_embeddings and the
+                # forward pass would run both encoders twice more)
+                u = torch.nn.functional.normalize(model._pool(q, q_mask), dim=-1)
+                v = torch.nn.functional.normalize(model._pool(a, a_mask), dim=-1)
+                logits = model._head(u * v, None).logits
                 us.append(u)
                 vs.append(v)
                 margins.append(logits[:, 1] - logits[:, 0])
@@ -75,16 +78,6 @@ def features(checkpoint: str) -> tuple[dict, dict]:
         labels = torch.tensor([p.label for p in pairs])
         out[name] = (torch.cat(us), torch.cat(vs), tokens, torch.cat(margins), labels)
     return out, model.qa_encoder.encoder.layer[-1].state_dict()
-
-
-_TOWER_INPUTS = (
-    "qa_input_ids",
-    "qa_attention_mask",
-    "qa_token_type_ids",
-    "aq_input_ids",
-    "aq_attention_mask",
-    "aq_token_type_ids",
-)
 
 
 def _accuracy(margin: torch.Tensor, labels: torch.Tensor) -> float:
