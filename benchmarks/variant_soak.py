@@ -22,12 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
+from pairbert.export.validation import PARITY_RULES
 from pairbert.runtime.errors import PairbertError
 from pairbert.runtime.variants import AUTO_MIN_AGREEMENT, BY_NAME_ONLY
 
 from .workloads import mixed_job
-
-BY_NAME_BAR = 0.99  # int8's parity gate (export/validation.py PARITY_RULES)
 
 
 def soak(
@@ -54,7 +53,7 @@ def soak(
                 )
         provider = clf.provider
     worst = min(r["agreement"] for r in runs)
-    bar = BY_NAME_BAR if variant in BY_NAME_ONLY else AUTO_MIN_AGREEMENT
+    bar = PARITY_RULES[variant].min_label_agreement if variant in BY_NAME_ONLY else AUTO_MIN_AGREEMENT
     return {
         "variant": variant,
         "reference": reference,

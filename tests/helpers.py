@@ -43,11 +43,9 @@ def build_tokenizer(path: Path) -> Path:
 def int8_gate_may_miss_here() -> bool:
     """Whether this CPU is one where openvino-int8 of the tiny random model was seen to miss its 99 % gate:
     an AMX Xeon (1 of 60 labels flipped). Elsewhere a missing openvino-int8 is a regression."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            return "amx_int8" in f.read().split()
-    except OSError:
-        return False
+    from pairbert.runtime.devices import cpu_info
+
+    return "amx_int8" in (cpu_info()[1] or ())
 
 
 def needs_variant(bundle: Path, name: str) -> None:
