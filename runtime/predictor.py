@@ -589,7 +589,8 @@ def _open_variant(
     info = manifest.variants[name]
     settings = _settings(plan, request, threads, name)
     try:
-        session = _open_checked(bundle, info, name, settings, request.verify)
+        with sessions.backend_imported_meanwhile(BACKEND[name]):  # while the weights are copied and hashed
+            session = _open_checked(bundle, info, name, settings, request.verify)
     except BackendUnavailable:
         raise  # the environment, not the bundle: `auto` tries the other candidates
     except BackendError as exc:

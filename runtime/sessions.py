@@ -15,6 +15,7 @@ import contextlib
 import logging
 import os
 import queue
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -244,6 +245,29 @@ def _openvino():
     except ImportError:
         raise BackendError(f"backend 'openvino' needs the OpenVINO runtime: {OPENVINO_EXTRA}") from None
     return openvino
+
+
+@contextlib.contextmanager
+def backend_imported_meanwhile(backend: str) -> Iterator[None]:
+    """Import `backend`'s package on a second thread while the body runs, waited for at the end. For
+    OpenVINO: its Python import (~0.1 s, half of it its converter and telemetry modules) then overlaps the
+    copying and hashing of the weights that come before the session build, which finds it imported or waits
+    on Python's import lock for the rest. A failed import is left to the build, which says which extra to
+    install."""
+    if backend != OPENVINO or "openvino" in sys.modules or not openvino_available():
+        yield
+        return
+    thread = threading.Thread(target=_import_quietly, name="pairbert-import-openvino", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        thread.join()
+
+
+def _import_quietly() -> None:
+    with contextlib.suppress(Exception):
+        _openvino()
 
 
 def openvino_capabilities() -> tuple[str, ...]:

@@ -196,6 +196,27 @@ def test_openvino_backend_missing_names_the_extra(tiny_bundle):
     assert "AUTO onnxruntime int8" in done.stdout  # auto without OpenVINO still works, on ONNX Runtime
 
 
+def test_openvino_is_imported_on_a_second_thread_while_the_weights_are_copied(tiny_bundle):
+    code = (
+        "import sys, threading\n"
+        "from pairbert.runtime import PairClassifier, sessions\n"
+        "assert 'openvino' not in sys.modules\n"
+        "seen = []\n"
+        "real = sessions._import_quietly\n"
+        "def spy():\n    seen.append(threading.current_thread().name)\n    real()\n"
+        "sessions._import_quietly = spy\n"
+        f"c = PairClassifier.load({str(tiny_bundle)!r}, variant='openvino-fp32', calibrate=False)\n"
+        "alive = [t.name for t in threading.enumerate() if t.name.startswith('pairbert-import')]\n"
+        "print('SEEN', seen, 'ALIVE', alive, c.backend)\n"
+        "c2 = PairClassifier.load(sys.argv[1], variant='optimized', calibrate=False)\n"
+        "print('AGAIN', seen)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(tiny_bundle)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "SEEN ['pairbert-import-openvino'] ALIVE [] openvino" in done.stdout  # joined, not left running
+    assert "AGAIN ['pairbert-import-openvino']" in done.stdout  # once imported (or for ORT): no second thread
+
+
 def test_session_factory_is_the_one_place_for_options(tiny_bundle):
     path = tiny_bundle / "model.fp32.onnx"
     feed = calibration.synthetic_feed(read_manifest(tiny_bundle).contract.input_names, 3, 9, vocab=50)
