@@ -240,6 +240,9 @@ def openvino_available() -> bool:
 
 
 def _openvino():
+    pending = _importing
+    if pending is not None and pending is not threading.current_thread():
+        pending.join()  # (waiting on the import lock instead hands back a failed import's half-built module)
     try:
         import openvino
     except ImportError:
@@ -247,17 +250,21 @@ def _openvino():
     return openvino
 
 
+_importing: threading.Thread | None = None  # the import backend_imported_meanwhile started, if any
+
+
 @contextlib.contextmanager
 def backend_imported_meanwhile(backend: str) -> Iterator[None]:
     """Import `backend`'s package on a second thread while the body runs, waited for at the end. For
-    OpenVINO: its Python import (~0.1 s, half of it its converter and telemetry modules) then overlaps the
-    copying and hashing of the weights that come before the session build, which finds it imported or waits
-    on Python's import lock for the rest. A failed import is left to the build, which says which extra to
-    install."""
+    OpenVINO: its Python import (~0.1 s, most of it its model converter and telemetry modules) then overlaps
+    the copying and hashing of the weights that come before the session build, whose own import waits for
+    that thread first. A failed import is retried there, which says which extra to install."""
+    global _importing
     if backend != OPENVINO or "openvino" in sys.modules or not openvino_available():
         yield
         return
     thread = threading.Thread(target=_import_quietly, name="pairbert-import-openvino", daemon=True)
+    _importing = thread
     thread.start()
     try:
         yield
@@ -266,8 +273,10 @@ def backend_imported_meanwhile(backend: str) -> Iterator[None]:
 
 
 def _import_quietly() -> None:
-    with contextlib.suppress(Exception):
+    try:
         _openvino()
+    except Exception as exc:  # the session build imports again and reports it
+        log.debug("importing OpenVINO failed on the import thread: %s", exc)
 
 
 def openvino_capabilities() -> tuple[str, ...]:

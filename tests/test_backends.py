@@ -198,23 +198,57 @@ def test_openvino_backend_missing_names_the_extra(tiny_bundle):
 
 def test_openvino_is_imported_on_a_second_thread_while_the_weights_are_copied(tiny_bundle):
     code = (
-        "import sys, threading\n"
-        "from pairbert.runtime import PairClassifier, sessions\n"
+        "import sys, threading, time\n"
+        "from pairbert.runtime import PairClassifier, sessions, external_weights\n"
         "assert 'openvino' not in sys.modules\n"
-        "seen = []\n"
+        "copying, seen = threading.Event(), []\n"
+        "real_copy = external_weights.PrivateCopy.copy\n"
+        "def copy(self):\n    copying.set()\n    return real_copy(self)\n"
+        "external_weights.PrivateCopy.copy = copy\n"
         "real = sessions._import_quietly\n"
-        "def spy():\n    seen.append(threading.current_thread().name)\n    real()\n"
+        "def spy():\n"
+        "    overlapped = copying.wait(5)\n"  # the copy starts while this import is pending
+        "    real()\n"
+        "    time.sleep(0.3)\n"  # still running when the build would start: it must be waited for
+        "    seen.append((threading.current_thread().name, overlapped, 'openvino' in sys.modules))\n"
         "sessions._import_quietly = spy\n"
-        f"c = PairClassifier.load({str(tiny_bundle)!r}, variant='openvino-fp32', calibrate=False)\n"
+        "b = sys.argv[1]\n"
+        "c = PairClassifier.load(b, variant='openvino-fp32', calibrate=False)\n"
         "alive = [t.name for t in threading.enumerate() if t.name.startswith('pairbert-import')]\n"
         "print('SEEN', seen, 'ALIVE', alive, c.backend)\n"
-        "c2 = PairClassifier.load(sys.argv[1], variant='optimized', calibrate=False)\n"
-        "print('AGAIN', seen)\n"
+        "c2 = PairClassifier.load(b, variant='openvino-fp32', calibrate=False)\n"
+        "print('AGAIN', len(seen))\n"
     )
     done = subprocess.run([sys.executable, "-c", code, str(tiny_bundle)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert "SEEN ['pairbert-import-openvino'] ALIVE [] openvino" in done.stdout  # joined, not left running
-    assert "AGAIN ['pairbert-import-openvino']" in done.stdout  # once imported (or for ORT): no second thread
+    assert "SEEN [('pairbert-import-openvino', True, True)] ALIVE [] openvino" in done.stdout
+    assert "AGAIN 1" in done.stdout  # once imported: no second thread
+
+
+def test_a_broken_openvino_imported_meanwhile_still_names_the_extra(tiny_bundle, tmp_path):
+    fake = tmp_path / "fake" / "openvino"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text(  # a broken install spends time importing before it fails
+        "import time\ntime.sleep(0.3)\nraise ImportError('libopenvino.so: cannot open shared object file')\n"
+    )
+    code = (
+        "import sys\n"
+        "from pairbert.runtime import PairClassifier\n"
+        "from pairbert.runtime.errors import PairbertError\n"
+        "for _ in range(2):\n"
+        "    try:\n"
+        "        PairClassifier.load(sys.argv[1], variant='openvino-fp32', calibrate=False)\n"
+        "    except PairbertError as e:\n"
+        "        print('ERR', type(e).__name__, e)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(fake.parent), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tiny_bundle)], capture_output=True, text=True, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    errors = [line for line in done.stdout.splitlines() if line.startswith("ERR")]
+    assert len(errors) == 2, done.stdout
+    assert all("needs the OpenVINO runtime: pip install 'pairbert[openvino]'" in e for e in errors), errors
 
 
 def test_session_factory_is_the_one_place_for_options(tiny_bundle):
