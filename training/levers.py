@@ -60,6 +60,14 @@ RECIPES: dict[str, dict] = {
     "cosine-head": {"head_learning_rate": 0.0},  # the head stays the baseline's cosine fit: encoders only
     "cosine-head-seed1": {"head_learning_rate": 0.0, "seed": 1},
     "cosine-head-seed2": {"head_learning_rate": 0.0, "seed": 2},
+    # more in-batch negatives per question (batch 16 holds ~8 positive pairs: 7 other answers to rank)
+    "bs32": {"batch_size": 32},
+    "bs64-lr4e-5": {"batch_size": 64, "learning_rate": 4e-5},
+    "bs64-lr4e-5-ep3": {"batch_size": 64, "learning_rate": 4e-5, "epochs": 3},
+    "bs64-lr4e-5-seed1": {"batch_size": 64, "learning_rate": 4e-5, "seed": 1},
+    "bs64-lr4e-5-seed2": {"batch_size": 64, "learning_rate": 4e-5, "seed": 2},
+    "bs32-seed1": {"batch_size": 32, "seed": 1},
+    "bs32-seed2": {"batch_size": 32, "seed": 2},
 }
 
 

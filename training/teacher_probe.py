@@ -4,7 +4,8 @@ The default recipe's teacher is the MiniLM it trains (its baseline). This swaps 
 embeddings (any sentence-transformers folder that transformers' AutoModel reads, mean-pooled and normalised,
 e.g. all-mpnet-base-v2) for the distillation targets, and scores the result as `levers` does:
 
-    python -m pairbert.training.teacher_probe --teacher DIR --out runs/teacher pointwise listwise ...
+    python -m pairbert.training.teacher_probe MODE RECIPE... --teacher DIR   (MODE: pointwise or listwise;
+                                                                           RECIPE: from levers --list)
 
 - pointwise: the teacher's cosine, Platt-fitted on the training pairs, replaces the soft target of every
   training pair (the head still starts from the MiniLM baseline's fit, as in the default recipe);
@@ -39,8 +40,11 @@ class FolderTeacher:
 
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
         self.model = AutoModel.from_pretrained(folder).eval()
-        self.cache = cache
-        self.vectors: dict[str, torch.Tensor] = torch.load(cache) if cache and cache.exists() else {}
+        self.cache, self.folder = cache, str(Path(folder).resolve())
+        stored = torch.load(cache) if cache and cache.exists() else {"teacher": self.folder, "vectors": {}}
+        if stored.get("teacher") != self.folder:
+            raise SystemExit(f"{cache} holds another teacher's embeddings ({stored.get('teacher')})")
+        self.vectors: dict[str, torch.Tensor] = stored["vectors"]
 
     @torch.no_grad()
     def embed(self, texts: list[str]) -> torch.Tensor:
@@ -53,7 +57,7 @@ class FolderTeacher:
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
             self.vectors.update(zip(chunk, torch.nn.functional.normalize(pooled, dim=-1), strict=True))
         if missing and self.cache:
-            torch.save(self.vectors, self.cache)
+            torch.save({"teacher": self.folder, "vectors": self.vectors}, self.cache)
         return torch.stack([self.vectors[t] for t in texts])
 
     def cosines(self, pairs: list[Pair]) -> np.ndarray:
@@ -86,7 +90,7 @@ def patch_loop(teacher: FolderTeacher, mode: str, weight: float, scale: float) -
         student = torch.log_softmax(loop.CONTRASTIVE_SCALE * u[first_q] @ v[first_a].T, -1)
         tq = teacher.embed([pairs[i].question for i in first_q])
         ta = teacher.embed([pairs[i].answer for i in first_a])
-        target = torch.log_softmax(scale * tq @ ta.T, -1)
+        target = torch.log_softmax(scale * tq @ ta.T, -1).to(student.device, student.dtype)
         kl = torch.nn.functional.kl_div(student, target, log_target=True, reduction="batchmean")
         return loss + weight * kl
 
@@ -105,6 +109,7 @@ def main(argv: list[str] | None = None) -> None:
         "--teacher", required=True, help="a sentence-transformers folder (e.g. all-mpnet-base-v2)"
     )
     parser.add_argument("--out", default="runs/teacher")
+    parser.add_argument("--device", default="auto")
     parser.add_argument("--weight", type=float, default=1.0, help="listwise: weight of the KL term")
     parser.add_argument("--scale", type=float, default=20.0, help="listwise: teacher cosine → logit scale")
     parser.add_argument(
@@ -112,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     patch_loop(FolderTeacher(args.teacher, args.cache), args.mode, args.weight, args.scale)
-    levers.main(["--out", args.out, f"--tag=-{args.mode}", *args.recipes])
+    levers.main(["--out", args.out, f"--tag=-{args.mode}", f"--device={args.device}", *args.recipes])
 
 
 if __name__ == "__main__":
