@@ -4,11 +4,13 @@ The default recipe's teacher is the MiniLM it trains (its baseline). This swaps 
 embeddings (any sentence-transformers folder that transformers' AutoModel reads, mean-pooled and normalised,
 e.g. all-mpnet-base-v2) for the distillation targets, and scores the result as `levers` does:
 
-    python -m pairbert.training.teacher_probe MODE RECIPE... --teacher DIR   (MODE: pointwise or listwise;
-                                                                           RECIPE: from levers --list)
+    python -m pairbert.training.teacher_probe MODE RECIPE... --teacher DIR
+    (MODE: pointwise or listwise, RECIPE from `levers --list`; or zero-shot, with no recipe)
 
 - pointwise: the teacher's cosine, Platt-fitted on the training pairs, replaces the soft target of every
-  training pair (the head still starts from the MiniLM baseline's fit, as in the default recipe);
+  training pair (the head still starts from the MiniLM baseline's fit, as in the default recipe; a recipe
+  without distillation, e.g. distill0, has no soft targets to replace);
+- zero-shot: the teacher alone (its cosine, one threshold tuned on the training pairs), no training;
 - listwise: the default recipe plus a KL term between the teacher's and the model's in-batch distributions
   of each question over the batch's answers (`--weight`; teacher logit scale `--scale`), the teacher's
   knowledge of many question × answer combinations rather than of the training pairs alone.
@@ -29,7 +31,7 @@ import torch
 from pairbert.runtime.pair_files import Pair, read_pairs
 
 from . import levers, loop
-from .baseline import fit_platt
+from .baseline import fit_platt, tune_threshold
 
 
 class FolderTeacher:
@@ -65,6 +67,18 @@ class FolderTeacher:
         return (q * a).sum(-1).numpy()
 
 
+def zero_shot(teacher: FolderTeacher) -> dict:
+    """The teacher's cosine with one threshold tuned on the training pairs: accuracy on validation and dev."""
+    train = read_pairs(levers.DATA_DIR / "train.jsonl", require_label=True)
+    threshold = tune_threshold(teacher.cosines(train).tolist(), [p.label for p in train])
+    out = {"threshold": round(threshold, 4)}
+    for path in (levers.VALIDATION, levers.DEV):
+        pairs = read_pairs(path, require_label=True)
+        right = (teacher.cosines(pairs) >= threshold).astype(int) == np.array([p.label for p in pairs])
+        out[Path(path).name] = round(float(right.mean()), 4)
+    return out
+
+
 def patch_loop(teacher: FolderTeacher, mode: str, weight: float, scale: float) -> None:
     default_targets, default_loss = loop.training_targets, loop.pair_loss
     train = read_pairs(levers.DATA_DIR / "train.jsonl", require_label=True)
@@ -79,6 +93,8 @@ def patch_loop(teacher: FolderTeacher, mode: str, weight: float, scale: float) -
         return pairs, soft
 
     def pair_loss(model, batch, soft, idx, distill, contrastive=0.0, in_batch=(False, False)):
+        if mode == "listwise" and not contrastive:
+            raise SystemExit("listwise compares the towers' embeddings: it needs a towers recipe")
         loss = default_loss(model, batch, soft, idx, distill, contrastive, in_batch)
         if mode != "listwise":
             return loss
@@ -101,9 +117,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("mode", choices=("pointwise", "listwise"))
+    parser.add_argument("mode", choices=("pointwise", "listwise", "zero-shot"))
     parser.add_argument(
-        "recipes", nargs="+", help="levers recipes to run with this teacher (default, seed1…)"
+        "recipes", nargs="*", help="levers recipes to run with this teacher (default, seed1…)"
     )
     parser.add_argument(
         "--teacher", required=True, help="a sentence-transformers folder (e.g. all-mpnet-base-v2)"
@@ -116,6 +132,11 @@ def main(argv: list[str] | None = None) -> None:
         "--cache", type=Path, help="a file for the teacher's embeddings (reused by later runs)"
     )
     args = parser.parse_args(argv)
+    if args.mode == "zero-shot":  # the teacher alone, as `pairbert evaluate` prints the baseline
+        print(zero_shot(FolderTeacher(args.teacher, args.cache)))
+        return
+    if not args.recipes:
+        parser.error("name at least one recipe (python -m pairbert.training.levers --list)")
     patch_loop(FolderTeacher(args.teacher, args.cache), args.mode, args.weight, args.scale)
     levers.main(["--out", args.out, f"--tag=-{args.mode}", f"--device={args.device}", *args.recipes])
 
