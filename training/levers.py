@@ -68,6 +68,12 @@ RECIPES: dict[str, dict] = {
     "bs64-lr4e-5-seed2": {"batch_size": 64, "learning_rate": 4e-5, "seed": 2},
     "bs32-seed1": {"batch_size": 32, "seed": 1},
     "bs32-seed2": {"batch_size": 32, "seed": 2},
+    # the notebook's cross-encoding: what the second order and the pooling buy there (towers need both
+    # orders, one per side, and mean pooling)
+    "cross-cls": {"pairing": "cross", "pooling": "cls"},
+    "cross-cls-single": {"pairing": "cross", "pooling": "cls", "single_order": True},
+    "cross-mean": {"pairing": "cross", "pooling": "mean"},
+    "cross-cls+mean": {"pairing": "cross", "pooling": "cls+mean"},
 }
 
 
