@@ -74,6 +74,8 @@ RECIPES: dict[str, dict] = {
     "cross-cls-single": {"pairing": "cross", "pooling": "cls", "single_order": True},
     "cross-mean": {"pairing": "cross", "pooling": "mean"},
     "cross-cls+mean": {"pairing": "cross", "pooling": "cls+mean"},
+    "cross-cls-seed1": {"pairing": "cross", "pooling": "cls", "seed": 1},
+    "cross-cls-single-seed1": {"pairing": "cross", "pooling": "cls", "single_order": True, "seed": 1},
 }
 
 
