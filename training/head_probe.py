@@ -28,6 +28,7 @@ from pairbert.runtime.pair_files import read_pairs
 
 from .batches import encode_batch
 from .checkpoint import load_checkpoint
+from .loop import INPUTS
 
 SPLITS = {
     "train": DATA_DIR / "train.jsonl",
@@ -50,24 +51,10 @@ def features(checkpoint: str) -> tuple[dict, dict]:
         with torch.inference_mode():
             for i in range(0, len(pairs), 64):
                 b = encode_batch(ckpt.encoder, pairs[i : i + 64], with_labels=False)
-                q_mask = b["qa_attention_mask"] * (b["qa_token_type_ids"] == 0)
-                a_mask = b["aq_attention_mask"] * (b["aq_token_type_ids"] == 0)
-                q = model.qa_encoder(
-                    input_ids=b["qa_input_ids"],
-                    attention_mask=q_mask,
-                    token_type_ids=b["qa_token_type_ids"],
-                    output_hidden_states=True,
+                q, q_mask, a, a_mask = model.tower_states(
+                    *(b[f"{order}_{name}"] for order in ("qa", "aq") for name in INPUTS), hidden_states=True
                 )
-                a = model.aq_encoder(
-                    input_ids=b["aq_input_ids"],
-                    attention_mask=a_mask,
-                    token_type_ids=b["aq_token_type_ids"],
-                    output_hidden_states=True,
-                )
-                # the towers' own pooling and head over the states just computed (tower_embeddings and the
-                # forward pass would run both encoders twice more)
-                u = torch.nn.functional.normalize(model._pool(q, q_mask), dim=-1)
-                v = torch.nn.functional.normalize(model._pool(a, a_mask), dim=-1)
+                u, v = model.tower_pools(q, q_mask, a, a_mask)  # over the states just computed
                 logits = model._head(u * v, None).logits
                 us.append(u)
                 vs.append(v)

@@ -152,14 +152,30 @@ class DualOrderBertForPairClassification(PreTrainedModel):
 
     def tower_embeddings(self, qa_ids, qa_mask, qa_types, aq_ids, aq_mask, aq_types):
         """Towers only: the normalised question (QA branch) and answer (AQ branch) embeddings."""
+        return self.tower_pools(*self.tower_states(qa_ids, qa_mask, qa_types, aq_ids, aq_mask, aq_types))
+
+    def tower_states(self, qa_ids, qa_mask, qa_types, aq_ids, aq_mask, aq_types, hidden_states=False):
+        """Towers only: (QA output, question mask, AQ output, answer mask), each branch encoding only its
+        first segment; `hidden_states` keeps every layer's states in the outputs."""
         q_mask = qa_mask * (qa_types == 0).to(qa_mask.dtype)
         a_mask = aq_mask * (aq_types == 0).to(aq_mask.dtype)
-        u = self._pool(
-            self.qa_encoder(input_ids=qa_ids, attention_mask=q_mask, token_type_ids=qa_types), q_mask
+        q = self.qa_encoder(
+            input_ids=qa_ids,
+            attention_mask=q_mask,
+            token_type_ids=qa_types,
+            output_hidden_states=hidden_states,
         )
-        v = self._pool(
-            self.aq_encoder(input_ids=aq_ids, attention_mask=a_mask, token_type_ids=aq_types), a_mask
+        a = self.aq_encoder(
+            input_ids=aq_ids,
+            attention_mask=a_mask,
+            token_type_ids=aq_types,
+            output_hidden_states=hidden_states,
         )
+        return q, q_mask, a, a_mask
+
+    def tower_pools(self, q, q_mask, a, a_mask) -> tuple[torch.Tensor, torch.Tensor]:
+        """The normalised embeddings of `tower_states`' outputs."""
+        u, v = self._pool(q, q_mask), self._pool(a, a_mask)
         return nn.functional.normalize(u, dim=-1), nn.functional.normalize(v, dim=-1)
 
     @torch.no_grad()
