@@ -44,7 +44,7 @@ from pairbert.runtime.bundle import (
     sha256_file,
     weights_sha256,
 )
-from pairbert.runtime.contract import CONTRACT, GraphContract, orders_padded_apart
+from pairbert.runtime.contract import CONTRACT, GraphContract, orders_batched_apart, orders_padded_apart
 from pairbert.runtime.devices import CPU, CUDA, cuda_provider_available
 from pairbert.runtime.pair_files import PairFileError, read_pairs
 from pairbert.runtime.sessions import openvino_available
@@ -188,10 +188,15 @@ def _versions() -> dict:
     }
 
 
-def shape_grid_feeds(contract: GraphContract, vocab_size: int, seed: int = 0) -> list[dict[str, np.ndarray]]:
+def shape_grid_feeds(
+    contract: GraphContract, vocab_size: int, seed: int = 0, shared_question: bool = False
+) -> list[dict[str, np.ndarray]]:
     """Random ids with ragged padding for each (batch, length) in the grid: exercises the dynamic axes. Where
     the orders have their own sequence axes, one order is fed about half the other's length, the longer one
-    alternating (ONNX Runtime reuses buffers by shape: a graph that ties the two lengths fails here)."""
+    alternating (ONNX Runtime reuses buffers by shape: a graph that ties the two lengths fails here). With
+    `shared_question` (a towers graph whose orders have their own batch axes), one more feed gives the
+    question's order a single row for the other order's seven, as the runtime feeds pairs that share a
+    question (the shapes stage checks it against the row repeated)."""
     rng = np.random.default_rng(seed)
     apart = orders_padded_apart(contract)
     feeds = []
@@ -214,6 +219,9 @@ def shape_grid_feeds(contract: GraphContract, vocab_size: int, seed: int = 0) ->
                 }
             )
         feeds.append({name: feed[name] for name in contract.input_names})
+    if shared_question and orders_batched_apart(contract):
+        seven = next(feed for feed in feeds if feed[contract.input_names[0]].shape[0] == 7)
+        feeds.append({name: value[:1] if name.startswith("qa_") else value for name, value in seven.items()})
     return feeds
 
 
@@ -274,7 +282,9 @@ def _prepare(checkpoint: Path, settings: ExportSettings, echo) -> _Source:
         calibration=_calibration(ckpt, settings, pairs) if "openvino-int8" in settings.variants else None,
         reference=reference,
         feeds=[{k: v.numpy() for k, v in f.items()} for f in torch_feeds],
-        grid=shape_grid_feeds(CONTRACT, encoder.tokenizer.get_vocab_size()),
+        grid=shape_grid_feeds(
+            CONTRACT, encoder.tokenizer.get_vocab_size(), shared_question=encoder.feed == "first-segment"
+        ),
     )
 
 

@@ -135,25 +135,46 @@ def check_session_and_shapes(
     stage = "shapes"
     seen = []
     for feed in feeds:
-        batch, length = feed[contract.input_names[0]].shape
+        batches = sorted({v.shape[0] for v in feed.values()})
+        batch = batches[-1]
         lengths = sorted({v.shape[1] for v in feed.values()})
-        length = "/".join(map(str, lengths)) if len(lengths) > 1 else length
+        length = "/".join(map(str, lengths)) if len(lengths) > 1 else lengths[0]
+        shape = f"batch {'/'.join(map(str, batches))} × length {length}"
         try:
             (logits,) = session.run(contract.output_names, feed)
+            # one question's row for many answers must give what the row repeated gives
+            (whole,) = (
+                session.run(contract.output_names, _rows_repeated(feed, batch))
+                if len(batches) > 1
+                else (logits,)
+            )
         except Exception as exc:
-            msg = f"batch {batch} × length {length}: {first_line(exc)}"
+            msg = f"{shape}: {first_line(exc)}"
             report.fail(stage, msg)
             raise ExportError(stage, msg) from None
         if logits.shape != (batch, contract.outputs[0].axes[1]) or not np.isfinite(logits).all():
-            msg = (
-                f"batch {batch} × length {length} gave logits of shape {logits.shape} "
-                f"(finite: {np.isfinite(logits).all()})"
-            )
+            msg = f"{shape} gave logits of shape {logits.shape} (finite: {np.isfinite(logits).all()})"
             report.fail(stage, msg)
             raise ExportError(stage, msg)
-        seen.append(f"{batch}×{length}")
+        moved = float(np.abs(logits - whole).max())
+        if moved > SHARED_ROW_TOLERANCE:
+            msg = f"{shape}: one row fed for all gave logits {moved:.3g} away from the row repeated"
+            report.fail(stage, msg)
+            raise ExportError(stage, msg)
+        seen.append(shape.replace("batch ", "").replace(" × length ", "×"))
     report.ok(stage, "batch×length " + ", ".join(seen))
     return session
+
+
+# A row broadcast by the graph and the same row repeated are the same arithmetic: they differ by summation
+# order at most (fp16 kernels included); a graph that broadcasts wrongly moves logits by whole units.
+SHARED_ROW_TOLERANCE = 0.01
+
+
+def _rows_repeated(feed: dict[str, np.ndarray], batch: int) -> dict[str, np.ndarray]:
+    return {
+        name: np.repeat(value, batch, axis=0) if len(value) == 1 else value for name, value in feed.items()
+    }
 
 
 def parity_figures(reference: np.ndarray, candidate: np.ndarray) -> dict:

@@ -57,12 +57,14 @@ class GraphContract:
 
 
 def pair_classifier_contract(num_labels: int = 2) -> GraphContract:
-    """Each order has its own sequence axis (`qa_sequence`, `aq_sequence`): a towers branch reads only its
-    own segment, so the question's branch need not be padded to the answer's length. (Graphs exported before
-    named one `sequence` axis for both; ONNX Runtime plans memory on the promise that equal names mean equal
-    sizes, so those are fed both orders at one length: `orders_padded_apart`.)"""
+    """Each order has its own batch and sequence axes (`qa_batch`/`qa_sequence`, `aq_batch`/`aq_sequence`):
+    a towers branch reads only its own segment, so the question's branch need not be padded to the answer's
+    length, and pairs that share one question (a rerank) can feed it once, as a batch of 1 that the head's
+    elementwise product broadcasts over the answers. ONNX Runtime plans memory on the promise that equal axis
+    names mean equal sizes, so graphs with one `sequence` (or one `batch`) axis for both orders are fed
+    both at one length (`orders_padded_apart`) and one batch (`orders_batched_apart`)."""
     inputs = tuple(
-        TensorSpec(input_name(order, feature), "int64", (BATCH_AXIS, f"{order}_{SEQUENCE_AXIS}"))
+        TensorSpec(input_name(order, feature), "int64", (f"{order}_{BATCH_AXIS}", f"{order}_{SEQUENCE_AXIS}"))
         for order in ORDERS
         for feature in FEATURES
     )
@@ -70,10 +72,19 @@ def pair_classifier_contract(num_labels: int = 2) -> GraphContract:
 
 
 def orders_padded_apart(contract: GraphContract) -> bool:
-    """Whether the graph takes each order at its own length: each order's inputs share one dynamic sequence
-    axis, and the two orders' axes differ."""
+    """Whether the graph takes each order at its own length (its own dynamic sequence axis)."""
+    return _orders_apart(contract, 1)
+
+
+def orders_batched_apart(contract: GraphContract) -> bool:
+    """Whether the graph takes each order at its own batch size (its own dynamic batch axis)."""
+    return _orders_apart(contract, 0)
+
+
+def _orders_apart(contract: GraphContract, axis: int) -> bool:
+    """Each order's inputs share one dynamic axis at `axis`, and the two orders' axes there differ."""
     axes = {
-        order: {t.axes[1] for t in contract.inputs if t.name.startswith(f"{order}_") and len(t.axes) == 2}
+        order: {t.axes[axis] for t in contract.inputs if t.name.startswith(f"{order}_") and len(t.axes) == 2}
         for order in ORDERS
     }
     qa, aq = axes["qa"], axes["aq"]

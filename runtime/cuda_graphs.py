@@ -30,8 +30,9 @@ PROVIDER_OPTIONS = {"enable_cuda_graph": "1"}
 
 def graph_shape(feed: dict[str, np.ndarray]) -> tuple[int | None, int | None]:
     """The (batch, length) bucket a feed is replayed at: every input padded to one shape, as long as the
-    longest input (the two orders may come at their own lengths); None where beyond the buckets."""
-    batch = next(iter(feed.values())).shape[0]
+    longest input and as many rows as the largest (the two orders may come at their own lengths, and a
+    question shared by every pair as one row, which the padding repeats); None where beyond the buckets."""
+    batch = max(value.shape[0] for value in feed.values())
     length = max(value.shape[1] for value in feed.values())
     return bucket(batch, BATCH_BUCKETS), bucket(length, SEQUENCE_BUCKETS)
 
@@ -70,7 +71,7 @@ class CudaGraphRunner:
 
     def run(self, feed: dict[str, np.ndarray]) -> np.ndarray | None:
         """The logits, or None when this shape runs without a graph (the caller runs it plainly)."""
-        b = feed[self._input_names[0]].shape[0]
+        b = max(value.shape[0] for value in feed.values())
         key = graph_shape(feed)
         if not self.enabled or None in key:
             return None

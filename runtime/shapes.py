@@ -44,12 +44,13 @@ def pad_feed(feed: dict[str, np.ndarray], batch: int, length: int) -> dict[str, 
 def pad_length(feed: dict[str, np.ndarray], buckets: tuple[int, ...]) -> dict[str, np.ndarray]:
     """The feed with its sequence axis padded to the next bucket above its longest input (unchanged when
     already there, or beyond the largest bucket). A feed whose two orders come at their own lengths (the
-    graph takes them apart: `qa_*` and `aq_*` inputs of different lengths) has each order padded to its own
-    bucket: a one-pair feed of 15 + 4 tokens runs as 16 + 4, not 16 + 16."""
+    graph takes them apart: `qa_*` and `aq_*` inputs of different lengths, or of different batch sizes where
+    one question is fed once for many answers) has each order padded to its own bucket: a one-pair feed of
+    15 + 4 tokens runs as 16 + 4, not 16 + 16."""
     orders: dict[str, dict[str, np.ndarray]] = {}
     for name, value in feed.items():
         orders.setdefault(name.split("_", 1)[0], {})[name] = value
-    if len({value.shape[1] for value in feed.values()}) > 1 and all(len(o) > 1 for o in orders.values()):
+    if len({value.shape for value in feed.values()}) > 1 and all(len(o) > 1 for o in orders.values()):
         return {name: value for order in orders.values() for name, value in _padded(order, buckets).items()}
     return _padded(feed, buckets)
 

@@ -1,0 +1,245 @@
+"""Pairs that share a question feed it once: the towers' question branch reads the question alone, and the
+graph (whose orders have their own batch axes) broadcasts its one row over the answers."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import numpy as np
+import onnx
+import pytest
+from helpers import FAST, edit_manifest, tiny_config, varied_pairs, write_jsonl
+
+from pairbert.runtime import PairClassifier
+
+VARIANTS = ("fp32", "optimized", "int8")
+if importlib.util.find_spec("openvino") is not None:
+    VARIANTS += ("openvino-fp32", "openvino-bf16", "openvino-int8")
+
+QUESTION = "what is the capital of france"
+
+
+@pytest.fixture(scope="module")
+def towers_bundle(tmp_path_factory, tiny_tokenizer):
+    from pairbert.export.bundle_writer import ExportSettings, export_bundle
+    from pairbert.training.loop import train
+
+    root = tmp_path_factory.mktemp("towers")
+    validation = write_jsonl(root / "val.jsonl", varied_pairs(24))
+    train(
+        tiny_config(
+            root / "run",
+            tiny_tokenizer,
+            validation_file=str(validation),
+            epochs=2,
+            pooling="mean",
+            pairing="towers",
+            plot=False,
+            **FAST,
+        )
+    )
+    export_bundle(root / "run" / "last", root / "bundle", ExportSettings(variants=VARIANTS), echo=None)
+    return root / "bundle"
+
+
+def _texts(n: int) -> list[str]:
+    return [row["answer"] for row in varied_pairs(n, seed=7)]
+
+
+class Feeds:
+    """Records the (qa, aq) batch sizes of each run a predictor makes."""
+
+    def __init__(self, clf: PairClassifier):
+        self.shapes: list[tuple[int, int]] = []
+        run = clf.session.run
+
+        def spy(feed):
+            self.shapes.append((len(feed["qa_input_ids"]), len(feed["aq_input_ids"])))
+            return run(feed)
+
+        clf.session.run = spy
+
+
+def _apart(clf: PairClassifier, call):
+    """`call(clf)` with the question fed once (as loaded), then with every pair's row: both results."""
+    once = call(clf)
+    clf.question_once = False
+    try:
+        return once, call(clf)
+    finally:
+        clf.question_once = True
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_rank_feeds_the_query_once_with_the_same_scores(towers_bundle, variant):
+    texts = _texts(40)
+    with PairClassifier.load(towers_bundle, variant=variant) as clf:
+        assert clf.question_once
+        feeds = Feeds(clf)
+        once, every = _apart(clf, lambda c: c.rank(QUESTION, texts, batch_size=16))
+        fed_once, fed_every = feeds.shapes[:3], feeds.shapes[3:]
+    # 40 answers in runs of at most 16: three runs, each with the question's one row
+    assert [qa for qa, _ in fed_once] == [1, 1, 1] and sum(aq for _, aq in fed_once) == 40
+    assert all(qa == aq for qa, aq in fed_every) and sum(qa for qa, _ in fed_every) == 40
+    assert [i for i, _ in once] == [i for i, _ in every] or variant.endswith(("bf16", "int8"))
+    got, want = dict(once), dict(every)
+    assert max(abs(got[i] - want[i]) for i in want) < (
+        1e-5 if "fp32" in variant or variant == "optimized" else 1e-3
+    )
+
+
+def test_only_questions_shared_by_enough_pairs_are_fed_once(towers_bundle):
+    """A run mixing a question asked 9 times, one asked 7 times (under SHARED_QUESTION_PAIRS) and singles:
+    the nine go as one run with one question row, the rest as before; every pair keeps its own answer."""
+    from pairbert.runtime.predictor import SHARED_QUESTION_PAIRS
+
+    assert 7 < SHARED_QUESTION_PAIRS <= 9
+    texts = _texts(18)
+    pairs = [(QUESTION, t) for t in texts[:9]] + [("who wrote hamlet", t) for t in texts[9:16]]
+    pairs += [("is a spider a cat", texts[16]), ("how many legs", texts[17])]
+    pairs = pairs[::2] + pairs[1::2]  # interleaved: grouping must not depend on the order
+    with PairClassifier.load(towers_bundle, variant="optimized") as clf:
+        feeds = Feeds(clf)
+        once, every = _apart(clf, lambda c: c.predict(pairs).probabilities)
+        assert feeds.shapes == [(1, 9), (9, 9), (18, 18)]  # fed once, then every row
+        # the server's path (encodings tokenized on arrival) groups the same way
+        feeds.shapes.clear()
+        qa, aq = clf.encoder.tokenize([q for q, _ in pairs], [a for _, a in pairs])
+        served = clf.predict_encoded(qa, aq).probabilities
+        assert feeds.shapes == [(1, 9), (9, 9)]
+    np.testing.assert_allclose(once, every, atol=1e-6)
+    np.testing.assert_allclose(served, every, atol=1e-6)
+    with PairClassifier.load(towers_bundle, variant="optimized") as clf:
+        feeds = Feeds(clf)
+        clf.rank(QUESTION, texts[:3])  # a call whose pairs all share the question: fed once however few
+        clf.predict([(QUESTION, t) for t in texts[:4]] + [("who wrote hamlet", texts[4])])  # 4 of 5: not
+        clf.predict([(QUESTION, texts[0])])
+        assert feeds.shapes == [(1, 3), (5, 5), (1, 1)]
+
+
+def test_a_question_cut_differently_per_pair_is_not_shared(towers_bundle):
+    """Pairs are truncated longest-first: a long question beside a long answer loses tokens, beside a short
+    one it does not, so only pairs whose question rows are the same are grouped."""
+    long_question = " ".join(["what is the capital of france"] * 20)  # ~120 tokens
+    texts = ["paris"] * 8 + [" ".join(["the river is blue"] * 20)] * 8
+    with PairClassifier.load(towers_bundle, variant="optimized") as clf:
+        feeds = Feeds(clf)
+        once, every = _apart(clf, lambda c: c.rank(long_question, texts))
+        assert sorted(feeds.shapes[:2]) == [(1, 8), (1, 8)]  # two cuts of the question, eight pairs each
+    assert dict(once) == pytest.approx(dict(every), abs=1e-6)
+
+
+def test_cross_bundles_and_graphs_with_one_batch_axis_feed_every_row(towers_bundle, tiny_bundle, tmp_path):
+    import shutil
+
+    from pairbert.runtime.bundle import BundleError, sha256_file
+    from pairbert.runtime.contract import BATCH_AXIS, GraphContract, orders_batched_apart
+
+    with PairClassifier.load(tiny_bundle, variant="optimized") as clf:  # cross-encoding: whole pairs
+        assert clf.encoder.feed == "pair" and not clf.question_once
+        feeds = Feeds(clf)
+        clf.rank(QUESTION, _texts(8))
+        assert feeds.shapes == [(8, 8)]
+    bundle = tmp_path / "bundle"
+    shutil.copytree(towers_bundle, bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert orders_batched_apart(GraphContract.from_dict(manifest["contract"]))
+    # a graph naming one batch axis for both orders (as exported before): every pair's row is fed
+    graph_file = bundle / "model.optimized.onnx"
+    graph = onnx.load(str(graph_file), load_external_data=False)
+    for value_info in graph.graph.input:
+        value_info.type.tensor_type.shape.dim[0].dim_param = BATCH_AXIS
+    onnx.save_model(graph, str(graph_file))
+    digest = sha256_file(graph_file)
+
+    def graph_only(d):
+        d["variants"]["optimized"]["sha256"] = digest
+
+    edit_manifest(bundle, graph_only)
+    with pytest.raises(BundleError, match="its own batch axis but the graph's inputs have"):
+        PairClassifier.load(bundle, variant="optimized")
+
+    def one_axis(d):
+        for t in d["contract"]["inputs"]:
+            t["axes"][0] = BATCH_AXIS
+
+    edit_manifest(bundle, one_axis)
+    with PairClassifier.load(bundle, variant="optimized") as clf:
+        assert clf.encoder.apart and not clf.question_once
+        feeds = Feeds(clf)
+        clf.rank(QUESTION, _texts(8))
+        assert feeds.shapes == [(8, 8)]
+
+
+def test_padding_keeps_a_shared_question_row_apart(towers_bundle):
+    """OpenVINO's length buckets pad each order on its own when their batches differ; CUDA graph replay
+    pads to the larger batch, repeating the question's row (checked on the CPU session: the padding is
+    under test)."""
+    from pairbert.runtime.cuda_graphs import graph_shape
+    from pairbert.runtime.shapes import CPU_SEQUENCE_BUCKETS, pad_feed, pad_length
+
+    with PairClassifier.load(towers_bundle, variant="optimized") as clf:
+        qa, aq = clf.encoder.tokenize([QUESTION] * 7, _texts(7))
+        feed = clf.encoder.collate(qa[:1], aq)
+        assert len(feed["qa_input_ids"]) == 1 and len(feed["aq_input_ids"]) == 7
+        padded = pad_length(feed, CPU_SEQUENCE_BUCKETS)
+        assert {len(v) for k, v in padded.items() if k.startswith("qa_")} == {1}
+        assert {v.shape[1] for v in padded.values()} <= set(CPU_SEQUENCE_BUCKETS)
+        want = clf.session.run(feed)
+        np.testing.assert_allclose(clf.session.run(padded), want, atol=1e-5)
+        batch, length = graph_shape(feed)
+        assert batch == 8
+        np.testing.assert_allclose(clf.session.run(pad_feed(feed, batch, length))[:7], want, atol=1e-5)
+
+
+def test_export_refuses_a_graph_that_broadcasts_the_question_wrongly(tmp_path):
+    """The shapes stage feeds one question row for seven answers and compares with the row repeated: a
+    graph whose answer depends on how many question rows it gets (here: a sum over the whole batch) fails."""
+    from onnx import TensorProto, helper
+
+    from pairbert.export.bundle_writer import shape_grid_feeds
+    from pairbert.export.validation import ExportError, StageReport, check_session_and_shapes
+    from pairbert.runtime.contract import CONTRACT
+
+    inputs = [helper.make_tensor_value_info(t.name, TensorProto.INT64, list(t.axes)) for t in CONTRACT.inputs]
+    nodes = [
+        helper.make_node("Cast", ["qa_input_ids"], ["qa"], to=TensorProto.FLOAT),
+        helper.make_node("ReduceSum", ["qa"], ["qa_total"], keepdims=1),  # over every row: [1, 1]
+        helper.make_node("Cast", ["aq_input_ids"], ["aq"], to=TensorProto.FLOAT),
+        helper.make_node("ReduceSum", ["aq", "one"], ["aq_rows"], keepdims=1),  # [aq_batch, 1]
+        helper.make_node("Mul", ["qa_total", "aq_rows"], ["score"]),
+        helper.make_node("Concat", ["score", "score"], ["logits"], axis=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "wrong",
+        inputs,
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 2])],
+        [helper.make_tensor("one", TensorProto.INT64, [1], [1])],
+    )
+    path = tmp_path / "wrong.onnx"
+    onnx.save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    report = StageReport()
+    plain = shape_grid_feeds(CONTRACT, 50)
+    check_session_and_shapes(path, CONTRACT, plain, report)  # equal batches: nothing to catch
+    with pytest.raises(ExportError, match="one row fed for all gave logits"):
+        check_session_and_shapes(path, CONTRACT, shape_grid_feeds(CONTRACT, 50, shared_question=True), report)
+
+
+def test_rerank_ab_compares_the_two_paths(towers_bundle, tiny_bundle, tmp_path, capsys):
+    from pairbert.benchmarks.rerank_ab import main as rerank_ab
+
+    out = tmp_path / "rerank.json"
+    rerank_ab(
+        [str(towers_bundle), "--variant", "optimized", "--texts", "5", "--queries", "3"]
+        + ["--rounds", "2", "--threads", "1", "--out", str(out)]
+    )
+    result = json.loads(out.read_text())
+    assert result["queries"] == 3 and result["texts"] == 5
+    assert all(len(ms) == 2 for ms in result["rounds_ms"].values())
+    assert result["max_abs_prob_diff"] < 1e-5
+    assert len(set(result["true_answer_first"].values())) == 1  # the same ranking either way
+    assert "5 texts a query" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="feeds every pair's question"):
+        rerank_ab([str(tiny_bundle), "--variant", "optimized", "--texts", "5", "--queries", "1"])
