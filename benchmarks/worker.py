@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .machine import current_rss_mb, peak_rss_mb
-from .workloads import LATENCY_TARGETS, mixed_job, sized_pair, validation_pairs
+from .workloads import LATENCY_TARGETS, mixed_job, sized_batch, sized_pair, validation_pairs
 
 
 def percentiles(samples_s: list[float]) -> dict:
@@ -75,8 +75,8 @@ def _latency(contestant, encoder, quick: bool) -> dict:
 
 
 def _batch32x128(contestant, encoder) -> dict:
-    q, a, tokens = sized_pair(encoder, LATENCY_TARGETS["long"])
-    batch = [(q, a)] * 32
+    batch, tokens = sized_batch(encoder, LATENCY_TARGETS["long"], 32)  # 32 questions: no shared row
+    q, a = batch[0]
     samples = timed_runs(lambda: contestant.predict(batch, 32, contestant.modes[0]), 2, 5, 3.0)
     fed = encoder.fed_lengths([q], [a])[0]
     branches = list(encoder.branch_lengths(*(order[0] for order in encoder.tokenize([q], [a]))))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 from pairbert.builtin_data import DATA_DIR as DATA
 from pairbert.runtime.pair_files import Pair, read_pairs
 from pairbert.runtime.tokenization import PairEncoder
@@ -34,6 +36,25 @@ def sized_pair(encoder: PairEncoder, target: int) -> tuple[str, str, int]:
             return question, answer, n
         words.append(FILLER[i % len(FILLER)])
         i += 1
+
+
+def sized_batch(encoder: PairEncoder, target: int, n: int) -> tuple[list[tuple[str, str]], int]:
+    """`n` pairs of `sized_pair`'s lengths whose questions all differ: each is the question's words in another
+    order (the same tokens, so the same lengths under any tokenizer). pairbert feeds a question shared by
+    many pairs once (README, *One question, fed once*); n copies of one pair would measure that instead of n
+    pairs' work, which every contestant here does."""
+    question, answer, tokens = sized_pair(encoder, target)
+    words = question.rstrip("?").split()
+    rng = random.Random(0)
+    questions = [question]
+    while len(questions) < n:
+        candidate = " ".join(words[:1] + rng.sample(words[1:], len(words) - 1)) + "?"
+        if candidate not in questions:
+            questions.append(candidate)
+    pairs = [(q, answer) for q in questions]
+    if len(set(encoder.fed_lengths(*zip(*pairs, strict=True)))) != 1:
+        raise ValueError("the reordered questions do not all have the same token count")
+    return pairs, tokens
 
 
 def mixed_job(n: int = 1000) -> list[tuple[str, str]]:

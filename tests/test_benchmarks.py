@@ -175,3 +175,17 @@ def test_variant_soak_compares_every_round_and_batch_size_with_the_reference(tin
     assert report["worst_agreement"] == 1.0 and report["max_abs_prob_diff"] < 1e-4
     assert main([str(tiny_bundle), "no-such-variant", "--pairs", "4"]) == 1
     assert "variant_soak: error:" in capsys.readouterr().err
+
+
+def test_the_long_batch_workload_gives_every_pair_its_own_question(tiny_tokenizer):
+    """32 copies of one pair would let pairbert feed the question once (*One question, fed once*) while the
+    bench counts 32 pairs' work: the workload's questions all differ, at one length under any tokenizer."""
+    from pairbert.benchmarks.workloads import sized_batch, sized_pair
+    from pairbert.runtime.tokenization import PairEncoder
+
+    encoder = PairEncoder.from_file(tiny_tokenizer, 128).with_feed("first-segment").with_apart(True)
+    pairs, tokens = sized_batch(encoder, 128, 32)
+    assert len({q for q, _ in pairs}) == 32 and len({a for _, a in pairs}) == 1
+    assert (pairs[0][0], pairs[0][1], tokens) == sized_pair(encoder, 128)
+    qa, aq = encoder.tokenize([q for q, _ in pairs], [a for _, a in pairs])
+    assert len({encoder.branch_lengths(x, y) for x, y in zip(qa, aq, strict=True)}) == 1

@@ -38,6 +38,8 @@ RECIPES: dict[str, dict] = {
     "epochs2": {"epochs": 2, "patience": 1},
     "epochs3-lr5e-5": {"epochs": 3, "patience": 1, "learning_rate": 5e-5},
     "frozen-emb": {"freeze_embeddings": True},
+    "contrastive0": {"contrastive": 0.0},
+    "contrastive0-seed1": {"contrastive": 0.0, "seed": 1},
     "contrastive0.5": {"contrastive": 0.5},
     "contrastive1": {"contrastive": 1.0},
     "contrastive1-lr5e-5": {"contrastive": 1.0, "learning_rate": 5e-5},
