@@ -88,6 +88,8 @@ class ParityInputs:
     variants: tuple[str, ...]  # the variants asked for: a validator builds those it knows
     # the training pairs variants that calibrate (static int8) are calibrated on; never parity pairs
     calibration: static_int8.CalibrationPairs | None = None
+    # a towers graph's one question row for several answers: checked against the row repeated
+    shared_question: dict[str, np.ndarray] | None = None
 
 
 # Called with the parity inputs; returns the variants it built and validated (their files in work_dir). A
@@ -105,6 +107,7 @@ def openvino_validator(inputs: ParityInputs) -> list[VariantInfo]:
         inputs.report,
         inputs.variants,
         calibration=inputs.calibration,
+        shared_question=inputs.shared_question,
     )
 
 
@@ -220,8 +223,8 @@ def shape_grid_feeds(
             )
         feeds.append({name: feed[name] for name in contract.input_names})
     if shared_question and orders_batched_apart(contract):
-        seven = next(feed for feed in feeds if feed[contract.input_names[0]].shape[0] == 7)
-        feeds.append({name: value[:1] if name.startswith("qa_") else value for name, value in seven.items()})
+        last = feeds[-2]  # several rows, each order at its own length
+        feeds.append({name: value[:1] if name.startswith("qa_") else value for name, value in last.items()})
     return feeds
 
 
@@ -393,6 +396,7 @@ def _run_extra_validators(
         settings.force,
         tuple(settings.variants),
         calibration=src.calibration,
+        shared_question=next((feed for feed in src.grid if len({len(v) for v in feed.values()}) > 1), None),
     )
     outcomes = {}
     for validator in settings.extra_validators:

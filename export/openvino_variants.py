@@ -31,7 +31,7 @@ from pairbert.runtime.variants import OPENVINO_PRECISION, OPENVINO_VARIANTS, PRE
 
 from . import static_int8
 from .onnx_graph import external_files
-from .validation import StageReport, gate
+from .validation import SHARED_ROW_TOLERANCE, StageReport, gate, shared_row_drift
 
 INT8_FILE = "model.openvino-int8.onnx"
 
@@ -46,10 +46,13 @@ def build_openvino_variants(
     wanted: tuple[str, ...] = OPENVINO_VARIANTS,
     threads: int = 1,
     calibration: static_int8.CalibrationPairs | None = None,
+    shared_question: dict[str, np.ndarray] | None = None,
 ) -> list[VariantInfo]:
     """VariantInfo for each wanted OpenVINO variant over `fp32_path` (already checked and gated as ORT
     fp32). `calibration`: the training pairs openvino-int8 is calibrated on (its graph is written beside
-    `fp32_path`); without them that variant is skipped."""
+    `fp32_path`); without them that variant is skipped. `shared_question`: a feed with one question row for
+    several answers, which must answer as with the row repeated (the runtime feeds pairs that share a
+    question so), else the variant fails."""
     wanted = tuple(v for v in wanted if v in OPENVINO_VARIANTS)
     if not wanted:
         return []
@@ -92,7 +95,7 @@ def build_openvino_variants(
             )
             continue
         try:
-            ran, candidate = _run(graph, name, feeds, threads)
+            ran, candidate, moved = _run(graph, name, feeds, threads, shared_question)
         except BackendError as exc:
             if name != "openvino-int8":
                 raise
@@ -100,6 +103,9 @@ def build_openvino_variants(
             report.fail(name, f"OpenVINO cannot run it here, skipped: {exc}")
             continue
         figures, fails = gate(name, reference, candidate, report)
+        if moved > SHARED_ROW_TOLERANCE:
+            fails.append(f"one question row for several answers: logits {moved:.3g} from the row repeated")
+            report.fail(f"shapes {name}", fails[-1])
         notes = list(fails)
         if name == "openvino-int8":  # a CPU with(out) bf16 units computes the part left in float otherwise
             notes.append(f"validated as {ran}; {int8_recipe}")
@@ -111,13 +117,17 @@ def build_openvino_variants(
     return out
 
 
-def _run(graph: Path, name: str, feeds: list, threads: int) -> tuple[str, np.ndarray]:
-    """(what the compiled model computes in, e.g. "OpenVINO CPU (i8 + bf16)"; its logits on the feeds)."""
+def _run(
+    graph: Path, name: str, feeds: list, threads: int, shared: dict | None
+) -> tuple[str, np.ndarray, float]:
+    """(what the compiled model computes in, e.g. "OpenVINO CPU (i8 + bf16)"; its logits on the feeds; how
+    far the `shared` feed's logits are from those with its question row repeated, 0 without it)."""
     session = open_session(
         "openvino", graph, SessionSettings(threads=threads, precision=OPENVINO_PRECISION[name])
     )
     try:
-        return session.provider, np.concatenate([session.run(feed) for feed in feeds])
+        logits = np.concatenate([session.run(feed) for feed in feeds])
+        return session.provider, logits, shared_row_drift(session.run, shared) if shared else 0.0
     finally:
         session.close()
 

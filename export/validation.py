@@ -143,11 +143,7 @@ def check_session_and_shapes(
         try:
             (logits,) = session.run(contract.output_names, feed)
             # one question's row for many answers must give what the row repeated gives
-            (whole,) = (
-                session.run(contract.output_names, _rows_repeated(feed, batch))
-                if len(batches) > 1
-                else (logits,)
-            )
+            moved = shared_row_drift(lambda f: session.run(contract.output_names, f)[0], feed, logits)
         except Exception as exc:
             msg = f"{shape}: {first_line(exc)}"
             report.fail(stage, msg)
@@ -156,7 +152,6 @@ def check_session_and_shapes(
             msg = f"{shape} gave logits of shape {logits.shape} (finite: {np.isfinite(logits).all()})"
             report.fail(stage, msg)
             raise ExportError(stage, msg)
-        moved = float(np.abs(logits - whole).max())
         if moved > SHARED_ROW_TOLERANCE:
             msg = f"{shape}: one row fed for all gave logits {moved:.3g} away from the row repeated"
             report.fail(stage, msg)
@@ -171,10 +166,15 @@ def check_session_and_shapes(
 SHARED_ROW_TOLERANCE = 0.01
 
 
-def _rows_repeated(feed: dict[str, np.ndarray], batch: int) -> dict[str, np.ndarray]:
-    return {
-        name: np.repeat(value, batch, axis=0) if len(value) == 1 else value for name, value in feed.items()
-    }
+def shared_row_drift(run, feed: dict[str, np.ndarray], logits: np.ndarray | None = None) -> float:
+    """max |Δlogit| between `run(feed)` (`logits`, when already computed) and `run` of the same feed with
+    every one-row input repeated to the largest batch; 0 for a feed whose inputs share one batch size."""
+    batch = max(len(value) for value in feed.values())
+    if all(len(value) == batch for value in feed.values()):
+        return 0.0
+    logits = run(feed) if logits is None else logits
+    repeated = {name: np.repeat(v, batch, axis=0) if len(v) == 1 else v for name, v in feed.items()}
+    return float(np.abs(np.asarray(logits) - np.asarray(run(repeated))).max())
 
 
 def parity_figures(reference: np.ndarray, candidate: np.ndarray) -> dict:

@@ -185,9 +185,10 @@ def bucketed_batches(lengths: Sequence[int], batch_size: int, max_tokens: int | 
 def shared_question_groups(qa: Sequence, encoder: PairEncoder, least: int) -> list[list[int]]:
     """Indices of the pairs whose question-first encodings feed the same tokens, for each such group of at
     least `least` pairs (a rerank's texts under its one query, or a run's pairs that repeat a question)."""
-    groups: dict[tuple[int, ...], list[int]] = {}
+    groups: dict[tuple, list[int]] = {}
     for i, encoding in enumerate(qa):
-        groups.setdefault(tuple(encoding.ids[: encoder.kept_length(encoding)]), []).append(i)
+        n = encoder.kept_length(encoding)
+        groups.setdefault((tuple(encoding.ids[:n]), tuple(encoding.type_ids[:n])), []).append(i)
     return [group for group in groups.values() if len(group) >= least]
 
 
@@ -334,9 +335,14 @@ class PairClassifier:
         self.choice = choice or {"how": "asked"}  # how the variant was chosen (and the timings, if measured)
         # Pairs sharing a question feed it once where the graph allows: the towers' question branch reads
         # the question alone, and the head's elementwise product broadcasts one question over the answers.
-        self.question_once = (
-            encoder.feed == "first-segment" and encoder.apart and orders_batched_apart(manifest.contract)
+        # Not where CUDA graphs replay: a replay repeats the row to the bucket's batch anyway.
+        self._shares_questions = (
+            encoder.feed == "first-segment"
+            and encoder.apart
+            and orders_batched_apart(manifest.contract)
+            and getattr(session, "graphs", None) is None
         )
+        self._question_once = self._shares_questions
         self._finalizer = weakref.finalize(self, LEDGER.release, threads)
 
     @classmethod
@@ -397,6 +403,21 @@ class PairClassifier:
             raise
         log.info("pairbert predictor: variant %s on %s (%d threads)", name, session.provider, claimed)
         return cls(session, encoder, manifest, name, device, claimed, max_batch_tokens, choice)
+
+    @property
+    def question_once(self) -> bool:
+        """Whether pairs that share a question feed it once (README, *One question, fed once*): True where
+        the bundle's graph allows it. Set it to False to feed every pair's row (a benchmark's baseline)."""
+        return self._question_once
+
+    @question_once.setter
+    def question_once(self, on: bool) -> None:
+        if on and not self._shares_questions:
+            raise PredictorError(
+                f"variant {self.variant} cannot feed one question row for many answers (a cross-encoding "
+                "bundle, one exported with one batch axis for both orders, or CUDA graph replay)"
+            )
+        self._question_once = bool(on)
 
     @property
     def provider(self) -> str:
@@ -493,10 +514,12 @@ class PairClassifier:
         shared by at least SHARED_QUESTION_PAIRS of them or by all (when `question_once`) bucketed by answer
         length, then the others bucketed by the longer order's length."""
         least = min(SHARED_QUESTION_PAIRS, max(2, len(qa)))
-        groups = shared_question_groups(qa, self.encoder, least) if self.question_once else []
+        groups = shared_question_groups(qa, self.encoder, least) if self._question_once else []
         for group in groups:
             lengths = [self.encoder.kept_length(aq[i]) for i in group]
-            for idx in bucketed_batches(lengths, batch_size, self.max_batch_tokens):
+            cap = self.max_batch_tokens  # the question's one row counts too
+            cap = cap and max(1, cap - self.encoder.kept_length(qa[group[0]]))
+            for idx in bucketed_batches(lengths, batch_size, cap):
                 yield [group[j] for j in idx], True
         taken = {i for group in groups for i in group}
         rest = [i for i in range(len(qa)) if i not in taken] if taken else range(len(qa))

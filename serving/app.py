@@ -74,7 +74,9 @@ def warm_up(classifier, max_pairs: int = 256) -> None:
     requests. Those runs have texts of t - 2 words for t in 16, 32, ..., 512 below max_length and
     max_length itself, so each order of a towers feed is about t tokens with [CLS] and [SEP] (a whole-pair
     feed truncates the pair to max_length), both sides alike and one side short. With no token budget
-    (`max_batch_tokens` None) they use the predictor's default, 1,024."""
+    (`max_batch_tokens` None) they use the predictor's default, 1,024. Each run's questions differ (their
+    first two words are a run index's digits), so the question's branch runs every row as the answers' does
+    (pairs sharing a question feed it once)."""
     max_length = classifier.encoder.max_length
     long_text = " ".join(["word"] * max_length)
     qa, aq = classifier.encoder.tokenize([WARMUP_PAIR[0]], [WARMUP_PAIR[1]])
@@ -86,8 +88,16 @@ def warm_up(classifier, max_pairs: int = 256) -> None:
     for tokens in sorted({t for t in (16, 32, 64, 128, 256, 512) if t < max_length} | {max_length}):
         text, short = " ".join(["word"] * (tokens - 2)), "word"
         pairs = max(1, min(max_pairs, budget // tokens))
-        for pair in ((text, text), (short, text), (text, short)):
-            classifier.predict([pair] * pairs, batch_size=pairs)
+        for question, answer in ((text, text), (short, text), (text, short)):
+            batch = [(_numbered(question, i), answer) for i in range(pairs)]
+            classifier.predict(batch, batch_size=pairs)
+
+
+def _numbered(text: str, i: int) -> str:
+    """`text` with its first two words the digits of i mod 100 (before it, if it has fewer than three words):
+    at the start, where truncating a pair that is too long does not reach."""
+    words = text.split()
+    return " ".join([str(i // 10 % 10), str(i % 10)] + (words[2:] if len(words) > 2 else words))
 
 
 def _error(status: int, message: str, field: str | None = None, headers: dict | None = None) -> JSONResponse:

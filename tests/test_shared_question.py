@@ -11,7 +11,7 @@ import onnx
 import pytest
 from helpers import FAST, edit_manifest, tiny_config, varied_pairs, write_jsonl
 
-from pairbert.runtime import PairClassifier
+from pairbert.runtime import PairClassifier, PredictorError
 
 VARIANTS = ("fp32", "optimized", "int8")
 if importlib.util.find_spec("openvino") is not None:
@@ -82,11 +82,11 @@ def test_rank_feeds_the_query_once_with_the_same_scores(towers_bundle, variant):
     # 40 answers in runs of at most 16: three runs, each with the question's one row
     assert [qa for qa, _ in fed_once] == [1, 1, 1] and sum(aq for _, aq in fed_once) == 40
     assert all(qa == aq for qa, aq in fed_every) and sum(qa for qa, _ in fed_every) == 40
-    assert [i for i, _ in once] == [i for i, _ in every] or variant.endswith(("bf16", "int8"))
     got, want = dict(once), dict(every)
-    assert max(abs(got[i] - want[i]) for i in want) < (
-        1e-5 if "fp32" in variant or variant == "optimized" else 1e-3
-    )
+    # the tiny model's scores span ~1e-3: a pair given another's answer moves by about that much
+    spread = max(want.values()) - min(want.values())
+    assert spread > 1e-4
+    assert max(abs(got[i] - want[i]) for i in want) <= 1e-6 + 0.02 * spread
 
 
 def test_only_questions_shared_by_enough_pairs_are_fed_once(towers_bundle):
@@ -118,6 +118,21 @@ def test_only_questions_shared_by_enough_pairs_are_fed_once(towers_bundle):
         assert feeds.shapes == [(1, 3), (5, 5), (1, 1)]
 
 
+def test_grouped_runs_count_the_question_row_in_the_token_cap(towers_bundle):
+    with PairClassifier.load(towers_bundle, variant="optimized", max_batch_tokens=60) as clf:
+        runs = []
+        run = clf.session.run
+
+        def spy(feed):
+            runs.append((feed["qa_input_ids"].shape, feed["aq_input_ids"].shape))
+            return run(feed)
+
+        clf.session.run = spy
+        clf.rank(QUESTION, _texts(30))
+    assert all(qa[0] == 1 for qa, _ in runs) and sum(aq[0] for _, aq in runs) == 30
+    assert all(qa[1] + aq[0] * aq[1] <= 60 for qa, aq in runs if aq[0] > 1)
+
+
 def test_a_question_cut_differently_per_pair_is_not_shared(towers_bundle):
     """Pairs are truncated longest-first: a long question beside a long answer loses tokens, beside a short
     one it does not, so only pairs whose question rows are the same are grouped."""
@@ -138,6 +153,9 @@ def test_cross_bundles_and_graphs_with_one_batch_axis_feed_every_row(towers_bund
 
     with PairClassifier.load(tiny_bundle, variant="optimized") as clf:  # cross-encoding: whole pairs
         assert clf.encoder.feed == "pair" and not clf.question_once
+        with pytest.raises(PredictorError, match="cannot feed one question row for many answers"):
+            clf.question_once = True
+        clf.question_once = False
         feeds = Feeds(clf)
         clf.rank(QUESTION, _texts(8))
         assert feeds.shapes == [(8, 8)]
@@ -223,8 +241,21 @@ def test_export_refuses_a_graph_that_broadcasts_the_question_wrongly(tmp_path):
     report = StageReport()
     plain = shape_grid_feeds(CONTRACT, 50)
     check_session_and_shapes(path, CONTRACT, plain, report)  # equal batches: nothing to catch
+    shared = shape_grid_feeds(CONTRACT, 50, shared_question=True)
     with pytest.raises(ExportError, match="one row fed for all gave logits"):
-        check_session_and_shapes(path, CONTRACT, shape_grid_feeds(CONTRACT, 50, shared_question=True), report)
+        check_session_and_shapes(path, CONTRACT, shared, report)
+    if importlib.util.find_spec("openvino") is None:
+        return
+    from pairbert.export.openvino_variants import build_openvino_variants
+    from pairbert.export.validation import make_session
+
+    session = make_session(path)  # the graph's own logits as the reference: only the shared row can fail
+    reference = np.concatenate([session.run(None, feed)[0] for feed in plain])
+    (info,) = build_openvino_variants(
+        path, reference, plain, report, ("openvino-fp32",), shared_question=shared[-1]
+    )
+    assert not info.passed_parity and "one question row for several answers" in info.notes
+    assert info.parity["max_abs_logit_diff"] == 0.0  # the parity pairs themselves agree
 
 
 def test_rerank_ab_compares_the_two_paths(towers_bundle, tiny_bundle, tmp_path, capsys):
@@ -243,3 +274,29 @@ def test_rerank_ab_compares_the_two_paths(towers_bundle, tiny_bundle, tmp_path, 
     assert "5 texts a query" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="feeds every pair's question"):
         rerank_ab([str(tiny_bundle), "--variant", "optimized", "--texts", "5", "--queries", "1"])
+
+
+def test_the_servers_warm_up_runs_both_branches_at_full_batches(towers_bundle):
+    """Warm-up takes the largest shapes before /ready; its runs' questions differ, so the question's branch
+    runs them at full batch too (not once for all)."""
+    pytest.importorskip("starlette", reason="needs pairbert[serve]")
+    from pairbert.serving.app import warm_up
+
+    with PairClassifier.load(towers_bundle, variant="optimized") as clf:
+        feeds = Feeds(clf)
+        warm_up(clf)
+    budget_runs = feeds.shapes[4:]  # after the single pair, the batch, the long pairs
+    assert all(qa == aq for qa, aq in budget_runs) and max(aq for _, aq in budget_runs) >= 8
+
+
+def test_export_checks_every_backend_with_one_question_row(towers_bundle, tiny_checkpoint):
+    """The towers export's shape grid ends with one question row for several answers; a cross export's
+    does not. OpenVINO variants are checked on it too."""
+    from pairbert.export.bundle_writer import ExportSettings, _prepare
+
+    ckpt = towers_bundle.parent / "run" / "last"
+    grid = _prepare(ckpt, ExportSettings(), None).grid
+    assert [(len(f["qa_input_ids"]), len(f["aq_input_ids"])) for f in grid][-1] == (1, 7)
+    assert all(len({len(v) for v in f.values()}) == 1 for f in grid[:-1])
+    cross = _prepare(tiny_checkpoint, ExportSettings(), None).grid  # whole pairs: no shared row
+    assert all(len({len(v) for v in f.values()}) == 1 for f in cross)
