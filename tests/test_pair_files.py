@@ -170,3 +170,21 @@ def test_every_line_end_reads_the_same_and_names_lines(tmp_path, end):
     quoted = tmp_path / "quoted.csv"
     quoted.write_bytes(("question,answer,label\r\n" + 'q1,"two\r\nlines",1\r\n').encode())
     assert read_pairs(quoted)[0].answer == "two\r\nlines"
+
+
+def test_the_builder_writes_the_training_split_without_the_train_only_bank(tmp_path, capsys):
+    """The lever the README measures: the same bank split, without the train-only casual questions."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("build_builtin", DATA / "build_builtin.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    before = {p: p.read_bytes() for p in (DATA / "train.jsonl", DATA / "validation.jsonl")}
+    mod.main(["--train-without-extra", str(tmp_path / "train.jsonl")])
+    assert {p: p.read_bytes() for p in before} == before  # the shipped files are left alone
+    without = read_pairs(tmp_path / "train.jsonl", require_label=True)
+    shipped = read_pairs(DATA / "train.jsonl", require_label=True)
+    extra = {r["question"] for r in mod.load_bank(mod.EXTRA_BANK)}
+    assert len(without) < len(shipped) and not {p.question for p in without} & extra
+    assert {(p.question, p.answer) for p in without} < {(p.question, p.answer) for p in shipped}
+    assert f"{len(without)} pairs" in capsys.readouterr().out

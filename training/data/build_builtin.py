@@ -13,6 +13,7 @@ the wheel. A test checks that the committed files are what this script writes.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import random
@@ -163,7 +164,20 @@ def builtin_split() -> tuple[list[dict], list[dict]]:
     return build(load_bank(), train_only=load_bank(EXTRA_BANK))
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Rebuild the built-in data files from the banks.")
+    parser.add_argument(
+        "--train-without-extra",
+        metavar="FILE",
+        help="only write the training split without the train-only casual bank to FILE (validation is the "
+        "same): the lever `python -m pairbert.training.levers default --train FILE` measures (README)",
+    )
+    args = parser.parse_args(argv)
+    if args.train_without_extra:
+        train, _ = build(load_bank())
+        Path(args.train_without_extra).write_text(render(train), encoding="utf-8")
+        print(f"{args.train_without_extra}: {len(train)} pairs")
+        return
     train, validation = builtin_split()
     (HERE / "train.jsonl").write_text(render(train), encoding="utf-8")
     (HERE / "validation.jsonl").write_text(render(validation), encoding="utf-8")
