@@ -16,7 +16,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import FAST, edit_manifest, tiny_config, varied_pairs, write_jsonl
+from helpers import (
+    FAST,
+    edit_manifest,
+    name_graph_axis,
+    tiny_config,
+    train_tiny_towers,
+    varied_pairs,
+    write_jsonl,
+)
 
 from pairbert.builtin_data import SMOKE
 from pairbert.runtime.pair_files import Pair, read_pairs
@@ -298,21 +306,8 @@ def test_towers_export_keeps_the_contract_and_fusions(tmp_path, tiny_tokenizer, 
     from pairbert.export.bundle_writer import ExportSettings, export_bundle
     from pairbert.runtime.bundle import read_manifest
 
-    validation = write_jsonl(tmp_path / "val.jsonl", varied_pairs(24))
-    train(
-        tiny_config(
-            tmp_path / "run",
-            tiny_tokenizer,
-            validation_file=str(validation),
-            epochs=2,
-            pooling="mean",
-            pairing="towers",
-            plot=False,
-            **FAST,
-        )
-    )
     export_bundle(
-        tmp_path / "run" / "last",
+        train_tiny_towers(tmp_path, tiny_tokenizer),
         tmp_path / "bundle",
         ExportSettings(variants=("fp32", "optimized")),
         echo=None,
@@ -362,22 +357,10 @@ def test_towers_export_keeps_the_contract_and_fusions(tmp_path, tiny_tokenizer, 
         )
     # a graph naming one sequence axis for both orders (as exported before) is fed both orders at one length:
     # ONNX Runtime plans its buffers on that promise; a manifest that says otherwise is refused at load
-    import onnx
-
-    from pairbert.runtime.bundle import BundleError, sha256_file
+    from pairbert.runtime.bundle import BundleError
     from pairbert.runtime.contract import BATCH_AXIS, SEQUENCE_AXIS
 
-    graph_file = tmp_path / "bundle" / "model.optimized.onnx"
-    graph = onnx.load(str(graph_file), load_external_data=False)
-    for value_info in graph.graph.input:
-        value_info.type.tensor_type.shape.dim[1].dim_param = SEQUENCE_AXIS
-    onnx.save_model(graph, str(graph_file))
-    digest = sha256_file(graph_file)
-
-    def graph_only(d):
-        d["variants"]["optimized"]["sha256"] = digest
-
-    edit_manifest(tmp_path / "bundle", graph_only)
+    name_graph_axis(tmp_path / "bundle", "optimized", 1, SEQUENCE_AXIS)
     with pytest.raises(BundleError, match="its own sequence axis but the graph's inputs have"):
         PairClassifier.load(tmp_path / "bundle", variant="optimized")
 

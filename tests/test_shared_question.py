@@ -9,7 +9,7 @@ import json
 import numpy as np
 import onnx
 import pytest
-from helpers import FAST, edit_manifest, tiny_config, varied_pairs, write_jsonl
+from helpers import edit_manifest, name_graph_axis, train_tiny_towers, varied_pairs
 
 from pairbert.runtime import PairClassifier, PredictorError
 
@@ -23,23 +23,10 @@ QUESTION = "what is the capital of france"
 @pytest.fixture(scope="module")
 def towers_bundle(tmp_path_factory, tiny_tokenizer):
     from pairbert.export.bundle_writer import ExportSettings, export_bundle
-    from pairbert.training.loop import train
 
     root = tmp_path_factory.mktemp("towers")
-    validation = write_jsonl(root / "val.jsonl", varied_pairs(24))
-    train(
-        tiny_config(
-            root / "run",
-            tiny_tokenizer,
-            validation_file=str(validation),
-            epochs=2,
-            pooling="mean",
-            pairing="towers",
-            plot=False,
-            **FAST,
-        )
-    )
-    export_bundle(root / "run" / "last", root / "bundle", ExportSettings(variants=VARIANTS), echo=None)
+    checkpoint = train_tiny_towers(root, tiny_tokenizer)
+    export_bundle(checkpoint, root / "bundle", ExportSettings(variants=VARIANTS), echo=None)
     return root / "bundle"
 
 
@@ -148,7 +135,7 @@ def test_a_question_cut_differently_per_pair_is_not_shared(towers_bundle):
 def test_cross_bundles_and_graphs_with_one_batch_axis_feed_every_row(towers_bundle, tiny_bundle, tmp_path):
     import shutil
 
-    from pairbert.runtime.bundle import BundleError, sha256_file
+    from pairbert.runtime.bundle import BundleError
     from pairbert.runtime.contract import BATCH_AXIS, GraphContract, orders_batched_apart
 
     with PairClassifier.load(tiny_bundle, variant="optimized") as clf:  # cross-encoding: whole pairs
@@ -164,17 +151,7 @@ def test_cross_bundles_and_graphs_with_one_batch_axis_feed_every_row(towers_bund
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert orders_batched_apart(GraphContract.from_dict(manifest["contract"]))
     # a graph naming one batch axis for both orders (as exported before): every pair's row is fed
-    graph_file = bundle / "model.optimized.onnx"
-    graph = onnx.load(str(graph_file), load_external_data=False)
-    for value_info in graph.graph.input:
-        value_info.type.tensor_type.shape.dim[0].dim_param = BATCH_AXIS
-    onnx.save_model(graph, str(graph_file))
-    digest = sha256_file(graph_file)
-
-    def graph_only(d):
-        d["variants"]["optimized"]["sha256"] = digest
-
-    edit_manifest(bundle, graph_only)
+    name_graph_axis(bundle, "optimized", 0, BATCH_AXIS)
     with pytest.raises(BundleError, match="its own batch axis but the graph's inputs have"):
         PairClassifier.load(bundle, variant="optimized")
 
