@@ -63,8 +63,8 @@ def compare(bundle: Path, variant: str, threads: int, texts: int, queries: int, 
     clf = PairClassifier.load(bundle, variant=variant, threads=threads)
     if not clf.question_once:
         raise SystemExit(
-            f"{bundle}: variant {clf.variant} feeds every pair's question (a cross-encoding bundle, or one "
-            "exported with one batch axis for both orders): nothing to compare"
+            f"{bundle}: variant {clf.variant} feeds every pair's question (a cross-encoding bundle, one "
+            "exported with one batch axis for both orders, or CUDA graph replay): nothing to compare"
         )
     modes = dict(zip(PATHS, (True, False), strict=True))
     answers = {name: _round(clf, jobs, once)[1] for name, once in modes.items()}  # (also warms both up)

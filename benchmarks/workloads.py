@@ -47,13 +47,18 @@ def sized_batch(encoder: PairEncoder, target: int, n: int) -> tuple[list[tuple[s
     words = question.rstrip("?").split()
     rng = random.Random(0)
     questions = [question]
-    while len(questions) < n:
-        candidate = " ".join(words[:1] + rng.sample(words[1:], len(words) - 1)) + "?"
+    while len(questions) < n:  # the first and last words stay: only whole inner words move
+        candidate = " ".join(words[:1] + rng.sample(words[1:-1], len(words) - 2) + words[-1:]) + "?"
         if candidate not in questions:
             questions.append(candidate)
     pairs = [(q, answer) for q in questions]
-    if len(set(encoder.fed_lengths(*zip(*pairs, strict=True)))) != 1:
-        raise ValueError("the reordered questions do not all have the same token count")
+    qa, aq = encoder.tokenize(questions, [answer] * n)
+    fed = {encoder.branch_lengths(x, y) for x, y in zip(qa, aq, strict=True)}
+    distinct = {tuple(x.ids[: encoder.kept_length(x)]) for x in qa}
+    if len(fed) != 1 or len(distinct) != n:
+        raise ValueError(
+            "the reordered questions are not all distinct at one token count under this tokenizer"
+        )
     return pairs, tokens
 
 

@@ -73,6 +73,7 @@ FILE_NAMES = {v: f"model.{v}.onnx" for v in ORT_VARIANTS}
 DEVICE = {"fp32": "any", "optimized": "any", "int8": "cpu", "fp16": "cuda"}
 BASE = {"optimized": "fp32", "int8": "optimized", "fp16": "optimized"}  # what each variant is built from
 SHAPE_GRID = ((1, 4), (2, 17), (7, 64), (33, 128))
+SHARED_QUESTION_SHAPE = (7, 64)  # the grid entry also fed with one question row for its seven answers
 
 
 @dataclass(frozen=True)
@@ -223,8 +224,10 @@ def shape_grid_feeds(
             )
         feeds.append({name: feed[name] for name in contract.input_names})
     if shared_question and orders_batched_apart(contract):
-        last = feeds[-2]  # several rows, each order at its own length
-        feeds.append({name: value[:1] if name.startswith("qa_") else value for name, value in last.items()})
+        several = feeds[SHAPE_GRID.index(SHARED_QUESTION_SHAPE)]
+        feeds.append(
+            {name: value[:1] if name.startswith("qa_") else value for name, value in several.items()}
+        )
     return feeds
 
 

@@ -172,9 +172,11 @@ def shared_row_drift(run, feed: dict[str, np.ndarray], logits: np.ndarray | None
     batch = max(len(value) for value in feed.values())
     if all(len(value) == batch for value in feed.values()):
         return 0.0
-    logits = run(feed) if logits is None else logits
+    logits = np.asarray(run(feed) if logits is None else logits)
+    if len(logits) != batch:  # one answer per row of the larger batch, or it is wrong however close
+        return float("inf")
     repeated = {name: np.repeat(v, batch, axis=0) if len(v) == 1 else v for name, v in feed.items()}
-    return float(np.abs(np.asarray(logits) - np.asarray(run(repeated))).max())
+    return float(np.abs(logits - np.asarray(run(repeated))).max())
 
 
 def parity_figures(reference: np.ndarray, candidate: np.ndarray) -> dict:

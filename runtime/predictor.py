@@ -412,12 +412,14 @@ class PairClassifier:
 
     @question_once.setter
     def question_once(self, on: bool) -> None:
+        if not isinstance(on, bool):
+            raise PredictorError(f"question_once must be True or False, got {type(on).__name__} {on!r:.40}")
         if on and not self._shares_questions:
             raise PredictorError(
                 f"variant {self.variant} cannot feed one question row for many answers (a cross-encoding "
                 "bundle, one exported with one batch axis for both orders, or CUDA graph replay)"
             )
-        self._question_once = bool(on)
+        self._question_once = on
 
     @property
     def provider(self) -> str:
@@ -517,9 +519,7 @@ class PairClassifier:
         groups = shared_question_groups(qa, self.encoder, least) if self._question_once else []
         for group in groups:
             lengths = [self.encoder.kept_length(aq[i]) for i in group]
-            cap = self.max_batch_tokens  # the question's one row counts too
-            cap = cap and max(1, cap - self.encoder.kept_length(qa[group[0]]))
-            for idx in bucketed_batches(lengths, batch_size, cap):
+            for idx in bucketed_batches(lengths, batch_size, self.max_batch_tokens):
                 yield [group[j] for j in idx], True
         taken = {i for group in groups for i in group}
         rest = [i for i in range(len(qa)) if i not in taken] if taken else range(len(qa))

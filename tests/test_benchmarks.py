@@ -189,3 +189,6 @@ def test_the_long_batch_workload_gives_every_pair_its_own_question(tiny_tokenize
     assert (pairs[0][0], pairs[0][1], tokens) == sized_pair(encoder, 128)
     qa, aq = encoder.tokenize([q for q, _ in pairs], [a for _, a in pairs])
     assert len({encoder.branch_lengths(x, y) for x, y in zip(qa, aq, strict=True)}) == 1
+    short = PairEncoder.from_file(tiny_tokenizer, 8).with_feed("first-segment").with_apart(True)
+    with pytest.raises(ValueError, match="not all distinct"):  # cut to one prefix: they would share it
+        sized_batch(short, 8, 32)
