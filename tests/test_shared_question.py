@@ -280,3 +280,30 @@ def test_export_checks_every_backend_with_one_question_row(towers_bundle, tiny_c
     assert all(len({len(v) for v in f.values()}) == 1 for f in grid[:-1])
     cross = _prepare(tiny_checkpoint, ExportSettings(), None).grid  # whole pairs: no shared row
     assert all(len({len(v) for v in f.values()}) == 1 for f in cross)
+
+
+def test_a_served_rerank_scores_like_predict_on_the_same_pairs(towers_bundle):
+    """Over HTTP: /rerank (its query fed once) answers what /predict answers for the same pairs, and a
+    /predict run mixing a question asked by ten pairs with others keeps every pair's own answer."""
+    pytest.importorskip("starlette", reason="needs pairbert[serve]")
+    from test_serving import call
+
+    from pairbert.benchmarks.serve_load import ServerProcess
+
+    texts = _texts(10)
+    pairs = [[QUESTION, t] for t in texts] + [["who wrote hamlet", t] for t in texts[:3]]
+    with PairClassifier.load(towers_bundle, variant="optimized", threads=1) as clf:
+        clf.question_once = False
+        every = clf.predict([tuple(p) for p in pairs]).match_probability
+    proc = ServerProcess(str(towers_bundle), "--variant", "optimized")
+    try:
+        status, _, ranked = call(proc.port, "POST", "/rerank", {"query": QUESTION, "texts": texts})
+        assert status == 200
+        np.testing.assert_allclose(
+            [r["score"] for r in sorted(ranked, key=lambda r: r["index"])], every[:10], atol=1e-5
+        )
+        status, _, body = call(proc.port, "POST", "/predict", {"pairs": pairs})
+        assert status == 200
+        np.testing.assert_allclose(body["match_probability"], every, atol=1e-5)
+    finally:
+        assert proc.stop() == 0, proc.errors()
