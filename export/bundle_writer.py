@@ -174,7 +174,8 @@ class _Source:
     calibration: static_int8.CalibrationPairs | None
     reference: np.ndarray
     feeds: list[dict[str, np.ndarray]]
-    grid: list[dict[str, np.ndarray]]
+    grid: list[dict[str, np.ndarray]]  # the shape grid, then `shared_question` where there is one
+    shared_question: dict[str, np.ndarray] | None  # towers graphs: one question row for several answers
 
 
 def _versions() -> dict:
@@ -192,15 +193,10 @@ def _versions() -> dict:
     }
 
 
-def shape_grid_feeds(
-    contract: GraphContract, vocab_size: int, seed: int = 0, shared_question: bool = False
-) -> list[dict[str, np.ndarray]]:
+def shape_grid_feeds(contract: GraphContract, vocab_size: int, seed: int = 0) -> list[dict[str, np.ndarray]]:
     """Random ids with ragged padding for each (batch, length) in the grid: exercises the dynamic axes. Where
     the orders have their own sequence axes, one order is fed about half the other's length, the longer one
-    alternating (ONNX Runtime reuses buffers by shape: a graph that ties the two lengths fails here). With
-    `shared_question` (a towers graph whose orders have their own batch axes), one more feed gives the
-    question's order a single row for the other order's seven, as the runtime feeds pairs that share a
-    question (the shapes stage checks it against the row repeated)."""
+    alternating (ONNX Runtime reuses buffers by shape: a graph that ties the two lengths fails here)."""
     rng = np.random.default_rng(seed)
     apart = orders_padded_apart(contract)
     feeds = []
@@ -223,12 +219,17 @@ def shape_grid_feeds(
                 }
             )
         feeds.append({name: feed[name] for name in contract.input_names})
-    if shared_question and orders_batched_apart(contract):
-        several = feeds[SHAPE_GRID.index(SHARED_QUESTION_SHAPE)]
-        feeds.append(
-            {name: value[:1] if name.startswith("qa_") else value for name, value in several.items()}
-        )
     return feeds
+
+
+def shared_question_feed(contract: GraphContract, grid: list[dict[str, np.ndarray]]) -> dict | None:
+    """The grid's SHARED_QUESTION_SHAPE feed with the question's order cut to its first row, as the runtime
+    feeds pairs that share a question (checked against the row repeated); None for a graph whose orders
+    share one batch axis."""
+    if not orders_batched_apart(contract):
+        return None
+    several = grid[SHAPE_GRID.index(SHARED_QUESTION_SHAPE)]
+    return {name: value[:1] if name.startswith("qa_") else value for name, value in several.items()}
 
 
 def variants_to_build(asked: Sequence[str]) -> list[str]:
@@ -273,6 +274,8 @@ def _prepare(checkpoint: Path, settings: ExportSettings, echo) -> _Source:
         )
     graph_encoder = encoder.with_apart(orders_padded_apart(CONTRACT))  # as the runtime will feed the graph
     torch_feeds = [encode_batch(graph_encoder, c, with_labels=False) for c in chunks]
+    grid = shape_grid_feeds(CONTRACT, encoder.tokenizer.get_vocab_size())
+    shared = shared_question_feed(CONTRACT, grid) if encoder.feed == "first-segment" else None
     if echo:
         echo(
             f"exporting {checkpoint} ({cfg['num_hidden_layers']} layers × 2 branches, hidden "
@@ -288,9 +291,8 @@ def _prepare(checkpoint: Path, settings: ExportSettings, echo) -> _Source:
         calibration=_calibration(ckpt, settings, pairs) if "openvino-int8" in settings.variants else None,
         reference=reference,
         feeds=[{k: v.numpy() for k, v in f.items()} for f in torch_feeds],
-        grid=shape_grid_feeds(
-            CONTRACT, encoder.tokenizer.get_vocab_size(), shared_question=encoder.feed == "first-segment"
-        ),
+        grid=grid + [shared] if shared else grid,
+        shared_question=shared,
     )
 
 
@@ -399,7 +401,7 @@ def _run_extra_validators(
         settings.force,
         tuple(settings.variants),
         calibration=src.calibration,
-        shared_question=next((feed for feed in src.grid if len({len(v) for v in feed.values()}) > 1), None),
+        shared_question=src.shared_question,
     )
     outcomes = {}
     for validator in settings.extra_validators:

@@ -196,7 +196,7 @@ def test_export_refuses_a_graph_that_broadcasts_the_question_wrongly(tmp_path):
     graph whose answer depends on how many question rows it gets (here: a sum over the whole batch) fails."""
     from onnx import TensorProto, helper
 
-    from pairbert.export.bundle_writer import shape_grid_feeds
+    from pairbert.export.bundle_writer import shape_grid_feeds, shared_question_feed
     from pairbert.export.validation import ExportError, StageReport, check_session_and_shapes
     from pairbert.runtime.contract import CONTRACT
 
@@ -221,7 +221,7 @@ def test_export_refuses_a_graph_that_broadcasts_the_question_wrongly(tmp_path):
     report = StageReport()
     plain = shape_grid_feeds(CONTRACT, 50)
     check_session_and_shapes(path, CONTRACT, plain, report)  # equal batches: nothing to catch
-    shared = shape_grid_feeds(CONTRACT, 50, shared_question=True)
+    shared = plain + [shared_question_feed(CONTRACT, plain)]
     with pytest.raises(ExportError, match="one row fed for all gave logits"):
         check_session_and_shapes(path, CONTRACT, shared, report)
     if importlib.util.find_spec("openvino") is None:
