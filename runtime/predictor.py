@@ -79,10 +79,21 @@ DEFAULT_MAX_BATCH_TOKENS = 1024
 # pairs of 56 tokens in one call peaked at 813 MB when all were tokenized up front.
 TOKENIZE_SLICE = 4096
 # A question in at least this many pairs of a call (or in all of them) is fed once for them, as runs of its
-# own: smaller groups beside other pairs lose more to the extra runs than the question's rows cost
-# (OpenVINO bf16 on AMD EPYC Zen 5, calls of 32 pairs: 8 questions × 4 texts 0.92× as fast grouped, 4 × 8
-# 1.14×, 1 × 32 1.35×; the validation split's pairs of 2 halved its throughput).
+# own: smaller groups beside other pairs lose more to the extra runs than the question's rows cost. An
+# OpenVINO run costs more than an ONNX Runtime one of the same work, so ONNX Runtime on the CPU groups from 4
+# (`python -m pairbert.benchmarks.shared_question_threshold BUNDLE --variant V`, calls of 32 or 48 pairs,
+# grouped against every row fed, AMD EPYC Zen 5; 2 / 3 / 4 / 6 / 8 texts a question: `optimized` 0.91 /
+# 0.94 / 1.18 / 1.17 / 1.31×, ONNX Runtime fp32 1.01 / 1.01 / 1.17 / 1.20 / 1.31×, `openvino-bf16` 0.62 /
+# 0.78 / 0.86 / 0.98 / 1.15×). CUDA keeps 8 (not measured there; graph replays never group).
 SHARED_QUESTION_PAIRS = 8
+SHARED_QUESTION_PAIRS_ORT_CPU = 4
+
+
+def shared_question_pairs(backend: str, device: str) -> int:
+    """How many pairs of a call must share a question for it to be fed once (when not all of them do)."""
+    if backend == ONNXRUNTIME and device == "cpu":
+        return SHARED_QUESTION_PAIRS_ORT_CPU
+    return SHARED_QUESTION_PAIRS
 
 
 class PredictorError(PairbertError, ValueError):
@@ -343,6 +354,7 @@ class PairClassifier:
             and getattr(session, "graphs", None) is None
         )
         self._question_once = self._shares_questions
+        self._shared_question_pairs = shared_question_pairs(session.backend, device)
         self._finalizer = weakref.finalize(self, LEDGER.release, threads)
 
     @classmethod
@@ -403,6 +415,18 @@ class PairClassifier:
             raise
         log.info("pairbert predictor: variant %s on %s (%d threads)", name, session.provider, claimed)
         return cls(session, encoder, manifest, name, device, claimed, max_batch_tokens, choice)
+
+    @property
+    def shared_question_pairs(self) -> int:
+        """How many pairs of a call (or server run) must share a question for it to be fed once when not all
+        of them do: 4 with ONNX Runtime on the CPU, else 8 (measured, SHARED_QUESTION_PAIRS). Settable."""
+        return self._shared_question_pairs
+
+    @shared_question_pairs.setter
+    def shared_question_pairs(self, pairs: int) -> None:
+        if isinstance(pairs, bool) or not isinstance(pairs, Integral) or pairs < 2:
+            raise PredictorError(f"shared_question_pairs must be an int of at least 2, got {pairs!r:.40}")
+        self._shared_question_pairs = int(pairs)
 
     @property
     def question_once(self) -> bool:
@@ -513,9 +537,9 @@ class PairClassifier:
 
     def _batches(self, qa: list, aq: list, batch_size: int):
         """(pair indices, whether they share one question fed once) for each run: the pairs of a question
-        shared by at least SHARED_QUESTION_PAIRS of them or by all (when `question_once`) bucketed by answer
+        shared by at least `shared_question_pairs` of them or by all (when `question_once`) bucketed by answer
         length, then the others bucketed by the longer order's length."""
-        least = min(SHARED_QUESTION_PAIRS, max(2, len(qa)))
+        least = min(self._shared_question_pairs, max(2, len(qa)))
         groups = shared_question_groups(qa, self.encoder, least) if self._question_once else []
         for group in groups:
             lengths = [self.encoder.kept_length(aq[i]) for i in group]

@@ -76,33 +76,42 @@ def test_rank_feeds_the_query_once_with_the_same_scores(towers_bundle, variant):
     assert max(abs(got[i] - want[i]) for i in want) <= 1e-6 + 0.02 * spread
 
 
-def test_only_questions_shared_by_enough_pairs_are_fed_once(towers_bundle):
-    """A run mixing a question asked 9 times, one asked 7 times (under SHARED_QUESTION_PAIRS) and singles:
-    the nine go as one run with one question row, the rest as before; every pair keeps its own answer."""
-    from pairbert.runtime.predictor import SHARED_QUESTION_PAIRS
-
-    assert 7 < SHARED_QUESTION_PAIRS <= 9
-    texts = _texts(18)
-    pairs = [(QUESTION, t) for t in texts[:9]] + [("who wrote hamlet", t) for t in texts[9:16]]
-    pairs += [("is a spider a cat", texts[16]), ("how many legs", texts[17])]
+@pytest.mark.parametrize(
+    ("variant", "least"), [("optimized", 4)] + [("openvino-fp32", 8)] * ("openvino-fp32" in VARIANTS)
+)
+def test_only_questions_shared_by_enough_pairs_are_fed_once(towers_bundle, variant, least):
+    """A run mixing a question asked `least` + 1 times, one asked `least` - 1 times and singles: the first
+    goes as one run with one question row, the rest as before; every pair keeps its own answer. ONNX Runtime
+    on the CPU groups from 4 pairs, OpenVINO (whose runs cost more) from 8."""
+    texts = _texts(2 * least + 2)
+    many, few = least + 1, least - 1
+    pairs = [(QUESTION, t) for t in texts[:many]] + [("who wrote hamlet", t) for t in texts[many:-2]]
+    pairs += [("is a spider a cat", texts[-2]), ("how many legs", texts[-1])]
     pairs = pairs[::2] + pairs[1::2]  # interleaved: grouping must not depend on the order
-    with PairClassifier.load(towers_bundle, variant="optimized") as clf:
+    n = len(pairs)
+    with PairClassifier.load(towers_bundle, variant=variant) as clf:
+        assert clf.shared_question_pairs == least
+        for bad in (1, 2.5, True, "4"):
+            with pytest.raises(PredictorError, match="shared_question_pairs must be an int of at least 2"):
+                clf.shared_question_pairs = bad
+        assert clf.shared_question_pairs == least
         feeds = Feeds(clf)
         once, every = _apart(clf, lambda c: c.predict(pairs).probabilities)
-        assert feeds.shapes == [(1, 9), (9, 9), (18, 18)]  # fed once, then every row
+        assert feeds.shapes == [(1, many), (few + 2, few + 2), (n, n)]  # fed once, then every row
         # the server's path (encodings tokenized on arrival) groups the same way
         feeds.shapes.clear()
         qa, aq = clf.encoder.tokenize([q for q, _ in pairs], [a for _, a in pairs])
         served = clf.predict_encoded(qa, aq).probabilities
-        assert feeds.shapes == [(1, 9), (9, 9)]
-    np.testing.assert_allclose(once, every, atol=1e-6)
-    np.testing.assert_allclose(served, every, atol=1e-6)
-    with PairClassifier.load(towers_bundle, variant="optimized") as clf:
+        assert feeds.shapes == [(1, many), (few + 2, few + 2)]
+    tolerance = 1e-6 if variant == "optimized" else 1e-5
+    np.testing.assert_allclose(once, every, atol=tolerance)
+    np.testing.assert_allclose(served, every, atol=tolerance)
+    with PairClassifier.load(towers_bundle, variant=variant) as clf:
         feeds = Feeds(clf)
         clf.rank(QUESTION, texts[:3])  # a call whose pairs all share the question: fed once however few
-        clf.predict([(QUESTION, t) for t in texts[:4]] + [("who wrote hamlet", texts[4])])  # 4 of 5: not
+        clf.predict([(QUESTION, t) for t in texts[:few]] + [("who wrote hamlet", texts[few])])  # too few
         clf.predict([(QUESTION, texts[0])])
-        assert feeds.shapes == [(1, 3), (5, 5), (1, 1)]
+        assert feeds.shapes == [(1, 3), (few + 1, few + 1), (1, 1)]
 
 
 def test_grouped_runs_keep_to_the_token_cap(towers_bundle):
@@ -307,3 +316,19 @@ def test_a_served_rerank_scores_like_predict_on_the_same_pairs(towers_bundle):
         np.testing.assert_allclose(body["match_probability"], every, atol=1e-5)
     finally:
         assert proc.stop() == 0, proc.errors()
+
+
+def test_threshold_benchmark_times_both_paths(towers_bundle, capsys):
+    """benchmarks/shared_question_threshold.py (which set SHARED_QUESTION_PAIRS) runs on a bundle and reports
+    both paths for each group size, with the threshold the predictor uses on its backend."""
+    from pairbert.benchmarks import shared_question_threshold
+
+    argv = [str(towers_bundle), "--variant", "optimized", "--texts", "3", "4", "--rounds", "1"]
+    shared_question_threshold.main(argv)
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["variant"] == "optimized" and report["threshold"] == 4
+    assert report["3 texts a question"]["pairs_a_call"] == 48
+    assert report["4 texts a question"]["pairs_a_call"] == 32
+    for k in (3, 4):
+        timing = report[f"{k} texts a question"]
+        assert timing["grouped_ms"] > 0 and timing["every_row_ms"] > 0 and timing["ratio"] > 0
