@@ -1,12 +1,14 @@
 """From how many pairs a shared question pays for being fed once: `predict` on calls where every question is
-asked of k answers, with the grouping threshold at k (each question fed once, a run of its own) and out of
-reach (every row fed, runs bucketed by length as usual), in turns on one loaded session.
+asked of k answers, grouped (the threshold at k: each question fed once, in runs of its own) against every
+row fed (`question_once = False`: runs bucketed by length as usual), in turns on one loaded session.
 
     python -m pairbert.benchmarks.shared_question_threshold BUNDLE [--variant auto] [--texts 2 3 4 6 8]
 
-Each call holds 32 pairs (48 where k is 3 or 6) of the built-in validation split's questions and answers
-(a fixed draw); ten calls a timing, the best of four rounds. Prints ms per call both ways and their ratio
-(above 1: grouping is faster), which sets `runtime/predictor.py`'s SHARED_QUESTION_PAIRS per backend.
+Each call holds the questions of the built-in validation split asked of k of its answers (a fixed draw):
+32 pairs where k divides 32, else as many questions as fit in 48 pairs. Ten calls a timing, the best of four
+rounds. Prints ms per call both ways and their ratio (above 1: grouping is faster), what sets
+`runtime/predictor.py`'s SHARED_QUESTION_PAIRS (and SHARED_QUESTION_PAIRS_ORT_CPU for ONNX Runtime on the
+CPU).
 """
 
 from __future__ import annotations
@@ -58,13 +60,14 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(f"--texts must be at least 2, got {k}")
         calls = _calls(k)
 
-        def run(threshold: int, calls=calls) -> None:
-            clf.shared_question_pairs = threshold
+        def run(grouped: bool, k: int = k, calls=calls) -> None:
+            clf.question_once = grouped
+            clf.shared_question_pairs = k
             for pairs in calls:
                 clf.predict(pairs, batch_size=32)
 
         timed = in_turns(
-            {"grouped": lambda t, k=k: run(k), "every row": lambda t: run(10**9)},
+            {"grouped": lambda _: run(True), "every row": lambda _: run(False)},
             {"calls": (None, 1)},
             rounds=args.rounds,
             warmup=1,

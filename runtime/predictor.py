@@ -80,11 +80,12 @@ DEFAULT_MAX_BATCH_TOKENS = 1024
 TOKENIZE_SLICE = 4096
 # A question in at least this many pairs of a call (or in all of them) is fed once for them, as runs of its
 # own: smaller groups beside other pairs lose more to the extra runs than the question's rows cost. An
-# OpenVINO run costs more than an ONNX Runtime one of the same work, so ONNX Runtime on the CPU groups from 4
-# (`python -m pairbert.benchmarks.shared_question_threshold BUNDLE --variant V`, calls of 32 or 48 pairs,
-# grouped against every row fed, AMD EPYC Zen 5; 2 / 3 / 4 / 6 / 8 texts a question: `optimized` 0.91 /
-# 0.94 / 1.18 / 1.17 / 1.31×, ONNX Runtime fp32 1.01 / 1.01 / 1.17 / 1.20 / 1.31×, `openvino-bf16` 0.62 /
-# 0.78 / 0.86 / 0.98 / 1.15×). CUDA keeps 8 (not measured there; graph replays never group).
+# OpenVINO run has a higher fixed cost than an ONNX Runtime one, so ONNX Runtime on the CPU groups from 4
+# (`python -m pairbert.benchmarks.shared_question_threshold BUNDLE --variant V --threads 2`, calls of 32 or
+# 48 pairs, grouped against every row fed, AMD EPYC Zen 5; 2 / 3 / 4 / 6 / 8 texts a question: `optimized`
+# 0.96 / 0.99 / 1.18 / 1.16 / 1.33×, fp32 1.01 / 1.10 / 1.22 / 1.19 / 1.31×, int8 0.98 / 1.06 / 1.18 / 1.20
+# / 1.37×, `openvino-bf16` 0.61 / 0.75 / 0.86 / 0.95 / 1.11×). CUDA keeps 8 (not measured there; graph
+# replays never group).
 SHARED_QUESTION_PAIRS = 8
 SHARED_QUESTION_PAIRS_ORT_CPU = 4
 

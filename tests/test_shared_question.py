@@ -80,11 +80,11 @@ def test_rank_feeds_the_query_once_with_the_same_scores(towers_bundle, variant):
     ("variant", "least"), [("optimized", 4)] + [("openvino-fp32", 8)] * ("openvino-fp32" in VARIANTS)
 )
 def test_only_questions_shared_by_enough_pairs_are_fed_once(towers_bundle, variant, least):
-    """A run mixing a question asked `least` + 1 times, one asked `least` - 1 times and singles: the first
-    goes as one run with one question row, the rest as before; every pair keeps its own answer. ONNX Runtime
-    on the CPU groups from 4 pairs, OpenVINO (whose runs cost more) from 8."""
-    texts = _texts(2 * least + 2)
-    many, few = least + 1, least - 1
+    """A run mixing a question asked `least` times, one asked `least` - 1 times and singles: the first goes
+    as one run with one question row, the rest as before; every pair keeps its own answer. ONNX Runtime on
+    the CPU groups from 4 pairs, OpenVINO (whose runs have a higher fixed cost) from 8."""
+    texts = _texts(2 * least + 1)
+    many, few = least, least - 1
     pairs = [(QUESTION, t) for t in texts[:many]] + [("who wrote hamlet", t) for t in texts[many:-2]]
     pairs += [("is a spider a cat", texts[-2]), ("how many legs", texts[-1])]
     pairs = pairs[::2] + pairs[1::2]  # interleaved: grouping must not depend on the order
@@ -318,11 +318,20 @@ def test_a_served_rerank_scores_like_predict_on_the_same_pairs(towers_bundle):
         assert proc.stop() == 0, proc.errors()
 
 
-def test_threshold_benchmark_times_both_paths(towers_bundle, capsys):
-    """benchmarks/shared_question_threshold.py (which set SHARED_QUESTION_PAIRS) runs on a bundle and reports
-    both paths for each group size, with the threshold the predictor uses on its backend."""
+def test_threshold_benchmark_times_both_paths(towers_bundle, capsys, monkeypatch):
+    """benchmarks/shared_question_threshold.py (which set the thresholds) runs on a bundle and reports both
+    paths for each group size: every run of the grouped path feeds one question row, every run of the other
+    feeds every row."""
     from pairbert.benchmarks import shared_question_threshold
 
+    runs: list[tuple[bool, int, int]] = []
+    real_run = PairClassifier._run
+
+    def spy(self, feed):
+        runs.append((self.question_once, len(feed["qa_input_ids"]), len(feed["aq_input_ids"])))
+        return real_run(self, feed)
+
+    monkeypatch.setattr(PairClassifier, "_run", spy)
     argv = [str(towers_bundle), "--variant", "optimized", "--texts", "3", "4", "--rounds", "1"]
     shared_question_threshold.main(argv)
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -332,3 +341,16 @@ def test_threshold_benchmark_times_both_paths(towers_bundle, capsys):
     for k in (3, 4):
         timing = report[f"{k} texts a question"]
         assert timing["grouped_ms"] > 0 and timing["every_row_ms"] > 0 and timing["ratio"] > 0
+    grouped = [(qa, aq) for once, qa, aq in runs if once]
+    every = [(qa, aq) for once, qa, aq in runs if not once]
+    assert grouped and all(qa == 1 for qa, _ in grouped)  # k = 3 too: the threshold follows k
+    assert every and all(qa == aq for qa, aq in every)
+
+
+def test_cuda_keeps_the_larger_threshold():
+    """4 was measured for ONNX Runtime on the CPU only: CUDA (and OpenVINO) keep 8."""
+    from pairbert.runtime.predictor import shared_question_pairs
+
+    assert shared_question_pairs("onnxruntime", "cpu") == 4
+    assert shared_question_pairs("onnxruntime", "cuda") == 8
+    assert shared_question_pairs("openvino", "cpu") == 8
