@@ -354,3 +354,13 @@ def test_cuda_keeps_the_larger_threshold():
     assert shared_question_pairs("onnxruntime", "cpu") == 4
     assert shared_question_pairs("onnxruntime", "cuda") == 8
     assert shared_question_pairs("openvino", "cpu") == 8
+
+
+def test_tokenizing_benchmark_compares_the_two_ways(towers_bundle, capsys):
+    """benchmarks/tokenizing.py (the README's figures for encoding texts alone) runs on a towers bundle."""
+    from pairbert.benchmarks import tokenizing
+
+    out = tokenizing.main([str(towers_bundle), "--rounds", "1"])
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == out
+    assert set(out) == {"texts alone", "pairs in both orders"}
+    assert all(v["1000_pairs_ms"] > 0 and v["short_pair_us"] > 0 for v in out.values())
