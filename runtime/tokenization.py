@@ -59,6 +59,10 @@ PAIRING_FEEDS = {"cross": "pair", "towers": "first-segment"}  # what each model 
 FEATURES = ("input_ids", "attention_mask", "token_type_ids")
 MIN_MAX_LENGTH, MAX_MAX_LENGTH = 8, 8192
 CHARS_PER_TOKEN_BUDGET = 8  # texts up to 8 × max_length characters take the tokenizer's own pair path
+# The cut feed encodes a pair's texts alone unless the pair has more characters than this many a token of the
+# budget (then truncation almost surely cuts it, and it is encoded as a pair at once): English runs ~4-5
+# characters a token with MiniLM's WordPiece, so a pair over 6 a token rarely fits (either way, same ids).
+SINGLES_CHARS_PER_TOKEN = 6
 _CUT = re.compile(r"[ \t\n\r]")
 # BERT's _is_chinese_char ranges: BertNormalizer(handle_chinese_chars) pads each with spaces.
 _CJK_RANGES = (
@@ -198,7 +202,12 @@ class PairEncoder:
     def cuttable(self) -> bool:
         """Whether cutting after the first segment keeps exactly the tokens a towers branch reads (those of
         type id 0): the pair template's type ids must be 0 … 0 then non-zero only."""
-        types = self.tokenizer.encode("a", "b").type_ids
+        try:
+            types = self.tokenizer.encode("a", "b").type_ids
+        except Exception as exc:  # tokenizers' bare Exception: a vocabulary without "a" or "b" and no [UNK]
+            raise TokenizerError(
+                f"the tokenizer cannot encode the pair ('a', 'b') ({first_line(exc)})"
+            ) from None
         first = types.count(0)
         return first > 0 and not any(types[:first])
 
@@ -257,7 +266,10 @@ class PairEncoder:
         return self.collate(*self.tokenize(questions, answers))
 
     def tokenize(self, questions: Sequence[str], answers: Sequence[str]) -> tuple[list, list]:
-        """Unpadded encodings of each pair in both orders (QA list, AQ list)."""
+        """Unpadded encodings of each pair in both orders (QA list, AQ list), to be read up to `kept_length`:
+        for the cut feed a pair's encoding may be its text's own (`_tokenize_singles`), so hand them only to
+        a predictor of the same feed."""
+        questions, answers = list(questions), list(answers)  # indexed by position below
         if len(questions) != len(answers):
             raise ValueError(f"{len(questions)} questions but {len(answers)} answers")
         try:
@@ -278,10 +290,13 @@ class PairEncoder:
     def _tokenize_singles(self, questions: Sequence[str], answers: Sequence[str]) -> tuple[list, list]:
         """The cut feed's encodings from each text encoded once on its own: a pair that fits max_length
         untruncated has its first segment in either order equal to its text's own encoding (checked for the
-        template: `_singles_are_first_segments`), so only pairs that truncation would cut (or that take the
-        long path) are encoded as pairs. Half the tokenizer's work of encoding every pair in both orders."""
+        template: `_singles_are_first_segments`), so only pairs that truncation cuts are encoded as pairs:
+        half the tokenizer's work of encoding every pair in both orders. A pair of more characters than
+        SINGLES_CHARS_PER_TOKEN a token of the budget would almost surely be cut (its texts encoded twice):
+        it goes to the pair path at once. Either path feeds the same ids; the rule only saves time."""
         n = len(questions)
-        long = set(self._long_pairs(questions, answers))
+        limit = SINGLES_CHARS_PER_TOKEN * self._budget
+        long = {i for i in range(n) if len(questions[i]) + len(answers[i]) > limit}  # cut, or likely to be
         short = [i for i in range(n) if i not in long]
         if len(short) == 1:  # skip encode_batch's thread-pool hand-off
             encoded = [self.tokenizer.encode(questions[short[0]]), self.tokenizer.encode(answers[short[0]])]
@@ -309,10 +324,14 @@ class PairEncoder:
         (BERT's templates: [CLS] A [SEP] and [CLS] A [SEP] B:1 [SEP]:1), in both orders."""
         probes = ("a?", "b")  # a pair that fits the smallest max_length (MIN_MAX_LENGTH) uncut
         for first, second in (probes, probes[::-1]):
-            pair, alone = self.tokenizer.encode(first, second), self.tokenizer.encode(first)
-            n = first_segment_length(pair)
-            if (pair.ids[:n], pair.type_ids[:n]) != (alone.ids, alone.type_ids):
+            try:
+                pair, alone = self.tokenizer.encode(first, second), self.tokenizer.encode(first)
+                bare = self.tokenizer.encode(first, add_special_tokens=False)
+            except Exception:  # a vocabulary without these characters (and no [UNK]): pairs, as before
                 return False
+            n = first_segment_length(pair)
+            if not bare.ids or (pair.ids[:n], pair.type_ids[:n]) != (alone.ids, alone.type_ids):
+                return False  # (a probe that encodes to nothing would check the special tokens only)
         return True
 
     def lengths(self, questions: Sequence[str], answers: Sequence[str]) -> list[int]:

@@ -46,7 +46,7 @@ def test_pairs_at_the_truncation_boundary(tiny_tokenizer, max_length):
     """Pairs whose tokens fill max_length exactly take the texts alone; one token more and truncation cuts
     the pair, so it is encoded as a pair: both feed what encoding pairs feeds."""
     fast, slow = _both_ways(tiny_tokenizer, max_length)
-    word = "capital"  # one token of the tiny vocabulary
+    word = "cat"  # one token of the tiny vocabulary, short enough for the singles (SINGLES_CHARS_PER_TOKEN)
     assert len(fast.tokenizer.encode(word, add_special_tokens=False).ids) == 1
     budget = max_length - 3  # [CLS] q [SEP] a [SEP]
     for extra in (0, 1, 2):
@@ -78,18 +78,54 @@ class _Counting:
 
 
 def test_short_pairs_are_encoded_once_a_text_and_cut_ones_as_pairs(tiny_tokenizer):
+    """A pair that fits: its texts alone. One that truncation cuts: its texts alone first (few characters, so
+    it might fit), then as a pair in both orders. One of many characters: as a pair at once."""
+    from pairbert.runtime.tokenization import SINGLES_CHARS_PER_TOKEN
+
     fast, slow = _both_ways(tiny_tokenizer, 12)
     assert fast._singles_are_first_segments  # (its probe encodes: checked before counting)
     fast.tokenizer = counting = _Counting(fast.tokenizer)
-    questions = ["what is the capital", "what is the capital of france and of spain"]
-    answers = ["paris", "paris is the capital of france"]
+    questions = ["what is the capital", "is a cat a dog", "what is the capital of france"]
+    answers = ["paris", "no a cat is a cat", "paris is the capital of france, " * 3]
+    assert (
+        len(questions[2] + answers[2]) > SINGLES_CHARS_PER_TOKEN * (12 - 3) >= len(questions[1] + answers[1])
+    )
     got, want = fast.tokenize(questions, answers), slow.tokenize(questions, answers)
     assert _fed(fast, got[0]) == _fed(slow, want[0]) and _fed(fast, got[1]) == _fed(slow, want[1])
-    # both pairs' four texts in one batch of singles; then the pair that truncation cuts, once each order
-    assert counting.calls == ["encode_batch[4]", "encode", "encode"]
+    assert [e.type_ids.count(1) == 0 for e in got[0]] == [True, False, False]  # alone, pair, pair
+    assert counting.calls == ["encode_batch[4]", "encode_batch[2]", "encode_batch[2]"]
     counting.calls.clear()
     fast.tokenize(questions[:1], answers[:1])  # one pair: two plain encodes, no thread-pool hand-off
     assert counting.calls == ["encode", "encode"]
+
+
+def test_a_vocabulary_the_probe_cannot_encode_takes_the_pair_path(tmp_path):
+    """A vocabulary without the probe's characters and without [UNK]: the probe says no (it does not raise),
+    and texts the vocabulary can encode are encoded as pairs, as before."""
+    from tokenizers.models import WordPiece
+
+    vocab = {t: i for i, t in enumerate(["[PAD]", "[CLS]", "[SEP]", "what", "is", "paris", "a", "b"])}
+    tok = Tokenizer(WordPiece(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = __import__("tokenizers").pre_tokenizers.BertPreTokenizer()
+    tok.post_processor = TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", 1), ("[SEP]", 2)],
+    )
+    encoder = PairEncoder(tok, 16, feed="first-segment")
+    assert not encoder._singles_are_first_segments
+    qa, aq = encoder.tokenize(["what is"], ["paris"])
+    assert qa[0].ids[: encoder.kept_length(qa[0])] == [1, 3, 4, 2]
+    assert aq[0].ids[: encoder.kept_length(aq[0])] == [1, 5, 2]
+    # without "a" or "b" either, the towers' feed is refused with a one-line error, not tokenizers' Exception
+    from pairbert.runtime.tokenization import TokenizerError
+
+    bare = Tokenizer(
+        WordPiece({t: i for i, t in enumerate(["[PAD]", "[CLS]", "[SEP]", "what"])}, unk_token="[UNK]")
+    )
+    bare.post_processor = tok.post_processor
+    with pytest.raises(TokenizerError, match=r"cannot encode the pair \('a', 'b'\)"):
+        PairEncoder(bare, 16, feed="first-segment")
 
 
 def test_a_template_whose_single_encoding_is_not_the_first_segment_encodes_pairs(tiny_tokenizer):
