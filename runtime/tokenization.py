@@ -387,11 +387,12 @@ class PairEncoder:
 
     def _encode_long(self, first: str, second: str, texts: _LongTexts):
         """The pair encoding of the full texts, built from bounded prefixes (see the module notes)."""
-        if self._counter is None:
-            self._counter = Tokenizer.from_str(self.tokenizer.to_str())
-            self._counter.no_truncation()
-            self._counter.no_padding()
+        if self._counter is None:  # set up whole before it is published: a server's threads share the encoder
+            counter = Tokenizer.from_str(self.tokenizer.to_str())
+            counter.no_truncation()
+            counter.no_padding()
             self._split_cut = split_cut(self.tokenizer)
+            self._counter = counter
         a, b = texts.count(first), texts.count(second)
         half = self._budget // 2
         while not (a.done and b.done):
