@@ -296,15 +296,16 @@ class PairEncoder:
         it goes to the pair path at once. Either path feeds the same ids; the rule only saves time."""
         n = len(questions)
         limit = SINGLES_CHARS_PER_TOKEN * self._budget
-        long = {i for i in range(n) if len(questions[i]) + len(answers[i]) > limit}  # cut, or likely to be
-        short = [i for i in range(n) if i not in long]
+        short: list[int] = []
+        cut: list[int] = []  # pairs truncation cuts: of many characters (likely), or found so below
+        for i in range(n):
+            (cut if len(questions[i]) + len(answers[i]) > limit else short).append(i)
         if len(short) == 1:  # skip encode_batch's thread-pool hand-off
             encoded = [self.tokenizer.encode(questions[short[0]]), self.tokenizer.encode(answers[short[0]])]
         else:
             encoded = self.tokenizer.encode_batch([questions[i] for i in short] + [answers[i] for i in short])
         qa: list = [None] * n
         aq: list = [None] * n
-        cut = sorted(long)
         for j, i in enumerate(short):
             q, a = encoded[j], encoded[len(short) + j]
             if len(q) + len(a) - 2 * self._single_specials <= self._budget:
