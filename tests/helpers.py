@@ -138,25 +138,21 @@ def train_tiny_checkpoint(root: Path, tokenizer: Path, train_file: Path) -> Path
     return root / "run" / "last"
 
 
-def train_tiny_towers(root: Path, tokenizer: Path) -> Path:
-    """A tiny towers checkpoint (mean pooling, first-segment feed), two epochs on the smoke pairs, validated
-    on 24 varied pairs: `root/run/last`."""
+def train_tiny_varied(root: Path, tokenizer: Path, **settings) -> Path:
+    """A tiny checkpoint trained on the smoke pairs and validated on 24 varied pairs (`root/val.jsonl`), no
+    plot; `settings` add to or replace tiny_config's: `root/run/last`."""
     from pairbert.training.loop import train
 
     validation = write_jsonl(root / "val.jsonl", varied_pairs(24))
     train(
-        tiny_config(
-            root / "run",
-            tokenizer,
-            validation_file=str(validation),
-            epochs=2,
-            pooling="mean",
-            pairing="towers",
-            plot=False,
-            **FAST,
-        )
+        tiny_config(root / "run", tokenizer, validation_file=str(validation), plot=False, **FAST, **settings)
     )
     return root / "run" / "last"
+
+
+def train_tiny_towers(root: Path, tokenizer: Path) -> Path:
+    """A tiny towers checkpoint (mean pooling, first-segment feed), two epochs: `train_tiny_varied`."""
+    return train_tiny_varied(root, tokenizer, epochs=2, pooling="mean", pairing="towers")
 
 
 def name_graph_axis(bundle: Path, variant: str, axis: int, name: str) -> None:

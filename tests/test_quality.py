@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 import torch
 from helpers import (
-    FAST,
     edit_manifest,
     name_graph_axis,
     tiny_config,
     train_tiny_towers,
+    train_tiny_varied,
     varied_pairs,
     write_jsonl,
 )
@@ -170,18 +170,8 @@ def test_pooling_round_trips_through_save_load_export(tmp_path, tiny_tokenizer, 
     from pairbert.runtime.predictor import PairClassifier
     from pairbert.training.batches import encode_batch
 
-    validation = write_jsonl(tmp_path / "val.jsonl", varied_pairs(24))
-    train(
-        tiny_config(
-            tmp_path / "run",
-            tiny_tokenizer,
-            validation_file=str(validation),
-            epochs=3,
-            pooling=pooling,
-            plot=False,
-            **FAST,
-        )
-    )
+    train_tiny_varied(tmp_path, tiny_tokenizer, epochs=3, pooling=pooling)
+    validation = tmp_path / "val.jsonl"
     ckpt = load_checkpoint(tmp_path / "run" / "last")
     assert ckpt.model.config.pooling == pooling
     assert json.loads((tmp_path / "run" / "last" / "config.json").read_text())["pooling"] == pooling
