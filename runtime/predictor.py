@@ -58,7 +58,7 @@ from .sessions import (
     openvino_available,
     weights_folder_supported,
 )
-from .tokenization import PairEncoder, TokenizerError
+from .tokenization import PairEncoder, TokenizerError, Tokens
 from .variants import (
     AUTO_MIN_AGREEMENT,
     BACKEND,
@@ -75,7 +75,7 @@ log = logging.getLogger(__name__)
 # tokens took 2,261 ms and peaked at 748 MB RSS in one run, 1,713 ms and 295 MB split at 1,024 tokens;
 # batch-1 and batch-32 short-pair throughput are unchanged (benchmarks/results, README).
 DEFAULT_MAX_BATCH_TOKENS = 1024
-# Pairs tokenized at a time in one predict call (their encodings are ~15 kB a pair while held): 50,000
+# Pairs tokenized at a time in one predict call (their Tokens are 2-12 kB a pair while held): 50,000
 # pairs of 56 tokens in one call peaked at 813 MB when all were tokenized up front.
 TOKENIZE_SLICE = 4096
 # A question in at least this many pairs of a call (or in all of them) is fed once for them, as runs of its
@@ -135,15 +135,14 @@ def _check_text(value: object, index: int | None, field: str) -> str:
     return value
 
 
-def _encodings(value: object, name: str) -> list[Encoding]:
+def _encodings(value: object, name: str) -> list[Tokens | Encoding]:
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
         raise PredictorError(f"{name} must be a list of encodings, got {type(value).__name__}")
     items = list(value)
     for index, item in enumerate(items):
-        if not isinstance(item, Encoding):
+        if not isinstance(item, (Tokens, Encoding)):
             raise PredictorError(
-                f"{name}[{index}] must be a tokenizers.Encoding made by clf.encoder.tokenize, "
-                f"got {type(item).__name__}"
+                f"{name}[{index}] must be the Tokens made by clf.encoder.tokenize, got {type(item).__name__}"
             )
     return items
 
@@ -512,7 +511,7 @@ class PairClassifier:
 
     def _predict(self, questions: list[str], answers: list[str], batch_size: int) -> Prediction:
         """Tokenized and run TOKENIZE_SLICE pairs at a time: a call's memory beyond its texts and results
-        stays that of one slice's encodings (~15 kB a pair while held), however many pairs it has."""
+        stays that of one slice's tokens (2-12 kB a pair while held), however many pairs it has."""
         batch_size = _batch_size(batch_size)
         logits = np.empty((len(questions), len(self.label_names)), dtype=np.float32)
         for start in range(0, len(questions), TOKENIZE_SLICE):

@@ -63,6 +63,12 @@ CHARS_PER_TOKEN_BUDGET = 8  # texts up to 8 × max_length characters take the to
 # budget (then truncation almost surely cuts it, and it is encoded as a pair at once): English runs ~4-5
 # characters a token with MiniLM's WordPiece, so a pair over 6 a token rarely fits (either way, same ids).
 SINGLES_CHARS_PER_TOKEN = 6
+# `tokenize` works through a call this much at a time: a tokenizers `Encoding` of a pair that truncation cuts
+# holds every overflow piece (~1 MB for two 1,000-character texts), so only one slice's encodings live at once
+# (2,000 such pairs peaked at +2.8 GB kept whole, +132 MB sliced: benchmarks/tokenizing_memory.py). A pair
+# counts at most 2 × 8 × max_length characters (the long path bounds the rest); a slice holds at most
+# SLICE_PAIRS pairs however short.
+SLICE_CHARS, SLICE_PAIRS = 65_536, 1024
 _CUT = re.compile(r"[ \t\n\r]")
 # BERT's _is_chinese_char ranges: BertNormalizer(handle_chinese_chars) pads each with spaces.
 _CJK_RANGES = (
@@ -166,6 +172,27 @@ def first_segment_length(encoding) -> int:
     return encoding.type_ids.count(0)
 
 
+class Tokens:
+    """One order's tokens of one pair, as `PairEncoder.tokenize` hands them out: its ids and type ids (lists,
+    as an `Encoding` has them), nothing else. An `Encoding` also holds token strings, offsets and, when
+    truncation cut the pair, every overflow piece: ~1 MB for two 1,000-character texts, ~12 kB as Tokens."""
+
+    __slots__ = ("ids", "type_ids")
+
+    def __init__(self, ids: list[int], type_ids: list[int]):
+        self.ids, self.type_ids = ids, type_ids
+
+    @classmethod
+    def of(cls, encoding: Encoding) -> Tokens:
+        return cls(encoding.ids, encoding.type_ids)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __repr__(self) -> str:
+        return f"Tokens(ids={self.ids}, type_ids={self.type_ids})"
+
+
 class PairEncoder:
     """Tokenizes pairs in both orders and pads them into the graph's inputs. `feed`: what each order gets
     (whole pairs, or the first segment only); `apart`: each order padded to its own longest member (graphs
@@ -266,28 +293,48 @@ class PairEncoder:
         return self.collate(*self.tokenize(questions, answers))
 
     def tokenize(self, questions: Sequence[str], answers: Sequence[str]) -> tuple[list, list]:
-        """Unpadded encodings of each pair in both orders (QA list, AQ list), to be read up to `kept_length`:
-        for the cut feed a pair's encoding may be its text's own (`_tokenize_singles`), so hand them only to
-        a predictor of the same feed."""
+        """Unpadded `Tokens` of each pair in both orders (QA list, AQ list), to be read up to `kept_length`:
+        for the cut feed a pair's tokens may be its text's own (`_tokenize_singles`), so hand them only to
+        a predictor of the same feed. Memory: the Tokens, and one slice's encodings at once (SLICE_CHARS)."""
         questions, answers = list(questions), list(answers)  # indexed by position below
         if len(questions) != len(answers):
             raise ValueError(f"{len(questions)} questions but {len(answers)} answers")
+        singles = self.feed == "first-segment" and self._singles_are_first_segments
+        texts = self._long_texts(questions, answers)  # a long text repeated across slices is counted once
+        qa: list[Tokens] = []
+        aq: list[Tokens] = []
         try:
-            if self.feed == "first-segment" and self._singles_are_first_segments:
-                return self._tokenize_singles(questions, answers)
-            return self._tokenize_pairs(questions, answers)
+            for start, stop in self._slices(questions, answers):
+                q, a = questions[start:stop], answers[start:stop]
+                got = self._tokenize_singles(q, a, texts) if singles else self._tokenize_pairs(q, a, texts)
+                qa += map(Tokens.of, got[0])
+                aq += map(Tokens.of, got[1])
+            return qa, aq
         except Exception as exc:
             if type(exc) is not Exception:  # ours or Python's (MemoryError, a bug): not the tokenizer's
                 raise
             # tokenizers raises a bare Exception (e.g. a vocabulary without [UNK])
             raise TokenizerError(f"the tokenizer cannot encode these texts ({first_line(exc)})") from None
 
-    def _tokenize_pairs(self, questions: Sequence[str], answers: Sequence[str]) -> tuple[list, list]:
-        texts = self._long_texts(questions, answers)  # shared by both orders
-        qa = self._encode_order(questions, answers, texts)
+    def _slices(self, questions: list[str], answers: list[str]):
+        """(start, stop) of consecutive slices of at most SLICE_PAIRS pairs and about SLICE_CHARS characters
+        (at least one pair each), each pair counted at most 2 × 8 × max_length characters."""
+        cap = 2 * self._long_chars
+        start, chars = 0, 0
+        for i, (q, a) in enumerate(zip(questions, answers, strict=True)):
+            size = min(len(q), cap) + min(len(a), cap)
+            if i > start and (chars + size > SLICE_CHARS or i - start >= SLICE_PAIRS):
+                yield start, i
+                start, chars = i, 0
+            chars += size
+        if start < len(questions):
+            yield start, len(questions)
+
+    def _tokenize_pairs(self, questions: Sequence[str], answers: Sequence[str], texts: _LongTexts) -> tuple:
+        qa = self._encode_order(questions, answers, texts)  # the long-text work shared by both orders
         return qa, self._encode_order(answers, questions, texts)
 
-    def _tokenize_singles(self, questions: Sequence[str], answers: Sequence[str]) -> tuple[list, list]:
+    def _tokenize_singles(self, questions: Sequence[str], answers: Sequence[str], texts: _LongTexts) -> tuple:
         """The cut feed's encodings from each text encoded once on its own: a pair that fits max_length
         untruncated has its first segment in either order equal to its text's own encoding (checked for the
         template: `_singles_are_first_segments`), so only pairs that truncation cuts are encoded as pairs:
@@ -314,7 +361,9 @@ class PairEncoder:
                 cut.append(i)
         if cut:
             cut.sort()
-            cut_qa, cut_aq = self._tokenize_pairs([questions[i] for i in cut], [answers[i] for i in cut])
+            cut_qa, cut_aq = self._tokenize_pairs(
+                [questions[i] for i in cut], [answers[i] for i in cut], texts
+            )
             for j, i in enumerate(cut):
                 qa[i], aq[i] = cut_qa[j], cut_aq[j]
         return qa, aq
@@ -337,8 +386,13 @@ class PairEncoder:
 
     def lengths(self, questions: Sequence[str], answers: Sequence[str]) -> list[int]:
         """Token count of each pair (same in both orders)."""
+        questions, answers = list(questions), list(answers)
         texts = self._long_texts(questions, answers)
-        return [len(e.ids) for e in self._encode_order(questions, answers, texts)]
+        return [
+            len(e.ids)
+            for start, stop in self._slices(questions, answers)
+            for e in self._encode_order(questions[start:stop], answers[start:stop], texts)
+        ]
 
     def kept_length(self, encoding) -> int:
         """Tokens of one order's encoding this encoder feeds (all of them, or the first segment)."""

@@ -489,7 +489,7 @@ def test_predict_encoded_equals_predict_and_checks_its_arguments(tiny_bundle):
         clf.predict_encoded(qa, aq[:8])
     with pytest.raises(PredictorError, match="batch_size"):
         clf.predict_encoded(qa, aq, batch_size=0)
-    with pytest.raises(PredictorError, match=r"qa\[1\] must be a tokenizers.Encoding .* got list"):
+    with pytest.raises(PredictorError, match=r"qa\[1\] must be the Tokens made by clf.encoder.tokenize, got"):
         clf.predict_encoded([qa[0], qa[1].ids], aq[:2])
     with pytest.raises(PredictorError, match="aq must be a list of encodings, got str"):
         clf.predict_encoded(qa[:2], "ab")
