@@ -139,9 +139,36 @@ async def _read_body(request: Request, settings: ServeSettings) -> bytes:
     return b"".join(chunks)
 
 
-async def _probabilities(state: ServerState, pairs: list[tuple[str, str]], field: str):
+CLIENT_GONE = 499  # nginx's "client closed request": what /metrics counts a request whose client left as
+
+
+async def _while_connected(request: Request, work):
+    """Await `work` unless the client disconnects first: then it is cancelled (a queued request's pairs are
+    withdrawn, never run) and a RequestError with status CLIENT_GONE raised (its answer goes nowhere). The
+    body has been read, so the next ASGI message is the disconnect."""
+    task = asyncio.ensure_future(work)
+
+    async def disconnected():
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watch = asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
+    finally:  # also when this request is cancelled (the graceful shutdown ran out)
+        watch.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.wait({task})  # its cancellation runs: a queued job is withdrawn
+    if task.cancelled():
+        raise RequestError(CLIENT_GONE, "the client disconnected before its pairs ran")
+    return task.result()
+
+
+async def _probabilities(state: ServerState, request: Request, pairs: list[tuple[str, str]], field: str):
     """Queue the pairs with the batcher; raise RequestError for a full queue or a server not ready, and 413
-    for more pairs than the queue can ever hold (`field` names the list in the request)."""
+    for more pairs than the queue can ever hold (`field` names the list in the request), and CLIENT_GONE if
+    the client disconnects before they ran."""
     queue = state.settings.max_queue_pairs
     if len(pairs) > queue:  # only where max-queue-pairs < max-request-pairs; retrying would never help
         raise RequestError(
@@ -161,7 +188,8 @@ async def _probabilities(state: ServerState, pairs: list[tuple[str, str]], field
     else:
         qa, aq = encoder.tokenize(questions, answers)
     try:
-        return await state.batcher.submit(qa, aq, sum(map(encoder.fed_length, qa, aq)))
+        tokens = sum(map(encoder.fed_length, qa, aq))
+        return await _while_connected(request, state.batcher.submit(qa, aq, tokens))
     except QueueFull as exc:
         raise RequestError(503, str(exc)) from None
     except NotRunning as exc:
@@ -175,7 +203,7 @@ def _routes(state: ServerState) -> list[Route]:
         names = state.classifier.label_names if state.classifier else ()
         if not pairs:
             return JSONResponse(prediction_body([], [], names))
-        probabilities = await _probabilities(state, pairs, "pairs")
+        probabilities = await _probabilities(state, request, pairs, "pairs")
         return JSONResponse(prediction_body(probabilities.argmax(-1), probabilities, names))
 
     async def rerank(request: Request) -> Response:
@@ -183,7 +211,7 @@ def _routes(state: ServerState) -> list[Route]:
         req = rerank_request(payload, state.limits)
         if not req.texts:
             return JSONResponse([])
-        probabilities = await _probabilities(state, [(req.query, t) for t in req.texts], "texts")
+        probabilities = await _probabilities(state, request, [(req.query, t) for t in req.texts], "texts")
         return JSONResponse(rerank_body(probabilities[:, -1], req.top_n))
 
     async def health(request: Request) -> Response:

@@ -35,7 +35,7 @@ class NotRunning(Exception):
     """The batcher is stopping or not started."""
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity: the queue removes one job, not an equal one
 class _Job:
     questions: list[str]
     answers: list[str]
@@ -111,10 +111,23 @@ class DynamicBatcher:
         self._queue.append(job)
         self.stats.queued_pairs += job.size
         self._arrived.set()
-        return await job.future
+        try:
+            return await job.future
+        except asyncio.CancelledError:  # the client went away, or the graceful shutdown ran out
+            self._withdraw(job)
+            raise
+
+    def _withdraw(self, job: _Job) -> None:
+        """A cancelled request's pairs are never run: out of the queue now (its place frees for others), or,
+        taken into a run still gathering, skipped by `_execute`."""
+        job.future.cancel()
+        if job in self._queue:
+            self._queue.remove(job)
+            self.stats.queued_pairs -= job.size
 
     async def close(self) -> None:
-        """Stop taking requests, finish what is queued, then stop the worker thread."""
+        """Stop taking requests, finish what is queued (withdrawn requests are not run), then stop the worker
+        thread."""
         self._accepting = False
         if self._task is not None:
             while (self._queue or self._busy) and not self._task.done():
@@ -175,9 +188,12 @@ class DynamicBatcher:
                 pass
 
     async def _execute(self, jobs: list[_Job]) -> None:
+        self.stats.queued_pairs -= sum(job.size for job in jobs)
+        jobs = [job for job in jobs if not job.future.done()]  # withdrawn while the run gathered
+        if not jobs:
+            return
         pairs = sum(job.size for job in jobs)
         tokens = sum(job.tokens for job in jobs)
-        self.stats.queued_pairs -= pairs
         self._recent.append(pairs)
         questions = [q for job in jobs for q in job.questions]
         answers = [a for job in jobs for a in job.answers]

@@ -263,6 +263,111 @@ def test_batcher_refuses_past_its_queue_bound(clf):
     asyncio.run(asyncio.wait_for(main(), 60))
 
 
+def test_a_cancelled_request_is_withdrawn_and_never_run(clf):
+    """A request cancelled while queued (its client left, or the graceful shutdown ran out) frees its place
+    and its pairs are never run, while the run in flight and the requests behind it are answered."""
+    gate, ran = threading.Event(), []
+
+    def predict(questions, answers):
+        ran.append(list(questions))
+        assert gate.wait(60), "the test never opened the gate"
+        return clf.predict(list(zip(questions, answers, strict=True))).probabilities
+
+    async def main():
+        batcher = DynamicBatcher(predict, max_wait_ms=0, max_queue_pairs=4)
+        batcher.start()
+        first = asyncio.ensure_future(batcher.submit(["q1"], ["a1"], 4))
+        while not ran:  # the first run is on the worker, held at the gate
+            await asyncio.sleep(0.01)
+        left = asyncio.ensure_future(batcher.submit(["gone1", "gone2", "gone3"], ["x", "y", "z"], 12))
+        await asyncio.sleep(0.01)
+        assert batcher.stats.queued_pairs == 3
+        left.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await left
+        assert batcher.stats.queued_pairs == 0  # its place is free again: 3 more pairs fit the bound of 4
+        behind = asyncio.ensure_future(batcher.submit(["q2", "q3", "q4"], ["a2", "a3", "a4"], 12))
+        await asyncio.sleep(0.01)
+        gate.set()
+        assert (await first).shape == (1, len(clf.label_names))
+        assert (await behind).shape == (3, len(clf.label_names))
+        await batcher.close()
+        return batcher
+
+    batcher = asyncio.run(asyncio.wait_for(main(), 60))
+    assert ran == [["q1"], ["q2", "q3", "q4"]]  # never the withdrawn request's pairs
+    assert batcher.stats.pairs == 4 and batcher.stats.queued_pairs == 0
+
+
+def test_a_client_that_disconnects_has_its_queued_pairs_withdrawn(tiny_bundle):
+    """A real server: while the worker is busy, a client sends a whole request and hangs up. Its pairs are
+    never run, /metrics counts it as 499 (not 200), and the request in flight is answered."""
+    import uvicorn
+
+    from pairbert.serving.app import create_app
+    from pairbert.serving.server import bind
+
+    real = PairClassifier.load(tiny_bundle, variant=VARIANT, threads=1)
+    gate, ran = threading.Event(), []
+
+    class Gated:  # the real predictor, its runs recorded and held until the test opens the gate
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def predict_encoded(self, qa, aq, batch_size=32):
+            ran.append(len(qa))
+            assert gate.wait(60), "the test never opened the gate"
+            return real.predict_encoded(qa, aq, batch_size=batch_size)
+
+    sock = bind("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+    settings = ServeSettings(bundle=str(tiny_bundle), warmup=False, max_wait_ms=0)
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings, loader=Gated), log_level="warning", lifespan="on")
+    )
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    answered = []
+    try:
+        deadline = time.monotonic() + 60
+        while not (server.started and call(port, "GET", "/ready")[0] == 200):
+            assert time.monotonic() < deadline, "the server never became ready"
+            time.sleep(0.05)
+        first = threading.Thread(
+            target=lambda: answered.append(call(port, "POST", "/predict", {"pairs": [["q", "a"]]})[0])
+        )
+        first.start()
+        while not ran and time.monotonic() < deadline:  # the first request's run is held at the gate
+            time.sleep(0.01)
+        body = json.dumps({"pairs": [["gone", str(i)] for i in range(5)]}).encode()
+        with socket.create_connection(("127.0.0.1", port), timeout=60) as leaving:
+            leaving.sendall(
+                b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+            )
+            while "pairbert_queue_pairs 5.0" not in call(port, "GET", "/metrics")[2]:
+                assert time.monotonic() < deadline, "the request never reached the queue"
+                time.sleep(0.02)  # queued behind the held run
+            leaving.shutdown(socket.SHUT_RDWR)
+        while 'status="499"' not in call(port, "GET", "/metrics")[2]:
+            assert time.monotonic() < deadline, "the server never noticed the client leave"
+            time.sleep(0.05)
+        assert "pairbert_queue_pairs 0.0" in call(port, "GET", "/metrics")[2]  # withdrawn at once
+        gate.set()
+        first.join(60)
+        assert answered == [200]
+        assert call(port, "POST", "/predict", {"pairs": [["q2", "a2"]]})[0] == 200
+        metrics = call(port, "GET", "/metrics")[2]
+        assert 'pairbert_requests_total{endpoint="/predict",status="499"} 1.0' in metrics
+        assert ran == [1, 1]  # the first request and the last: never the 5 pairs whose client left
+    finally:
+        gate.set()
+        server.should_exit = True
+        thread.join(60)
+        sock.close()
+    assert not thread.is_alive()
+
+
 # --- limits and bad input ----------------------------------------------------------------------------------
 
 
