@@ -182,12 +182,13 @@ async def _probabilities(state: ServerState, request: Request, pairs: list[tuple
     questions = [q for q, _ in pairs]
     answers = [a for _, a in pairs]
     encoder = state.classifier.encoder
-    # Tokenized once, here: the token count sizes the batch, and the encodings go on to the predictor.
-    if len(pairs) > 8:  # tokenizing many pairs takes milliseconds: not on the event loop
-        qa, aq = await asyncio.to_thread(encoder.tokenize, questions, answers)
-    else:
-        qa, aq = encoder.tokenize(questions, answers)
     try:
+        state.batcher.check_room(len(pairs))  # a request the queue refuses is not tokenized first
+        # Tokenized once, here: the token count sizes the batch, and the encodings go on to the predictor.
+        if len(pairs) > 8:  # tokenizing many pairs takes milliseconds: not on the event loop
+            qa, aq = await asyncio.to_thread(encoder.tokenize, questions, answers)
+        else:
+            qa, aq = encoder.tokenize(questions, answers)
         tokens = sum(map(encoder.fed_length, qa, aq))
         return await _while_connected(request, state.batcher.submit(qa, aq, tokens))
     except QueueFull as exc:

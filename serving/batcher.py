@@ -96,16 +96,21 @@ class DynamicBatcher:
         self._accepting = True
         self._task = asyncio.get_running_loop().create_task(self._serve(), name="pairbert-batcher")
 
-    async def submit(self, questions: list[str], answers: list[str], tokens: int) -> np.ndarray:
-        """Queue one request's pairs; returns its probabilities [n, labels] once its run is done."""
+    def check_room(self, n: int) -> None:
+        """Raise NotRunning or QueueFull unless a request of n pairs would be queued now (`submit` checks
+        again; the app asks first so that a refused request is not tokenized)."""
         if not self._accepting:
             raise NotRunning("the server is stopping")
-        queued, n = self.stats.queued_pairs, len(questions)
+        queued = self.stats.queued_pairs
         if queued + n > self.max_queue_pairs:
             raise QueueFull(
                 f"the queue is full: {queued} pairs are waiting and this request's {n} would pass "
                 f"the limit of {self.max_queue_pairs}; retry later"
             )
+
+    async def submit(self, questions: list[str], answers: list[str], tokens: int) -> np.ndarray:
+        """Queue one request's pairs; returns its probabilities [n, labels] once its run is done."""
+        self.check_room(len(questions))
         loop = asyncio.get_running_loop()
         job = _Job(questions, answers, tokens, loop.create_future(), loop.time())
         self._queue.append(job)

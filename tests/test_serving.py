@@ -301,16 +301,27 @@ def test_a_cancelled_request_is_withdrawn_and_never_run(clf):
 
 def test_a_client_that_disconnects_has_its_queued_pairs_withdrawn(tiny_bundle):
     """A real server: while the worker is busy, a client sends a whole request and hangs up. Its pairs are
-    never run, /metrics counts it as 499 (not 200), and the request in flight is answered."""
+    never run, /metrics counts it as 499 (not 200), and the request in flight is answered. While it waited,
+    a request the queue had no room for was refused without being tokenized."""
     import uvicorn
 
     from pairbert.serving.app import create_app
     from pairbert.serving.server import bind
 
     real = PairClassifier.load(tiny_bundle, variant=VARIANT, threads=1)
-    gate, ran = threading.Event(), []
+    gate, ran, tokenized = threading.Event(), [], []
+
+    class Counted:  # the real encoder, its tokenize calls counted
+        def __getattr__(self, name):
+            return getattr(real.encoder, name)
+
+        def tokenize(self, questions, answers):
+            tokenized.append(len(questions))
+            return real.encoder.tokenize(questions, answers)
 
     class Gated:  # the real predictor, its runs recorded and held until the test opens the gate
+        encoder = Counted()
+
         def __getattr__(self, name):
             return getattr(real, name)
 
@@ -321,7 +332,7 @@ def test_a_client_that_disconnects_has_its_queued_pairs_withdrawn(tiny_bundle):
 
     sock = bind("127.0.0.1", 0)
     port = sock.getsockname()[1]
-    settings = ServeSettings(bundle=str(tiny_bundle), warmup=False, max_wait_ms=0)
+    settings = ServeSettings(bundle=str(tiny_bundle), warmup=False, max_wait_ms=0, max_queue_pairs=6)
     server = uvicorn.Server(
         uvicorn.Config(create_app(settings, loader=Gated), log_level="warning", lifespan="on")
     )
@@ -348,6 +359,10 @@ def test_a_client_that_disconnects_has_its_queued_pairs_withdrawn(tiny_bundle):
             while "pairbert_queue_pairs 5.0" not in call(port, "GET", "/metrics")[2]:
                 assert time.monotonic() < deadline, "the request never reached the queue"
                 time.sleep(0.02)  # queued behind the held run
+            assert tokenized == [1, 5]
+            status, _, answer = call(port, "POST", "/predict", {"pairs": [["no", "room"]] * 2})
+            assert status == 503 and "the queue is full: 5 pairs are waiting" in answer["error"]
+            assert tokenized == [1, 5]  # refused before the tokenizer's work
             leaving.shutdown(socket.SHUT_RDWR)
         while 'status="499"' not in call(port, "GET", "/metrics")[2]:
             assert time.monotonic() < deadline, "the server never noticed the client leave"
