@@ -22,7 +22,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from . import atomic_dir
 from .contract import GraphContract, TensorSpec, label_names_problem, orders_padded_apart
-from .errors import PairbertError, short_path
+from .errors import PairbertError, first_line, short_path
 from .tokenization import FEEDS, MAX_MAX_LENGTH, MIN_MAX_LENGTH, PairEncoder
 from .variants import PRECISION
 
@@ -361,8 +361,8 @@ def read_manifest(bundle_dir: str | Path) -> Manifest:
         data = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:  # a name too long, no permission
         raise BundleError(f"{short_path(path)}: cannot read ({exc.strerror})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
-        raise BundleError(f"{path}: not valid JSON ({exc})") from None
+    except (ValueError, RecursionError) as exc:  # bad JSON or UTF-8, an integer past Python's digit limit
+        raise BundleError(f"{path}: not valid JSON ({first_line(exc)})") from None
     if not isinstance(data, dict):
         raise BundleError(f"{path}: expected a JSON object")
     return Manifest.from_dict(data, where=str(path))

@@ -653,3 +653,13 @@ def test_long_csv_fields_are_read_and_over_long_ones_named(tmp_path):
 def test_every_issue_error_is_a_pairbert_error():
     assert issubclass(PairFileError, PairbertError) and issubclass(TokenizerError, PairbertError)
     assert issubclass(BundleError, PairbertError) and issubclass(PredictorError, PairbertError)
+
+
+def test_a_checkpoint_json_with_a_huge_integer_is_one_clear_error(tmp_path):
+    """An integer past Python's 4,300-digit limit is a ValueError that is not a JSONDecodeError: it must read
+    as the file's error, not a traceback."""
+    from pairbert.training.checkpoint import CheckpointError, read_settings
+
+    (tmp_path / "pairbert.json").write_text('{"max_length": 1' + "0" * 5000 + "}")
+    with pytest.raises(CheckpointError, match=r"pairbert.json: unreadable \(.*integer string conversion"):
+        read_settings(tmp_path)

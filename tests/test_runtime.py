@@ -296,6 +296,9 @@ def test_bundle_faults(tiny_bundle, tmp_path):
     (copy / "manifest.json").write_text("{not json")
     with pytest.raises(BundleError, match="not valid JSON"):
         PairClassifier.load(copy)
+    (copy / "manifest.json").write_text('{"max_length": 1' + "0" * 5000 + "}")  # past Python's digit limit
+    with pytest.raises(BundleError, match="manifest.json: not valid JSON .*integer string conversion"):
+        PairClassifier.load(copy)
 
 
 def test_cuda_request_without_cuda_is_an_error_unless_fallback_allowed(tiny_bundle):

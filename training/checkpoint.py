@@ -110,7 +110,7 @@ def read_settings(path: Path) -> dict:
     file = Path(path) / SETTINGS_FILE
     try:
         settings = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:  # ValueError: bad JSON or UTF-8, a huge integer
         raise CheckpointError(f"{file}: unreadable ({exc})") from None
     if not isinstance(settings, dict):
         raise CheckpointError(f"{file}: expected a JSON object")
@@ -149,7 +149,7 @@ def _load_model(path: Path, attn_implementation: str | None) -> DualOrderBertFor
         parsed = json.loads(config.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise CheckpointError(f"{config}: missing") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:  # ValueError: bad JSON or UTF-8, a huge integer
         raise CheckpointError(f"{config}: unreadable ({exc})") from None
     if not isinstance(parsed, dict):
         raise CheckpointError(f"{config}: expected a JSON object")
@@ -207,7 +207,7 @@ def load_trainer_state(path: Path) -> dict:
     if progress_file.is_file():  # checkpoints written before the split keep progress inside the .pt
         try:
             state.update(json.loads(progress_file.read_text(encoding="utf-8")))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (ValueError, RecursionError) as exc:  # bad JSON or UTF-8, an integer past the digit limit
             raise CheckpointError(f"{progress_file}: unreadable ({exc})") from None
     missing = [k for k in ("optimizer", "scheduler", *PROGRESS_KEYS) if k not in state]
     if missing:
