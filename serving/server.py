@@ -84,11 +84,24 @@ class _OneSendTransport:
         self._flush()
         self._transport.close()
 
+    def write_eof(self) -> None:
+        self._flush()
+        self._transport.write_eof()
+
     def __getattr__(self, name):
         return getattr(self._transport, name)
 
 
 MAX_HEAD_BYTES = 64 * 1024  # a request's line and headers (uvicorn's h11 protocol has the same bound)
+# After refusing a request that is still arriving, the connection reads and drops what comes for this long
+# before it closes: closed at once with unread bytes, the kernel resets it, and the client may get the reset
+# instead of the answer.
+LINGER_S = 2.0
+
+
+class HeadTooBig(Exception):
+    """Raised from the parser's callbacks when a request's line and headers pass MAX_HEAD_BYTES."""
+
 
 try:
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -106,9 +119,11 @@ if HttpToolsProtocol is not None:
 
         A head is the bytes from a request's first byte (`on_message_begin`) to the end of its headers
         (`on_headers_complete`); a body, and the wait between requests, are not. Each head must end within
-        `header_timeout_s` of its first byte (408), and within MAX_HEAD_BYTES (431: counted over the reads
-        that end inside the head, so at most one read more); a new connection that sends nothing for
-        `header_timeout_s` is closed without an answer, as uvicorn closes an idle kept-alive one."""
+        `header_timeout_s` of its first byte (408), and within MAX_HEAD_BYTES (431): the URL and each header
+        (name, value and 4 bytes) are counted as the parser hands them over, whatever the reads they came
+        in, and a head still arriving by the reads that end inside it, which bounds what the parser holds
+        of a header not yet complete. A new connection that sends nothing for `header_timeout_s` is closed
+        without an answer, as uvicorn closes an idle kept-alive one."""
 
         def __init__(self, *args, header_timeout_s: float = 10.0, **kwargs):
             super().__init__(*args, **kwargs)
@@ -116,12 +131,17 @@ if HttpToolsProtocol is not None:
             self._head_deadline = None
             self._in_head = False
             self._head_bytes = 0
+            self._parsed_head_bytes = 0
+            self._head_too_big = False
+            self._refused = None  # the lingering close's timer once a request is refused
 
         def connection_made(self, transport) -> None:
             super().connection_made(_OneSendTransport(transport, self.loop))
             self._arm_head_deadline()  # a connection that never sends a byte is bounded too
 
         def data_received(self, data: bytes) -> None:
+            if self._refused is not None:  # answered and closing: the rest is dropped unread
+                return
             in_head = self._in_head
             super().data_received(data)
             if in_head and self._in_head and not self.transport.is_closing():  # all of `data` was head
@@ -134,8 +154,22 @@ if HttpToolsProtocol is not None:
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
-            self._in_head, self._head_bytes = True, 0
+            self._in_head, self._head_bytes, self._parsed_head_bytes = True, 0, 0
             self._arm_head_deadline()
+
+        def on_url(self, url: bytes) -> None:
+            self._parsed(len(url))
+            super().on_url(url)
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            self._parsed(len(name) + len(value) + 4)  # ": " and CRLF
+            super().on_header(name, value)
+
+        def _parsed(self, n: int) -> None:
+            self._parsed_head_bytes += n
+            if self._parsed_head_bytes > MAX_HEAD_BYTES:  # before the request reaches the app
+                self._head_too_big = True
+                raise HeadTooBig  # httptools makes it a parser error: uvicorn calls send_400_response
 
         def on_headers_complete(self) -> None:
             self._in_head = False
@@ -144,6 +178,8 @@ if HttpToolsProtocol is not None:
 
         def connection_lost(self, exc) -> None:
             self._disarm_head_deadline()
+            if self._refused is not None:
+                self._refused.cancel()
             super().connection_lost(exc)
 
         def _arm_head_deadline(self) -> None:
@@ -168,7 +204,9 @@ if HttpToolsProtocol is not None:
                 self.transport.close()
 
         def _refuse(self, status: bytes, message: str) -> None:
-            """Answer a request that never reached the app in JSON like every other error, and close."""
+            """Answer a request that never reached the app in JSON like every other error, and close: the
+            answer and end-of-file are sent at once, the rest of what the client sends is dropped, and the
+            connection closes LINGER_S later (or when the client closes it)."""
             self._disarm_head_deadline()
             self._in_head = False
             body = json.dumps({"error": message}).encode()
@@ -176,10 +214,21 @@ if HttpToolsProtocol is not None:
                 b"HTTP/1.1 " + status + b"\r\ncontent-type: application/json\r\n"
                 b"content-length: " + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n" + body
             )
-            self.transport.close()
+            if self.transport.can_write_eof():
+                self.transport.write_eof()
+                self._refused = self.loop.call_later(LINGER_S, self.transport.close)
+            else:  # pragma: no cover - TCP transports can
+                self._refused = self.loop.call_soon(self.transport.close)
 
         def send_400_response(self, msg: str) -> None:
-            """Bytes that are not HTTP: the 400 in JSON like every other error (uvicorn's is text/plain)."""
+            """Bytes that are not HTTP: the 400 in JSON like every other error (uvicorn's is text/plain);
+            a head over the bound (HeadTooBig, raised from a parser callback): 431."""
+            if self._head_too_big:
+                self._refuse(
+                    b"431 Request Header Fields Too Large",
+                    f"the request line and headers are over {MAX_HEAD_BYTES} bytes",
+                )
+                return
             self._refuse(b"400 Bad Request", f"malformed HTTP request ({msg.rstrip('.')})")
 
 

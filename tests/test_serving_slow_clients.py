@@ -244,6 +244,18 @@ def test_a_request_head_past_64_kib_gets_431_but_a_big_body_in_the_same_write_do
             data = _until_closed(big)
         assert data.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n"), data[:80]
         assert f"over {MAX_HEAD_BYTES} bytes".encode() in data
+        # a whole head in one write, from just past the bound to 3 times it (the reads that began or ended
+        # the head went uncounted once, so up to ~192 KiB passed)
+        for size in (MAX_HEAD_BYTES + 10, 3 * MAX_HEAD_BYTES - 100):
+            with socket.create_connection(("127.0.0.1", server.port), timeout=30) as one_write:
+                one_write.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * size + b"\r\n\r\n")
+                data = _until_closed(one_write)
+            assert data.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n"), (size, data[:80])
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as under:
+            under.sendall(
+                b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (MAX_HEAD_BYTES - 200) + b"\r\n\r\n"
+            )
+            assert under.recv(65536).startswith(b"HTTP/1.1 200 ")
         pairs = [["what is the capital of france? " * 20, "paris. " * 20]] * 300  # a ~250 kB body
         body = json.dumps({"pairs": pairs}).encode()
         head = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
