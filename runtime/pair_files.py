@@ -188,19 +188,27 @@ def _iter_delimited(stream: BinaryIO, source: str, delimiter: str, require_label
         if field not in header:
             raise PairFileError(source, 1, field, f"column missing from header {header}")
     while True:
+        start = reader.line_num + 1  # the line the next row begins on (a quoted field may span lines)
         try:
             values = next(reader)
         except StopIteration:
             return
         except csv.Error as exc:
+            if reader.line_num > start:  # the row ran on past its first line: an open quote, most likely
+                where = (
+                    f" (it began on this line and ran on to line {reader.line_num}: a quote never closed?)"
+                )
+            else:
+                where = ""
             if "field larger than field limit" in str(exc):
                 raise PairFileError(
                     source,
-                    reader.line_num,
+                    start,
                     None,
-                    f"a field longer than {MAX_LINE_CHARS:,} characters; refused",
+                    f"a field longer than {MAX_LINE_CHARS:,} characters; refused{where}",
                 ) from None
-            raise PairFileError(source, reader.line_num, None, f"malformed row ({exc})") from None
+            problem = str(exc).replace("\t", "\\t")  # the TSV delimiter, shown as \t, not a raw tab
+            raise PairFileError(source, start, None, f"malformed row ({problem}){where}") from None
         line_no = reader.line_num
         if not values or all(not v.strip() for v in values):
             continue

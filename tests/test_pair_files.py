@@ -57,6 +57,9 @@ def test_three_formats_read_the_same(tmp_path):
             None,
         ),
         ("bigint.jsonl", '{"question": "q", "answer": "a", "label": ' + "1" * 5000 + "}\n", 1, None),
+        # a quote opened and never closed: the line it opened on, not the end of the file
+        ("open.csv", 'question,answer\nq1,a1\nq2,"a2\nq3,a3\nq4,a4\n', 3, None),
+        ("open.tsv", 'question\tanswer\nWhat does "LOL" mean?\t"LOL" means laughing out loud\n', 2, None),
     ],
 )
 def test_malformed_rows_name_file_line_field(tmp_path, name, text, line, field):
@@ -67,6 +70,16 @@ def test_malformed_rows_name_file_line_field(tmp_path, name, text, line, field):
     err = info.value
     assert err.line == line and err.field == field
     assert str(path) in str(err) and f"line {line}" in str(err)
+    assert "\t" not in str(err)  # a raw tab in a one-line message reads as spaces
+
+
+def test_an_open_quote_is_named_where_it_opened_even_past_the_field_limit(tmp_path):
+    path = tmp_path / "open.csv"
+    with path.open("w") as f:
+        f.write('question,answer\nq,"oops\n')
+        f.write("q2,a2\n" * 1_500_000)  # 9 MB of rows swallowed into the open field
+    with pytest.raises(PairFileError, match=r"line 2: a field longer than .* a quote never closed\?"):
+        read_pairs(path)
 
 
 def test_a_label_written_as_a_float_reads_the_same_in_every_format(tmp_path):
