@@ -933,7 +933,8 @@ def _on_cuda_or_none(plan: DevicePlan, request: _Request, session, name: str, ho
             raise DeviceError(
                 f"CUDA was asked for but the session got {session.provider} (it needs a GPU, its "
                 "driver, and the CUDA and cuDNN libraries onnxruntime-gpu was built for: "
-                f"{GPU_LIBS_INSTALL} brings those); pass allow_fallback=True to run on the CPU"
+                f"{GPU_LIBS_INSTALL} brings those); pass allow_fallback=True (--allow-fallback) to run "
+                "on the CPU"
             )
         log.warning("CUDA does not run here (%s); loading the CPU variant instead", session.provider)
         session.close()

@@ -164,7 +164,33 @@ def test_output_under_a_file_says_it_is_a_file(tiny_bundle, tmp_path, capsys):
     (tmp_path / "afile").write_text("x")
     out = tmp_path / "afile" / "x.jsonl"
     assert run_cli(["predict", str(tiny_bundle), "-q", "q", "-a", "a", "--output", str(out)]) == 2
-    assert f"--output {out}: {tmp_path / 'afile'} is a file, not a folder" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"--output {out}: {tmp_path / 'afile'} is a file, not a folder" in err
+    assert err.startswith("usage: pairbert predict ")  # the command's usage line, not the top level's
+
+
+def test_an_output_folder_the_system_refuses_is_exit_1_not_a_usage_error(
+    tiny_bundle, tmp_path, monkeypatch, capsys
+):
+    import tempfile
+
+    def refused(*args, **kwargs):  # what a read-only or full file system answers (root ignores modes)
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkstemp", refused)
+    out = tmp_path / "x.jsonl"
+    assert run_cli(["predict", str(tiny_bundle), "-q", "q", "-a", "a", "--output", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "usage:" not in err and f"--output {out}: cannot write in {tmp_path} (Permission denied)" in err
+
+
+def test_serve_help_says_a_signal_is_a_graceful_exit_0():
+    from pairbert.cli import build_parser
+
+    parser = build_parser()
+    serve = parser._subparsers._group_actions[0].choices["serve"]
+    epilog = serve.format_help()
+    assert "0    stopped by SIGTERM or Ctrl-C" in epilog and "130" not in epilog
 
 
 # 3. empty input

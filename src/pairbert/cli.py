@@ -30,6 +30,10 @@ EPILOG = """exit codes:
   2    usage error (unknown flag, bad value, missing or conflicting option)
   130  interrupted (Ctrl-C)
   143  terminated (SIGTERM; predict keeps its rows as it does on Ctrl-C)"""
+SERVE_EPILOG = """exit codes:
+  0    stopped by SIGTERM or Ctrl-C (a graceful stop: requests in flight are answered first)
+  1    runtime error (bad bundle, device that cannot run, port taken)
+  2    usage error (unknown flag, bad value, missing or conflicting option)"""
 DEVICES = ("auto", "cpu", "cuda")
 # `pairbert train` flag (argparse dest) → TrainConfig field. tests/test_cli.py checks that every
 # TrainConfig field is either here or in TRAIN_CONFIG_NOT_ON_CLI, and that the flags' defaults equal the
@@ -432,7 +436,7 @@ class _Output:
             try:
                 fd, name = tempfile.mkstemp(prefix=f".{self.dest.name}.", suffix=".tmp", dir=self.dest.parent)
             except OSError as exc:
-                raise UserError(
+                raise OutputError(  # the file system's refusal (exit 1), not a usage error
                     f"--output {self.target}: cannot write in {self.dest.parent} ({exc.strerror})"
                 ) from None
             self.tmp = Path(name)
@@ -695,8 +699,9 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
         return super()._get_help_string(action)
 
 
-def _subparser(sub, name: str, help: str):
-    parser = sub.add_parser(name, help=help, description=help, epilog=EPILOG, formatter_class=_Formatter)
+def _subparser(sub, name: str, help: str, epilog: str = EPILOG):
+    parser = sub.add_parser(name, help=help, description=help, epilog=epilog, formatter_class=_Formatter)
+    parser.set_defaults(usage_of=parser)  # a usage error found later prints this command's usage line
     # `pairbert predict -v ...` as well as `pairbert -v predict ...` (not given here: the top level's value)
     parser.add_argument(
         "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log at INFO level"
@@ -950,7 +955,9 @@ def _add_bench(sub) -> None:
 def _add_serve(sub) -> None:
     from pairbert.serving.settings import ServeSettings as S  # noqa: N817 - defaults only (torch-free, light)
 
-    s = _subparser(sub, "serve", "HTTP server with cross-request batching (needs pairbert[serve])")
+    s = _subparser(
+        sub, "serve", "HTTP server with cross-request batching (needs pairbert[serve])", SERVE_EPILOG
+    )
     s.add_argument("bundle", help="bundle folder written by `pairbert export`")
     s.add_argument("--host", default=S.host, help="address to listen on (loopback unless you say otherwise)")
     s.add_argument("--port", type=port_number, default=S.port, help="0 picks a free port (printed)")
@@ -1069,7 +1076,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.func(args)
     except UserError as exc:
-        parser.print_usage(sys.stderr)
+        getattr(args, "usage_of", parser).print_usage(sys.stderr)
         print(f"pairbert {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except PairbertError as exc:
