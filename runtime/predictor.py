@@ -845,6 +845,11 @@ def _open(bundle: Path, manifest: Manifest, plan: DevicePlan, request: _Request,
     """(session, variant, how it was chosen) on `plan`'s device, or None when CUDA turns out not to run."""
     if request.variant != "auto":
         name = variant_key(request.backend, request.variant)
+        if name not in manifest.variants and request.variant in manifest.variants:  # optimized on openvino
+            raise PredictorError(
+                f"variant {request.variant!r} runs on {BACKEND.get(request.variant)}, not on backend "
+                f"{request.backend!r}"
+            )
         info = require_variant(bundle, manifest, name)
         if name not in BACKEND:  # a name this pairbert has no runtime for (a newer export, a renamed file)
             raise BundleError(f"{bundle}: variant {name!r} is in this bundle but this pairbert cannot run it")

@@ -87,6 +87,11 @@ def test_openvino_short_variant_name_and_provider(tiny_bundle):
         assert clf.variant == "openvino-fp32" and clf.provider.startswith("OpenVINO CPU")
     with pytest.raises(PredictorError, match="runs on openvino, not on backend 'onnxruntime'"):
         PairClassifier.load(tiny_bundle, backend="onnxruntime", variant="openvino-fp32")
+    # an ONNX Runtime variant asked of OpenVINO is named as asked, not as 'openvino-optimized'
+    with pytest.raises(
+        PredictorError, match="variant 'optimized' runs on onnxruntime, not on backend 'openvino'"
+    ):
+        PairClassifier.load(tiny_bundle, backend="openvino", variant="optimized")
 
 
 def test_bf16_runs_when_asked_even_if_unvalidated(tiny_bundle):
