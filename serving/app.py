@@ -33,6 +33,7 @@ from pairbert.runtime.predictor import DEFAULT_MAX_BATCH_TOKENS
 
 from .batcher import DynamicBatcher, NotRunning, QueueFull
 from .metrics import Metrics
+from .peers import Peers
 from .schema import (
     Limits,
     RequestError,
@@ -63,6 +64,7 @@ class ServerState:
         self.batcher: DynamicBatcher | None = None
         self.error: BaseException | None = None
         self.status = "loading"  # loading → ready → stopping; or failed
+        self.peers: Peers | None = None
         self.metrics = Metrics(lambda: self.batcher.stats.queued_pairs if self.batcher else 0)
 
 
@@ -220,6 +222,10 @@ def _routes(state: ServerState) -> list[Route]:
 
     async def ready(request: Request) -> Response:
         body = {"status": state.status}
+        peers = state.peers
+        if state.status == "ready" and peers is not None and (count := peers.ready()) < peers.workers:
+            body.update(status="waiting for the other workers", workers_ready=count, workers=peers.workers)
+            return JSONResponse(body, status_code=503)
         if state.status == "ready":
             clf = state.classifier
             body.update(
@@ -322,6 +328,8 @@ async def _start(state: ServerState, loader: Callable[[], object], on_fatal: Cal
     batcher.start()
     state.status = "ready"
     state.metrics.ready.set(1)
+    if state.peers is not None:
+        state.peers.mark(True)
     log.info(
         "pairbert serve: ready (variant %s on %s, %d threads, batching %s)",
         clf.variant,
@@ -336,10 +344,13 @@ def create_app(
     loader: Callable[[], object] | None = None,
     on_fatal: Callable[[BaseException], None] | None = None,
     threads: int | None = None,
+    peers: Peers | None = None,
 ):
     """The app. `loader` returns the predictor (default: PairClassifier.load with the settings and
-    `threads`); it runs in a thread after the server starts listening."""
+    `threads`); it runs in a thread after the server starts listening. `peers`: the other workers of the
+    same server (/ready waits for all of them)."""
     state = ServerState(settings)
+    state.peers = peers
     loader = loader or _default_loader(settings, threads if threads is not None else settings.threads)
     on_fatal = on_fatal or (lambda exc: None)
 
@@ -351,6 +362,8 @@ def create_app(
         finally:
             state.status = "stopping" if state.status != "failed" else state.status
             state.metrics.ready.set(0)
+            if state.peers is not None:
+                state.peers.mark(False)
             if not starting.done():
                 await asyncio.wait([starting])  # a load in its thread cannot be interrupted; let it end
             if state.batcher is not None:

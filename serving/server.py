@@ -12,20 +12,24 @@ import inspect
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 
 from pairbert.runtime.devices import physical_cores
 from pairbert.runtime.errors import PairbertError
 
 from .app import create_app
+from .peers import Peers
 from .settings import ServeSettings
 
 log = logging.getLogger(__name__)
 
 SETTINGS_ENV = "PAIRBERT_SERVE_SETTINGS"
 THREADS_ENV = "PAIRBERT_SERVE_THREADS"
+PEERS_ENV = "PAIRBERT_SERVE_READY_DIR"  # where the workers mark themselves ready (serving/peers.py)
 WORKER_LOAD_FAILED = 3  # uvicorn's STARTUP_FAILURE exit code
 
 
@@ -312,6 +316,8 @@ def _serve_many(settings: ServeSettings, sock: socket.socket, threads: int) -> N
 
     os.environ[SETTINGS_ENV] = settings.to_json()
     os.environ[THREADS_ENV] = str(threads)
+    peers_dir = tempfile.mkdtemp(prefix="pairbert-serve-ready-")
+    os.environ[PEERS_ENV] = peers_dir
     config = _uvicorn_config(
         "pairbert.serving.server:worker_app", settings, factory=True, workers=settings.workers
     )
@@ -319,7 +325,10 @@ def _serve_many(settings: ServeSettings, sock: socket.socket, threads: int) -> N
         supervisor = Multiprocess(config, target=uvicorn.Server(config).run, sockets=[sock])
     else:
         supervisor = Multiprocess(config, sockets=[sock])
-    supervisor.run()
+    try:
+        supervisor.run()
+    finally:
+        shutil.rmtree(peers_dir, ignore_errors=True)
     failed = [p.pid for p in supervisor.processes if p.exitcode == WORKER_LOAD_FAILED]
     if failed:
         raise ServeError(f"worker(s) {', '.join(map(str, failed))} could not load the bundle (error above)")
@@ -335,7 +344,8 @@ def worker_app():
         print(f"pairbert serve: worker {os.getpid()}: error: {exc}", file=sys.stderr, flush=True)
         os._exit(WORKER_LOAD_FAILED)
 
-    return create_app(settings, on_fatal=on_fatal, threads=int(os.environ[THREADS_ENV]))
+    peers = Peers(os.environ[PEERS_ENV], settings.workers)
+    return create_app(settings, on_fatal=on_fatal, threads=int(os.environ[THREADS_ENV]), peers=peers)
 
 
 def _check_bundle(settings: ServeSettings) -> None:

@@ -8,6 +8,7 @@ import asyncio
 import errno
 import http.client
 import json
+import os
 import shutil
 import signal
 import socket
@@ -648,20 +649,62 @@ def test_two_workers_split_the_cores_and_both_serve(tiny_bundle, clf):
         assert len(workers) == 2
         pairs = _pairs(4, seed=600)
         seen, deadline = set(), time.monotonic() + 60
-        while len(seen) < 2 and time.monotonic() < deadline:  # each worker answers /ready for itself
+        # /ready said 200 (ServerProcess waits for it) only once both workers were: every connection,
+        # whichever worker it lands on, is served from now on
+        while len(seen) < 2 and time.monotonic() < deadline:
             status, _, ready = call(server.port, "GET", "/ready")
-            if status == 200:
-                assert ready["threads"] == max(1, physical_cores() // 2)
-                seen.add(ready["pid"])
+            assert status == 200, ready
+            assert ready["threads"] == max(1, physical_cores() // 2)
+            seen.add(ready["pid"])
             status, _, body = call(server.port, "POST", "/predict", {"pairs": [list(p) for p in pairs]})
-            if status == 200:  # (this connection may land on the other worker, which may still be loading)
-                np.testing.assert_allclose(body["probabilities"], clf.predict(pairs).probabilities, atol=1e-5)
-            else:
-                assert status == 503 and "not ready" in body["error"]
+            assert status == 200, body
+            np.testing.assert_allclose(body["probabilities"], clf.predict(pairs).probabilities, atol=1e-5)
             time.sleep(0.02)
-        assert seen and seen <= {int(c) for c in workers}
+        assert seen == {int(c) for c in workers}
     finally:
         assert server.stop() == 0, server.errors()
+
+
+def test_ready_waits_for_every_live_worker(tiny_bundle, tmp_path):
+    """A worker's /ready says 200 only once every worker of its server has marked itself ready; a dead
+    worker's mark does not count."""
+    import uvicorn
+
+    from pairbert.serving.app import create_app
+    from pairbert.serving.peers import Peers
+    from pairbert.serving.server import bind
+
+    peers = Peers(tmp_path, workers=2)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    sock = bind("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+    settings = ServeSettings(bundle=str(tiny_bundle), variant=VARIANT, threads=1)
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings, peers=peers), log_level="warning", lifespan="on")
+    )
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        peers.mark(True, pid=int(dead.stdout))  # a worker that died after marking itself ready
+        deadline = time.monotonic() + 120
+        while (body := call(port, "GET", "/ready")[2])["status"] != "waiting for the other workers":
+            assert body["status"] == "loading" and time.monotonic() < deadline, body
+            time.sleep(0.05)
+        assert call(port, "GET", "/ready")[0] == 503 and body["workers_ready"] == 1 and body["workers"] == 2
+        assert call(port, "POST", "/predict", {"pairs": [["q", "a"]]})[0] == 200  # this worker serves
+        peers.mark(True, pid=other.pid)  # the other worker is ready
+        status, _, body = call(port, "GET", "/ready")
+        assert status == 200 and body["status"] == "ready"
+    finally:
+        other.kill()
+        other.wait()
+        server.should_exit = True
+        thread.join(60)
+        sock.close()
+    assert sorted(os.listdir(tmp_path)) == sorted([str(other.pid), dead.stdout.strip()])  # own mark removed
 
 
 # --- cores from the container ------------------------------------------------------------------------------
