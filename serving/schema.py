@@ -42,7 +42,7 @@ def parse_json(body: bytes) -> object:
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise RequestError(422, f"body is not UTF-8 (byte {exc.start})") from None
+        raise RequestError(422, f"body is not UTF-8 (byte {exc.start + 1})") from None
     try:
         return json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
     except RequestError:

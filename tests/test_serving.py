@@ -413,6 +413,13 @@ def test_malformed_bodies_get_a_json_error_naming_the_field(server, body, status
         assert answer.get("field") == field
 
 
+def test_a_body_that_is_not_utf8_names_its_first_bad_byte_counting_from_1():
+    from pairbert.serving.schema import RequestError, parse_json
+
+    with pytest.raises(RequestError, match=r"body is not UTF-8 \(byte 8\)"):  # as the pair-file reader counts
+        parse_json(b'{"a": "\xff"}')
+
+
 def test_limits_answer_413_and_a_full_queue_503_with_retry_after(server):
     too_many = {"pairs": [["a", "b"]] * (MAX_REQUEST_PAIRS + 1)}
     status, _, body = call(server.port, "POST", "/predict", too_many)
