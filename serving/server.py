@@ -264,9 +264,11 @@ def _uvicorn_config(app, settings: ServeSettings, **extra):
 
 def serve(settings: ServeSettings) -> None:
     """Serve until SIGTERM/SIGINT. Raises the loader's PairbertError when the bundle cannot be used."""
-    from pairbert.runtime.bundle import read_manifest
+    from pairbert.runtime.bundle import read_manifest, require_variant
 
-    read_manifest(settings.bundle)  # a missing folder or a bad manifest stops us before we listen
+    manifest = read_manifest(settings.bundle)  # a missing folder or a bad manifest stops us before we listen
+    if settings.variant != "auto":  # and so does a variant the bundle does not have
+        require_variant(settings.bundle, manifest, settings.variant)
     threads = worker_threads(settings)
     if settings.workers > 1:  # check the bundle once here, so a bad one stops us before any worker starts
         _check_bundle(settings)

@@ -648,6 +648,18 @@ def test_a_bad_bundle_stops_the_server_with_the_cli_one_line_error(tiny_bundle, 
     assert missing.stderr.startswith("pairbert serve: error: ") and "nowhere" in missing.stderr
 
 
+def test_a_variant_the_bundle_lacks_stops_serve_before_it_listens(tiny_checkpoint, tmp_path):
+    from pairbert.export.bundle_writer import ExportSettings, build_bundle
+
+    build_bundle(tiny_checkpoint, tmp_path / "b", ExportSettings(variants=("fp32",)), echo=None)
+    served = _serve_cli("serve", str(tmp_path / "b"), "--port", "0", "--variant", "int8")
+    assert served.returncode == 1 and "listening" not in served.stdout, served.stdout
+    assert (
+        served.stderr.startswith("pairbert serve: error: ")
+        and "variant 'int8' not in this bundle" in served.stderr
+    )
+
+
 def test_two_workers_split_the_cores_and_both_serve(tiny_bundle, clf):
     server = ServerProcess(str(tiny_bundle), "--variant", VARIANT, "--workers", "2")
     try:
