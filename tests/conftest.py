@@ -54,3 +54,21 @@ def tiny_bundle(tmp_path_factory, tiny_checkpoint) -> Path:
     allowed = {"openvino-int8"} if int8_gate_may_miss_here() else set()
     assert set(missed) <= allowed, f"the tiny bundle's variants missed their gates: {missed}"
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_source(tmp_path_factory, tiny_tokenizer) -> Path:
+    """A local tiny BERT folder (config, weights, tokenizer.json): a weight source with a baseline."""
+    import json
+
+    import torch
+    from transformers import BertConfig, BertModel
+
+    from pairbert.training.weights import RANDOM_CONFIGS
+
+    folder = tmp_path_factory.mktemp("tiny-source")
+    torch.manual_seed(0)
+    vocab = json.loads(Path(tiny_tokenizer).read_text())["model"]["vocab"]
+    BertModel(BertConfig(vocab_size=len(vocab), **RANDOM_CONFIGS["tiny"])).save_pretrained(folder)
+    (folder / "tokenizer.json").write_text(Path(tiny_tokenizer).read_text())
+    return folder

@@ -37,21 +37,6 @@ from pairbert.training.loop import TrainConfig, should_stop, train
 DATA = Path(__file__).resolve().parents[1] / "training" / "data"
 
 
-@pytest.fixture(scope="module")
-def tiny_source(tmp_path_factory, tiny_tokenizer) -> Path:
-    """A local tiny BERT folder (config, weights, tokenizer.json): a weight source with a baseline."""
-    from transformers import BertConfig, BertModel
-
-    from pairbert.training.weights import RANDOM_CONFIGS
-
-    folder = tmp_path_factory.mktemp("tiny-source")
-    torch.manual_seed(0)
-    vocab = json.loads(Path(tiny_tokenizer).read_text())["model"]["vocab"]
-    BertModel(BertConfig(vocab_size=len(vocab), **RANDOM_CONFIGS["tiny"])).save_pretrained(folder)
-    (folder / "tokenizer.json").write_text(Path(tiny_tokenizer).read_text())
-    return folder
-
-
 def flipped(rows: list[dict]) -> list[dict]:
     return [{**r, "label": 1 - r["label"]} for r in rows]
 

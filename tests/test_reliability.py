@@ -257,7 +257,7 @@ def test_resume_continues_the_run_it_resumes(tmp_path, tiny_tokenizer, capsys):
         config["seed"],
         config["epochs"],
     ) == ("random:tiny", 2, 0.002, 7, 3)
-    assert config["train_file"] == str(SMOKE)
+    assert config["train_file"] == "builtin:smoke.jsonl"  # the built-in data by name (builtin_data.portable)
 
     assert run_cli(["train", "--output-dir", str(out), "--resume", "--quiet", "--lr", "0.5"]) != 0
     err = capsys.readouterr().err

@@ -117,6 +117,14 @@ def read_settings(path: Path) -> dict:
     return settings
 
 
+def length_problem(max_length: object, model) -> str | None:
+    """Why `max_length` cannot be fed to `model` (more tokens than its position table), or None."""
+    positions = model.qa_encoder.config.max_position_embeddings
+    if isinstance(max_length, int) and not isinstance(max_length, bool) and max_length > positions:
+        return f"max_length {max_length} exceeds the model's {positions} positions"
+    return None
+
+
 def load_checkpoint(path: Path, attn_implementation: str | None = None) -> Checkpoint:
     path = find_checkpoint(Path(path))
     settings = read_settings(path)
@@ -135,7 +143,16 @@ def load_checkpoint(path: Path, attn_implementation: str | None = None) -> Check
     if attn_implementation:
         model.set_attention(attn_implementation)
     model.eval()
+    problem = length_problem(settings.get("max_length", 128), model)
+    if problem:
+        raise CheckpointError(f"{path / SETTINGS_FILE}: {problem}")
     encoder = PairEncoder.from_file(path / TOKENIZER_FILE, settings.get("max_length", 128))
+    vocab, table = encoder.id_bound, model.qa_encoder.embeddings.word_embeddings.num_embeddings
+    if vocab > table:  # its ids past the table would fail deep in torch (or read garbage in a graph)
+        raise CheckpointError(
+            f"{path / TOKENIZER_FILE}: gives token ids up to {vocab - 1}, past the model's {table} "
+            "embeddings (a tokenizer from another model?)"
+        )
     encoder = encoder.for_pairing(model.config.pairing)
     return Checkpoint(model, encoder, settings, path)
 
@@ -212,7 +229,22 @@ def load_trainer_state(path: Path) -> dict:
     missing = [k for k in ("optimizer", "scheduler", *PROGRESS_KEYS) if k not in state]
     if missing:
         raise CheckpointError(f"{path}: trainer state lacks {', '.join(missing)}")
+    for key, ok in PROGRESS_CHECKS.items():
+        if not ok(state[key]):
+            raise CheckpointError(f"{path}: trainer state's {key} is {state[key]!r} (damaged or hand-edited)")
     return state
+
+
+def _count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+PROGRESS_CHECKS = {
+    "epoch": _count,
+    "step": _count,
+    "best_accuracy": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "history": lambda v: isinstance(v, list) and all(isinstance(h, dict) for h in v),
+}
 
 
 # Settings that define a run: resuming with a different value would silently train another run.
@@ -238,6 +270,8 @@ RUN_SETTINGS = (
     "single_order",
     "contrastive_negatives",
     "contrastive_symmetric",
+    "contrastive",
+    "freeze_embeddings",
 )
 
 
@@ -249,8 +283,13 @@ def _same(a: object, b: object) -> bool:
 
 def stored_train_config(path: Path) -> dict:
     """The training settings a checkpoint was written with ({} when it predates recording them)."""
-    config = read_settings(find_checkpoint(Path(path))).get("train_config", {})
-    return config if isinstance(config, dict) else {}
+    found = find_checkpoint(Path(path))
+    config = read_settings(found).get("train_config", {})
+    if not isinstance(config, dict):  # resuming would silently fall back to the defaults
+        raise CheckpointError(
+            f"{found / SETTINGS_FILE}: train_config is {type(config).__name__}, not an object"
+        )
+    return config
 
 
 def resume_differences(stored: dict, given: dict, names: tuple[str, ...] = RUN_SETTINGS) -> dict:

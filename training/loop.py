@@ -19,7 +19,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from pairbert.builtin_data import BUILTIN_TRAIN, BUILTIN_VALIDATION
+from pairbert.builtin_data import BUILTIN_TRAIN, BUILTIN_VALIDATION, local, portable
 from pairbert.runtime.errors import PairbertError
 from pairbert.runtime.pair_files import Pair, read_pairs
 from pairbert.runtime.tokenization import PairEncoder
@@ -28,6 +28,7 @@ from .batches import encode_batch, sequential_batches, training_batches
 from .checkpoint import (
     check_output_dir,
     find_checkpoint,
+    length_problem,
     load_checkpoint,
     load_trainer_state,
     resume_differences,
@@ -35,7 +36,7 @@ from .checkpoint import (
     stored_train_config,
 )
 from .metrics import classification_metrics, epoch_line, plot_history
-from .weights import DEFAULT_SOURCE, build_model, tokenizer_file_for
+from .weights import DEFAULT_SOURCE, build_model, resolve_source, tokenizer_file_for
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +186,21 @@ def _prepare(cfg: TrainConfig):
     else:  # resuming: the checkpoint's model says what 'auto' became
         cfg = resolve_auto(replace(cfg, pairing=model.config.pairing, pooling=model.config.pooling), True)
         teacher = _teacher(cfg) if cfg.distill else None
+        if cfg.distill and teacher is None and resolve_source(cfg.source)[1] is None:  # not a random init:
+            # the run distilled, and cannot go on without its teacher
+            raise TrainingError(
+                f"resume: the run distilled from the zero-shot baseline of {cfg.source!r}, which cannot be "
+                "loaded here (run with -v for why); resume where it can, or pass --override --distill 0"
+            )
+    problem = length_problem(cfg.max_length, model)
+    if problem:  # (a fresh run's CLI says so first; a resume with --override --max-length gets here)
+        raise TrainingError(f"--max-length: {problem}")
+    table = model.qa_encoder.embeddings.word_embeddings.num_embeddings
+    if encoder.id_bound > table:
+        raise TrainingError(
+            f"the tokenizer gives token ids up to {encoder.id_bound - 1}, past the {table} embeddings of "
+            f"{cfg.source!r} (pass the source's own tokenizer, or none)"
+        )
     encoder = encoder.for_pairing(cfg.pairing)  # towers: each branch gets only its segment
     if cfg.freeze_embeddings:
         for branch in (model.qa_encoder, model.aq_encoder):
@@ -277,12 +293,32 @@ def _save_epoch(out: Path, model, tokenizer_file: Path, settings: dict, improved
     save_checkpoint(out / "last", model, tokenizer_file, settings, state)
 
 
+def recorded_paths(cfg: TrainConfig) -> TrainConfig:
+    """The settings with their files and folders as a run records them: absolute, and the built-in data by
+    name (`portable`), so resuming, evaluating or exporting from another folder finds the same files."""
+    source = str(Path(cfg.source).resolve()) if Path(cfg.source).is_dir() else cfg.source
+    tokenizer = str(Path(cfg.tokenizer).resolve()) if cfg.tokenizer else None
+    return replace(
+        cfg,
+        source=source,
+        tokenizer=tokenizer,
+        train_file=portable(cfg.train_file),
+        validation_file=portable(cfg.validation_file),
+    )
+
+
 def train(cfg: TrainConfig) -> dict:
     out = Path(cfg.output_dir)
     check_output_dir(out)  # before any work: only checkpoints are ever replaced there
     device = pick_device(cfg.device)
-    train_pairs = read_pairs(cfg.train_file, require_label=True)
-    val_pairs = read_pairs(cfg.validation_file, require_label=True) if cfg.validation_file else []
+    cfg = recorded_paths(cfg)
+    train_pairs = read_pairs(local(cfg.train_file), require_label=True)
+    if len({p.label for p in train_pairs}) < 2:  # it would learn to answer that label for everything
+        raise TrainingError(
+            f"{local(cfg.train_file)}: every pair is labelled {train_pairs[0].label}; a classifier needs "
+            "pairs of both labels"
+        )
+    val_pairs = read_pairs(local(cfg.validation_file), require_label=True) if cfg.validation_file else []
 
     cfg, model, encoder, state, tokenizer_file, teacher = _prepare(cfg)
     model.to(device)
@@ -406,7 +442,7 @@ def _teacher(cfg: TrainConfig):
     from .weights import WeightSourceError
 
     try:
-        embedder, fit = baseline_for(cfg.source, cfg.train_file, cfg.max_length)
+        embedder, fit = baseline_for(cfg.source, local(cfg.train_file), cfg.max_length)
     except WeightSourceError as exc:
         log.info("no teacher (%s): no distillation, no towers", exc)
         return None
@@ -522,10 +558,24 @@ def _same_segment(batch: dict, order: str) -> torch.Tensor:
     return same & ~torch.eye(len(ids), dtype=torch.bool, device=ids.device)
 
 
+def _recorded_stored_paths(stored: dict) -> dict:
+    """A checkpoint's paths as `recorded_paths` records them (older runs recorded them as typed)."""
+    stored = dict(stored)
+    for name in ("train_file", "validation_file"):
+        if isinstance(stored.get(name), str):
+            stored[name] = portable(stored[name])
+    if isinstance(stored.get("tokenizer"), str):
+        stored["tokenizer"] = str(Path(stored["tokenizer"]).resolve())
+    if isinstance(stored.get("source"), str) and Path(stored["source"]).is_dir():
+        stored["source"] = str(Path(stored["source"]).resolve())
+    return stored
+
+
 def _check_resume_settings(last: Path, cfg: TrainConfig) -> None:
     stored = stored_train_config(last)
     if stored:  # runs recorded before the in-batch loss had these options ran without them
-        stored = {**dict.fromkeys(IN_BATCH_OPTIONS, False), **stored}
+        stored = {**dict.fromkeys(IN_BATCH_OPTIONS, False), "freeze_embeddings": False, **stored}
+        stored = _recorded_stored_paths(stored)
     differ = resume_differences(stored, asdict(cfg))
     if not differ:
         return

@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import sys
+from pathlib import Path
 
 import pairbert
 from pairbert.runtime.errors import PairbertError
@@ -37,7 +38,8 @@ SERVE_EPILOG = """exit codes:
 DEVICES = ("auto", "cpu", "cuda")
 # `pairbert train` flag (argparse dest) → TrainConfig field. tests/test_cli.py checks that every
 # TrainConfig field is either here or in TRAIN_CONFIG_NOT_ON_CLI, and that the flags' defaults equal the
-# dataclass's (train/validation default to None here, meaning the built-in split, as TrainConfig does).
+# dataclass's (train/validation default to None here: without --train both mean the built-in split, as in
+# TrainConfig; with --train and no --validation, there is no validation).
 TRAIN_OPTIONS = {
     "output_dir": "output_dir",
     "source": "source",
@@ -112,6 +114,10 @@ def _check_train_args(args: argparse.Namespace) -> None:
         raise UserError(f"--weight-decay must be a finite number ≥ 0, got {args.weight_decay}")
     if not (math.isfinite(args.warmup_ratio) and 0 <= args.warmup_ratio <= 1):
         raise UserError(f"--warmup-ratio must be in [0, 1], got {args.warmup_ratio}")
+    if args.pairing == "towers" and args.pooling not in ("auto", "mean"):
+        raise UserError(f"--pairing towers mean-pools both branches: --pooling {args.pooling} does not apply")
+    if args.pairing == "towers" and args.single_order:
+        raise UserError("--pairing towers needs both branches (one a side): --single-order does not apply")
     if not 8 <= args.max_length <= 8192:
         raise UserError(f"--max-length must be in [8, 8192], got {args.max_length}")
     out = Path(args.output_dir)
@@ -126,6 +132,36 @@ def _check_train_args(args: argparse.Namespace) -> None:
             raise UserError(
                 f"--max-length {args.max_length} exceeds the {positions} positions of --source {args.source}"
             )
+
+
+def _check_stored_types(restored: dict, last: Path) -> None:
+    """Each setting a checkpoint restores has its TrainConfig field's type (a tampered or foreign
+    pairbert.json would otherwise fail as a traceback, or not at all)."""
+    import typing
+
+    from pairbert.training.checkpoint import CheckpointError
+    from pairbert.training.loop import TrainConfig
+
+    hints = typing.get_type_hints(TrainConfig)
+    for dest, value in restored.items():
+        field = TRAIN_OPTIONS[dest]
+        kinds = typing.get_args(hints[field]) or (hints[field],)
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        fits = any(
+            value is None
+            if kind is type(None)
+            else (kind is float and number)
+            or (isinstance(value, kind) and (kind is bool or not isinstance(value, bool)))
+            for kind in kinds
+        )
+        if not fits or (isinstance(value, int) and dest in POSITIVE_INTS and value < 1):
+            raise CheckpointError(
+                f"{last / 'pairbert.json'}: train_config.{field} is {value!r}, which no run records "
+                "(a damaged or hand-edited checkpoint)"
+            )
+
+
+POSITIVE_INTS = ("epochs", "batch_size", "patience")
 
 
 def _model_positions(source: str) -> int | None:
@@ -159,13 +195,16 @@ def _train(args: argparse.Namespace) -> None:
 
         stored = stored_train_config(Path(args.output_dir) / "last")
         explicit = getattr(args, "explicit", set(TRAIN_OPTIONS))
-        values.update(
-            {
-                f: stored[f]
-                for d, f in TRAIN_OPTIONS.items()
-                if d not in explicit and f in stored and f in RUN_SETTINGS
-            }
-        )
+        restored = {
+            d: stored[f]
+            for d, f in TRAIN_OPTIONS.items()
+            if d not in explicit and f in stored and f in RUN_SETTINGS
+        }
+        _check_stored_types(restored, Path(args.output_dir) / "last")
+        for dest, value in restored.items():
+            setattr(args, dest, value)
+        _check_train_args(args)  # the stored values too: a tampered batch size of -3 looped for ever
+        values.update({TRAIN_OPTIONS[d]: v for d, v in restored.items()})
     cfg = TrainConfig(**values, progress=not args.quiet, plot=not args.no_plot)
     result = train(cfg)
     last = result["history"][-1] if result["history"] else {}
@@ -189,16 +228,19 @@ def _evaluate(args: argparse.Namespace) -> None:
     from pairbert.training.loop import evaluate
     from pairbert.training.metrics import format_confusion
 
-    if args.baseline_train and Path(args.baseline_train).resolve() == Path(args.data).resolve():
-        raise UserError("--baseline-train must not be the evaluated file: the threshold would see its labels")
     if args.baseline_train and not args.no_baseline and not Path(args.baseline_train).is_file():
         raise UserError(f"--baseline-train {args.baseline_train}: no such file")
+    if args.baseline_train and not args.no_baseline and _same_file(args.baseline_train, args.data):
+        raise UserError(
+            "--baseline-train must not be the evaluated file (or a copy of it): the threshold would see "
+            "its labels"
+        )
     pairs = read_pairs(args.data, require_label=True)  # a bad data file fails before the model loads
     ckpt = load_checkpoint(args.checkpoint)
     m = evaluate(ckpt.model, ckpt.encoder, pairs, batch_size=args.batch_size)
     report = {**m, "data": args.data, "baseline": None}  # the model's metrics at the top level
     if not args.no_baseline:
-        report["baseline"] = _baseline_report(ckpt, pairs, args.baseline_train)
+        report["baseline"] = _baseline_report(ckpt, pairs, args.baseline_train, args.data)
     if args.json:
         print(json.dumps(report))
         return
@@ -222,21 +264,42 @@ def _evaluate(args: argparse.Namespace) -> None:
     print(f"training gained {100 * (m['accuracy'] - b['accuracy']):+.1f} accuracy points over the baseline")
 
 
-def _baseline_report(ckpt, pairs, train_file: str | None) -> dict:
-    """The zero-shot baseline of the checkpoint's weight source, tuned on its training split (or
-    `train_file`), applied to `pairs`. A source without one (random init) is reported as skipped."""
-    from pathlib import Path
+def _same_file(a: str | Path, b: str | Path) -> bool:
+    """Whether two paths name the same file, or files with the same bytes (a copy)."""
+    import hashlib
 
+    a, b = Path(a), Path(b)
+    try:
+        if a.samefile(b):
+            return True
+        if a.stat().st_size != b.stat().st_size:
+            return False
+        return hashlib.sha256(a.read_bytes()).digest() == hashlib.sha256(b.read_bytes()).digest()
+    except OSError:  # one is missing or unreadable: the readers say so
+        return False
+
+
+def _baseline_report(ckpt, pairs, train_file: str | None, data: str | None = None) -> dict:
+    """The zero-shot baseline of the checkpoint's weight source, tuned on its training split (or
+    `train_file`), applied to `pairs` (read from `data`). A source without one (random init) is reported
+    as skipped, as is one whose training split is the evaluated file itself."""
+    from pairbert.builtin_data import local
     from pairbert.training.baseline import baseline_for, evaluate_baseline
     from pairbert.training.weights import WeightSourceError
 
     recipe = ckpt.settings.get("train_config", {})
     source = recipe.get("source")
-    train_file = train_file or recipe.get("train_file")
+    if not train_file and recipe.get("train_file"):
+        train_file = str(local(recipe["train_file"]))
     if not source or not train_file:
         return {"skipped": "the checkpoint records no weight source or training file; pass --baseline-train"}
     if not Path(train_file).is_file():
         return {"skipped": f"training file {train_file} not found; pass --baseline-train"}
+    if data is not None and _same_file(train_file, data):
+        return {
+            "skipped": f"the evaluated file is the training split {train_file} the threshold is tuned on "
+            "(it would see these labels); pass --baseline-train"
+        }
     try:
         embedder, fit = baseline_for(source, train_file, ckpt.settings.get("max_length", 128))
     except WeightSourceError as exc:
@@ -719,7 +782,11 @@ def _add_train(sub) -> None:  # long: one flat declaration per train flag, nothi
     )
     t.add_argument("--tokenizer", help="tokenizer.json (default: the source's own)")
     t.add_argument("--train", help="training pairs (.csv/.tsv/.jsonl; default: the built-in training split)")
-    t.add_argument("--validation", help="validation pairs (default: the built-in validation split)")
+    t.add_argument(
+        "--validation",
+        help="validation pairs (default: the built-in validation split without --train; with --train, none: "
+        "then best/ is the last epoch)",
+    )
     t.add_argument("--epochs", type=positive_int, default=2, help="passes over the training pairs")
     t.add_argument("--batch-size", type=positive_int, default=16, help="pairs per optimizer step")
     t.add_argument("--lr", type=float, default=2e-5, help="peak learning rate of the encoders (AdamW)")
