@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -211,9 +212,16 @@ def load_trainer_state(path: Path) -> dict:
     if not file.is_file():
         raise CheckpointError(f"{path}: no {TRAINER_STATE_FILE}; only the `last` checkpoint can resume")
     try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about legacy pickles before refusing them
+            warnings.simplefilter("ignore")
+            state = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as exc:  # UnpicklingError for anything but plain data; others for corrupt files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        # torch's message opens with advice to load with weights_only=False, the one thing never to do
+        # here; what it refused (e.g. "unsupported GLOBAL posix.system") comes after it
+        lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+        if lines and lines[0].startswith("Weights only load failed"):
+            lines = [line for line in lines[1:] if not line.startswith("Check the documentation")]
+        first = lines[0] if lines else type(exc).__name__
         raise CheckpointError(
             f"{file}: refused to load (it holds more than tensors and plain data, or is corrupt: {first}); "
             "pairbert never unpickles code from a checkpoint"
