@@ -60,19 +60,30 @@ def quantize_int8(src: Path, dst: Path, options: Int8Options = Int8Options()) ->
     exclude = (
         ffn_output_matmuls(onnx.load(str(src), load_external_data=False)) if options.ffn_output_fp32 else []
     )
-    quantize_dynamic(
-        str(src),
-        str(dst),
-        weight_type=getattr(QuantType, options.weight_type),
-        per_channel=options.per_channel,
-        reduce_range=options.reduce_range,
-        op_types_to_quantize=["MatMul", "Attention"]
-        + (["Gather", "EmbedLayerNormalization"] if options.quantize_embeddings else []),
-        nodes_to_exclude=exclude,
-        # Shape inference on the fused graph cannot type the contrib ops' outputs without this.
-        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-    )
+    root = logging.getLogger()
+    root.addFilter(_no_preprocessing_advice)  # its advice for image models, printed on every export
+    try:
+        quantize_dynamic(
+            str(src),
+            str(dst),
+            weight_type=getattr(QuantType, options.weight_type),
+            per_channel=options.per_channel,
+            reduce_range=options.reduce_range,
+            op_types_to_quantize=["MatMul", "Attention"]
+            + (["Gather", "EmbedLayerNormalization"] if options.quantize_embeddings else []),
+            nodes_to_exclude=exclude,
+            # Shape inference on the fused graph cannot type the contrib ops' outputs without this.
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+        )
+    finally:
+        root.removeFilter(_no_preprocessing_advice)
     return dst
+
+
+def _no_preprocessing_advice(record: logging.LogRecord) -> bool:
+    """onnxruntime's quantizer logs "Please consider to run pre-processing before quantization" (shape
+    inference and graph clean-up for its image examples) on the root logger; the fused graph is past that."""
+    return not record.getMessage().startswith("Please consider to run pre-processing before quantization")
 
 
 def convert_fp16(src: Path, dst: Path) -> Path:

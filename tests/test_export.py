@@ -315,3 +315,18 @@ def test_a_variant_that_passes_under_autos_floor_says_so():
     candidate[:2] = [1.0, 0.0]  # 396 of 398: 99.497 %, under the floor; rounded it would read 99.50 %
     assert gate("int8", reference, candidate, report)[1] == []
     assert "labels agree 99.49% (under 99.5%" in report.lines[-1]
+
+
+def test_int8_quantizing_prints_no_image_preprocessing_advice(tiny_bundle, tmp_path, caplog):
+    """onnxruntime's quantizer advises "pre-processing" (for its image examples) on the root logger at every
+    export; the filter drops that one message and nothing else."""
+    import logging
+
+    from pairbert.export.precision import quantize_int8
+
+    caplog.set_level(logging.INFO)
+    quantize_int8(tiny_bundle / "model.optimized.onnx", tmp_path / "int8.onnx")
+    assert (tmp_path / "int8.onnx").is_file()
+    assert not [r for r in caplog.records if "pre-processing" in r.getMessage()]
+    logging.getLogger().warning("Please consider something else")  # the filter is gone afterwards
+    assert any("something else" in r.getMessage() for r in caplog.records)
