@@ -563,3 +563,10 @@ def test_a_folder_in_the_way_of_the_partial_file_keeps_the_rows_in_the_temporary
     assert len(err.splitlines()) == 1 and "3 predictions before it are in " in err and "not moved to" in err
     (kept,) = tmp_path.glob(".o.jsonl.*.tmp")
     assert len(kept.read_text().splitlines()) == 3 and not out.exists()
+
+
+def test_openvino_variants_without_fp32_are_a_usage_error(tiny_checkpoint, tmp_path, capsys):
+    argv = ["export", str(tiny_checkpoint), "--out", str(tmp_path / "b"), "--variants", "openvino-fp32"]
+    assert run_cli(argv) == 2
+    assert "OpenVINO variants compile the fp32 graph, so fp32 must be listed too" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()

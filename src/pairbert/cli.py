@@ -325,6 +325,10 @@ def _export(args: argparse.Namespace) -> None:
         raise UserError(
             f"{', '.join(int8_flags)}: int8 options, but --variants has no int8; add it or drop them"
         )
+    from pairbert.runtime.variants import OPENVINO_VARIANTS
+
+    if args.variants and set(OPENVINO_VARIANTS) & set(args.variants) and "fp32" not in args.variants:
+        raise UserError("--variants: OpenVINO variants compile the fp32 graph, so fp32 must be listed too")
     if args.calibration is not None and "openvino-int8" not in (args.variants or VARIANTS):
         raise UserError("--calibration calibrates openvino-int8, but --variants has no openvino-int8")
     settings = ExportSettings(
