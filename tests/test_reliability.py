@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 from helpers import WORDS, edit_manifest, tiny_config, tiny_train_args, varied_pairs
 
-from pairbert.builtin_data import SMOKE
 from pairbert.cli import main
 from pairbert.runtime import BundleError, PairClassifier, PredictorError, atomic_dir
 from pairbert.runtime.bundle import read_manifest, read_verified
