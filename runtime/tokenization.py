@@ -65,10 +65,11 @@ CHARS_PER_TOKEN_BUDGET = 8  # texts up to 8 × max_length characters take the to
 SINGLES_CHARS_PER_TOKEN = 6
 # `tokenize` works through a call this much at a time: a tokenizers `Encoding` of a pair that truncation cuts
 # holds every overflow piece (~1 MB for two 1,000-character texts), so only one slice's encodings live at once
-# (2,000 such pairs peaked at +2.8 GB kept whole, +132 MB sliced: benchmarks/tokenizing_memory.py). A pair
+# (2,000 such pairs peaked at +2.8 GB kept whole, +217 MB sliced: benchmarks/tokenizing_memory.py; smaller
+# slices cost the tokenizer more time on cut pairs: fewer pairs for its threads per call). A pair
 # counts at most 2 × 8 × max_length characters (the long path bounds the rest); a slice holds at most
 # SLICE_PAIRS pairs however short.
-SLICE_CHARS, SLICE_PAIRS = 65_536, 1024
+SLICE_CHARS, SLICE_PAIRS = 131_072, 1024
 _CUT = re.compile(r"[ \t\n\r]")
 # BERT's _is_chinese_char ranges: BertNormalizer(handle_chinese_chars) pads each with spaces.
 _CJK_RANGES = (
