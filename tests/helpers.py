@@ -185,3 +185,18 @@ def edit_manifest(bundle: Path, change, redigest: bool = True) -> None:
     if redigest:
         data["manifest_sha256"] = manifest_digest(data)
     path.write_text(json.dumps(data))
+
+
+def run_cli(argv: list[str]) -> int:
+    """The exit status of `pairbert ARGV` (argparse's usage errors exit with 2)."""
+    from pairbert.cli import main
+
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return exc.code
+
+
+def settings_of(checkpoint: Path) -> dict:
+    """A checkpoint's pairbert.json."""
+    return json.loads((checkpoint / "pairbert.json").read_text())

@@ -12,27 +12,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import WORDS, edit_manifest, tiny_config, tiny_train_args, varied_pairs
+from helpers import WORDS, edit_manifest, run_cli, settings_of, tiny_config, tiny_train_args, varied_pairs
 
-from pairbert.cli import main
 from pairbert.runtime import BundleError, PairClassifier, PredictorError, atomic_dir
 from pairbert.runtime.bundle import read_manifest, read_verified
 from pairbert.runtime.errors import PairbertError
 from pairbert.runtime.external_weights import ExternalWeights, ExternalWeightsError
 from pairbert.runtime.pair_files import MAX_LINE_CHARS, PairFileError, read_pairs
 from pairbert.runtime.tokenization import PairEncoder, TokenizerError, longest_first
-
-
-def run_cli(argv: list[str]) -> int:
-    """The exit status of `pairbert ARGV` (argparse's usage errors exit with 2)."""
-    try:
-        return main(argv)
-    except SystemExit as exc:
-        return exc.code
-
-
-def settings_of(checkpoint: Path) -> dict:
-    return json.loads((checkpoint / "pairbert.json").read_text())
 
 
 def copy_bundle(bundle: Path, tmp_path: Path) -> Path:

@@ -10,20 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from helpers import tiny_train_args, varied_pairs, write_jsonl
-
-from pairbert.cli import main
-
-
-def run_cli(argv: list[str]) -> int:
-    try:
-        return main(argv)
-    except SystemExit as exc:
-        return exc.code
-
-
-def settings_of(checkpoint: Path) -> dict:
-    return json.loads((checkpoint / "pairbert.json").read_text())
+from helpers import run_cli, settings_of, tiny_train_args, varied_pairs, write_jsonl
 
 
 def test_a_run_records_absolute_paths_and_resumes_from_another_folder(

@@ -5,6 +5,7 @@ predictor. Every loop is bounded by count and time; all traffic stays on loopbac
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import http.client
 import json
@@ -45,6 +46,31 @@ LIMIT_ARGS = (
     "--max-text-chars",
     str(MAX_TEXT_CHARS),
 )
+
+
+@contextlib.contextmanager
+def in_process_server(app):
+    """`app` served by uvicorn in a thread of this process on a free loopback port (for tests that hold
+    the loader or the predictor); yields the port once listening, and stops the server after."""
+    import uvicorn
+
+    from pairbert.serving.server import bind
+
+    sock = bind("127.0.0.1", 0)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not server.started:
+            assert time.monotonic() < deadline and thread.is_alive(), "the server never started"
+            time.sleep(0.02)
+        yield sock.getsockname()[1]
+    finally:
+        server.should_exit = True
+        thread.join(60)
+        sock.close()
+    assert not thread.is_alive()
 
 
 def _pairs(n: int, seed: int) -> list[tuple[str, str]]:
@@ -304,10 +330,7 @@ def test_a_client_that_disconnects_has_its_queued_pairs_withdrawn(tiny_bundle):
     """A real server: while the worker is busy, a client sends a whole request and hangs up. Its pairs are
     never run, /metrics counts it as 499 (not 200), and the request in flight is answered. While it waited,
     a request the queue had no room for was refused without being tokenized."""
-    import uvicorn
-
     from pairbert.serving.app import create_app
-    from pairbert.serving.server import bind
 
     real = PairClassifier.load(tiny_bundle, variant=VARIANT, threads=1)
     gate, ran, tokenized = threading.Event(), [], []
@@ -331,57 +354,47 @@ def test_a_client_that_disconnects_has_its_queued_pairs_withdrawn(tiny_bundle):
             assert gate.wait(60), "the test never opened the gate"
             return real.predict_encoded(qa, aq, batch_size=batch_size)
 
-    sock = bind("127.0.0.1", 0)
-    port = sock.getsockname()[1]
     settings = ServeSettings(bundle=str(tiny_bundle), warmup=False, max_wait_ms=0, max_queue_pairs=6)
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings, loader=Gated), log_level="warning", lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
     answered = []
-    try:
-        deadline = time.monotonic() + 60
-        while not (server.started and call(port, "GET", "/ready")[0] == 200):
-            assert time.monotonic() < deadline, "the server never became ready"
-            time.sleep(0.05)
-        first = threading.Thread(
-            target=lambda: answered.append(call(port, "POST", "/predict", {"pairs": [["q", "a"]]})[0])
-        )
-        first.start()
-        while not ran and time.monotonic() < deadline:  # the first request's run is held at the gate
-            time.sleep(0.01)
-        body = json.dumps({"pairs": [["gone", str(i)] for i in range(5)]}).encode()
-        with socket.create_connection(("127.0.0.1", port), timeout=60) as leaving:
-            leaving.sendall(
-                b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    with in_process_server(create_app(settings, loader=Gated)) as port:
+        try:
+            deadline = time.monotonic() + 60
+            while call(port, "GET", "/ready")[0] != 200:
+                assert time.monotonic() < deadline, "the server never became ready"
+                time.sleep(0.05)
+            first = threading.Thread(
+                target=lambda: answered.append(call(port, "POST", "/predict", {"pairs": [["q", "a"]]})[0])
             )
-            while "pairbert_queue_pairs 5.0" not in call(port, "GET", "/metrics")[2]:
-                assert time.monotonic() < deadline, "the request never reached the queue"
-                time.sleep(0.02)  # queued behind the held run
-            assert tokenized == [1, 5]
-            status, _, answer = call(port, "POST", "/predict", {"pairs": [["no", "room"]] * 2})
-            assert status == 503 and "the queue is full: 5 pairs are waiting" in answer["error"]
-            assert tokenized == [1, 5]  # refused before the tokenizer's work
-            leaving.shutdown(socket.SHUT_RDWR)
-        while 'status="499"' not in call(port, "GET", "/metrics")[2]:
-            assert time.monotonic() < deadline, "the server never noticed the client leave"
-            time.sleep(0.05)
-        assert "pairbert_queue_pairs 0.0" in call(port, "GET", "/metrics")[2]  # withdrawn at once
-        gate.set()
-        first.join(60)
-        assert answered == [200]
-        assert call(port, "POST", "/predict", {"pairs": [["q2", "a2"]]})[0] == 200
-        metrics = call(port, "GET", "/metrics")[2]
-        assert 'pairbert_requests_total{endpoint="/predict",status="499"} 1.0' in metrics
-        assert ran == [1, 1]  # the first request and the last: never the 5 pairs whose client left
-    finally:
-        gate.set()
-        server.should_exit = True
-        thread.join(60)
-        sock.close()
-    assert not thread.is_alive()
+            first.start()
+            while not ran and time.monotonic() < deadline:  # the first request's run is held at the gate
+                time.sleep(0.01)
+            body = json.dumps({"pairs": [["gone", str(i)] for i in range(5)]}).encode()
+            with socket.create_connection(("127.0.0.1", port), timeout=60) as leaving:
+                leaving.sendall(
+                    b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+                )
+                while "pairbert_queue_pairs 5.0" not in call(port, "GET", "/metrics")[2]:
+                    assert time.monotonic() < deadline, "the request never reached the queue"
+                    time.sleep(0.02)  # queued behind the held run
+                assert tokenized == [1, 5]
+                status, _, answer = call(port, "POST", "/predict", {"pairs": [["no", "room"]] * 2})
+                assert status == 503 and "the queue is full: 5 pairs are waiting" in answer["error"]
+                assert tokenized == [1, 5]  # refused before the tokenizer's work
+                leaving.shutdown(socket.SHUT_RDWR)
+            while 'status="499"' not in call(port, "GET", "/metrics")[2]:
+                assert time.monotonic() < deadline, "the server never noticed the client leave"
+                time.sleep(0.05)
+            assert "pairbert_queue_pairs 0.0" in call(port, "GET", "/metrics")[2]  # withdrawn at once
+            gate.set()
+            first.join(60)
+            assert answered == [200]
+            assert call(port, "POST", "/predict", {"pairs": [["q2", "a2"]]})[0] == 200
+            metrics = call(port, "GET", "/metrics")[2]
+            assert 'pairbert_requests_total{endpoint="/predict",status="499"} 1.0' in metrics
+            assert ran == [1, 1]  # the first request and the last: never the 5 pairs whose client left
+        finally:
+            gate.set()
 
 
 # --- limits and bad input ----------------------------------------------------------------------------------
@@ -550,10 +563,7 @@ def test_fuzz_never_crashes_or_wedges_the_server(server, clf):
 
 
 def test_ready_says_503_until_the_bundle_is_loaded_and_warmed_up(tiny_bundle):
-    import uvicorn
-
     from pairbert.serving.app import create_app
-    from pairbert.serving.server import bind
 
     release = threading.Event()
 
@@ -561,38 +571,22 @@ def test_ready_says_503_until_the_bundle_is_loaded_and_warmed_up(tiny_bundle):
         assert release.wait(60), "the test never released the loader"
         return PairClassifier.load(tiny_bundle, variant=VARIANT, threads=1)
 
-    sock = bind("127.0.0.1", 0)
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(ServeSettings(bundle=str(tiny_bundle)), loader=gated_load),
-            log_level="warning",
-            lifespan="on",
-        )
-    )
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 60
-        while not server.started and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert call(port, "GET", "/health")[0] == 200
-        status, _, body = call(port, "GET", "/ready")
-        assert status == 503 and body["status"] == "loading"
-        status, headers, body = call(port, "POST", "/predict", {"pairs": [["a", "b"]]})
-        assert status == 503 and headers["retry-after"] == "1" and "not ready" in body["error"]
-        assert "pairbert_ready 0.0" in call(port, "GET", "/metrics")[2]
-        release.set()
-        while call(port, "GET", "/ready")[0] != 200 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert call(port, "GET", "/ready")[0] == 200
-        assert call(port, "POST", "/predict", {"pairs": [["a", "b"]]})[0] == 200
-    finally:
-        release.set()
-        server.should_exit = True
-        thread.join(60)
-        sock.close()
-    assert not thread.is_alive()
+    with in_process_server(create_app(ServeSettings(bundle=str(tiny_bundle)), loader=gated_load)) as port:
+        try:
+            deadline = time.monotonic() + 60
+            assert call(port, "GET", "/health")[0] == 200
+            status, _, body = call(port, "GET", "/ready")
+            assert status == 503 and body["status"] == "loading"
+            status, headers, body = call(port, "POST", "/predict", {"pairs": [["a", "b"]]})
+            assert status == 503 and headers["retry-after"] == "1" and "not ready" in body["error"]
+            assert "pairbert_ready 0.0" in call(port, "GET", "/metrics")[2]
+            release.set()
+            while call(port, "GET", "/ready")[0] != 200 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert call(port, "GET", "/ready")[0] == 200
+            assert call(port, "POST", "/predict", {"pairs": [["a", "b"]]})[0] == 200
+        finally:
+            release.set()
 
 
 def test_sigterm_finishes_the_request_in_flight_then_exits_0(tiny_bundle, clf):
@@ -687,42 +681,32 @@ def test_two_workers_split_the_cores_and_both_serve(tiny_bundle, clf):
 def test_ready_waits_for_every_live_worker(tiny_bundle, tmp_path):
     """A worker's /ready says 200 only once every worker of its server has marked itself ready; a dead
     worker's mark does not count."""
-    import uvicorn
-
     from pairbert.serving.app import create_app
     from pairbert.serving.peers import Peers
-    from pairbert.serving.server import bind
 
     peers = Peers(tmp_path, workers=2)
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
     dead = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
     )
-    sock = bind("127.0.0.1", 0)
-    port = sock.getsockname()[1]
     settings = ServeSettings(bundle=str(tiny_bundle), variant=VARIANT, threads=1)
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings, peers=peers), log_level="warning", lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
     try:
-        peers.mark(True, pid=int(dead.stdout))  # a worker that died after marking itself ready
-        deadline = time.monotonic() + 120
-        while (body := call(port, "GET", "/ready")[2])["status"] != "waiting for the other workers":
-            assert body["status"] == "loading" and time.monotonic() < deadline, body
-            time.sleep(0.05)
-        assert call(port, "GET", "/ready")[0] == 503 and body["workers_ready"] == 1 and body["workers"] == 2
-        assert call(port, "POST", "/predict", {"pairs": [["q", "a"]]})[0] == 200  # this worker serves
-        peers.mark(True, pid=other.pid)  # the other worker is ready
-        status, _, body = call(port, "GET", "/ready")
-        assert status == 200 and body["status"] == "ready"
+        with in_process_server(create_app(settings, peers=peers)) as port:
+            peers.mark(True, pid=int(dead.stdout))  # a worker that died after marking itself ready
+            deadline = time.monotonic() + 120
+            while (body := call(port, "GET", "/ready")[2])["status"] != "waiting for the other workers":
+                assert body["status"] == "loading" and time.monotonic() < deadline, body
+                time.sleep(0.05)
+            assert (
+                call(port, "GET", "/ready")[0] == 503 and body["workers_ready"] == 1 and body["workers"] == 2
+            )
+            assert call(port, "POST", "/predict", {"pairs": [["q", "a"]]})[0] == 200  # this worker serves
+            peers.mark(True, pid=other.pid)  # the other worker is ready
+            status, _, body = call(port, "GET", "/ready")
+            assert status == 200 and body["status"] == "ready"
     finally:
         other.kill()
         other.wait()
-        server.should_exit = True
-        thread.join(60)
-        sock.close()
     assert sorted(os.listdir(tmp_path)) == sorted([str(other.pid), dead.stdout.strip()])  # own mark removed
 
 
