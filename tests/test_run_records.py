@@ -184,11 +184,29 @@ def test_a_training_file_of_one_label_is_refused(tiny_tokenizer, tmp_path, capsy
 
 
 @pytest.mark.parametrize("extra", [["--pooling", "cls"], ["--single-order"]])
-def test_towers_options_that_do_not_apply_are_usage_errors(tiny_tokenizer, tmp_path, capsys, extra):
+def test_towers_options_that_do_not_apply_are_usage_errors(
+    tiny_tokenizer, tiny_source, tmp_path, capsys, extra
+):
     argv = tiny_train_args(tmp_path / "run", tiny_tokenizer, "--pairing", "towers", *extra)
     assert run_cli(argv) == 2
     err = capsys.readouterr().err
-    assert "--pairing towers" in err and "Traceback" not in err
+    assert "does not apply to the towers pairing" in err and "Traceback" not in err
+    # the default pairing, auto, is towers for a pretrained source too
+    argv = ["train", "--output-dir", str(tmp_path / "run"), "--source", str(tiny_source), *extra]
+    assert run_cli([*argv, "--device", "cpu", "--quiet"]) == 2
+    assert "auto picks towers for a pretrained sentence encoder" in capsys.readouterr().err
+    # and the notebook's cross recipe is what a random init gets: both options apply there
+    assert run_cli(tiny_train_args(tmp_path / "cross", tiny_tokenizer, "--epochs", "1", *extra)) == 0
+
+
+def test_resume_does_not_need_the_tokenizer_file_the_run_started_from(tiny_tokenizer, tmp_path, capsys):
+    tokenizer = tmp_path / "tok.json"
+    shutil.copy(tiny_tokenizer, tokenizer)
+    out = tmp_path / "run"
+    assert run_cli(tiny_train_args(out, tokenizer, "--epochs", "1", "--no-plot")) == 0
+    tokenizer.unlink()  # moved away: resuming reads the checkpoint's own tokenizer.json
+    argv = ["train", "--output-dir", str(out), "--resume", "--override", "--epochs", "2", "--quiet"]
+    assert run_cli([*argv, "--no-plot"]) == 0, capsys.readouterr().err
 
 
 def test_evaluate_never_tunes_the_baseline_on_the_evaluated_pairs(tiny_source, tmp_path, capsys):

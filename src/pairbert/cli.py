@@ -93,7 +93,9 @@ def _explicit_train_options(parser: argparse.ArgumentParser, argv: list[str] | N
     return {k for k, v in vars(probe).items() if v is not _UNSET}
 
 
-def _check_train_args(args: argparse.Namespace) -> None:
+def _check_train_args(args: argparse.Namespace, restored: frozenset = frozenset()) -> None:
+    """The train options' values (and those `restored` from a checkpoint to resume, whose files are not
+    checked: resuming reads the checkpoint's own tokenizer)."""
     import math
     from pathlib import Path
 
@@ -114,17 +116,26 @@ def _check_train_args(args: argparse.Namespace) -> None:
         raise UserError(f"--weight-decay must be a finite number ≥ 0, got {args.weight_decay}")
     if not (math.isfinite(args.warmup_ratio) and 0 <= args.warmup_ratio <= 1):
         raise UserError(f"--warmup-ratio must be in [0, 1], got {args.warmup_ratio}")
-    if args.pairing == "towers" and args.pooling not in ("auto", "mean"):
-        raise UserError(f"--pairing towers mean-pools both branches: --pooling {args.pooling} does not apply")
-    if args.pairing == "towers" and args.single_order:
-        raise UserError("--pairing towers needs both branches (one a side): --single-order does not apply")
+    for pairing in ("towers", "auto"):  # auto is towers for a source with a baseline (the default minilm)
+        also = " (auto picks towers for a pretrained sentence encoder: pass --pairing cross)"
+        also = also if pairing == "auto" else ""
+        if args.pairing == pairing and args.pooling not in ("auto", "mean") and not args.resume:
+            if pairing == "towers" or _has_baseline(args.source):
+                raise UserError(
+                    f"--pooling {args.pooling} does not apply to the towers pairing, which mean-pools{also}"
+                )
+        if args.pairing == pairing and args.single_order and not args.resume:
+            if pairing == "towers" or _has_baseline(args.source):
+                raise UserError(
+                    f"--single-order does not apply to the towers pairing, one branch a side{also}"
+                )
     if not 8 <= args.max_length <= 8192:
         raise UserError(f"--max-length must be in [8, 8192], got {args.max_length}")
     out = Path(args.output_dir)
     blocked = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
     if blocked is not None:
         raise UserError(f"--output-dir {out}: {blocked} is a file, not a folder")
-    if args.tokenizer is not None and not Path(args.tokenizer).is_file():
+    if args.tokenizer is not None and "tokenizer" not in restored and not Path(args.tokenizer).is_file():
         raise UserError(f"--tokenizer {args.tokenizer}: no such file")
     if not args.resume:
         positions = _model_positions(args.source)
@@ -162,6 +173,16 @@ def _check_stored_types(restored: dict, last: Path) -> None:
 
 
 POSITIVE_INTS = ("epochs", "batch_size", "patience")
+
+
+def _has_baseline(source: str) -> bool:
+    """Whether `auto` pairs this source as towers: a pretrained one (a random init has no baseline)."""
+    from pairbert.training.weights import resolve_source
+
+    try:
+        return resolve_source(source)[1] is None
+    except Exception:  # a bad source is reported by training itself, in its own words
+        return False
 
 
 def _model_positions(source: str) -> int | None:
@@ -203,7 +224,7 @@ def _train(args: argparse.Namespace) -> None:
         _check_stored_types(restored, Path(args.output_dir) / "last")
         for dest, value in restored.items():
             setattr(args, dest, value)
-        _check_train_args(args)  # the stored values too: a tampered batch size of -3 looped for ever
+        _check_train_args(args, frozenset(restored))  # stored values too: a batch size of -3 looped forever
         values.update({TRAIN_OPTIONS[d]: v for d, v in restored.items()})
     cfg = TrainConfig(**values, progress=not args.quiet, plot=not args.no_plot)
     result = train(cfg)
