@@ -226,3 +226,21 @@ def test_evaluate_never_tunes_the_baseline_on_the_evaluated_pairs(tiny_source, t
     assert "the evaluated file is the training split" in report["baseline"]["skipped"]
     assert run_cli([*evaluate, "--data", str(val)]) == 0
     assert json.loads(capsys.readouterr().out)["baseline"]["tuned_on"] == str(train_file)
+
+
+def test_a_checkpoint_with_non_finite_weights_is_refused_by_name(tiny_checkpoint, tmp_path):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from pairbert.training.checkpoint import CheckpointError, load_checkpoint
+
+    broken = tmp_path / "nan"
+    shutil.copytree(tiny_checkpoint, broken)
+    weights = load_file(broken / "model.safetensors")
+    name = next(n for n in weights if n.endswith("classifier.weight"))
+    weights[name][0, 0] = float("nan")
+    save_file(weights, broken / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(CheckpointError, match=rf"model.safetensors: {name} holds NaN or infinite values"):
+        load_checkpoint(broken)
+    assert torch.isfinite(load_file(tiny_checkpoint / "model.safetensors")[name]).all()  # the original loads
+    load_checkpoint(tiny_checkpoint)

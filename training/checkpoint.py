@@ -144,6 +144,11 @@ def load_checkpoint(path: Path, attn_implementation: str | None = None) -> Check
     if attn_implementation:
         model.set_attention(attn_implementation)
     model.eval()
+    broken = next(
+        (n for n, t in model.state_dict().items() if t.is_floating_point() and not t.isfinite().all()), None
+    )
+    if broken is not None:  # it would answer NaN for every pair (export's parity gate said only "[shapes]")
+        raise CheckpointError(f"{path / WEIGHTS_FILE}: {broken} holds NaN or infinite values")
     problem = length_problem(settings.get("max_length", 128), model)
     if problem:
         raise CheckpointError(f"{path / SETTINGS_FILE}: {problem}")
