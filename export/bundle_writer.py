@@ -33,7 +33,7 @@ import numpy as np
 import onnx
 import torch
 
-from pairbert.builtin_data import BUILTIN_TRAIN, BUILTIN_VALIDATION, local
+from pairbert.builtin_data import BUILTIN_TRAIN, BUILTIN_VALIDATION
 from pairbert.runtime.answer_check import CHECK_PAIRS
 from pairbert.runtime.bundle import (
     FORMAT_VERSION,
@@ -250,8 +250,7 @@ def _prepare(checkpoint: Path, settings: ExportSettings, echo) -> _Source:
     ckpt = load_checkpoint(checkpoint, attn_implementation="eager")
     model, encoder = ckpt.model, ckpt.encoder
     cfg = model.config.encoder
-    recorded = ckpt.settings.get("train_config", {}).get("validation_file")
-    val_file = settings.validation_file or (str(local(recorded)) if isinstance(recorded, str) else None)
+    val_file = settings.validation_file or ckpt.recorded_file("validation_file")
     if not val_file or not Path(val_file).is_file():  # the run's file, moved or gone: the built-in split
         val_file = str(BUILTIN_VALIDATION)
     pairs = read_pairs(val_file)[: settings.max_parity_pairs]
@@ -436,8 +435,7 @@ def _calibration(ckpt, settings: ExportSettings, parity_pairs: list) -> static_i
     nothing left (a run trained on its validation pairs) skips the variant."""
     if not (static_int8.nncf_available() and openvino_available()):  # skipped anyway: read nothing
         return static_int8.CalibrationPairs(problem="needs NNCF and OpenVINO")
-    recorded = ckpt.settings.get("train_config", {}).get("train_file")
-    chosen = settings.calibration_file or (str(local(recorded)) if isinstance(recorded, str) else None)
+    chosen = settings.calibration_file or ckpt.recorded_file("train_file")
     if not chosen or not Path(chosen).is_file():  # the run's file, moved or gone: the built-in split
         chosen = str(BUILTIN_TRAIN)
     parity = {(p.question, p.answer) for p in parity_pairs}

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from transformers.utils import logging as hf_logging
 
+from pairbert.builtin_data import local
 from pairbert.runtime import atomic_dir
 from pairbert.runtime.contract import label_names_problem
 from pairbert.runtime.errors import PairbertError, first_line
@@ -50,6 +51,12 @@ class Checkpoint:
     encoder: PairEncoder
     settings: dict
     path: Path
+
+    def recorded_file(self, name: str) -> str | None:
+        """The path of the file the run recorded as `name` ("train_file", "validation_file") on this
+        machine, or None."""
+        value = self.settings.get("train_config", {}).get(name)
+        return str(local(value)) if isinstance(value, str) else None
 
 
 def save_checkpoint(
@@ -126,6 +133,15 @@ def length_problem(max_length: object, model) -> str | None:
     return None
 
 
+def vocab_problem(encoder: PairEncoder, model) -> str | None:
+    """Why `encoder`'s ids cannot be fed to `model` (ids past its embedding table), or None: they would fail
+    deep in torch, or read garbage in a graph."""
+    table = model.qa_encoder.embeddings.word_embeddings.num_embeddings
+    if encoder.id_bound > table:
+        return f"gives token ids up to {encoder.id_bound - 1}, past the model's {table} embeddings"
+    return None
+
+
 def load_checkpoint(path: Path, attn_implementation: str | None = None) -> Checkpoint:
     path = find_checkpoint(Path(path))
     settings = read_settings(path)
@@ -153,12 +169,9 @@ def load_checkpoint(path: Path, attn_implementation: str | None = None) -> Check
     if problem:
         raise CheckpointError(f"{path / SETTINGS_FILE}: {problem}")
     encoder = PairEncoder.from_file(path / TOKENIZER_FILE, settings.get("max_length", 128))
-    vocab, table = encoder.id_bound, model.qa_encoder.embeddings.word_embeddings.num_embeddings
-    if vocab > table:  # its ids past the table would fail deep in torch (or read garbage in a graph)
-        raise CheckpointError(
-            f"{path / TOKENIZER_FILE}: gives token ids up to {vocab - 1}, past the model's {table} "
-            "embeddings (a tokenizer from another model?)"
-        )
+    problem = vocab_problem(encoder, model)
+    if problem:
+        raise CheckpointError(f"{path / TOKENIZER_FILE}: {problem} (a tokenizer from another model?)")
     encoder = encoder.for_pairing(model.config.pairing)
     return Checkpoint(model, encoder, settings, path)
 
@@ -221,8 +234,8 @@ def load_trainer_state(path: Path) -> dict:
             warnings.simplefilter("ignore")
             state = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as exc:  # UnpicklingError for anything but plain data; others for corrupt files
-        # torch's message opens with advice to load with weights_only=False, the one thing never to do
-        # here; what it refused (e.g. "unsupported GLOBAL posix.system") comes after it
+        # torch's message opens by advising to switch its weights-only loader off, the one thing never
+        # to do here; what it refused (e.g. "unsupported GLOBAL posix.system") comes after it
         lines = [line for line in str(exc).strip().splitlines() if line.strip()]
         if lines and lines[0].startswith("Weights only load failed"):
             lines = [line for line in lines[1:] if not line.startswith("Check the documentation")]

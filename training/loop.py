@@ -34,6 +34,7 @@ from .checkpoint import (
     resume_differences,
     save_checkpoint,
     stored_train_config,
+    vocab_problem,
 )
 from .metrics import classification_metrics, epoch_line, plot_history
 from .weights import DEFAULT_SOURCE, build_model, resolve_source, tokenizer_file_for
@@ -195,11 +196,10 @@ def _prepare(cfg: TrainConfig):
     problem = length_problem(cfg.max_length, model)
     if problem:  # (a fresh run's CLI says so first; a resume with --override --max-length gets here)
         raise TrainingError(f"--max-length: {problem}")
-    table = model.qa_encoder.embeddings.word_embeddings.num_embeddings
-    if encoder.id_bound > table:
+    problem = vocab_problem(encoder, model)
+    if problem:
         raise TrainingError(
-            f"the tokenizer gives token ids up to {encoder.id_bound - 1}, past the {table} embeddings of "
-            f"{cfg.source!r} (pass the source's own tokenizer, or none)"
+            f"the tokenizer {problem} of {cfg.source!r} (pass the source's own tokenizer, or none)"
         )
     encoder = encoder.for_pairing(cfg.pairing)  # towers: each branch gets only its segment
     if cfg.freeze_embeddings:
@@ -293,18 +293,24 @@ def _save_epoch(out: Path, model, tokenizer_file: Path, settings: dict, improved
     save_checkpoint(out / "last", model, tokenizer_file, settings, state)
 
 
+PATH_SETTINGS = ("source", "tokenizer", "train_file", "validation_file")
+
+
+def _recorded(name: str, value: object) -> object:
+    """One path setting as a run records it: absolute, and the built-in data by name (`portable`), so
+    resuming, evaluating or exporting from another folder finds the same files."""
+    if not isinstance(value, str) or not value:
+        return value
+    if name in ("train_file", "validation_file"):
+        return portable(value)
+    if name == "tokenizer" or (name == "source" and Path(value).is_dir()):
+        return str(Path(value).resolve())
+    return value  # a source by name: "minilm", "random:tiny", a hub name
+
+
 def recorded_paths(cfg: TrainConfig) -> TrainConfig:
-    """The settings with their files and folders as a run records them: absolute, and the built-in data by
-    name (`portable`), so resuming, evaluating or exporting from another folder finds the same files."""
-    source = str(Path(cfg.source).resolve()) if Path(cfg.source).is_dir() else cfg.source
-    tokenizer = str(Path(cfg.tokenizer).resolve()) if cfg.tokenizer else None
-    return replace(
-        cfg,
-        source=source,
-        tokenizer=tokenizer,
-        train_file=portable(cfg.train_file),
-        validation_file=portable(cfg.validation_file),
-    )
+    """The settings with their files and folders as a run records them (`_recorded`)."""
+    return replace(cfg, **{name: _recorded(name, getattr(cfg, name)) for name in PATH_SETTINGS})
 
 
 def train(cfg: TrainConfig) -> dict:
@@ -312,10 +318,11 @@ def train(cfg: TrainConfig) -> dict:
     check_output_dir(out)  # before any work: only checkpoints are ever replaced there
     device = pick_device(cfg.device)
     cfg = recorded_paths(cfg)
-    train_pairs = read_pairs(local(cfg.train_file), require_label=True)
+    train_file = local(cfg.train_file)
+    train_pairs = read_pairs(train_file, require_label=True)
     if len({p.label for p in train_pairs}) < 2:  # it would learn to answer that label for everything
         raise TrainingError(
-            f"{local(cfg.train_file)}: every pair is labelled {train_pairs[0].label}; a classifier needs "
+            f"{train_file}: every pair is labelled {train_pairs[0].label}; a classifier needs "
             "pairs of both labels"
         )
     val_pairs = read_pairs(local(cfg.validation_file), require_label=True) if cfg.validation_file else []
@@ -558,24 +565,12 @@ def _same_segment(batch: dict, order: str) -> torch.Tensor:
     return same & ~torch.eye(len(ids), dtype=torch.bool, device=ids.device)
 
 
-def _recorded_stored_paths(stored: dict) -> dict:
-    """A checkpoint's paths as `recorded_paths` records them (older runs recorded them as typed)."""
-    stored = dict(stored)
-    for name in ("train_file", "validation_file"):
-        if isinstance(stored.get(name), str):
-            stored[name] = portable(stored[name])
-    if isinstance(stored.get("tokenizer"), str):
-        stored["tokenizer"] = str(Path(stored["tokenizer"]).resolve())
-    if isinstance(stored.get("source"), str) and Path(stored["source"]).is_dir():
-        stored["source"] = str(Path(stored["source"]).resolve())
-    return stored
-
-
 def _check_resume_settings(last: Path, cfg: TrainConfig) -> None:
     stored = stored_train_config(last)
     if stored:  # runs recorded before the in-batch loss had these options ran without them
         stored = {**dict.fromkeys(IN_BATCH_OPTIONS, False), "freeze_embeddings": False, **stored}
-        stored = _recorded_stored_paths(stored)
+        # older runs recorded paths as typed: compare them as a run records them now
+        stored = {**stored, **{n: _recorded(n, stored[n]) for n in PATH_SETTINGS if n in stored}}
     differ = resume_differences(stored, asdict(cfg))
     if not differ:
         return

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import torch
 
-from pairbert.builtin_data import local
 from pairbert.runtime.pair_files import read_pairs
 
 from .baseline import baseline_for
@@ -51,8 +50,9 @@ def torch_predictions(ckpt, pairs) -> list[int]:
 def report(checkpoint: str, data: list[str], bundle: str | None, variants: list[str]) -> dict:
     ckpt = load_checkpoint(checkpoint)
     recipe = ckpt.settings.get("train_config", {})
-    train_file = local(recipe["train_file"])
-    embedder, fit = baseline_for(recipe["source"], train_file, ckpt.settings.get("max_length", 128))
+    embedder, fit = baseline_for(
+        recipe["source"], ckpt.recorded_file("train_file"), ckpt.settings.get("max_length", 128)
+    )
     classifiers = {}
     if bundle:
         from pairbert.runtime.predictor import PairClassifier

@@ -304,14 +304,12 @@ def _baseline_report(ckpt, pairs, train_file: str | None, data: str | None = Non
     """The zero-shot baseline of the checkpoint's weight source, tuned on its training split (or
     `train_file`), applied to `pairs` (read from `data`). A source without one (random init) is reported
     as skipped, as is one whose training split is the evaluated file itself."""
-    from pairbert.builtin_data import local
     from pairbert.training.baseline import baseline_for, evaluate_baseline
     from pairbert.training.weights import WeightSourceError
 
     recipe = ckpt.settings.get("train_config", {})
     source = recipe.get("source")
-    if not train_file and recipe.get("train_file"):
-        train_file = str(local(recipe["train_file"]))
+    train_file = train_file or ckpt.recorded_file("train_file")
     if not source or not train_file:
         return {"skipped": "the checkpoint records no weight source or training file; pass --baseline-train"}
     if not Path(train_file).is_file():
