@@ -116,19 +116,17 @@ def _check_train_args(args: argparse.Namespace, restored: frozenset = frozenset(
         raise UserError(f"--weight-decay must be a finite number ≥ 0, got {args.weight_decay}")
     if not (math.isfinite(args.warmup_ratio) and 0 <= args.warmup_ratio <= 1):
         raise UserError(f"--warmup-ratio must be in [0, 1], got {args.warmup_ratio}")
-    for pairing in ("towers", "auto"):  # auto is towers for a source with a baseline (the default minilm)
-        also = " (auto picks towers for a pretrained sentence encoder: pass --pairing cross)"
-        also = also if pairing == "auto" else ""
-        if args.pairing == pairing and args.pooling not in ("auto", "mean") and not args.resume:
-            if pairing == "towers" or _has_baseline(args.source):
+    cross_only = args.pooling not in ("auto", "mean") or args.single_order  # options of the cross pairing
+    # auto is towers for a source with a baseline (the default minilm)
+    if cross_only and not args.resume and args.pairing != "cross":
+        if args.pairing == "towers" or _has_baseline(args.source):
+            also = " (auto picks towers for a pretrained sentence encoder: pass --pairing cross)"
+            also = also if args.pairing == "auto" else ""
+            if args.pooling not in ("auto", "mean"):
                 raise UserError(
                     f"--pooling {args.pooling} does not apply to the towers pairing, which mean-pools{also}"
                 )
-        if args.pairing == pairing and args.single_order and not args.resume:
-            if pairing == "towers" or _has_baseline(args.source):
-                raise UserError(
-                    f"--single-order does not apply to the towers pairing, one branch a side{also}"
-                )
+            raise UserError(f"--single-order does not apply to the towers pairing, one branch a side{also}")
     if not 8 <= args.max_length <= 8192:
         raise UserError(f"--max-length must be in [8, 8192], got {args.max_length}")
     out = Path(args.output_dir)
@@ -287,15 +285,11 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 def _same_file(a: str | Path, b: str | Path) -> bool:
     """Whether two paths name the same file, or files with the same bytes (a copy)."""
-    import hashlib
-
     a, b = Path(a), Path(b)
     try:
         if a.samefile(b):
             return True
-        if a.stat().st_size != b.stat().st_size:
-            return False
-        return hashlib.sha256(a.read_bytes()).digest() == hashlib.sha256(b.read_bytes()).digest()
+        return a.stat().st_size == b.stat().st_size and a.read_bytes() == b.read_bytes()
     except OSError:  # one is missing or unreadable: the readers say so
         return False
 
