@@ -151,10 +151,7 @@ if HttpToolsProtocol is not None:
             if in_head and self._in_head and not self.transport.is_closing():  # all of `data` was head
                 self._head_bytes += len(data)
                 if self._head_bytes > MAX_HEAD_BYTES:
-                    self._refuse(
-                        b"431 Request Header Fields Too Large",
-                        f"the request line and headers are over {MAX_HEAD_BYTES} bytes",
-                    )
+                    self._refuse_head_too_big()
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
@@ -228,12 +225,15 @@ if HttpToolsProtocol is not None:
             """Bytes that are not HTTP: the 400 in JSON like every other error (uvicorn's is text/plain);
             a head over the bound (HeadTooBig, raised from a parser callback): 431."""
             if self._head_too_big:
-                self._refuse(
-                    b"431 Request Header Fields Too Large",
-                    f"the request line and headers are over {MAX_HEAD_BYTES} bytes",
-                )
-                return
-            self._refuse(b"400 Bad Request", f"malformed HTTP request ({msg.rstrip('.')})")
+                self._refuse_head_too_big()
+            else:
+                self._refuse(b"400 Bad Request", f"malformed HTTP request ({msg.rstrip('.')})")
+
+        def _refuse_head_too_big(self) -> None:
+            self._refuse(
+                b"431 Request Header Fields Too Large",
+                f"the request line and headers are over {MAX_HEAD_BYTES} bytes",
+            )
 
 
 def _http_protocol(settings: ServeSettings):
